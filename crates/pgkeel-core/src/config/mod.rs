@@ -1,0 +1,19 @@
+//! The cluster configuration (`pgkeel.toml`): its model, defaults, layering
+//! (file, then `PGKEEL_*` environment, then command-line flags) and
+//! validation. Every key has a default, so an empty file (or none) is a
+//! valid 3-node local cluster.
+
+mod error;
+mod layers;
+mod model;
+mod template;
+mod validate;
+
+pub use error::ConfigError;
+pub use layers::{ConfigSources, load};
+pub use model::{
+    AccessSection, ClusterSection, Config, NodeConfig, ParamValue, ReplicationSection,
+    RolesSection, TuningSection,
+};
+pub use template::annotated_default;
+pub use validate::MANAGED_PARAMETERS;

@@ -1,0 +1,309 @@
+//! Turns a parsed configuration into a usable one: generates nodes when none
+//! are listed and rejects combinations that cannot work.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use super::model::{DEFAULT_BASE_PORT, DEFAULT_REPLICAS};
+use super::{Config, ConfigError, NodeConfig};
+use crate::names::check_identifier;
+use crate::size::parse_pg_size;
+use crate::NodeName;
+
+/// Parameters pgkeel owns: setting them under `[parameters]` would break
+/// replication or contradict another key, so they are refused with a pointer
+/// to the right key.
+pub const MANAGED_PARAMETERS: [(&str, &str); 14] = [
+    ("port", "set the node's `port` under [[nodes]]"),
+    ("listen_addresses", "set the node's `host` under [[nodes]]"),
+    ("cluster_name", "set `cluster.name`"),
+    ("unix_socket_directories", "pgkeel keeps sockets in the node's run directory"),
+    ("primary_conninfo", "pgkeel points standbys at the primary itself"),
+    ("primary_slot_name", "pgkeel gives every standby its own slot"),
+    ("synchronous_standby_names", "set `replication.mode` and `replication.sync_count`"),
+    ("wal_level", "streaming replication needs `replica`; pgkeel sets it"),
+    ("hot_standby", "pgkeel's replicas serve reads, so it stays on"),
+    ("hba_file", "pgkeel renders pg_hba.conf in the data directory"),
+    ("ident_file", "pgkeel renders pg_ident.conf in the data directory"),
+    ("data_directory", "set `cluster.data_dir`"),
+    ("config_file", "pgkeel renders postgresql.conf in the data directory"),
+    ("logging_collector", "pgkeel captures stderr into the node's log file"),
+];
+
+/// Upper bound on generated replicas: more than this on one machine is
+/// almost certainly a typo.
+const MAX_REPLICAS: usize = 32;
+
+pub(crate) fn finalize(mut cfg: Config) -> Result<Config, ConfigError> {
+    check_identifier("cluster name", &cfg.cluster.name).map_err(err)?;
+    materialize_nodes(&mut cfg)?;
+    check_nodes(&cfg.nodes)?;
+    check_replication(&cfg)?;
+    check_roles(&cfg)?;
+    check_networks(&cfg.access.networks)?;
+    check_tuning(&cfg)?;
+    check_parameters(&cfg)?;
+    Ok(cfg)
+}
+
+fn err(e: impl ToString) -> ConfigError {
+    ConfigError::invalid(e.to_string())
+}
+
+fn materialize_nodes(cfg: &mut Config) -> Result<(), ConfigError> {
+    let cluster = &mut cfg.cluster;
+    if !cfg.nodes.is_empty() {
+        if cluster.replicas.is_some() || cluster.base_port.is_some() {
+            return Err(ConfigError::invalid(
+                "`cluster.replicas`/`cluster.base_port` (or --replicas/--base-port) generate nodes, but [[nodes]] are listed explicitly: remove one or the other",
+            ));
+        }
+        return Ok(());
+    }
+    let replicas = cluster.replicas.take().unwrap_or(DEFAULT_REPLICAS);
+    let base = cluster.base_port.take().unwrap_or(DEFAULT_BASE_PORT);
+    if replicas > MAX_REPLICAS {
+        return Err(ConfigError::invalid(format!(
+            "{replicas} replicas requested; at most {MAX_REPLICAS} can be generated (list [[nodes]] explicitly for more)"
+        )));
+    }
+    if base == 0 || usize::from(base) + replicas > usize::from(u16::MAX) {
+        return Err(ConfigError::invalid(format!(
+            "base port {base} with {replicas} replicas does not fit in 1-65535: choose another --base-port"
+        )));
+    }
+    for i in 0..=replicas {
+        let name = if i == 0 {
+            "primary".to_string()
+        } else {
+            format!("replica{i}")
+        };
+        cfg.nodes.push(NodeConfig {
+            name: NodeName::new(&name).map_err(err)?,
+            host: cluster.host.clone(),
+            port: base + i as u16,
+        });
+    }
+    Ok(())
+}
+
+fn check_nodes(nodes: &[NodeConfig]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut addrs: HashMap<(String, u16), &str> = HashMap::new();
+    for node in nodes {
+        if !names.insert(node.name.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "node name `{}` is used twice: every node needs its own name (it is also its slot name)",
+                node.name
+            )));
+        }
+        if node.port == 0 {
+            return Err(ConfigError::invalid(format!(
+                "node `{}` has port 0: give it a real port",
+                node.name
+            )));
+        }
+        if node.host.trim().is_empty() {
+            return Err(ConfigError::invalid(format!(
+                "node `{}` has an empty host",
+                node.name
+            )));
+        }
+        if let Some(other) = addrs.insert((node.host.clone(), node.port), node.name.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "nodes `{other}` and `{}` both use {}:{}: give each node its own port",
+                node.name, node.host, node.port
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_replication(cfg: &Config) -> Result<(), ConfigError> {
+    let replicas = cfg.nodes.len().saturating_sub(1);
+    let repl = &cfg.replication;
+    if repl.mode.is_synchronous() {
+        if repl.sync_count == 0 {
+            return Err(ConfigError::invalid(format!(
+                "`replication.sync_count` is 0 in {} mode: use at least 1, or mode = \"async\"",
+                repl.mode
+            )));
+        }
+        if repl.sync_count > replicas {
+            return Err(ConfigError::invalid(format!(
+                "`replication.sync_count` is {} but there are only {replicas} replicas: every commit would wait forever; lower --sync-count or add replicas",
+                repl.sync_count
+            )));
+        }
+    }
+    let keep = size(&repl.wal_keep_size, "replication.wal_keep_size")?;
+    let slot = size(
+        &repl.max_slot_wal_keep_size,
+        "replication.max_slot_wal_keep_size",
+    )?;
+    if slot < keep {
+        return Err(ConfigError::invalid(format!(
+            "`replication.max_slot_wal_keep_size` ({}) is smaller than `wal_keep_size` ({}): slots would be invalidated while WAL is still kept anyway",
+            repl.max_slot_wal_keep_size, repl.wal_keep_size
+        )));
+    }
+    Ok(())
+}
+
+fn size(text: &str, key: &str) -> Result<u64, ConfigError> {
+    parse_pg_size(text).ok_or_else(|| {
+        ConfigError::invalid(format!(
+            "`{key}` = \"{text}\" is not a size: write it like \"512MB\" or \"2GB\""
+        ))
+    })
+}
+
+fn check_roles(cfg: &Config) -> Result<(), ConfigError> {
+    let roles = &cfg.roles;
+    check_identifier("replication role", &roles.replication).map_err(err)?;
+    check_identifier("application role", &roles.app).map_err(err)?;
+    check_identifier("database name", &roles.database).map_err(err)?;
+    if let Some(su) = &roles.superuser {
+        check_identifier("superuser name", su).map_err(err)?;
+        if su == &roles.replication || su == &roles.app {
+            return Err(ConfigError::invalid(format!(
+                "role `{su}` is both the superuser and another role: give each its own name"
+            )));
+        }
+    }
+    if roles.replication == roles.app {
+        return Err(ConfigError::invalid(format!(
+            "`roles.replication` and `roles.app` are both `{}`: the replication role must not be the application's",
+            roles.app
+        )));
+    }
+    Ok(())
+}
+
+fn check_networks(networks: &[String]) -> Result<(), ConfigError> {
+    for net in networks {
+        let ok = net.split_once('/').is_some_and(|(addr, prefix)| {
+            match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
+                (Ok(IpAddr::V4(_)), Ok(p)) => p <= 32,
+                (Ok(IpAddr::V6(_)), Ok(p)) => p <= 128,
+                _ => false,
+            }
+        });
+        if !ok {
+            return Err(ConfigError::invalid(format!(
+                "`access.networks` entry `{net}` is not a CIDR block: write it like \"10.0.0.0/8\" or \"::1/128\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_tuning(cfg: &Config) -> Result<(), ConfigError> {
+    let memory = &cfg.tuning.memory;
+    if memory != "auto" {
+        size(memory, "tuning.memory")?;
+    }
+    if cfg.tuning.max_connections < 10 {
+        return Err(ConfigError::invalid(
+            "`tuning.max_connections` below 10 leaves no room for replication and monitoring connections",
+        ));
+    }
+    Ok(())
+}
+
+fn check_parameters(cfg: &Config) -> Result<(), ConfigError> {
+    for name in cfg.parameters.keys() {
+        if let Some((_, instead)) = MANAGED_PARAMETERS.iter().find(|(p, _)| p == name) {
+            return Err(ConfigError::invalid(format!(
+                "parameter `{name}` is managed by pgkeel: {instead}"
+            )));
+        }
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+            && name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        if !valid {
+            return Err(ConfigError::invalid(format!(
+                "`[parameters]` key `{name}` is not a PostgreSQL parameter name (lower-case, like `work_mem`)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigSources, load};
+
+    fn load_text(text: &str) -> Result<super::Config, String> {
+        load(&ConfigSources {
+            file: Some(("t.toml".into(), text.into())),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn nodes(spec: &[(&str, u16)]) -> String {
+        spec.iter()
+            .map(|(n, p)| format!("[[nodes]]\nname = \"{n}\"\nhost = \"127.0.0.1\"\nport = {p}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn sync_count_larger_than_replicas() {
+        let e = load_text("[replication]\nmode = \"sync\"\nsync_count = 3\n").expect_err("bad");
+        assert!(e.contains("only 2 replicas"), "{e}");
+    }
+
+    #[test]
+    fn sync_count_irrelevant_in_async_mode() {
+        assert!(load_text("[replication]\nmode = \"async\"\nsync_count = 9\n").is_ok());
+    }
+
+    #[test]
+    fn duplicate_names_and_ports() {
+        let e = load_text(&nodes(&[("a", 1), ("a", 2)])).expect_err("dup name");
+        assert!(e.contains("`a` is used twice"), "{e}");
+        let e = load_text(&nodes(&[("a", 7), ("b", 7)])).expect_err("dup port");
+        assert!(e.contains("both use 127.0.0.1:7"), "{e}");
+    }
+
+    #[test]
+    fn explicit_nodes_conflict_with_generation() {
+        let e = load_text(&format!("[cluster]\nreplicas = 1\n{}", nodes(&[("a", 1)])))
+            .expect_err("conflict");
+        assert!(e.contains("remove one or the other"), "{e}");
+    }
+
+    #[test]
+    fn bad_node_name_says_the_rule() {
+        let e = load_text(&nodes(&[("Node-1", 1)])).expect_err("bad name");
+        assert!(e.contains("lower-case"), "{e}");
+    }
+
+    #[test]
+    fn managed_parameter_points_to_the_right_key() {
+        let e = load_text("[parameters]\nport = 5000\n").expect_err("managed");
+        assert!(e.contains("[[nodes]]"), "{e}");
+        assert!(load_text("[parameters]\nwork_mem = \"64MB\"\njit = false\n").is_ok());
+    }
+
+    #[test]
+    fn bad_sizes_and_networks() {
+        let e = load_text("[replication]\nwal_keep_size = \"lots\"\n").expect_err("size");
+        assert!(e.contains("512MB"), "{e}");
+        let e = load_text("[access]\nnetworks = [\"10.0.0.0/33\"]\n").expect_err("cidr");
+        assert!(e.contains("CIDR"), "{e}");
+        let e = load_text(
+            "[replication]\nwal_keep_size = \"2GB\"\nmax_slot_wal_keep_size = \"1GB\"\n",
+        )
+        .expect_err("order");
+        assert!(e.contains("smaller"), "{e}");
+    }
+
+    #[test]
+    fn replication_role_must_differ_from_app_role() {
+        let e = load_text("[roles]\nreplication = \"app\"\n").expect_err("same");
+        assert!(e.contains("must not be"), "{e}");
+    }
+}

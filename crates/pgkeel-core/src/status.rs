@@ -1,0 +1,113 @@
+//! The shape of `pgkeel status --json`: what a monitoring system or a test
+//! reads. Field names are a public interface: add, never rename.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Lsn;
+
+/// What a node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes.
+    Primary,
+    /// In recovery, following a primary.
+    Replica,
+}
+
+/// The whole cluster as seen right now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// `cluster.name`.
+    pub cluster: String,
+    /// Replication mode from the configuration.
+    pub mode: String,
+    /// `synchronous_standby_names` as the primary currently has it.
+    pub synchronous_standby_names: Option<String>,
+    /// One entry per configured node, in configuration order.
+    pub nodes: Vec<NodeStatus>,
+    /// Replication slots on the primary.
+    pub slots: Vec<SlotStatus>,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Live role; when the node is down, the role its data directory holds
+    /// (`standby.signal` present or not).
+    pub role: Option<Role>,
+    /// Postmaster running and answering.
+    pub running: bool,
+    /// Postmaster PID.
+    pub pid: Option<u32>,
+    /// Listen address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Timeline the node is on.
+    pub timeline: Option<u32>,
+    /// Primary: current WAL write position; replica: last replayed position.
+    pub lsn: Option<Lsn>,
+    /// Replica: last WAL position received and flushed by its WAL receiver.
+    pub received_lsn: Option<Lsn>,
+    /// Replica: last WAL position replayed.
+    pub replayed_lsn: Option<Lsn>,
+    /// Replica: bytes of WAL between the primary's position and this
+    /// replica's replay position.
+    pub lag_bytes: Option<u64>,
+    /// Replica: `pg_stat_replication.replay_lag` in seconds (0 when caught
+    /// up and idle).
+    pub lag_seconds: Option<f64>,
+    /// Replica: `write_lag` in seconds.
+    pub write_lag_seconds: Option<f64>,
+    /// Replica: `flush_lag` in seconds.
+    pub flush_lag_seconds: Option<f64>,
+    /// Replica: `async`, `sync`, `quorum` or `potential`.
+    pub sync_state: Option<String>,
+    /// Replica: its state in the primary's `pg_stat_replication`
+    /// (`streaming`, `catchup`, ...).
+    pub replication_state: Option<String>,
+    /// Replica: its WAL receiver's status (`streaming`, `waiting`, ...).
+    pub wal_receiver: Option<String>,
+    /// Replica: the upstream it streams from, `host:port`.
+    pub upstream: Option<String>,
+    /// Replica: the slot its WAL receiver uses.
+    pub slot: Option<String>,
+    /// Replica: seconds since its WAL receiver last heard from the primary.
+    pub last_msg_age_seconds: Option<f64>,
+    /// Why the node could not be inspected, when it could not.
+    pub error: Option<String>,
+}
+
+/// One replication slot on the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// Slot name (= the member it serves).
+    pub name: String,
+    /// `physical` or `logical`.
+    pub slot_type: String,
+    /// A WAL sender is using it.
+    pub active: bool,
+    /// Oldest WAL position it holds.
+    pub restart_lsn: Option<Lsn>,
+    /// WAL bytes it keeps on the primary's disk.
+    pub retained_bytes: Option<u64>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+}
+
+impl ClusterStatus {
+    /// The node currently running as primary, if exactly one is.
+    pub fn primary(&self) -> Option<&NodeStatus> {
+        let mut primaries = self
+            .nodes
+            .iter()
+            .filter(|n| n.running && n.role == Some(Role::Primary));
+        match (primaries.next(), primaries.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        }
+    }
+}
