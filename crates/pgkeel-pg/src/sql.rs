@@ -15,7 +15,9 @@ pub fn literal(text: &str) -> String {
 }
 
 impl NodeConn {
-    /// Creates (or updates) a login role with `password`. Only a SCRAM
+    /// Creates a login role with `password` unless it exists (pgkeel created
+    /// it with the same stored password, and re-setting it would only churn
+    /// the verifier's salt). Only a SCRAM
     /// verifier computed here crosses the wire, so the clear-text password
     /// never reaches the server, its logs or `pg_stat_activity`.
     pub async fn ensure_login_role(&self, name: &str, password: &str, attributes: &str) -> Result<(), PgError> {
@@ -26,9 +28,11 @@ impl NodeConn {
             .await
             .map_err(self.sql_err("role lookup"))?
             .is_empty();
-        let verb = if exists { "ALTER" } else { "CREATE" };
+        if exists {
+            return Ok(());
+        }
         let sql = format!(
-            "{verb} ROLE {} WITH LOGIN {attributes} PASSWORD {}",
+            "CREATE ROLE {} WITH LOGIN {attributes} PASSWORD {}",
             ident(name),
             literal(&verifier)
         );

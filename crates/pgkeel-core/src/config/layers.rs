@@ -26,6 +26,12 @@ pub struct ConfigSources {
 /// Builds the effective, validated configuration. Generated nodes are made
 /// explicit, so the result can be stored and reloaded unchanged.
 pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
+    validate::finalize(parse(sources)?)
+}
+
+/// The merged layers exactly as written, before nodes are generated and
+/// before validation: tells what the user actually asked for.
+pub fn parse(sources: &ConfigSources) -> Result<Config, ConfigError> {
     let mut table = Table::new();
     if let Some((origin, text)) = &sources.file {
         // Parse the file alone first: its errors then carry line and column.
@@ -54,7 +60,7 @@ pub fn load(sources: &ConfigSources) -> Result<Config, ConfigError> {
             origin: describe_origin(sources, &origins),
             message: e.message().to_string(),
         })?;
-    validate::finalize(config)
+    Ok(config)
 }
 
 fn describe_origin(sources: &ConfigSources, env: &[String]) -> String {

@@ -10,7 +10,7 @@ mod template;
 mod validate;
 
 pub use error::ConfigError;
-pub use layers::{ConfigSources, load};
+pub use layers::{ConfigSources, load, parse};
 pub use model::{
     AccessSection, ClusterSection, Config, NodeConfig, ParamValue, ReplicationSection,
     RolesSection, TuningSection,

@@ -1,0 +1,154 @@
+//! `pgkeel status`: every node's role, process, WAL positions and lag, and
+//! the primary's slots, gathered live.
+
+use futures_util::future::join_all;
+use pgkeel_core::status::{ClusterStatus, NodeStatus, Role, SlotStatus};
+use pgkeel_core::NodeConfig;
+use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
+use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
+
+use crate::Cluster;
+
+/// What one node answered.
+struct NodeReport {
+    status: NodeStatus,
+    probe: Option<NodeProbe>,
+    replication: Vec<ReplicationRow>,
+    slots: Vec<SlotRow>,
+}
+
+impl Cluster {
+    /// Inspects every node (in parallel) and merges the primary's view of
+    /// its standbys into each standby's entry.
+    pub async fn status(&self) -> ClusterStatus {
+        let reports = join_all(self.nodes().iter().map(|n| self.inspect(n))).await;
+        let primary = reports
+            .iter()
+            .find(|r| r.status.running && r.status.role == Some(Role::Primary));
+        let primary_lsn = primary.and_then(|p| p.probe.as_ref()).and_then(|p| p.current_lsn);
+        let rows: &[ReplicationRow] = primary.map(|p| p.replication.as_slice()).unwrap_or_default();
+        let slots = primary
+            .map(|p| p.slots.iter().map(slot_status).collect())
+            .unwrap_or_default();
+        let sync_names = primary
+            .and_then(|p| p.probe.as_ref())
+            .map(|p| p.synchronous_standby_names.clone());
+        let nodes = reports
+            .iter()
+            .map(|r| {
+                let mut status = r.status.clone();
+                if status.role == Some(Role::Replica) {
+                    merge_replication(&mut status, rows, primary_lsn);
+                }
+                status
+            })
+            .collect();
+        ClusterStatus {
+            cluster: self.config.cluster.name.clone(),
+            mode: self.config.replication.mode.to_string(),
+            synchronous_standby_names: sync_names,
+            nodes,
+            slots,
+        }
+    }
+
+    async fn inspect(&self, node: &NodeConfig) -> NodeReport {
+        let data = self.layout.data_dir(node.name.as_str());
+        let pid = running_pid(&data);
+        let mut status = NodeStatus {
+            name: node.name.to_string(),
+            host: node.host.clone(),
+            port: node.port,
+            pid,
+            role: is_data_dir(&data).then(|| if is_standby(&data) { Role::Replica } else { Role::Primary }),
+            ..Default::default()
+        };
+        let mut report = NodeReport {
+            status: status.clone(),
+            probe: None,
+            replication: vec![],
+            slots: vec![],
+        };
+        if pid.is_none() {
+            return report;
+        }
+        let answer = async {
+            let conn = self.connect(node).await?;
+            let probe = conn.probe().await?;
+            let (receiver, replication) = if probe.in_recovery {
+                (conn.wal_receiver().await?, vec![])
+            } else {
+                (None, conn.replication().await?)
+            };
+            let slots = conn.slots().await?;
+            Ok::<_, pgkeel_pg::PgError>((probe, receiver, replication, slots))
+        };
+        match answer.await {
+            Ok((probe, receiver, replication, slots)) => {
+                status.running = true;
+                status.role = Some(if probe.in_recovery { Role::Replica } else { Role::Primary });
+                status.timeline = probe.timeline;
+                status.lsn = probe.current_lsn.or(probe.replay_lsn);
+                status.received_lsn = probe.receive_lsn;
+                status.replayed_lsn = probe.replay_lsn;
+                if let Some(rx) = receiver {
+                    apply_receiver(&mut status, &rx);
+                }
+                report.probe = Some(probe);
+                report.replication = replication;
+                report.slots = slots;
+            }
+            Err(e) => status.error = Some(e.to_string()),
+        }
+        report.status = status;
+        report
+    }
+}
+
+fn apply_receiver(status: &mut NodeStatus, rx: &WalReceiverRow) {
+    status.wal_receiver = Some(rx.status.clone());
+    status.upstream = match (&rx.sender_host, rx.sender_port) {
+        (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+        _ => None,
+    };
+    status.slot = rx.slot_name.clone();
+    status.last_msg_age_seconds = rx.last_msg_age_seconds;
+    if status.timeline.is_none() {
+        status.timeline = rx.received_tli;
+    }
+}
+
+/// Lag of a standby, from the primary's `pg_stat_replication` (time) and
+/// the LSN distance to the primary's current position (bytes). Never from
+/// `now() - pg_last_xact_replay_timestamp()`, which grows on an idle primary.
+fn merge_replication(status: &mut NodeStatus, rows: &[ReplicationRow], primary_lsn: Option<pgkeel_core::Lsn>) {
+    let Some(row) = rows.iter().find(|r| r.application_name == status.name) else {
+        return;
+    };
+    status.sync_state = row.sync_state.clone();
+    status.replication_state = row.state.clone();
+    status.write_lag_seconds = row.write_lag;
+    status.flush_lag_seconds = row.flush_lag;
+    let replayed = status.replayed_lsn.or(row.replay_lsn);
+    status.lag_bytes = match (primary_lsn, replayed) {
+        (Some(p), Some(r)) => Some(p.bytes_after(r)),
+        _ => None,
+    };
+    // replay_lag turns NULL once a standby has caught up and nothing new
+    // happens: that is zero lag, not unknown.
+    status.lag_seconds = row.replay_lag.or(match status.lag_bytes {
+        Some(0) => Some(0.0),
+        _ => None,
+    });
+}
+
+fn slot_status(slot: &SlotRow) -> SlotStatus {
+    SlotStatus {
+        name: slot.name.clone(),
+        slot_type: slot.slot_type.clone(),
+        active: slot.active,
+        restart_lsn: slot.restart_lsn,
+        retained_bytes: slot.retained_bytes,
+        wal_status: slot.wal_status.clone(),
+    }
+}

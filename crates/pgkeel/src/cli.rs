@@ -1,0 +1,142 @@
+//! Command-line interface: every command and flag, with help that explains.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// pgkeel: PostgreSQL streaming replication, production-grade, in one command.
+///
+/// `pgkeel up` creates a primary and its streaming replicas on this machine
+/// (no config needed: 3 nodes on ports 5432-5434 under ./pgkeel-data) and
+/// returns once every replica streams. `pgkeel status` shows roles, WAL
+/// positions, lag and slots; `pgkeel url` prints a connection URL.
+#[derive(Debug, Parser)]
+#[command(name = "pgkeel", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command that works on a cluster.
+#[derive(Debug, Args, Clone)]
+pub struct Target {
+    /// Configuration file (see `pgkeel init`). Default: ./pgkeel.toml if it
+    /// exists, else built-in defaults.
+    #[arg(long, short = 'c', env = "PGKEEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The cluster's data root (overrides `cluster.data_dir`). Default:
+    /// ./pgkeel-data.
+    #[arg(long, short = 'd', env = "PGKEEL_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write an annotated pgkeel.toml listing every setting with its default.
+    Init {
+        /// Where to write it.
+        #[arg(long, short = 'o', default_value = "pgkeel.toml")]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create the cluster (or start a stopped one) and wait until every
+    /// replica streams.
+    ///
+    /// On a new data root: initdb with checksums, SCRAM roles with generated
+    /// passwords, one slot per replica, replicas cloned with pg_basebackup,
+    /// synchronous_standby_names set for the mode. On an existing cluster:
+    /// starts what is stopped, re-clones a replica whose clone was
+    /// interrupted, and changes nothing when all is running.
+    Up {
+        #[command(flatten)]
+        target: Target,
+        /// Number of replicas (generated nodes only).
+        #[arg(long, value_name = "N")]
+        replicas: Option<usize>,
+        /// Replication mode: async (commits never wait), sync (FIRST n),
+        /// quorum (ANY n, the default).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Standbys that must confirm each commit in sync/quorum mode.
+        #[arg(long, value_name = "N")]
+        sync_count: Option<usize>,
+        /// First port; nodes take consecutive ports (generated nodes only).
+        #[arg(long, value_name = "PORT")]
+        base_port: Option<u16>,
+        /// Print the resulting status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every node cleanly (primary first, so replicas get all its WAL).
+    Down {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop every node and delete the cluster's data root.
+    Destroy {
+        #[command(flatten)]
+        target: Target,
+        /// Required: confirms that all data of the cluster is to be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show each node's role, process, timeline, WAL positions, lag, sync
+    /// state and WAL receiver, and the primary's replication slots.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Machine-readable JSON (one document; one line per refresh with
+        /// --watch).
+        #[arg(long)]
+        json: bool,
+        /// Refresh until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
+        /// Seconds between refreshes with --watch.
+        #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+        interval: f64,
+    },
+    /// Print a libpq connection URL: `psql "$(pgkeel url)"`.
+    ///
+    /// Default: the current primary, as the application role.
+    Url {
+        #[command(flatten)]
+        target: Target,
+        /// A specific node.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["primary", "replica"])]
+        node: Option<String>,
+        /// The node currently running as primary (the default).
+        #[arg(long, conflicts_with = "replica")]
+        primary: bool,
+        /// A running, streaming replica.
+        #[arg(long)]
+        replica: bool,
+        /// The superuser's credentials (database `postgres`) instead of the
+        /// application role's.
+        #[arg(long)]
+        superuser: bool,
+    },
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Commits never wait for standbys.
+    Async,
+    /// FIRST n (...): the first n healthy standbys confirm each commit.
+    Sync,
+    /// ANY n (...): any n standbys confirm each commit.
+    Quorum,
+}
+
+impl ModeArg {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeArg::Async => "async",
+            ModeArg::Sync => "sync",
+            ModeArg::Quorum => "quorum",
+        }
+    }
+}
