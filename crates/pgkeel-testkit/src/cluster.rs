@@ -1,0 +1,125 @@
+//! A real cluster in a temporary directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgkeel_cluster::url::{Credentials, UrlTarget};
+use pgkeel_cluster::{Cluster, SilentProgress, up};
+use pgkeel_core::config::{ConfigSources, load};
+use pgkeel_pg::pgctl;
+use tokio_postgres::{Client, NoTls};
+
+use crate::{ClusterGuard, free_port_block};
+
+/// A temporary directory the PostgreSQL OS user can enter (plain tempdirs
+/// are 0700 root-owned when tests run as root). Removed on drop.
+#[derive(Debug)]
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    /// Creates one under the system temp dir.
+    pub fn new() -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("pgkeel-test-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        Ok(TestDir { dir })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A running cluster built through the library, stopped by PID on drop.
+pub struct TempCluster {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// First port.
+    pub base_port: u16,
+    // Field order matters: the guard stops servers before the dir goes.
+    _guard: ClusterGuard,
+    _dir: TestDir,
+}
+
+/// Result type of the helpers.
+pub type TestResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+impl TempCluster {
+    /// Stands up a cluster with `replicas` replicas in `mode` (`async`,
+    /// `sync`, `quorum`) on free ports.
+    pub async fn start(replicas: usize, mode: &str) -> TestResult<Self> {
+        let dir = TestDir::new()?;
+        let root: PathBuf = dir.path().join("cluster");
+        let base_port = free_port_block(replicas as u16 + 1);
+        let text = format!(
+            "[cluster]\ndata_dir = \"{}\"\nreplicas = {replicas}\nbase_port = {base_port}\n[replication]\nmode = \"{mode}\"\n[tuning]\nmemory = \"512MB\"\n",
+            root.display()
+        );
+        let config = load(&ConfigSources {
+            file: Some(("test config".into(), text)),
+            ..Default::default()
+        })?;
+        let guard = ClusterGuard::new(&root);
+        let cluster = Cluster::prepare(config)?;
+        up(&cluster, Arc::new(SilentProgress)).await?;
+        Ok(TempCluster {
+            cluster,
+            base_port,
+            _guard: guard,
+            _dir: dir,
+        })
+    }
+
+    /// Application-role URL of a node.
+    pub async fn url(&self, node: &str) -> TestResult<String> {
+        Ok(self.cluster.url(&UrlTarget::Node(node.into()), Credentials::App).await?)
+    }
+
+    /// A client on a node as the application role.
+    pub async fn client(&self, node: &str) -> TestResult<Client> {
+        connect_url(&self.url(node).await?).await
+    }
+
+    /// Stops one node cleanly.
+    pub async fn stop_node(&self, node: &str) -> TestResult<()> {
+        let data = self.cluster.layout.data_dir(node);
+        pgctl::stop(&self.cluster.runner, node, &data, pgctl::StopMode::Fast).await?;
+        Ok(())
+    }
+
+    /// Starts one node again.
+    pub async fn start_node(&self, node: &str) -> TestResult<()> {
+        let data = self.cluster.layout.data_dir(node);
+        pgctl::start(&self.cluster.runner, node, &data, &self.cluster.layout.log_file(node)).await?;
+        Ok(())
+    }
+
+    /// Polls `check` every 50 ms until it returns true or `timeout` passes.
+    pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// Connects to `url` and drives the connection in the background.
+pub async fn connect_url(url: &str) -> TestResult<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
