@@ -6,13 +6,22 @@ use toml::Value;
 
 /// Keys pgkeel resolves and pins at creation; a request that leaves them
 /// unset means "whatever the cluster has".
-const PINNED: [&str; 4] = ["cluster.data_dir", "cluster.os_user", "cluster.bin_dir", "roles.superuser"];
+const PINNED: [&str; 4] = [
+    "cluster.data_dir",
+    "cluster.os_user",
+    "cluster.bin_dir",
+    "roles.superuser",
+];
 
 /// Every setting in `requested` whose value differs from `stored`, as
 /// `key: stored -> requested`. `nodes_requested` says whether the request
 /// named nodes at all ([[nodes]], replicas or base port); when it did not,
 /// the generated default nodes are not a request to change them.
-pub fn config_differences(requested: &Config, stored: &Config, nodes_requested: bool) -> Vec<String> {
+pub fn config_differences(
+    requested: &Config,
+    stored: &Config,
+    nodes_requested: bool,
+) -> Vec<String> {
     let (Ok(req), Ok(have)) = (Value::try_from(requested), Value::try_from(stored)) else {
         return vec!["configuration cannot be compared".into()];
     };
@@ -38,7 +47,11 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Table(table) => {
             for (k, v) in table {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -49,8 +62,8 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgkeel_core::config::{ConfigSources, load};
     use pgkeel_core::ReplicationMode;
+    use pgkeel_core::config::{ConfigSources, load};
 
     #[test]
     fn same_request_has_no_difference_even_when_stored_pins_more() {
@@ -69,7 +82,11 @@ mod tests {
         requested.nodes.pop();
         assert_eq!(config_differences(&requested, &stored, false).len(), 1);
         let diff = config_differences(&requested, &stored, true);
-        assert!(diff.iter().any(|d| d.starts_with("replication.mode: \"quorum\" -> \"async\"")), "{diff:?}");
+        assert!(
+            diff.iter()
+                .any(|d| d.starts_with("replication.mode: \"quorum\" -> \"async\"")),
+            "{diff:?}"
+        );
         assert!(diff.iter().any(|d| d.starts_with("nodes:")), "{diff:?}");
     }
 }

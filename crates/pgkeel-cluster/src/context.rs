@@ -89,16 +89,18 @@ impl Cluster {
 
     /// Looks up a node by name, with an error listing the valid names.
     pub fn node(&self, name: &str) -> Result<&NodeConfig, ClusterError> {
-        self.config.node(name).ok_or_else(|| ClusterError::UnknownNode {
-            name: name.to_string(),
-            known: self
-                .config
-                .nodes
-                .iter()
-                .map(|n| n.name.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        self.config
+            .node(name)
+            .ok_or_else(|| ClusterError::UnknownNode {
+                name: name.to_string(),
+                known: self
+                    .config
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// The OS user PostgreSQL runs as.

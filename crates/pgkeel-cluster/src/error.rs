@@ -15,13 +15,17 @@ pub enum ClusterError {
     #[error(transparent)]
     Pg(#[from] PgError),
     /// No cluster where one was expected.
-    #[error("no pgkeel cluster at {dir} (no cluster.toml): run `pgkeel up --dir {dir}` to create one, or pass the right --dir")]
+    #[error(
+        "no pgkeel cluster at {dir} (no cluster.toml): run `pgkeel up --dir {dir}` to create one, or pass the right --dir"
+    )]
     NoCluster {
         /// The data root.
         dir: PathBuf,
     },
     /// The directory holds something else; pgkeel will not touch it.
-    #[error("{dir} is not empty and is not a pgkeel cluster (it holds {found}, but no cluster.toml): pgkeel will not write into it; choose another --dir or move its contents away")]
+    #[error(
+        "{dir} is not empty and is not a pgkeel cluster (it holds {found}, but no cluster.toml): pgkeel will not write into it; choose another --dir or move its contents away"
+    )]
     ForeignDirectory {
         /// The data root.
         dir: PathBuf,
@@ -29,7 +33,9 @@ pub enum ClusterError {
         found: String,
     },
     /// A port a node needs is taken.
-    #[error("port {port} on {host} (node `{node}`) is already in use by another process: choose another --base-port, or stop that process (`ss -ltnp 'sport = :{port}'` shows it)")]
+    #[error(
+        "port {port} on {host} (node `{node}`) is already in use by another process: choose another --base-port, or stop that process (`ss -ltnp 'sport = :{port}'` shows it)"
+    )]
     PortInUse {
         /// Node name.
         node: String,
@@ -39,7 +45,9 @@ pub enum ClusterError {
         port: u16,
     },
     /// A node's host is not on this machine.
-    #[error("node `{node}` listens on {host}, which is not an address of this machine ({detail}): `pgkeel up` runs the nodes that live here; use a local address")]
+    #[error(
+        "node `{node}` listens on {host}, which is not an address of this machine ({detail}): `pgkeel up` runs the nodes that live here; use a local address"
+    )]
     NotLocal {
         /// Node name.
         node: String,
@@ -49,7 +57,9 @@ pub enum ClusterError {
         detail: String,
     },
     /// The requested configuration differs from the cluster's.
-    #[error("the cluster at {dir} was created with a different configuration: {differences}\nfix: drop those flags/settings to use it as it is, or `pgkeel destroy --dir {dir} --yes` and create it again")]
+    #[error(
+        "the cluster at {dir} was created with a different configuration: {differences}\nfix: drop those flags/settings to use it as it is, or `pgkeel destroy --dir {dir} --yes` and create it again"
+    )]
     ConfigMismatch {
         /// The data root.
         dir: PathBuf,
@@ -65,7 +75,9 @@ pub enum ClusterError {
         len: usize,
     },
     /// Waiting for a condition ran out of time.
-    #[error("timed out after {seconds}s waiting for {what}: {detail}\nhint: `pgkeel status` shows each node's state; the node logs are under nodes/<name>/postgresql.log")]
+    #[error(
+        "timed out after {seconds}s waiting for {what}: {detail}\nhint: `pgkeel status` shows each node's state; the node logs are under nodes/<name>/postgresql.log"
+    )]
     Timeout {
         /// What was awaited.
         what: String,
@@ -107,7 +119,11 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         ClusterError::Io {
             action,
             path: path.into(),

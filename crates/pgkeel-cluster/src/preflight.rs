@@ -39,7 +39,9 @@ pub fn check_data_root(layout: &Layout) -> Result<(), ClusterError> {
 }
 
 /// Checks that each node about to start can bind its address and port.
-pub fn check_ports<'a>(nodes: impl IntoIterator<Item = &'a NodeConfig>) -> Result<(), ClusterError> {
+pub fn check_ports<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeConfig>,
+) -> Result<(), ClusterError> {
     for node in nodes {
         match TcpListener::bind((node.host.as_str(), node.port)) {
             Ok(listener) => drop(listener),

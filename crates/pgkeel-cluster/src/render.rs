@@ -57,9 +57,15 @@ impl Cluster {
 
     /// Writes `postgresql.conf`, `pg_hba.conf`, `pg_ident.conf` and the
     /// standby marker into `data` for `node` in `role`.
-    pub fn write_node_config(&self, node: &NodeConfig, data: &Path, role: NodeRole<'_>) -> Result<(), ClusterError> {
+    pub fn write_node_config(
+        &self,
+        node: &NodeConfig,
+        data: &Path,
+        role: NodeRole<'_>,
+    ) -> Result<(), ClusterError> {
         let owner = self.os_user();
-        let performance = performance_parameters(self.memory_per_node(), self.config.tuning.max_connections);
+        let performance =
+            performance_parameters(self.memory_per_node(), self.config.tuning.max_connections);
         let socket_dir = self.layout.socket_dir(node.name.as_str());
         let standby_source;
         let (sync_names, standby) = match role {
@@ -101,8 +107,18 @@ impl Cluster {
             networks: &self.config.access.networks,
         };
         write_owned(&data.join("postgresql.conf"), &conf, owner, 0o600)?;
-        write_owned(&data.join("pg_hba.conf"), &render_hba(&hba_input), owner, 0o600)?;
-        write_owned(&data.join("pg_ident.conf"), &render_ident(&hba_input), owner, 0o600)?;
+        write_owned(
+            &data.join("pg_hba.conf"),
+            &render_hba(&hba_input),
+            owner,
+            0o600,
+        )?;
+        write_owned(
+            &data.join("pg_ident.conf"),
+            &render_ident(&hba_input),
+            owner,
+            0o600,
+        )?;
         // pg_basebackup copies the primary's auto.conf; pgkeel owns the
         // settings, so start from an empty one.
         write_owned(

@@ -24,7 +24,8 @@ impl Cluster {
     pub fn discard_incomplete(&self, node: &str) -> Result<(), ClusterError> {
         let partial = self.layout.partial_dir(node);
         if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|e| ClusterError::io("remove", &partial, e))?;
+            std::fs::remove_dir_all(&partial)
+                .map_err(|e| ClusterError::io("remove", &partial, e))?;
         }
         let data = self.layout.data_dir(node);
         if data.exists() && !is_data_dir(&data) {
@@ -69,7 +70,8 @@ impl Cluster {
         .await?;
         progress.clone_done(name);
         self.write_node_config(node, &partial, NodeRole::Standby { upstream: primary })?;
-        std::fs::rename(&partial, &data).map_err(|e| ClusterError::io("rename into place", &data, e))?;
+        std::fs::rename(&partial, &data)
+            .map_err(|e| ClusterError::io("rename into place", &data, e))?;
         Ok(true)
     }
 }

@@ -2,8 +2,8 @@
 //! the primary's slots, gathered live.
 
 use futures_util::future::join_all;
-use pgkeel_core::status::{ClusterStatus, NodeStatus, Role, SlotStatus};
 use pgkeel_core::NodeConfig;
+use pgkeel_core::status::{ClusterStatus, NodeStatus, Role, SlotStatus};
 use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
 use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
 
@@ -25,8 +25,12 @@ impl Cluster {
         let primary = reports
             .iter()
             .find(|r| r.status.running && r.status.role == Some(Role::Primary));
-        let primary_lsn = primary.and_then(|p| p.probe.as_ref()).and_then(|p| p.current_lsn);
-        let rows: &[ReplicationRow] = primary.map(|p| p.replication.as_slice()).unwrap_or_default();
+        let primary_lsn = primary
+            .and_then(|p| p.probe.as_ref())
+            .and_then(|p| p.current_lsn);
+        let rows: &[ReplicationRow] = primary
+            .map(|p| p.replication.as_slice())
+            .unwrap_or_default();
         let slots = primary
             .map(|p| p.slots.iter().map(slot_status).collect())
             .unwrap_or_default();
@@ -60,7 +64,13 @@ impl Cluster {
             host: node.host.clone(),
             port: node.port,
             pid,
-            role: is_data_dir(&data).then(|| if is_standby(&data) { Role::Replica } else { Role::Primary }),
+            role: is_data_dir(&data).then(|| {
+                if is_standby(&data) {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                }
+            }),
             ..Default::default()
         };
         let mut report = NodeReport {
@@ -86,7 +96,11 @@ impl Cluster {
         match answer.await {
             Ok((probe, receiver, replication, slots)) => {
                 status.running = true;
-                status.role = Some(if probe.in_recovery { Role::Replica } else { Role::Primary });
+                status.role = Some(if probe.in_recovery {
+                    Role::Replica
+                } else {
+                    Role::Primary
+                });
                 status.timeline = probe.timeline;
                 status.lsn = probe.current_lsn.or(probe.replay_lsn);
                 status.received_lsn = probe.receive_lsn;
@@ -112,6 +126,8 @@ fn apply_receiver(status: &mut NodeStatus, rx: &WalReceiverRow) {
         _ => None,
     };
     status.slot = rx.slot_name.clone();
+    status.receive_start_lsn = rx.receive_start_lsn;
+    status.receive_start_tli = rx.receive_start_tli;
     status.last_msg_age_seconds = rx.last_msg_age_seconds;
     if status.timeline.is_none() {
         status.timeline = rx.received_tli;
@@ -121,12 +137,20 @@ fn apply_receiver(status: &mut NodeStatus, rx: &WalReceiverRow) {
 /// Lag of a standby, from the primary's `pg_stat_replication` (time) and
 /// the LSN distance to the primary's current position (bytes). Never from
 /// `now() - pg_last_xact_replay_timestamp()`, which grows on an idle primary.
-fn merge_replication(status: &mut NodeStatus, rows: &[ReplicationRow], primary_lsn: Option<pgkeel_core::Lsn>) {
+fn merge_replication(
+    status: &mut NodeStatus,
+    rows: &[ReplicationRow],
+    primary_lsn: Option<pgkeel_core::Lsn>,
+) {
     let Some(row) = rows.iter().find(|r| r.application_name == status.name) else {
         return;
     };
     status.sync_state = row.sync_state.clone();
     status.replication_state = row.state.clone();
+    status.client_addr = row.client_addr.clone();
+    status.sent_lsn = row.sent_lsn;
+    status.write_lsn = row.write_lsn;
+    status.flush_lsn = row.flush_lsn;
     status.write_lag_seconds = row.write_lag;
     status.flush_lag_seconds = row.flush_lag;
     let replayed = status.replayed_lsn.or(row.replay_lsn);

@@ -13,7 +13,11 @@ impl Cluster {
         let mut order: Vec<_> = self.nodes().iter().collect();
         order.sort_by_key(|n| {
             let standby = is_standby(&self.layout.data_dir(n.name.as_str()));
-            if standby { Role::Replica as u8 } else { Role::Primary as u8 }
+            if standby {
+                Role::Replica as u8
+            } else {
+                Role::Primary as u8
+            }
         });
         let mut stopped = vec![];
         for node in order {
@@ -41,7 +45,9 @@ impl Cluster {
         }
         let root = self.layout.root();
         if !self.layout.cluster_file().exists() {
-            return Err(ClusterError::NoCluster { dir: root.to_path_buf() });
+            return Err(ClusterError::NoCluster {
+                dir: root.to_path_buf(),
+            });
         }
         std::fs::remove_dir_all(root).map_err(|e| ClusterError::io("remove", root, e))
     }

@@ -62,12 +62,19 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
     progress.step(pname, "roles, database and slots");
     prepare_primary(cluster, primary).await?;
 
-    let standbys: Vec<&NodeConfig> = cluster.nodes().iter().filter(|n| n.name != primary.name).collect();
+    let standbys: Vec<&NodeConfig> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.name != primary.name)
+        .collect();
     let results = try_join_all(standbys.iter().map(|node| {
         let progress = progress.clone();
         async move {
             let mut done = vec![];
-            if cluster.ensure_replica_data(node, primary, progress.clone()).await? {
+            if cluster
+                .ensure_replica_data(node, primary, progress.clone())
+                .await?
+            {
                 done.push(format!("cloned {}", node.name));
             }
             if start_if_stopped(cluster, node, progress.as_ref()).await? {
@@ -102,10 +109,19 @@ fn ensure_skeleton(cluster: &Cluster) -> Result<(), ClusterError> {
     ensure_dir(layout.root(), owner, 0o700)?;
     if !layout.cluster_file().exists() {
         let text = toml::to_string(&cluster.config).map_err(|e| {
-            ClusterError::io("serialize", layout.cluster_file(), std::io::Error::other(e.to_string()))
+            ClusterError::io(
+                "serialize",
+                layout.cluster_file(),
+                std::io::Error::other(e.to_string()),
+            )
         })?;
         let header = "# Written by `pgkeel up`: the configuration this cluster was created with.\n";
-        write_owned(&layout.cluster_file(), &format!("{header}{text}"), owner, 0o644)?;
+        write_owned(
+            &layout.cluster_file(),
+            &format!("{header}{text}"),
+            owner,
+            0o644,
+        )?;
     }
     ensure_dir(&layout.secrets_dir(), owner, 0o700)?;
     for secret in [Secret::Superuser, Secret::Replication, Secret::App] {
@@ -117,7 +133,12 @@ fn ensure_skeleton(cluster: &Cluster) -> Result<(), ClusterError> {
     let passfile = layout.replication_passfile();
     if !passfile.exists() {
         let password = read_password(&layout.password_file(Secret::Replication))?;
-        write_owned(&passfile, &pgpass_line(&cluster.config.roles.replication, &password), owner, 0o600)?;
+        write_owned(
+            &passfile,
+            &pgpass_line(&cluster.config.roles.replication, &password),
+            owner,
+            0o600,
+        )?;
     }
     Ok(())
 }
@@ -168,7 +189,11 @@ async fn init_primary(cluster: &Cluster, node: &NodeConfig) -> Result<(), Cluste
 }
 
 /// Starts `node` unless it runs; returns whether it was started.
-async fn start_if_stopped(cluster: &Cluster, node: &NodeConfig, progress: &dyn Progress) -> Result<bool, ClusterError> {
+async fn start_if_stopped(
+    cluster: &Cluster,
+    node: &NodeConfig,
+    progress: &dyn Progress,
+) -> Result<bool, ClusterError> {
     let name = node.name.as_str();
     let data = cluster.layout.data_dir(name);
     if running_pid(&data).is_some() {
@@ -188,9 +213,14 @@ async fn prepare_primary(cluster: &Cluster, primary: &NodeConfig) -> Result<(), 
     let layout = &cluster.layout;
     let repl_password = read_password(&layout.password_file(Secret::Replication))?;
     let app_password = read_password(&layout.password_file(Secret::App))?;
-    conn.ensure_login_role(&roles.replication, &repl_password, "REPLICATION").await?;
-    conn.ensure_login_role(&roles.app, &app_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    conn.ensure_login_role(&roles.replication, &repl_password, "REPLICATION")
         .await?;
+    conn.ensure_login_role(
+        &roles.app,
+        &app_password,
+        "NOSUPERUSER NOCREATEDB NOCREATEROLE",
+    )
+    .await?;
     conn.ensure_database(&roles.database, &roles.app).await?;
     for node in cluster.nodes().iter().filter(|n| n.name != primary.name) {
         conn.ensure_physical_slot(node.name.as_str()).await?;
@@ -208,7 +238,13 @@ async fn apply_sync_names(cluster: &Cluster, primary: &NodeConfig) -> Result<boo
         return Ok(false);
     }
     let data = cluster.layout.data_dir(primary.name.as_str());
-    cluster.write_node_config(primary, &data, NodeRole::Primary { sync_names: &wanted })?;
+    cluster.write_node_config(
+        primary,
+        &data,
+        NodeRole::Primary {
+            sync_names: &wanted,
+        },
+    )?;
     conn.reload().await?;
     Ok(true)
 }

@@ -1,8 +1,8 @@
 //! libpq connection URLs for the cluster's nodes.
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use pgkeel_core::status::Role;
 use pgkeel_core::NodeConfig;
+use pgkeel_core::status::Role;
 use pgkeel_pg::secrets::read_password;
 
 use crate::layout::Secret;
@@ -30,17 +30,34 @@ pub enum Credentials {
 
 /// Builds `postgresql://user:password@host:port/db`.
 pub fn format_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-    format!("postgresql://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database))
+    format!(
+        "postgresql://{}:{}@{host}:{port}/{}",
+        enc(user),
+        enc(password),
+        enc(database)
+    )
 }
 
 impl Cluster {
     /// The URL for `target` with `creds`.
-    pub async fn url(&self, target: &UrlTarget, creds: Credentials) -> Result<String, ClusterError> {
+    pub async fn url(
+        &self,
+        target: &UrlTarget,
+        creds: Credentials,
+    ) -> Result<String, ClusterError> {
         let node = self.resolve_target(target).await?;
         let (user, secret, database) = match creds {
-            Credentials::App => (self.config.roles.app.as_str(), Secret::App, self.config.roles.database.as_str()),
+            Credentials::App => (
+                self.config.roles.app.as_str(),
+                Secret::App,
+                self.config.roles.database.as_str(),
+            ),
             Credentials::Superuser => (self.superuser.as_str(), Secret::Superuser, "postgres"),
         };
         let password = read_password(&self.layout.password_file(secret))?;
@@ -57,7 +74,11 @@ impl Cluster {
             _ => status
                 .nodes
                 .iter()
-                .find(|n| n.running && n.role == Some(Role::Replica) && n.wal_receiver.as_deref() == Some("streaming"))
+                .find(|n| {
+                    n.running
+                        && n.role == Some(Role::Replica)
+                        && n.wal_receiver.as_deref() == Some("streaming")
+                })
                 .map(|n| n.name.clone()),
         };
         let name = found.ok_or_else(|| ClusterError::NoSuitableNode {
@@ -76,7 +97,13 @@ mod tests {
 
     #[test]
     fn url_escapes_and_brackets_ipv6() {
-        assert_eq!(format_url("app", "pw", "127.0.0.1", 5432, "app"), "postgresql://app:pw@127.0.0.1:5432/app");
-        assert_eq!(format_url("a", "p@ss/", "::1", 1, "d b"), "postgresql://a:p%40ss%2F@[::1]:1/d%20b");
+        assert_eq!(
+            format_url("app", "pw", "127.0.0.1", 5432, "app"),
+            "postgresql://app:pw@127.0.0.1:5432/app"
+        );
+        assert_eq!(
+            format_url("a", "p@ss/", "::1", 1, "d b"),
+            "postgresql://a:p%40ss%2F@[::1]:1/d%20b"
+        );
     }
 }

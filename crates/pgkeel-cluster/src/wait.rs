@@ -45,7 +45,8 @@ pub fn replication_ready(
             }
         }
     }
-    if mode == ReplicationMode::Sync && sync < sync_count.min(standbys.len()) && missing.is_empty() {
+    if mode == ReplicationMode::Sync && sync < sync_count.min(standbys.len()) && missing.is_empty()
+    {
         missing.push(format!("{sync} of {sync_count} synchronous standbys"));
     }
     if missing.is_empty() {
@@ -58,7 +59,11 @@ pub fn replication_ready(
 impl Cluster {
     /// Waits until every other node streams from `primary` in the state the
     /// replication mode calls for.
-    pub async fn wait_replication(&self, primary: &NodeConfig, timeout: Duration) -> Result<(), ClusterError> {
+    pub async fn wait_replication(
+        &self,
+        primary: &NodeConfig,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
         let standbys: Vec<&str> = self
             .nodes()
             .iter()
@@ -109,26 +114,41 @@ mod tests {
 
     #[test]
     fn quorum_needs_every_standby_in_quorum_state() {
-        let rows = [row("r1", "streaming", "quorum"), row("r2", "streaming", "async")];
-        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Quorum, 1).expect_err("r2 async");
+        let rows = [
+            row("r1", "streaming", "quorum"),
+            row("r2", "streaming", "async"),
+        ];
+        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Quorum, 1)
+            .expect_err("r2 async");
         assert!(err.contains("r2: sync_state async"), "{err}");
-        let rows = [row("r1", "streaming", "quorum"), row("r2", "streaming", "quorum")];
+        let rows = [
+            row("r1", "streaming", "quorum"),
+            row("r2", "streaming", "quorum"),
+        ];
         assert!(replication_ready(&rows, &["r1", "r2"], ReplicationMode::Quorum, 1).is_ok());
     }
 
     #[test]
     fn sync_needs_enough_sync_standbys() {
-        let rows = [row("r1", "streaming", "potential"), row("r2", "streaming", "potential")];
-        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Sync, 1).expect_err("none sync");
+        let rows = [
+            row("r1", "streaming", "potential"),
+            row("r2", "streaming", "potential"),
+        ];
+        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Sync, 1)
+            .expect_err("none sync");
         assert!(err.contains("0 of 1"), "{err}");
-        let rows = [row("r1", "streaming", "sync"), row("r2", "streaming", "potential")];
+        let rows = [
+            row("r1", "streaming", "sync"),
+            row("r2", "streaming", "potential"),
+        ];
         assert!(replication_ready(&rows, &["r1", "r2"], ReplicationMode::Sync, 1).is_ok());
     }
 
     #[test]
     fn missing_and_catching_up_standbys_are_named() {
         let rows = [row("r1", "catchup", "async")];
-        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Async, 0).expect_err("not ready");
+        let err = replication_ready(&rows, &["r1", "r2"], ReplicationMode::Async, 0)
+            .expect_err("not ready");
         assert!(err.contains("r1: catchup"), "{err}");
         assert!(err.contains("r2: not connected"), "{err}");
     }

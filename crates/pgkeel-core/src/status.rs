@@ -66,6 +66,18 @@ pub struct NodeStatus {
     pub flush_lag_seconds: Option<f64>,
     /// Replica: `async`, `sync`, `quorum` or `potential`.
     pub sync_state: Option<String>,
+    /// Replica: its address as the primary sees it.
+    pub client_addr: Option<String>,
+    /// Replica: WAL the primary has sent it.
+    pub sent_lsn: Option<Lsn>,
+    /// Replica: WAL it has written (as reported to the primary).
+    pub write_lsn: Option<Lsn>,
+    /// Replica: WAL it has flushed (as reported to the primary).
+    pub flush_lsn: Option<Lsn>,
+    /// Replica: where its WAL receiver (re)started streaming.
+    pub receive_start_lsn: Option<Lsn>,
+    /// Replica: the timeline its WAL receiver (re)started on.
+    pub receive_start_tli: Option<u32>,
     /// Replica: its state in the primary's `pg_stat_replication`
     /// (`streaming`, `catchup`, ...).
     pub replication_state: Option<String>,

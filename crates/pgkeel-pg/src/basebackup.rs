@@ -133,7 +133,10 @@ mod tests {
             parse_progress("    0/22830 kB (0%), 0/1 tablespace (...a/base/1/2619)"),
             Some((0, 22830))
         );
-        assert_eq!(parse_progress("pg_basebackup: error: connection failed"), None);
+        assert_eq!(
+            parse_progress("pg_basebackup: error: connection failed"),
+            None
+        );
         assert_eq!(parse_progress("waiting for checkpoint"), None);
     }
 }

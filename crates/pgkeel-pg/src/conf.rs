@@ -93,7 +93,10 @@ pub fn render_postgresql_conf(input: &ConfInput<'_>) -> String {
             ("max_wal_senders", senders.to_string()),
             ("max_replication_slots", senders.to_string()),
             ("wal_keep_size", quote(input.wal_keep_size)),
-            ("max_slot_wal_keep_size", quote(input.max_slot_wal_keep_size)),
+            (
+                "max_slot_wal_keep_size",
+                quote(input.max_slot_wal_keep_size),
+            ),
             ("synchronous_commit", "on".into()),
             (
                 "synchronous_standby_names",
@@ -166,7 +169,10 @@ fn quote_if_unit(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn base<'a>(extra: &'a BTreeMap<String, ParamValue>, perf: &'a [(String, String)]) -> ConfInput<'a> {
+    fn base<'a>(
+        extra: &'a BTreeMap<String, ParamValue>,
+        perf: &'a [(String, String)],
+    ) -> ConfInput<'a> {
         ConfInput {
             cluster_name: "c1",
             node_name: "replica1",
@@ -219,7 +225,10 @@ mod tests {
         input.standby = Some(&source);
         let text = render_postgresql_conf(&input);
         assert!(text.contains("primary_slot_name = 'replica1'"));
-        assert!(text.contains("application_name=replica1 passfile=''/x y'''"), "{text}");
+        assert!(
+            text.contains("application_name=replica1 passfile=''/x y'''"),
+            "{text}"
+        );
         let first = text.find("work_mem = '4MB'").expect("tuned");
         let last = text.find("work_mem = '64MB'").expect("extra");
         assert!(last > first, "extra parameters must come last");

@@ -92,7 +92,9 @@ pub enum PgError {
         source: std::io::Error,
     },
     /// Connecting to a node failed.
-    #[error("[{node}] cannot connect to PostgreSQL on port {port} (socket dir {socket_dir}): {source}")]
+    #[error(
+        "[{node}] cannot connect to PostgreSQL on port {port} (socket dir {socket_dir}): {source}"
+    )]
     Connect {
         /// Node name.
         node: String,
@@ -126,7 +128,11 @@ pub enum PgError {
 }
 
 impl PgError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         PgError::Io {
             action,
             path: path.into(),

@@ -31,24 +31,50 @@ pub fn render_hba(input: &HbaInput<'_>) -> String {
     );
     let su = input.superuser;
     let repl = input.replication_role;
-    let _ = writeln!(out, "local   all          {su:<17} {:<22} peer map={IDENT_MAP}", "");
-    let _ = writeln!(out, "local   replication  {su:<17} {:<22} peer map={IDENT_MAP}", "");
-    let _ = writeln!(out, "local   all          all               {:<22} reject", "");
+    let _ = writeln!(
+        out,
+        "local   all          {su:<17} {:<22} peer map={IDENT_MAP}",
+        ""
+    );
+    let _ = writeln!(
+        out,
+        "local   replication  {su:<17} {:<22} peer map={IDENT_MAP}",
+        ""
+    );
+    let _ = writeln!(
+        out,
+        "local   all          all               {:<22} reject",
+        ""
+    );
     for addr in input.member_addresses {
         let cidr = host_cidr(*addr);
-        let _ = writeln!(out, "host    replication  {repl:<17} {cidr:<22} scram-sha-256");
+        let _ = writeln!(
+            out,
+            "host    replication  {repl:<17} {cidr:<22} scram-sha-256"
+        );
     }
-    let _ = writeln!(out, "host    replication  all               all                    reject");
-    let _ = writeln!(out, "host    all          {repl:<17} all                    reject");
+    let _ = writeln!(
+        out,
+        "host    replication  all               all                    reject"
+    );
+    let _ = writeln!(
+        out,
+        "host    all          {repl:<17} all                    reject"
+    );
     for net in input.networks {
-        let _ = writeln!(out, "host    all          all               {net:<22} scram-sha-256");
+        let _ = writeln!(
+            out,
+            "host    all          all               {net:<22} scram-sha-256"
+        );
     }
     out
 }
 
 /// Renders `pg_ident.conf` mapping the allowed OS users to the superuser.
 pub fn render_ident(input: &HbaInput<'_>) -> String {
-    let mut out = String::from("# pg_ident.conf rendered by pgkeel.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n");
+    let mut out = String::from(
+        "# pg_ident.conf rendered by pgkeel.\n# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n",
+    );
     for user in input.local_os_users {
         let _ = writeln!(out, "{IDENT_MAP}    {user:<16} {}", input.superuser);
     }
@@ -68,7 +94,10 @@ mod tests {
 
     fn sample() -> String {
         let users = vec!["postgres".to_string(), "root".to_string()];
-        let addrs = vec!["127.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip")];
+        let addrs = vec![
+            "127.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        ];
         let nets = vec!["127.0.0.1/32".to_string()];
         render_hba(&HbaInput {
             superuser: "postgres",
@@ -85,7 +114,10 @@ mod tests {
         assert!(!text.contains("trust"));
         assert!(!text.contains("md5"));
         for line in text.lines().filter(|l| l.starts_with("host")) {
-            assert!(line.ends_with("scram-sha-256") || line.ends_with("reject"), "{line}");
+            assert!(
+                line.ends_with("scram-sha-256") || line.ends_with("reject"),
+                "{line}"
+            );
         }
     }
 

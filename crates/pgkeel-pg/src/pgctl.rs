@@ -84,7 +84,12 @@ pub enum StopMode {
 }
 
 /// Stops the server and waits until it is gone.
-pub async fn stop(runner: &PgRunner, node: &str, data: &Path, mode: StopMode) -> Result<(), PgError> {
+pub async fn stop(
+    runner: &PgRunner,
+    node: &str,
+    data: &Path,
+    mode: StopMode,
+) -> Result<(), PgError> {
     let timeout = PG_CTL_TIMEOUT_SECS.to_string();
     let mode = match mode {
         StopMode::Fast => "fast",

@@ -18,7 +18,12 @@ pub struct NodeConn {
 
 /// Opens a session as `user` through the Unix socket in `socket_dir`
 /// (peer authentication: no password involved).
-pub async fn connect(node: &str, socket_dir: &Path, port: u16, user: &str) -> Result<NodeConn, PgError> {
+pub async fn connect(
+    node: &str,
+    socket_dir: &Path,
+    port: u16,
+    user: &str,
+) -> Result<NodeConn, PgError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host_path(socket_dir)
@@ -27,12 +32,15 @@ pub async fn connect(node: &str, socket_dir: &Path, port: u16, user: &str) -> Re
         .dbname("postgres")
         .application_name("pgkeel")
         .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(NoTls).await.map_err(|source| PgError::Connect {
-        node: node.to_string(),
-        port,
-        socket_dir: socket_dir.to_path_buf(),
-        source,
-    })?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| PgError::Connect {
+            node: node.to_string(),
+            port,
+            socket_dir: socket_dir.to_path_buf(),
+            source,
+        })?;
     tokio::spawn(async move {
         // Ends when the client is dropped or the server goes away; errors
         // surface on the next query through the client.
@@ -55,7 +63,10 @@ impl NodeConn {
         &self.client
     }
 
-    pub(crate) fn sql_err(&self, what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
+    pub(crate) fn sql_err(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
         move |source| PgError::Sql {
             node: self.node.clone(),
             what,
@@ -64,16 +75,20 @@ impl NodeConn {
     }
 
     pub(crate) async fn query(&self, what: &'static str, sql: &str) -> Result<Vec<Row>, PgError> {
-        self.client.query(sql, &[]).await.map_err(self.sql_err(what))
+        self.client
+            .query(sql, &[])
+            .await
+            .map_err(self.sql_err(what))
     }
 
     fn lsn(&self, what: &'static str, text: Option<String>) -> Result<Option<Lsn>, PgError> {
         text.map(|t| {
-            t.parse().map_err(|e: pgkeel_core::lsn::LsnParseError| PgError::Unexpected {
-                node: self.node.clone(),
-                what,
-                detail: e.to_string(),
-            })
+            t.parse()
+                .map_err(|e: pgkeel_core::lsn::LsnParseError| PgError::Unexpected {
+                    node: self.node.clone(),
+                    what,
+                    detail: e.to_string(),
+                })
         })
         .transpose()
     }

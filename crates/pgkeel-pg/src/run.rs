@@ -57,7 +57,10 @@ impl PgRunner {
     pub fn command(&self, binary: &str) -> Command {
         let mut cmd = Command::new(self.bins.path(binary));
         cmd.env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", self.bins.dir().display()))
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.bins.dir().display()),
+            )
             .env("HOME", &self.user.home)
             .env("USER", &self.user.name)
             .env("LOGNAME", &self.user.name)

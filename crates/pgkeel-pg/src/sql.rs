@@ -20,7 +20,12 @@ impl NodeConn {
     /// the verifier's salt). Only a SCRAM
     /// verifier computed here crosses the wire, so the clear-text password
     /// never reaches the server, its logs or `pg_stat_activity`.
-    pub async fn ensure_login_role(&self, name: &str, password: &str, attributes: &str) -> Result<(), PgError> {
+    pub async fn ensure_login_role(
+        &self,
+        name: &str,
+        password: &str,
+        attributes: &str,
+    ) -> Result<(), PgError> {
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let exists = !self
             .client()

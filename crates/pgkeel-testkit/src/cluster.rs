@@ -76,7 +76,10 @@ impl TempCluster {
 
     /// Application-role URL of a node.
     pub async fn url(&self, node: &str) -> TestResult<String> {
-        Ok(self.cluster.url(&UrlTarget::Node(node.into()), Credentials::App).await?)
+        Ok(self
+            .cluster
+            .url(&UrlTarget::Node(node.into()), Credentials::App)
+            .await?)
     }
 
     /// A client on a node as the application role.
@@ -94,7 +97,13 @@ impl TempCluster {
     /// Starts one node again.
     pub async fn start_node(&self, node: &str) -> TestResult<()> {
         let data = self.cluster.layout.data_dir(node);
-        pgctl::start(&self.cluster.runner, node, &data, &self.cluster.layout.log_file(node)).await?;
+        pgctl::start(
+            &self.cluster.runner,
+            node,
+            &data,
+            &self.cluster.layout.log_file(node),
+        )
+        .await?;
         Ok(())
     }
 

@@ -13,7 +13,10 @@ pub fn free_port_block(n: u16) -> u16 {
     const LOW: u16 = 20_000;
     const SPAN: u16 = 40_000;
     if NEXT.load(Ordering::SeqCst) == 0 {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let seed = (std::process::id().wrapping_mul(7919) ^ nanos) % u32::from(SPAN);
         let _ = NEXT.compare_exchange(0, LOW + seed as u16, Ordering::SeqCst, Ordering::SeqCst);
     }

@@ -17,7 +17,9 @@ pub struct ClusterGuard {
 impl ClusterGuard {
     /// Guards the cluster at `root`.
     pub fn new(root: &Path) -> Self {
-        ClusterGuard { root: root.to_path_buf() }
+        ClusterGuard {
+            root: root.to_path_buf(),
+        }
     }
 
     /// PIDs of the postmasters currently running under the root.

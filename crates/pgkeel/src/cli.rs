@@ -10,7 +10,12 @@ use std::path::PathBuf;
 /// returns once every replica streams. `pgkeel status` shows roles, WAL
 /// positions, lag and slots; `pgkeel url` prints a connection URL.
 #[derive(Debug, Parser)]
-#[command(name = "pgkeel", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "pgkeel",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -18,7 +18,11 @@ use pgkeel_core::config::{ConfigSources, annotated_default, load, parse};
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -47,7 +51,11 @@ async fn run(cli: Cli) -> Result<()> {
                 flags.push(("cluster", "replicas", toml::Value::Integer(n as i64)));
             }
             if let Some(m) = mode {
-                flags.push(("replication", "mode", toml::Value::String(m.as_str().into())));
+                flags.push((
+                    "replication",
+                    "mode",
+                    toml::Value::String(m.as_str().into()),
+                ));
             }
             if let Some(n) = sync_count {
                 flags.push(("replication", "sync_count", toml::Value::Integer(n as i64)));
@@ -61,9 +69,16 @@ async fn run(cli: Cli) -> Result<()> {
             let cluster = open(&target)?;
             let stopped = cluster.down().await?;
             if stopped.is_empty() {
-                println!("cluster `{}`: nothing was running", cluster.config.cluster.name);
+                println!(
+                    "cluster `{}`: nothing was running",
+                    cluster.config.cluster.name
+                );
             } else {
-                println!("cluster `{}`: stopped {}", cluster.config.cluster.name, stopped.join(", "));
+                println!(
+                    "cluster `{}`: stopped {}",
+                    cluster.config.cluster.name,
+                    stopped.join(", ")
+                );
             }
             Ok(())
         }
@@ -76,7 +91,11 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             cluster.destroy().await?;
-            println!("cluster `{}` destroyed ({} removed)", cluster.config.cluster.name, cluster.layout.root().display());
+            println!(
+                "cluster `{}` destroyed ({} removed)",
+                cluster.config.cluster.name,
+                cluster.layout.root().display()
+            );
             Ok(())
         }
         Command::Status {
@@ -116,7 +135,11 @@ async fn run(cli: Cli) -> Result<()> {
                 (None, true) => UrlTarget::Replica,
                 (None, false) => UrlTarget::Primary,
             };
-            let creds = if superuser { Credentials::Superuser } else { Credentials::App };
+            let creds = if superuser {
+                Credentials::Superuser
+            } else {
+                Credentials::App
+            };
             println!("{}", cluster.url(&which, creds).await?);
             Ok(())
         }
@@ -125,17 +148,28 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn init(output: &Path, force: bool) -> Result<()> {
     if output.exists() && !force {
-        bail!("{} already exists: pass --force to overwrite it", output.display());
+        bail!(
+            "{} already exists: pass --force to overwrite it",
+            output.display()
+        );
     }
-    std::fs::write(output, annotated_default()).with_context(|| format!("cannot write {}", output.display()))?;
-    println!("wrote {}: edit it, then `pgkeel up --config {}`", output.display(), output.display());
+    std::fs::write(output, annotated_default())
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "wrote {}: edit it, then `pgkeel up --config {}`",
+        output.display(),
+        output.display()
+    );
     Ok(())
 }
 
 /// The configuration layers: file, `PGKEEL_*` environment, then flags.
 /// Returns the sources and whether the user asked for anything specific
 /// (beyond where the cluster lives).
-fn sources(target: &Target, flags: Vec<(&str, &str, toml::Value)>) -> Result<(ConfigSources, bool)> {
+fn sources(
+    target: &Target,
+    flags: Vec<(&str, &str, toml::Value)>,
+) -> Result<(ConfigSources, bool)> {
     let default_file = PathBuf::from("pgkeel.toml");
     let file = match &target.config {
         Some(path) => Some(path.clone()),
@@ -144,8 +178,12 @@ fn sources(target: &Target, flags: Vec<(&str, &str, toml::Value)>) -> Result<(Co
     };
     let file = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read config file {} (given by --config/PGKEEL_CONFIG)", path.display()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot read config file {} (given by --config/PGKEEL_CONFIG)",
+                    path.display()
+                )
+            })?;
             Some((path.display().to_string(), text))
         }
         None => None,
@@ -154,12 +192,25 @@ fn sources(target: &Target, flags: Vec<(&str, &str, toml::Value)>) -> Result<(Co
         .filter(|(k, _)| k.starts_with("PGKEEL_") && k != "PGKEEL_CONFIG" && k != "PGKEEL_DIR")
         .collect();
     let specific = file.is_some() || !env.is_empty() || !flags.is_empty();
-    let mut overrides: Vec<(String, String, toml::Value)> =
-        flags.into_iter().map(|(s, k, v)| (s.to_string(), k.to_string(), v)).collect();
+    let mut overrides: Vec<(String, String, toml::Value)> = flags
+        .into_iter()
+        .map(|(s, k, v)| (s.to_string(), k.to_string(), v))
+        .collect();
     if let Some(dir) = &target.dir {
-        overrides.push(("cluster".into(), "data_dir".into(), toml::Value::String(dir.display().to_string())));
+        overrides.push((
+            "cluster".into(),
+            "data_dir".into(),
+            toml::Value::String(dir.display().to_string()),
+        ));
     }
-    Ok((ConfigSources { file, env, overrides }, specific))
+    Ok((
+        ConfigSources {
+            file,
+            env,
+            overrides,
+        },
+        specific,
+    ))
 }
 
 /// Opens the existing cluster the target points at.
@@ -176,7 +227,9 @@ async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bo
     let config = match Cluster::stored_config(&dir)? {
         Some(stored) => {
             let raw = parse(&sources)?;
-            let nodes_requested = !raw.nodes.is_empty() || raw.cluster.replicas.is_some() || raw.cluster.base_port.is_some();
+            let nodes_requested = !raw.nodes.is_empty()
+                || raw.cluster.replicas.is_some()
+                || raw.cluster.base_port.is_some();
             let differences = if specific {
                 config_differences(&requested, &stored, nodes_requested)
             } else {
@@ -203,10 +256,20 @@ async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bo
         return output::print_status(&status, true);
     }
     match outcome {
-        UpOutcome::Created => println!("cluster `{}` created and ready in {elapsed:.1}s", status.cluster),
-        UpOutcome::AlreadyRunning => println!("cluster `{}` is already running; nothing changed", status.cluster),
+        UpOutcome::Created => println!(
+            "cluster `{}` created and ready in {elapsed:.1}s",
+            status.cluster
+        ),
+        UpOutcome::AlreadyRunning => println!(
+            "cluster `{}` is already running; nothing changed",
+            status.cluster
+        ),
         UpOutcome::Resumed(actions) => {
-            println!("cluster `{}` ready in {elapsed:.1}s ({})", status.cluster, actions.join(", "))
+            println!(
+                "cluster `{}` ready in {elapsed:.1}s ({})",
+                status.cluster,
+                actions.join(", ")
+            )
         }
     }
     output::print_ready_table(&cluster, &status);

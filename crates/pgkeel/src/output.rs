@@ -25,7 +25,8 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
     );
     let mut nodes = Table::new();
     nodes.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "node", "role", "state", "pid", "address", "tl", "lsn", "received", "lag", "lag time", "sync", "receiver",
+        "node", "role", "state", "pid", "address", "tl", "lsn", "received", "lag", "lag time",
+        "sync", "receiver",
     ]);
     for n in &status.nodes {
         nodes.add_row([
@@ -38,7 +39,9 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
             opt(n.lsn),
             opt(n.received_lsn),
             n.lag_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-            n.lag_seconds.map(|s| format!("{s:.3}s")).unwrap_or_else(|| "-".into()),
+            n.lag_seconds
+                .map(|s| format!("{s:.3}s"))
+                .unwrap_or_else(|| "-".into()),
             n.sync_state.clone().unwrap_or_else(|| "-".into()),
             n.wal_receiver.clone().unwrap_or_else(|| "-".into()),
         ]);
@@ -46,14 +49,23 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
     println!("{nodes}");
     if !status.slots.is_empty() {
         let mut slots = Table::new();
-        slots.load_preset(UTF8_FULL_CONDENSED).set_header(["slot", "type", "active", "restart lsn", "retained", "wal status"]);
+        slots.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "slot",
+            "type",
+            "active",
+            "restart lsn",
+            "retained",
+            "wal status",
+        ]);
         for s in &status.slots {
             slots.add_row([
                 s.name.clone(),
                 s.slot_type.clone(),
                 if s.active { "yes" } else { "NO" }.to_string(),
                 opt(s.restart_lsn),
-                s.retained_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                s.retained_bytes
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "-".into()),
                 s.wal_status.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
@@ -70,14 +82,27 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
 pub fn print_ready_table(cluster: &Cluster, status: &ClusterStatus) {
     let roles = &cluster.config.roles;
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["node", "role", "address", "connection URL"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "node",
+        "role",
+        "address",
+        "connection URL",
+    ]);
     for n in &status.nodes {
-        let url = format_url(&roles.app, "PASSWORD", &n.host, n.port, &roles.database).replace(":PASSWORD@", "@");
-        table.add_row([n.name.clone(), role(n).to_string(), format!("{}:{}", n.host, n.port), url]);
+        let url = format_url(&roles.app, "PASSWORD", &n.host, n.port, &roles.database)
+            .replace(":PASSWORD@", "@");
+        table.add_row([
+            n.name.clone(),
+            role(n).to_string(),
+            format!("{}:{}", n.host, n.port),
+            url,
+        ]);
     }
     println!("{table}");
     let dir = cluster.layout.root().display();
-    println!("connect: psql \"$(pgkeel url --dir {dir})\"   (replica: --replica, superuser: --superuser)");
+    println!(
+        "connect: psql \"$(pgkeel url --dir {dir})\"   (replica: --replica, superuser: --superuser)"
+    );
     println!("status:  pgkeel status --dir {dir}   stop: pgkeel down --dir {dir}");
 }
 
@@ -110,5 +135,9 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -20,7 +20,11 @@ pub struct TerminalProgress {
 impl TerminalProgress {
     pub fn new() -> Self {
         let tty = std::io::stderr().is_terminal();
-        let target = if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         TerminalProgress {
             start: Instant::now(),
             multi: MultiProgress::with_draw_target(target),
@@ -45,10 +49,14 @@ impl Progress for TerminalProgress {
     }
 
     fn clone_progress(&self, node: &str, done_kb: u64, total_kb: u64) {
-        let Ok(mut bars) = self.bars.lock() else { return };
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
         let bar = bars.entry(node.to_string()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(total_kb));
-            if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ) {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar.set_prefix(node.to_string());

@@ -15,7 +15,11 @@ fn assert_fails_with(out: &std::process::Output, needles: &[&str]) {
     assert!(!out.status.success(), "expected failure: {}", text(out));
     let err = stderr(out);
     for needle in needles {
-        assert!(err.contains(needle), "stderr lacks `{needle}`: {}", text(out));
+        assert!(
+            err.contains(needle),
+            "stderr lacks `{needle}`: {}",
+            text(out)
+        );
     }
 }
 
@@ -23,8 +27,15 @@ fn assert_fails_with(out: &std::process::Output, needles: &[&str]) {
 fn missing_postgres_binaries_say_how_to_install() -> TestResult {
     let c = CliCluster::new(3)?;
     let port = c.base_port.to_string();
-    let out = c.run_env("up", &["--base-port", &port], &[("PGKEEL_CLUSTER_BIN_DIR", "/nonexistent/pg/bin")]);
-    assert_fails_with(&out, &["initdb", "missing from /nonexistent/pg/bin", "bin_dir"]);
+    let out = c.run_env(
+        "up",
+        &["--base-port", &port],
+        &[("PGKEEL_CLUSTER_BIN_DIR", "/nonexistent/pg/bin")],
+    );
+    assert_fails_with(
+        &out,
+        &["initdb", "missing from /nonexistent/pg/bin", "bin_dir"],
+    );
     assert!(!c.root.exists(), "nothing may be created");
     Ok(())
 }
@@ -34,7 +45,15 @@ fn busy_port_is_found_before_anything_is_created() -> TestResult {
     let c = CliCluster::new(3)?;
     let busy = TcpListener::bind(("127.0.0.1", c.base_port + 1))?;
     let out = c.run("up", &["--base-port", &c.base_port.to_string()]);
-    assert_fails_with(&out, &[&format!("port {}", c.base_port + 1), "replica1", "already in use", "--base-port"]);
+    assert_fails_with(
+        &out,
+        &[
+            &format!("port {}", c.base_port + 1),
+            "replica1",
+            "already in use",
+            "--base-port",
+        ],
+    );
     assert!(!c.root.exists(), "nothing may be created");
     drop(busy);
     Ok(())
@@ -46,10 +65,16 @@ fn foreign_directory_is_left_alone() -> TestResult {
     std::fs::create_dir_all(&c.root)?;
     std::fs::write(c.root.join("precious.txt"), "keep me")?;
     let out = c.run("up", &["--base-port", &c.base_port.to_string()]);
-    assert_fails_with(&out, &["not a pgkeel cluster", "precious.txt", "another --dir"]);
+    assert_fails_with(
+        &out,
+        &["not a pgkeel cluster", "precious.txt", "another --dir"],
+    );
     let out = c.run("destroy", &["--yes"]);
     assert_fails_with(&out, &["no pgkeel cluster"]);
-    assert_eq!(std::fs::read_to_string(c.root.join("precious.txt"))?, "keep me");
+    assert_eq!(
+        std::fs::read_to_string(c.root.join("precious.txt"))?,
+        "keep me"
+    );
     Ok(())
 }
 
@@ -78,7 +103,13 @@ fn unreachable_data_dir_is_reported() -> TestResult {
     let root = locked.join("cluster");
     let out = pgkeel(
         c.dir.path(),
-        &["up", "--dir", &root.display().to_string(), "--base-port", &c.base_port.to_string()],
+        &[
+            "up",
+            "--dir",
+            &root.display().to_string(),
+            "--base-port",
+            &c.base_port.to_string(),
+        ],
         &[],
     );
     assert_fails_with(&out, &["cannot reach", "locked", "chmod o+x"]);
@@ -90,11 +121,28 @@ fn unreachable_data_dir_is_reported() -> TestResult {
 fn invalid_configurations_are_named() -> TestResult {
     let c = CliCluster::new(3)?;
     let port = c.base_port.to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
-        (vec!["--sync-count", "3"], vec![], vec!["sync_count", "only 2 replicas"]),
-        (vec![], vec![("PGKEEL_REPLICATION_MODE", "semisync")], vec!["semisync", "quorum", "PGKEEL_REPLICATION_MODE"]),
-        (vec!["--mode", "semisync"], vec![], vec!["semisync", "async, sync, quorum"]),
-        (vec![], vec![("PGKEEL_TUNING_MEMROY", "1GB")], vec!["memroy"]),
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--sync-count", "3"],
+            vec![],
+            vec!["sync_count", "only 2 replicas"],
+        ),
+        (
+            vec![],
+            vec![("PGKEEL_REPLICATION_MODE", "semisync")],
+            vec!["semisync", "quorum", "PGKEEL_REPLICATION_MODE"],
+        ),
+        (
+            vec!["--mode", "semisync"],
+            vec![],
+            vec!["semisync", "async, sync, quorum"],
+        ),
+        (
+            vec![],
+            vec![("PGKEEL_TUNING_MEMROY", "1GB")],
+            vec!["memroy"],
+        ),
     ];
     for (args, env, needles) in cases {
         let mut all = vec!["--base-port", port.as_str()];
@@ -105,7 +153,10 @@ fn invalid_configurations_are_named() -> TestResult {
     }
 
     let files = [
-        ("[cluster]\nnmae = \"x\"\n", vec!["nmae", "line 2", "pgkeel init"]),
+        (
+            "[cluster]\nnmae = \"x\"\n",
+            vec!["nmae", "line 2", "pgkeel init"],
+        ),
         (
             "[[nodes]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = 7001\n[[nodes]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = 7002\n",
             vec!["`a` is used twice"],
@@ -114,7 +165,10 @@ fn invalid_configurations_are_named() -> TestResult {
             "[[nodes]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = 7001\n[[nodes]]\nname = \"b\"\nhost = \"127.0.0.1\"\nport = 7001\n",
             vec!["both use 127.0.0.1:7001"],
         ),
-        ("[parameters]\nwal_level = \"minimal\"\n", vec!["managed by pgkeel"]),
+        (
+            "[parameters]\nwal_level = \"minimal\"\n",
+            vec!["managed by pgkeel"],
+        ),
     ];
     for (content, needles) in files {
         let file = c.dir.path().join("bad.toml");
@@ -144,19 +198,36 @@ async fn interrupted_and_failed_clones_never_look_healthy() -> TestResult {
     let good = std::fs::read_to_string(&passfile)?;
     std::fs::write(&passfile, "*:*:*:replicator:wrong\n")?;
     let out = c.run("up", &[]);
-    assert_fails_with(&out, &["replica1", "pg_basebackup", "password authentication failed"]);
-    assert!(!node.join("data").exists(), "a failed clone must not leave a data directory");
+    assert_fails_with(
+        &out,
+        &[
+            "replica1",
+            "pg_basebackup",
+            "password authentication failed",
+        ],
+    );
+    assert!(
+        !node.join("data").exists(),
+        "a failed clone must not leave a data directory"
+    );
     let status = c.status()?;
     let replica1 = &status["nodes"][1];
     assert_eq!(replica1["name"], "replica1");
     assert_eq!(replica1["running"], false, "{status}");
-    assert!(replica1["role"].is_null(), "a failed clone must not look like a replica: {status}");
+    assert!(
+        replica1["role"].is_null(),
+        "a failed clone must not look like a replica: {status}"
+    );
 
     // Fixed: `up` resumes and re-clones.
     std::fs::write(&passfile, good)?;
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cloned replica1"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cloned replica1"),
+        "{}",
+        text(&out)
+    );
     let status = c.status()?;
     let nodes = status["nodes"].as_array().ok_or("nodes")?;
     assert!(nodes.iter().all(|n| n["running"] == true), "{status}");

@@ -14,44 +14,94 @@ async fn lifecycle_and_access() -> TestResult {
     // Running: up reports it and changes nothing.
     let again = c.up(&[]);
     let stdout = String::from_utf8_lossy(&again.stdout);
-    assert!(stdout.contains("already running; nothing changed"), "{}", text(&again));
+    assert!(
+        stdout.contains("already running; nothing changed"),
+        "{}",
+        text(&again)
+    );
 
     // A conflicting flag is refused rather than ignored.
     let out = c.run("up", &["--mode", "async"]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replication.mode"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replication.mode"),
+        "{}",
+        text(&out)
+    );
 
     // URLs: app role on the primary, superuser, a replica.
     let app = connect_url(&c.url(&[])?).await?;
-    let row = app.query_one("SELECT current_user::text, current_database()::text, pg_is_in_recovery()", &[]).await?;
-    assert_eq!((row.get::<_, &str>(0), row.get::<_, &str>(1), row.get::<_, bool>(2)), ("app", "app", false));
+    let row = app
+        .query_one(
+            "SELECT current_user::text, current_database()::text, pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        (
+            row.get::<_, &str>(0),
+            row.get::<_, &str>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("app", "app", false)
+    );
     let su = connect_url(&c.url(&["--superuser"])?).await?;
-    let is_super: bool = su.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).await?.get(0);
+    let is_super: bool = su
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
     assert!(is_super);
     let replica = connect_url(&c.url(&["--replica"])?).await?;
-    let in_recovery: bool = replica.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
     assert!(in_recovery);
 
     // A wrong password gets the proper SQLSTATE 28P01; the replication
     // role cannot open an ordinary session.
     let url = c.url(&[])?;
     let (prefix, rest) = url.split_once('@').ok_or("url without @")?;
-    let user = prefix.rsplit_once(':').map(|(u, _)| u).ok_or("url without password")?;
+    let user = prefix
+        .rsplit_once(':')
+        .map(|(u, _)| u)
+        .ok_or("url without password")?;
     let wrong = format!("{user}:not-the-password@{rest}");
-    let err = connect_url(&wrong).await.err().ok_or("wrong password accepted")?;
+    let err = connect_url(&wrong)
+        .await
+        .err()
+        .ok_or("wrong password accepted")?;
     let code = err
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(|e| e.code())
         .map(|c| c.code().to_string());
     assert_eq!(code.as_deref(), Some("28P01"), "{err}");
     let password = std::fs::read_to_string(c.root.join("secrets/replication.password"))?;
-    let repl = format!("postgresql://replicator:{}@127.0.0.1:{}/postgres", password.trim(), c.base_port);
-    assert!(connect_url(&repl).await.is_err(), "replication role opened an ordinary session");
+    let repl = format!(
+        "postgresql://replicator:{}@127.0.0.1:{}/postgres",
+        password.trim(),
+        c.base_port
+    );
+    assert!(
+        connect_url(&repl).await.is_err(),
+        "replication role opened an ordinary session"
+    );
 
     // Secrets are private.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["superuser.password", "replication.password", "app.password", "replication.pgpass"] {
-        let mode = std::fs::metadata(c.root.join("secrets").join(f))?.permissions().mode() & 0o777;
+    for f in [
+        "superuser.password",
+        "replication.password",
+        "app.password",
+        "replication.pgpass",
+    ] {
+        let mode = std::fs::metadata(c.root.join("secrets").join(f))?
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
 
@@ -59,9 +109,20 @@ async fn lifecycle_and_access() -> TestResult {
     let out = c.run("down", &[]);
     assert!(out.status.success(), "{}", text(&out));
     let status = c.status()?;
-    assert!(status["nodes"].as_array().ok_or("nodes")?.iter().all(|n| n["running"] == false), "{status}");
+    assert!(
+        status["nodes"]
+            .as_array()
+            .ok_or("nodes")?
+            .iter()
+            .all(|n| n["running"] == false),
+        "{status}"
+    );
     let out = c.up(&[]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("started primary"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("started primary"),
+        "{}",
+        text(&out)
+    );
 
     // destroy needs --yes, then removes everything.
     let out = c.run("destroy", &[]);
@@ -81,7 +142,11 @@ fn init_writes_an_annotated_file_and_refuses_to_overwrite() -> TestResult {
     assert!(written.contains("mode = \"quorum\""));
     let out = pgkeel(dir.path(), &["init"], &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force"),
+        "{}",
+        text(&out)
+    );
     Ok(())
 }
 
@@ -90,6 +155,10 @@ fn status_of_a_missing_cluster_says_what_to_run() -> TestResult {
     let dir = TestDir::new()?;
     let out = pgkeel(dir.path(), &["status", "--dir", "nowhere"], &[]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pgkeel up --dir"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pgkeel up --dir"),
+        "{}",
+        text(&out)
+    );
     Ok(())
 }

@@ -14,18 +14,26 @@ async fn commit_waits_for_a_standby(mode: &str) -> TestResult {
 
     cluster.stop_node("replica1").await?;
     cluster.stop_node("replica2").await?;
-    let commit = tokio::spawn(async move { primary.execute("INSERT INTO w VALUES (1)", &[]).await });
+    let commit =
+        tokio::spawn(async move { primary.execute("INSERT INTO w VALUES (1)", &[]).await });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!commit.is_finished(), "{mode}: commit returned with every synchronous standby down");
+    assert!(
+        !commit.is_finished(),
+        "{mode}: commit returned with every synchronous standby down"
+    );
 
     cluster.start_node("replica1").await?;
     let done = tokio::time::timeout(Duration::from_secs(60), commit).await;
-    let inserted = done.map_err(|_| format!("{mode}: commit still waiting after a standby came back"))???;
+    let inserted =
+        done.map_err(|_| format!("{mode}: commit still waiting after a standby came back"))???;
     assert_eq!(inserted, 1);
 
     // The row is on the standby that acknowledged it.
     let replica = cluster.client("replica1").await?;
-    let count: i64 = replica.query_one("SELECT count(*) FROM w", &[]).await?.get(0);
+    let count: i64 = replica
+        .query_one("SELECT count(*) FROM w", &[])
+        .await?
+        .get(0);
     assert_eq!(count, 1);
     Ok(())
 }

@@ -21,8 +21,16 @@ async fn bring_up_and_replicate(mode: &str, expected_sync: &[&str]) -> TestResul
     assert_eq!(nodes.len(), 3, "{status}");
     let roles: Vec<&str> = nodes.iter().filter_map(|n| n["role"].as_str()).collect();
     assert_eq!(roles, ["primary", "replica", "replica"], "{status}");
-    assert!(nodes.iter().all(|n| n["running"] == true && n["pid"].is_u64()), "{status}");
-    let mut sync: Vec<&str> = nodes[1..].iter().filter_map(|n| n["sync_state"].as_str()).collect();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["running"] == true && n["pid"].is_u64()),
+        "{status}"
+    );
+    let mut sync: Vec<&str> = nodes[1..]
+        .iter()
+        .filter_map(|n| n["sync_state"].as_str())
+        .collect();
     sync.sort_unstable();
     assert_eq!(sync, expected_sync, "{status}");
 
@@ -31,12 +39,17 @@ async fn bring_up_and_replicate(mode: &str, expected_sync: &[&str]) -> TestResul
     let mut names: Vec<&str> = slots.iter().filter_map(|s| s["name"].as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["replica1", "replica2"], "{status}");
-    assert!(slots.iter().all(|s| s["active"] == true), "inactive slot: {status}");
+    assert!(
+        slots.iter().all(|s| s["active"] == true),
+        "inactive slot: {status}"
+    );
 
     // A row written on the primary is read on both replicas.
     let primary = connect_url(&cluster.url(&["--primary"])?).await?;
     primary
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'hello')")
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'hello')",
+        )
         .await?;
     for node in ["replica1", "replica2"] {
         let replica = connect_url(&cluster.url(&["--node", node])?).await?;
@@ -51,7 +64,10 @@ async fn bring_up_and_replicate(mode: &str, expected_sync: &[&str]) -> TestResul
                 assert_eq!(rows[0].get::<_, &str>(0), "hello");
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{node} never got the row");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{node} never got the row"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -15,7 +15,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed, a key is unknown or a value has the wrong type.
-    #[error("invalid configuration in {origin}: {message}\nhint: `pgkeel init` writes an annotated file listing every key with its default")]
+    #[error(
+        "invalid configuration in {origin}: {message}\nhint: `pgkeel init` writes an annotated file listing every key with its default"
+    )]
     Parse {
         /// Where the bad text came from (a file, or the environment).
         origin: String,

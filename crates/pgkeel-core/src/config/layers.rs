@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn unknown_key_in_file_is_named_with_its_line() {
         let sources = ConfigSources {
-            file: Some(("x.toml".into(), "[cluster]\nname = \"a\"\nnmae = \"b\"\n".into())),
+            file: Some((
+                "x.toml".into(),
+                "[cluster]\nname = \"a\"\nnmae = \"b\"\n".into(),
+            )),
             ..Default::default()
         };
         let err = load(&sources).expect_err("unknown key").to_string();

@@ -107,11 +107,17 @@ mod tests {
         let defaults = toml::to_string(&Config::default()).expect("serializable");
         for line in defaults.lines() {
             if let Some((key, _)) = line.split_once(" = ") {
-                assert!(annotated_default().contains(key.trim()), "{key} undocumented");
+                assert!(
+                    annotated_default().contains(key.trim()),
+                    "{key} undocumented"
+                );
             }
         }
         for optional in ["os_user", "bin_dir", "replicas", "base_port", "superuser"] {
-            assert!(annotated_default().contains(optional), "{optional} undocumented");
+            assert!(
+                annotated_default().contains(optional),
+                "{optional} undocumented"
+            );
         }
     }
 }

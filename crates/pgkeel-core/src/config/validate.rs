@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use super::model::{DEFAULT_BASE_PORT, DEFAULT_REPLICAS};
 use super::{Config, ConfigError, NodeConfig};
+use crate::NodeName;
 use crate::names::check_identifier;
 use crate::size::parse_pg_size;
-use crate::NodeName;
 
 /// Parameters pgkeel owns: setting them under `[parameters]` would break
 /// replication or contradict another key, so they are refused with a pointer
@@ -17,17 +17,47 @@ pub const MANAGED_PARAMETERS: [(&str, &str); 14] = [
     ("port", "set the node's `port` under [[nodes]]"),
     ("listen_addresses", "set the node's `host` under [[nodes]]"),
     ("cluster_name", "set `cluster.name`"),
-    ("unix_socket_directories", "pgkeel keeps sockets in the node's run directory"),
-    ("primary_conninfo", "pgkeel points standbys at the primary itself"),
-    ("primary_slot_name", "pgkeel gives every standby its own slot"),
-    ("synchronous_standby_names", "set `replication.mode` and `replication.sync_count`"),
-    ("wal_level", "streaming replication needs `replica`; pgkeel sets it"),
-    ("hot_standby", "pgkeel's replicas serve reads, so it stays on"),
-    ("hba_file", "pgkeel renders pg_hba.conf in the data directory"),
-    ("ident_file", "pgkeel renders pg_ident.conf in the data directory"),
+    (
+        "unix_socket_directories",
+        "pgkeel keeps sockets in the node's run directory",
+    ),
+    (
+        "primary_conninfo",
+        "pgkeel points standbys at the primary itself",
+    ),
+    (
+        "primary_slot_name",
+        "pgkeel gives every standby its own slot",
+    ),
+    (
+        "synchronous_standby_names",
+        "set `replication.mode` and `replication.sync_count`",
+    ),
+    (
+        "wal_level",
+        "streaming replication needs `replica`; pgkeel sets it",
+    ),
+    (
+        "hot_standby",
+        "pgkeel's replicas serve reads, so it stays on",
+    ),
+    (
+        "hba_file",
+        "pgkeel renders pg_hba.conf in the data directory",
+    ),
+    (
+        "ident_file",
+        "pgkeel renders pg_ident.conf in the data directory",
+    ),
     ("data_directory", "set `cluster.data_dir`"),
-    ("config_file", "pgkeel renders postgresql.conf in the data directory"),
-    ("logging_collector", "pgkeel captures stderr into the node's log file"),
+    (
+        "config_file",
+        "pgkeel renders postgresql.conf in the data directory",
+    ),
+    (
+        "logging_collector",
+        "pgkeel captures stderr into the node's log file",
+    ),
 ];
 
 /// Upper bound on generated replicas: more than this on one machine is
@@ -294,10 +324,9 @@ mod tests {
         assert!(e.contains("512MB"), "{e}");
         let e = load_text("[access]\nnetworks = [\"10.0.0.0/33\"]\n").expect_err("cidr");
         assert!(e.contains("CIDR"), "{e}");
-        let e = load_text(
-            "[replication]\nwal_keep_size = \"2GB\"\nmax_slot_wal_keep_size = \"1GB\"\n",
-        )
-        .expect_err("order");
+        let e =
+            load_text("[replication]\nwal_keep_size = \"2GB\"\nmax_slot_wal_keep_size = \"1GB\"\n")
+                .expect_err("order");
         assert!(e.contains("smaller"), "{e}");
     }
 

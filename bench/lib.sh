@@ -1,0 +1,47 @@
+# Shared helpers for bench/ scripts (sourced).
+
+# A block of N consecutive free loopback ports; prints the first.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(1000):
+    base = random.randint(20000, 60000 - n)
+    socks = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(base); break
+PY
+}
+
+# Seconds since epoch with nanoseconds.
+now() { date +%s.%N; }
+
+# Seconds (and milliseconds) between two `now` readings.
+elapsed() { python3 -c "print(round($2 - $1, 4))"; }
+elapsed_ms() { python3 -c "print(round(($2 - $1) * 1000, 2))"; }
+
+# min/median/max of the numbers on stdin, one per line, with a label.
+stats() {
+  python3 -c '
+import statistics, sys
+label = sys.argv[1]
+xs = [float(l) for l in sys.stdin if l.strip()]
+print(f"{label}: n={len(xs)} min={min(xs):.3f} median={statistics.median(xs):.3f} max={max(xs):.3f}")
+' "$1"
+}
+
+# Median of the numbers on stdin.
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(l) for l in sys.stdin if l.strip()))'; }
+
+# The PostgreSQL bin directory of this machine.
+pg_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do echo "$d"; return; done
+  dirname "$(command -v initdb)"
+}
