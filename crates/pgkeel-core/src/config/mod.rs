@@ -12,7 +12,7 @@ mod validate;
 pub use error::ConfigError;
 pub use layers::{ConfigSources, load, parse};
 pub use model::{
-    AccessSection, ClusterSection, Config, NodeConfig, ParamValue, ReplicationSection,
+    AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue, ReplicationSection,
     RolesSection, TuningSection,
 };
 pub use template::annotated_default;

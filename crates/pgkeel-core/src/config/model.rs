@@ -22,6 +22,10 @@ pub struct Config {
     pub access: AccessSection,
     /// Memory sizing.
     pub tuning: TuningSection,
+    /// Failover timing and rules.
+    pub ha: HaSection,
+    /// The consensus store.
+    pub etcd: EtcdSection,
     /// Members, first one is the bootstrap primary. Empty = generated from
     /// `cluster.replicas` and `cluster.base_port`.
     pub nodes: Vec<NodeConfig>,
@@ -161,6 +165,66 @@ impl Default for TuningSection {
     }
 }
 
+/// `[ha]`: how fast failures are acted on, and what may be lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaSection {
+    /// Seconds the leader lease lives without renewal. A crashed primary is
+    /// replaced about this long after it died.
+    pub ttl: f64,
+    /// Seconds between two runs of the HA loop (leader-key changes wake it
+    /// at once).
+    pub loop_wait: f64,
+    /// Seconds an etcd request may take before it counts as failed.
+    pub retry_timeout: f64,
+    /// A replica further behind than this many bytes of WAL never takes
+    /// over automatically (async mode).
+    pub maximum_lag_on_failover: u64,
+    /// sync/quorum: block writes rather than drop the last synchronous
+    /// standby from `synchronous_standby_names` when none is healthy.
+    pub strict_sync: bool,
+    /// Token required by the agents' POST endpoints; empty = generated at
+    /// bootstrap into `secrets/api.token`.
+    pub api_token: String,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            ttl: 3.0,
+            loop_wait: 1.0,
+            retry_timeout: 1.0,
+            maximum_lag_on_failover: 16 << 20,
+            strict_sync: false,
+            api_token: String::new(),
+        }
+    }
+}
+
+/// `[etcd]`: where the consensus store is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdSection {
+    /// Client URLs of an existing etcd cluster (`http://10.0.0.5:2379`).
+    /// Empty: pgkeel runs one local etcd member itself.
+    pub endpoints: Vec<String>,
+    /// Client port of the local member (default: first node's port + 3000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<u16>,
+    /// Key prefix; the cluster's keys live under `<namespace>/<cluster.name>/`.
+    pub namespace: String,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        EtcdSection {
+            endpoints: vec![],
+            client_port: None,
+            namespace: "/pgkeel".into(),
+        }
+    }
+}
+
 /// One `[[nodes]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +235,19 @@ pub struct NodeConfig {
     pub host: String,
     /// Its PostgreSQL port.
     pub port: u16,
+    /// Port of its agent's REST API (default: `port + 2000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
+    /// Never promote this node automatically.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nofailover: bool,
+}
+
+impl NodeConfig {
+    /// The agent's REST port.
+    pub fn api_port(&self) -> u16 {
+        self.api_port.unwrap_or(self.port.saturating_add(2000))
+    }
 }
 
 /// A `postgresql.conf` value as written in TOML.
@@ -220,6 +297,23 @@ impl Config {
     /// The bootstrap primary (first node). Validation guarantees one exists.
     pub fn bootstrap_primary(&self) -> Option<&NodeConfig> {
         self.nodes.first()
+    }
+
+    /// The local etcd member's client port, when pgkeel runs etcd itself.
+    pub fn local_etcd_port(&self) -> Option<u16> {
+        if !self.etcd.endpoints.is_empty() {
+            return None;
+        }
+        let first = self.nodes.first().map(|n| n.port).unwrap_or(5432);
+        Some(self.etcd.client_port.unwrap_or(first.saturating_add(3000)))
+    }
+
+    /// etcd client URLs the agents use.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        match self.local_etcd_port() {
+            Some(port) => vec![format!("http://127.0.0.1:{port}")],
+            None => self.etcd.endpoints.clone(),
+        }
     }
 
     /// Looks a node up by name.

@@ -68,6 +68,36 @@ networks = ["127.0.0.1/32", "::1/128"]
 memory = "auto"
 max_connections = 200
 
+[ha]
+# Seconds the leader lease lives without renewal: a crashed primary is
+# replaced about this long after it died. A primary that cannot renew its
+# lease stops accepting writes before it expires.
+ttl = 3.0
+# Seconds between two runs of each agent's HA loop (a change of the leader
+# key wakes the agents at once).
+loop_wait = 1.0
+# Seconds an etcd request may take before it counts as failed.
+retry_timeout = 1.0
+# In async mode, a replica more than this many bytes behind never takes
+# over automatically.
+maximum_lag_on_failover = 16777216
+# sync/quorum: with no healthy synchronous standby left, block writes (true)
+# rather than let the primary commit alone (false).
+strict_sync = false
+# Token for the agents' POST endpoints (/switchover, /failover). Empty:
+# generated at bootstrap into <data_dir>/secrets/api.token.
+api_token = ""
+
+[etcd]
+# Client URLs of an existing etcd cluster (3 or 5 members for production).
+# Empty: pgkeel runs and supervises one local etcd member itself, on
+# client_port (default: first node's port + 3000) and client_port + 1.
+endpoints = []
+# client_port = 8432
+# Keys live under <namespace>/<cluster.name>/, so one etcd serves many
+# clusters.
+namespace = "/pgkeel"
+
 # Members. The first is the bootstrap primary. Names are lower-case
 # identifiers: each is also the member's replication slot name and its
 # application_name. Listing nodes replaces replicas/base_port above.
@@ -75,6 +105,8 @@ max_connections = 200
 # name = "pg1"
 # host = "10.0.0.11"
 # port = 5432
+# api_port = 7432        # its agent's REST API (default: port + 2000)
+# nofailover = false     # true: never promoted automatically
 
 # Extra postgresql.conf parameters, written after pgkeel's own. Parameters
 # replication depends on (port, wal_level, primary_conninfo, ...) are refused.
@@ -113,7 +145,7 @@ mod tests {
                 );
             }
         }
-        for optional in ["os_user", "bin_dir", "replicas", "base_port", "superuser"] {
+        for optional in ["os_user", "bin_dir", "replicas", "base_port", "superuser", "client_port", "api_port", "nofailover"] {
             assert!(
                 annotated_default().contains(optional),
                 "{optional} undocumented"

@@ -72,6 +72,7 @@ pub(crate) fn finalize(mut cfg: Config) -> Result<Config, ConfigError> {
     check_roles(&cfg)?;
     check_networks(&cfg.access.networks)?;
     check_tuning(&cfg)?;
+    check_ha(&cfg)?;
     check_parameters(&cfg)?;
     Ok(cfg)
 }
@@ -112,6 +113,8 @@ fn materialize_nodes(cfg: &mut Config) -> Result<(), ConfigError> {
             name: NodeName::new(&name).map_err(err)?,
             host: cluster.host.clone(),
             port: base + i as u16,
+            api_port: None,
+            nofailover: false,
         });
     }
     Ok(())
@@ -237,6 +240,55 @@ fn check_tuning(cfg: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "`tuning.max_connections` below 10 leaves no room for replication and monitoring connections",
         ));
+    }
+    Ok(())
+}
+
+fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
+    let ha = &cfg.ha;
+    if !(2.0..=600.0).contains(&ha.ttl) {
+        return Err(ConfigError::invalid(format!(
+            "`ha.ttl` = {} s: use 2-600 s (etcd will not keep a lease shorter than 2 s)",
+            ha.ttl
+        )));
+    }
+    if !(0.1..=ha.ttl / 2.0).contains(&ha.loop_wait) {
+        return Err(ConfigError::invalid(format!(
+            "`ha.loop_wait` = {} s: use 0.1 s up to half of `ha.ttl` ({} s), or the lease expires between two loops",
+            ha.loop_wait,
+            ha.ttl / 2.0
+        )));
+    }
+    if !(0.1..=ha.ttl / 2.0).contains(&ha.retry_timeout) {
+        return Err(ConfigError::invalid(format!(
+            "`ha.retry_timeout` = {} s: use 0.1 s up to half of `ha.ttl` ({} s)",
+            ha.retry_timeout,
+            ha.ttl / 2.0
+        )));
+    }
+    let mut ports: HashMap<u16, String> = HashMap::new();
+    for node in &cfg.nodes {
+        ports.insert(node.port, format!("node `{}`", node.name));
+    }
+    let mut claim = |port: u16, what: String| match ports.insert(port, what.clone()) {
+        Some(other) if cfg.nodes.iter().all(|n| n.host == cfg.nodes[0].host) => Err(ConfigError::invalid(format!(
+            "port {port} is used by both {other} and {what}: set `api_port` / `etcd.client_port` to free ports"
+        ))),
+        _ => Ok(()),
+    };
+    for node in &cfg.nodes {
+        claim(node.api_port(), format!("the agent API of `{}`", node.name))?;
+    }
+    if let Some(port) = cfg.local_etcd_port() {
+        claim(port, "the local etcd".into())?;
+        claim(port.saturating_add(1), "the local etcd's peer port".into())?;
+    }
+    for url in &cfg.etcd.endpoints {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(format!(
+                "`etcd.endpoints` entry `{url}` is not a URL: write it like \"http://10.0.0.5:2379\""
+            )));
+        }
     }
     Ok(())
 }

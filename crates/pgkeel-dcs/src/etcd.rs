@@ -1,0 +1,288 @@
+//! The etcd implementation.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::model::{ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState};
+use crate::DcsError;
+
+/// History entries kept.
+const HISTORY_LEN: usize = 50;
+
+/// A connection to the cluster's keys in etcd.
+#[derive(Clone)]
+pub struct Dcs {
+    client: Client,
+    prefix: String,
+    endpoints: String,
+    timeout: Duration,
+}
+
+/// A lease this agent holds: its member key and, when leader, the leader key
+/// are attached to it, so they vanish when the agent stops renewing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseHandle {
+    /// etcd lease id.
+    pub id: i64,
+    /// Granted TTL in seconds.
+    pub ttl: i64,
+}
+
+/// A change of the leader key seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderEvent {
+    /// Someone holds it now.
+    Taken(String),
+    /// It was deleted or expired.
+    Gone,
+}
+
+impl Dcs {
+    /// Connects to `endpoints`; every request is bounded by `timeout`.
+    pub async fn connect(endpoints: &[String], namespace: &str, cluster: &str, timeout: Duration) -> Result<Self, DcsError> {
+        let joined = endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(1), timeout);
+        let client = tokio::time::timeout(timeout * 2, Client::connect(endpoints, Some(options)))
+            .await
+            .map_err(|_| DcsError::Timeout {
+                endpoints: joined.clone(),
+                action: "connect",
+                millis: (timeout * 2).as_millis(),
+            })?
+            .map_err(|source| DcsError::Etcd {
+                endpoints: joined.clone(),
+                action: "connect",
+                source,
+            })?;
+        Ok(Dcs {
+            client,
+            prefix: format!("{}/{}/", namespace.trim_end_matches('/'), cluster),
+            endpoints: joined,
+            timeout,
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn etcd(&self, action: &'static str) -> impl FnOnce(etcd_client::Error) -> DcsError + '_ {
+        move |source| DcsError::Etcd {
+            endpoints: self.endpoints.clone(),
+            action,
+            source,
+        }
+    }
+
+    async fn bounded<T, F>(&self, action: &'static str, fut: F) -> Result<T, DcsError>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(self.etcd(action)),
+            Err(_) => Err(DcsError::Timeout {
+                endpoints: self.endpoints.clone(),
+                action,
+                millis: self.timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// Grants a lease of `ttl` seconds.
+    pub async fn grant_lease(&self, ttl: i64) -> Result<LeaseHandle, DcsError> {
+        let mut client = self.client.clone();
+        let resp = self.bounded("lease grant", client.lease_grant(ttl, None)).await?;
+        Ok(LeaseHandle { id: resp.id(), ttl: resp.ttl() })
+    }
+
+    /// Renews a lease once; returns the TTL etcd granted again (0 means the
+    /// lease is gone and must be replaced).
+    pub async fn keep_alive(&self, lease: LeaseHandle) -> Result<i64, DcsError> {
+        let mut client = self.client.clone();
+        let action = "lease keep-alive";
+        let renew = async {
+            let (mut keeper, mut stream) = client.lease_keep_alive(lease.id).await?;
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
+        };
+        self.bounded(action, renew).await
+    }
+
+    /// Revokes a lease: its keys (member, and leader if held) disappear at once.
+    pub async fn revoke(&self, lease: LeaseHandle) -> Result<(), DcsError> {
+        let mut client = self.client.clone();
+        self.bounded("lease revoke", client.lease_revoke(lease.id)).await.map(drop)
+    }
+
+    /// Takes the leader key for `name` if nobody holds it: a transaction
+    /// guarded by `create_revision == 0`, so of two contenders exactly one
+    /// wins. Returns whether this one did.
+    pub async fn try_acquire_leader(&self, name: &str, lease: LeaseHandle) -> Result<bool, DcsError> {
+        let key = self.key("leader");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, name, Some(PutOptions::new().with_lease(lease.id)))]);
+        let mut client = self.client.clone();
+        Ok(self.bounded("leader acquisition", client.txn(txn)).await?.succeeded())
+    }
+
+    /// Deletes the leader key if `name` holds it.
+    pub async fn release_leader(&self, name: &str) -> Result<bool, DcsError> {
+        let key = self.key("leader");
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, name)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut client = self.client.clone();
+        Ok(self.bounded("leader release", client.txn(txn)).await?.succeeded())
+    }
+
+    /// Publishes a member's state under its lease.
+    pub async fn put_member(&self, state: &MemberState, lease: LeaseHandle) -> Result<(), DcsError> {
+        self.put_json(&format!("members/{}", state.name), state, Some(lease)).await
+    }
+
+    /// Publishes the leader's WAL position.
+    pub async fn put_optime(&self, optime: &Optime) -> Result<(), DcsError> {
+        self.put_json("optime", optime, None).await
+    }
+
+    /// Publishes the synchronous standby set.
+    pub async fn put_sync(&self, sync: &SyncState) -> Result<(), DcsError> {
+        self.put_json("sync", sync, None).await
+    }
+
+    /// Stores the dynamic configuration.
+    pub async fn put_config(&self, config: &DynamicConfig) -> Result<(), DcsError> {
+        self.put_json("config", config, None).await
+    }
+
+    /// Requests a switchover.
+    pub async fn put_switchover(&self, request: &Handover) -> Result<(), DcsError> {
+        self.put_json("switchover", request, None).await
+    }
+
+    /// Requests a manual failover.
+    pub async fn put_failover(&self, request: &Handover) -> Result<(), DcsError> {
+        self.put_json("failover", request, None).await
+    }
+
+    /// Clears pending switchover and failover requests.
+    pub async fn clear_handover(&self) -> Result<(), DcsError> {
+        let mut client = self.client.clone();
+        self.bounded("switchover clear", client.delete(self.key("switchover"), None)).await?;
+        let mut client = self.client.clone();
+        self.bounded("failover clear", client.delete(self.key("failover"), None)).await.map(drop)
+    }
+
+    /// Appends a leadership change to the history (bounded).
+    pub async fn append_history(&self, entry: HistoryEntry) -> Result<(), DcsError> {
+        let mut history: Vec<HistoryEntry> = self.get_json("history").await?.unwrap_or_default();
+        history.push(entry);
+        let excess = history.len().saturating_sub(HISTORY_LEN);
+        history.drain(..excess);
+        self.put_json("history", &history, None).await
+    }
+
+    async fn put_json<T: Serialize>(&self, name: &str, value: &T, lease: Option<LeaseHandle>) -> Result<(), DcsError> {
+        let text = serde_json::to_string(value).map_err(|e| DcsError::Corrupt {
+            key: self.key(name),
+            detail: e.to_string(),
+        })?;
+        let options = lease.map(|l| PutOptions::new().with_lease(l.id));
+        let mut client = self.client.clone();
+        self.bounded("write", client.put(self.key(name), text, options)).await.map(drop)
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, DcsError> {
+        let key = self.key(name);
+        let mut client = self.client.clone();
+        let resp = self.bounded("read", client.get(key.clone(), None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| DcsError::Corrupt {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Reads every key of the cluster in one request.
+    pub async fn view(&self) -> Result<ClusterView, DcsError> {
+        let mut client = self.client.clone();
+        let resp = self
+            .bounded("read cluster", client.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())))
+            .await?;
+        let mut view = ClusterView::default();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let Some(name) = key.strip_prefix(&self.prefix) else { continue };
+            let corrupt = |e: serde_json::Error| DcsError::Corrupt {
+                key: key.clone(),
+                detail: e.to_string(),
+            };
+            match name {
+                "leader" => {
+                    view.leader = Some(String::from_utf8_lossy(kv.value()).to_string());
+                    view.leader_lease = Some(kv.lease());
+                }
+                "optime" => view.optime = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "sync" => view.sync = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "config" => view.config = serde_json::from_slice(kv.value()).map_err(corrupt)?,
+                "switchover" => view.switchover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "failover" => view.failover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "history" => view.history = serde_json::from_slice(kv.value()).map_err(corrupt)?,
+                other => {
+                    if let Some(member) = other.strip_prefix("members/") {
+                        let state: MemberState = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+                        view.members.insert(member.to_string(), state);
+                    }
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Seconds left on a lease (`None` if it no longer exists).
+    pub async fn lease_time_left(&self, lease: i64) -> Result<Option<i64>, DcsError> {
+        let mut client = self.client.clone();
+        let resp = self.bounded("lease lookup", client.lease_time_to_live(lease, None)).await?;
+        Ok((resp.ttl() > 0).then_some(resp.ttl()))
+    }
+
+    /// Watches the leader key: every change is sent on the returned
+    /// channel until it is dropped or the watch breaks (then the channel
+    /// closes and the caller re-watches).
+    pub async fn watch_leader(&self) -> Result<tokio::sync::mpsc::Receiver<LeaderEvent>, DcsError> {
+        let mut client = self.client.clone();
+        let mut stream = self
+            .bounded("watch", client.watch(self.key("leader"), Some(WatchOptions::new())))
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                for event in resp.events() {
+                    let change = match event.event_type() {
+                        EventType::Delete => LeaderEvent::Gone,
+                        EventType::Put => LeaderEvent::Taken(
+                            event.kv().map(|kv| String::from_utf8_lossy(kv.value()).to_string()).unwrap_or_default(),
+                        ),
+                    };
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
