@@ -133,6 +133,8 @@ fn without_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
         (LocalPg::Running { in_recovery: true, .. }, _) => {
             if view.peers.iter().any(|p| p.running_primary) {
                 vec![Action::Wait("no leader, but a primary is running: waiting for it to take the key".into())]
+            } else if !view.vacancy_confirmed && view.failover_to.is_none() && view.switchover.is_none() {
+                vec![Action::Wait("no leader: waiting one TTL before an election".into())]
             } else if is_candidate(view, local, cfg) {
                 vec![Action::AcquireLeader]
             } else {

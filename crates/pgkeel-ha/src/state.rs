@@ -62,8 +62,9 @@ pub struct Peer {
     pub name: String,
     /// Running PostgreSQL in recovery.
     pub running_replica: bool,
-    /// Running PostgreSQL as a primary (e.g. waiting for its agent to take
-    /// the key): nobody else may take over meanwhile.
+    /// Running PostgreSQL as a primary, as published or as found by
+    /// probing the node directly (e.g. its agent has not taken the key
+    /// yet): nobody else may take over meanwhile.
     pub running_primary: bool,
     /// Its WAL position (received).
     pub lsn: Option<Lsn>,
@@ -94,6 +95,11 @@ pub struct View {
     pub switchover: Option<(Option<String>, Option<String>)>,
     /// Pending manual failover target.
     pub failover_to: Option<String>,
+    /// The leader seat is known to be empty: this agent saw the leader key
+    /// disappear (its holder had fenced itself or stopped by then), or has
+    /// seen no leader for a whole TTL (long enough for any primary without
+    /// the key to take it or fence itself).
+    pub vacancy_confirmed: bool,
 }
 
 /// Configuration the decision needs.

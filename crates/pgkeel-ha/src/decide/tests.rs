@@ -62,8 +62,20 @@ fn view(leader: Option<&str>, peers: Vec<Peer>) -> View {
     View {
         leader: leader.map(Into::into),
         peers,
+        vacancy_confirmed: true,
         ..Default::default()
     }
+}
+
+#[test]
+fn no_election_before_the_vacancy_is_confirmed() {
+    let c = cfg(ReplicationMode::Async);
+    let me = local("b", replica(50, false), DataState::Standby);
+    let mut v = view(None, vec![]);
+    v.vacancy_confirmed = false;
+    assert!(matches!(decide(&v, &me, &c)[0], Action::Wait(_)));
+    v.vacancy_confirmed = true;
+    assert_eq!(decide(&v, &me, &c), vec![Action::AcquireLeader]);
 }
 
 #[test]

@@ -37,6 +37,12 @@ struct Node {
     cut_off: bool,
     /// The agent ran at least once since being cut off (so it fenced).
     ran_since_cut: bool,
+    /// The last leader this agent saw.
+    seen_leader: Option<usize>,
+    /// This agent saw the leader seat become empty, or has waited long.
+    vacancy: bool,
+    /// Own loops run while no leader was seen.
+    leaderless_loops: u32,
     sync: Vec<String>,
 }
 
@@ -64,6 +70,9 @@ impl Model {
                 upstream: Some(0),
                 cut_off: false,
                 ran_since_cut: false,
+                seen_leader: None,
+                vacancy: false,
+                leaderless_loops: 0,
                 sync: vec![],
             })
             .collect();
@@ -120,11 +129,16 @@ impl Model {
     fn view(&self, i: usize) -> View {
         View {
             leader: self.leader.map(|l| self.nodes[l].name.clone()),
+            // Member states come from the DCS and agents; whether a node
+            // runs as primary is also probed directly.
             peers: (0..self.nodes.len())
-                .filter(|&j| j != i && self.nodes[j].agent && !self.nodes[j].cut_off)
+                .filter(|&j| j != i)
                 .map(|j| Peer {
                     name: self.nodes[j].name.clone(),
-                    running_replica: self.nodes[j].pg && self.nodes[j].recovery,
+                    running_replica: self.nodes[j].agent
+                        && !self.nodes[j].cut_off
+                        && self.nodes[j].pg
+                        && self.nodes[j].recovery,
                     running_primary: self.nodes[j].pg && !self.nodes[j].recovery,
                     lsn: Some(Lsn(self.nodes[j].lsn)),
                     nofailover: false,
@@ -134,6 +148,7 @@ impl Model {
             optime_leader: self.optime.as_ref().map(|(n, _)| n.clone()),
             sync: self.sync.clone(),
             sync_since: self.sync_since.map(Lsn),
+            vacancy_confirmed: self.nodes[i].vacancy,
             ..Default::default()
         }
     }
@@ -145,6 +160,20 @@ impl Model {
         }
         if self.nodes[i].cut_off {
             self.nodes[i].ran_since_cut = true;
+        } else {
+            let n = &mut self.nodes[i];
+            match self.leader {
+                Some(l) => {
+                    n.seen_leader = Some(l);
+                    n.vacancy = false;
+                    n.leaderless_loops = 0;
+                }
+                None => {
+                    n.leaderless_loops += 1;
+                    // Saw the key vanish, or waited a TTL (3 loops).
+                    n.vacancy = n.seen_leader.is_some() || n.leaderless_loops >= 3;
+                }
+            }
         }
         let cfg = cfg(self.mode);
         let actions = decide(&self.view(i), &self.local(i), &cfg);
@@ -306,6 +335,12 @@ fn run(mode: ReplicationMode, seeds: std::ops::Range<u64>) {
                             m.nodes[i].ran_since_cut = false;
                         }
                         _ => {
+                            if !m.nodes[i].agent {
+                                // A restarted agent remembers nothing.
+                                m.nodes[i].seen_leader = None;
+                                m.nodes[i].vacancy = false;
+                                m.nodes[i].leaderless_loops = 0;
+                            }
                             m.nodes[i].agent = true;
                             m.nodes[i].cut_off = false;
                         }
@@ -333,15 +368,15 @@ fn run(mode: ReplicationMode, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn random_schedules_async() {
-    run(ReplicationMode::Async, 1..2000);
+    run(ReplicationMode::Async, 1..3000);
 }
 
 #[test]
 fn random_schedules_quorum() {
-    run(ReplicationMode::Quorum, 1..2000);
+    run(ReplicationMode::Quorum, 1..3000);
 }
 
 #[test]
 fn random_schedules_sync() {
-    run(ReplicationMode::Sync, 1..2000);
+    run(ReplicationMode::Sync, 1..3000);
 }
