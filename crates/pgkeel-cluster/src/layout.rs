@@ -88,6 +88,37 @@ impl Layout {
         self.node_dir(node).join("postgresql.log")
     }
 
+    /// The node a standby was configured to follow (written by pgkeel).
+    pub fn upstream_file(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("upstream")
+    }
+
+    /// PID file of a node's agent.
+    pub fn agent_pid_file(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("agent.pid")
+    }
+
+    /// A node's agent log.
+    pub fn agent_log(&self, node: &str) -> PathBuf {
+        self.node_dir(node).join("agent.log")
+    }
+
+    /// The local etcd member's directory.
+    pub fn etcd_dir(&self) -> PathBuf {
+        self.root.join("etcd")
+    }
+
+    /// The libpq password file with the superuser's password (rewind, and
+    /// agents probing other members).
+    pub fn superuser_passfile(&self) -> PathBuf {
+        self.secrets_dir().join("superuser.pgpass")
+    }
+
+    /// Token guarding the agents' POST endpoints.
+    pub fn api_token_file(&self) -> PathBuf {
+        self.secrets_dir().join("api.token")
+    }
+
     /// A node's Unix socket directory.
     pub fn socket_dir(&self, node: &str) -> PathBuf {
         self.node_dir(node).join("run")

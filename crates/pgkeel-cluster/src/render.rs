@@ -21,14 +21,28 @@ pub enum NodeRole<'a> {
         /// Rendered `synchronous_standby_names`.
         sync_names: &'a str,
     },
-    /// Streams from `upstream`.
+    /// Streams from `upstream` (`None`: read-only, following nobody yet).
     Standby {
         /// The primary it follows.
-        upstream: &'a NodeConfig,
+        upstream: Option<&'a NodeConfig>,
     },
 }
 
 impl Cluster {
+    /// `synchronous_standby_names` naming exactly `standbys` with `quorum`.
+    pub fn sync_names(&self, standbys: &[String], quorum: usize) -> String {
+        let names: Vec<NodeName> = standbys.iter().filter_map(|s| NodeName::new(s).ok()).collect();
+        synchronous_standby_names(self.config.replication.mode, quorum, &names)
+    }
+
+    /// The node a standby follows, as recorded when it was configured.
+    pub fn recorded_upstream(&self, node: &str) -> Option<String> {
+        std::fs::read_to_string(self.layout.upstream_file(node))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
     /// `synchronous_standby_names` for `primary` with every other member
     /// as a candidate.
     pub fn sync_names_for(&self, primary: &NodeConfig) -> String {
@@ -72,7 +86,7 @@ impl Cluster {
             NodeRole::Primary { sync_names } => (sync_names, None),
             NodeRole::Standby { upstream } => {
                 standby_source = StandbySource {
-                    conninfo: self.primary_conninfo(node, upstream),
+                    conninfo: upstream.map(|u| self.primary_conninfo(node, u)).unwrap_or_default(),
                     slot: node.name.to_string(),
                 };
                 ("", Some(&standby_source))
@@ -127,6 +141,15 @@ impl Cluster {
             owner,
             0o600,
         )?;
+        let upstream_file = self.layout.upstream_file(node.name.as_str());
+        match role {
+            NodeRole::Standby { upstream: Some(u) } => write_owned(&upstream_file, u.name.as_str(), owner, 0o644)?,
+            _ => {
+                if upstream_file.exists() {
+                    std::fs::remove_file(&upstream_file).map_err(|e| ClusterError::io("remove", &upstream_file, e))?;
+                }
+            }
+        }
         let signal = data.join("standby.signal");
         if standby.is_some() {
             write_owned(&signal, "", owner, 0o600)?;

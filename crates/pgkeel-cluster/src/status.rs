@@ -53,6 +53,10 @@ impl Cluster {
             synchronous_standby_names: sync_names,
             nodes,
             slots,
+            leader: None,
+            lease_ttl_left: None,
+            paused: None,
+            etcd_ok: None,
         }
     }
 

@@ -140,6 +140,20 @@ fn ensure_skeleton(cluster: &Cluster) -> Result<(), ClusterError> {
             0o600,
         )?;
     }
+    let passfile = layout.superuser_passfile();
+    if !passfile.exists() {
+        let password = read_password(&layout.password_file(Secret::Superuser))?;
+        write_owned(&passfile, &pgpass_line(&cluster.superuser, &password), owner, 0o600)?;
+    }
+    let token = layout.api_token_file();
+    if !token.exists() {
+        let value = if cluster.config.ha.api_token.is_empty() {
+            generate_password(PASSWORD_LEN)?
+        } else {
+            cluster.config.ha.api_token.clone()
+        };
+        write_owned(&token, &value, owner, 0o600)?;
+    }
     Ok(())
 }
 

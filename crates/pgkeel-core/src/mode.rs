@@ -86,8 +86,44 @@ pub fn synchronous_standby_names(
     format!("{method} {sync_count} ({list})")
 }
 
+/// Reads back the standby names and count from a
+/// `synchronous_standby_names` value pgkeel rendered (`ANY 1 ("a", "b")`,
+/// `FIRST 2 (a, b)`, or a plain list meaning `FIRST 1`).
+pub fn parse_standby_names(value: &str) -> (Vec<String>, usize) {
+    let value = value.trim();
+    if value.is_empty() {
+        return (vec![], 0);
+    }
+    let (count, list) = match value.find('(') {
+        Some(open) => {
+            let head: Vec<&str> = value[..open].split_whitespace().collect();
+            let count = head.last().and_then(|n| n.parse().ok()).unwrap_or(1);
+            let close = value.rfind(')').unwrap_or(value.len());
+            (count, &value[open + 1..close.max(open + 1)])
+        }
+        None => (1, value),
+    };
+    let names = list
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (names, count)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_what_it_renders() {
+        let names = ["replica1", "replica2"].map(|n| NodeName::new(n).expect("valid"));
+        for mode in [ReplicationMode::Quorum, ReplicationMode::Sync] {
+            let text = synchronous_standby_names(mode, 2, &names);
+            assert_eq!(parse_standby_names(&text), (vec!["replica1".into(), "replica2".into()], 2));
+        }
+        assert_eq!(parse_standby_names(""), (vec![], 0));
+        assert_eq!(parse_standby_names("a, b"), (vec!["a".into(), "b".into()], 1));
+    }
+
     use super::*;
 
     fn names(list: &[&str]) -> Vec<NodeName> {

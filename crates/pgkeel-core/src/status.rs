@@ -28,6 +28,18 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Replication slots on the primary.
     pub slots: Vec<SlotStatus>,
+    /// Holder of the leader key in etcd (HA clusters).
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Seconds left on the leader's lease.
+    #[serde(default)]
+    pub lease_ttl_left: Option<i64>,
+    /// Automatic failover paused.
+    #[serde(default)]
+    pub paused: Option<bool>,
+    /// etcd answered.
+    #[serde(default)]
+    pub etcd_ok: Option<bool>,
 }
 
 /// One node.
@@ -89,6 +101,12 @@ pub struct NodeStatus {
     pub slot: Option<String>,
     /// Replica: seconds since its WAL receiver last heard from the primary.
     pub last_msg_age_seconds: Option<f64>,
+    /// Holds the leader key (HA clusters).
+    #[serde(default)]
+    pub leader: Option<bool>,
+    /// PID of the node's agent, when it runs.
+    #[serde(default)]
+    pub agent_pid: Option<u32>,
     /// Why the node could not be inspected, when it could not.
     pub error: Option<String>,
 }

@@ -69,6 +69,9 @@ pub struct SyncState {
     pub standbys: Vec<String>,
     /// How many of them confirm each commit.
     pub quorum: usize,
+    /// Primary's WAL position when it last changed the set.
+    #[serde(default)]
+    pub since: Option<Lsn>,
 }
 
 /// Settings changed at run time for the whole cluster.

@@ -61,6 +61,9 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
                 let (standbys, quorum) = sync_plan(cfg, &names);
                 if &standbys != sync_standbys {
                     actions.push(Action::SetSyncStandbys { standbys, quorum });
+                } else if view.sync.is_none() && !sync_standbys.is_empty() {
+                    // PostgreSQL already names them (bootstrap): publish.
+                    actions.push(Action::NarrowSync { standbys, quorum });
                 } else if let Some((published, _)) = &view.sync
                     && published != sync_standbys
                     && !sync_standbys.is_empty()

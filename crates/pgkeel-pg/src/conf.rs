@@ -107,7 +107,8 @@ pub fn render_postgresql_conf(input: &ConfInput<'_>) -> String {
             ("max_standby_streaming_delay", quote("30s")),
             ("wal_receiver_status_interval", quote("1s")),
             ("wal_sender_timeout", quote("60s")),
-            ("wal_receiver_timeout", quote("60s")),
+            ("wal_receiver_timeout", quote("5s")),
+            ("wal_retrieve_retry_interval", quote("1s")),
         ],
     );
     if let Some(standby) = input.standby {

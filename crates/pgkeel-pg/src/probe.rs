@@ -52,6 +52,50 @@ pub async fn connect(
     })
 }
 
+/// Opens a session over TCP with a password (another member, possibly on
+/// another host).
+pub async fn connect_tcp(
+    node: &str,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<NodeConn, PgError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(host)
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname("postgres")
+        .application_name("pgkeel")
+        .connect_timeout(timeout);
+    let connect = tokio::time::timeout(timeout, config.connect(NoTls));
+    let (client, connection) = match connect.await {
+        Ok(result) => result.map_err(|source| PgError::Connect {
+            node: node.to_string(),
+            port,
+            socket_dir: host.into(),
+            source,
+        })?,
+        Err(_) => {
+            return Err(PgError::Unexpected {
+                node: node.to_string(),
+                what: "connection",
+                detail: format!("no answer from {host}:{port} within {} ms", timeout.as_millis()),
+            });
+        }
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(NodeConn {
+        node: node.to_string(),
+        client,
+    })
+}
+
 impl NodeConn {
     /// Node this session belongs to.
     pub fn node(&self) -> &str {

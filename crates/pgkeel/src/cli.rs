@@ -72,6 +72,9 @@ pub enum Command {
         /// Print the resulting status as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only PostgreSQL: no etcd and no agents (no automatic failover).
+        #[arg(long)]
+        no_ha: bool,
     },
     /// Stop every node cleanly (primary first, so replicas get all its WAL).
     Down {
@@ -101,6 +104,52 @@ pub enum Command {
         /// Seconds between refreshes with --watch.
         #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
         interval: f64,
+    },
+    /// Run the HA agent of one node (normally started by `pgkeel up`).
+    ///
+    /// Supervises the node's PostgreSQL, publishes its state in etcd, holds
+    /// or contends for the leader lease, fails over, fences, rejoins, and
+    /// serves the REST health API on the node's `api_port`.
+    Agent {
+        #[command(flatten)]
+        target: Target,
+        /// The node this agent runs for.
+        #[arg(long, value_name = "NAME")]
+        node: String,
+    },
+    /// Run and supervise the cluster's local etcd member (started by `pgkeel up`).
+    #[command(hide = true)]
+    EtcdSupervisor {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Planned change of primary with no data loss: the primary stops
+    /// cleanly once the target has caught up, the target is promoted.
+    /// Reports how long writes were unavailable.
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        /// The replica to promote (default: the most advanced one).
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+    },
+    /// Manual failover to a node when there is no healthy leader.
+    Failover {
+        #[command(flatten)]
+        target: Target,
+        /// The node to promote.
+        #[arg(long, value_name = "NODE")]
+        to: String,
+    },
+    /// Maintenance mode: agents keep publishing but take no automatic action.
+    Pause {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Leave maintenance mode.
+    Resume {
+        #[command(flatten)]
+        target: Target,
     },
     /// Print a libpq connection URL: `psql "$(pgkeel url)"`.
     ///

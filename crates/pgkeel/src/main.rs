@@ -1,6 +1,9 @@
 //! The `pgkeel` binary: a thin front over `pgkeel-cluster`.
 
+#[macro_use]
+mod say;
 mod cli;
+mod cmd_ha;
 mod output;
 mod progress;
 
@@ -13,7 +16,10 @@ use std::time::Duration;
 use cli::{Cli, Command, Target};
 use pgkeel_cluster::compare::config_differences;
 use pgkeel_cluster::url::{Credentials, UrlTarget};
+use pgkeel_agent::orchestrate;
+use pgkeel_cluster::up::current_primary;
 use pgkeel_cluster::{Cluster, ClusterError, UpOutcome, up};
+use pgkeel_core::status::ClusterStatus;
 use pgkeel_core::config::{ConfigSources, annotated_default, load, parse};
 
 fn main() {
@@ -45,6 +51,7 @@ async fn run(cli: Cli) -> Result<()> {
             sync_count,
             base_port,
             json,
+            no_ha,
         } => {
             let mut flags = vec![];
             if let Some(n) = replicas {
@@ -63,18 +70,37 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(p) = base_port {
                 flags.push(("cluster", "base_port", toml::Value::Integer(i64::from(p))));
             }
-            cmd_up(&target, flags, json).await
+            cmd_up(&target, flags, json, !no_ha).await
         }
+        Command::Agent { target, node } => {
+            let cluster = open(&target)?;
+            Ok(pgkeel_agent::run_agent(cluster, &node).await?)
+        }
+        Command::EtcdSupervisor { target } => {
+            let cluster = open(&target)?;
+            Ok(pgkeel_agent::etcd_local::supervise(&cluster).await?)
+        }
+        Command::Switchover { target, to } => cmd_ha::switchover(&open(&target)?, to).await,
+        Command::Failover { target, to } => cmd_ha::failover(&open(&target)?, &to).await,
+        Command::Pause { target } => cmd_ha::set_paused(&open(&target)?, true).await,
+        Command::Resume { target } => cmd_ha::set_paused(&open(&target)?, false).await,
         Command::Down { target } => {
             let cluster = open(&target)?;
+            let agents = orchestrate::stop_agents(&cluster).await;
+            if !agents.is_empty() {
+                say!("stopped agents: {}", agents.join(", "));
+            }
             let stopped = cluster.down().await?;
+            if orchestrate::stop_etcd(&cluster).await {
+                say!("stopped etcd");
+            }
             if stopped.is_empty() {
-                println!(
+                say!(
                     "cluster `{}`: nothing was running",
                     cluster.config.cluster.name
                 );
             } else {
-                println!(
+                say!(
                     "cluster `{}`: stopped {}",
                     cluster.config.cluster.name,
                     stopped.join(", ")
@@ -90,8 +116,10 @@ async fn run(cli: Cli) -> Result<()> {
                     cluster.layout.root().display()
                 );
             }
+            orchestrate::stop_agents(&cluster).await;
+            orchestrate::stop_etcd(&cluster).await;
             cluster.destroy().await?;
-            println!(
+            say!(
                 "cluster `{}` destroyed ({} removed)",
                 cluster.config.cluster.name,
                 cluster.layout.root().display()
@@ -106,12 +134,12 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let cluster = open(&target)?;
             if !watch {
-                let status = cluster.status().await;
+                let status = full_status(&cluster).await;
                 return output::print_status(&status, json);
             }
             let period = Duration::from_secs_f64(interval.max(0.1));
             loop {
-                let status = cluster.status().await;
+                let status = full_status(&cluster).await;
                 if !json {
                     print!("\x1b[2J\x1b[H");
                 }
@@ -140,10 +168,19 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 Credentials::App
             };
-            println!("{}", cluster.url(&which, creds).await?);
+            say!("{}", cluster.url(&which, creds).await?);
             Ok(())
         }
     }
+}
+
+/// Waits until the leader's replicas all stream as the mode requires.
+async fn wait_for_leader_replication(cluster: &Cluster) -> Result<()> {
+    let dcs = orchestrate::dcs(cluster).await?;
+    let leader = dcs.view().await?.leader.context("no leader after the agents started")?;
+    let node = cluster.node(&leader)?;
+    cluster.wait_replication(node, Duration::from_secs(90)).await?;
+    Ok(())
 }
 
 fn init(output: &Path, force: bool) -> Result<()> {
@@ -155,7 +192,7 @@ fn init(output: &Path, force: bool) -> Result<()> {
     }
     std::fs::write(output, annotated_default())
         .with_context(|| format!("cannot write {}", output.display()))?;
-    println!(
+    say!(
         "wrote {}: edit it, then `pgkeel up --config {}`",
         output.display(),
         output.display()
@@ -220,7 +257,23 @@ fn open(target: &Target) -> Result<Cluster> {
     Ok(Cluster::open(&config.cluster.data_dir)?)
 }
 
-async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bool) -> Result<()> {
+/// PostgreSQL status plus, for an HA cluster, leader and agents.
+async fn full_status(cluster: &Cluster) -> ClusterStatus {
+    let mut status = cluster.status().await;
+    if ha_enabled(cluster) {
+        orchestrate::enrich_status(cluster, &mut status).await;
+    }
+    status
+}
+
+/// A cluster is HA when it has agents or an etcd to talk to.
+fn ha_enabled(cluster: &Cluster) -> bool {
+    !cluster.config.etcd.endpoints.is_empty()
+        || cluster.layout.etcd_dir().exists()
+        || cluster.nodes().iter().any(|n| cluster.layout.agent_pid_file(n.name.as_str()).exists())
+}
+
+async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bool, ha: bool) -> Result<()> {
     let (sources, specific) = sources(target, flags)?;
     let requested = load(&sources)?;
     let dir = requested.cluster.data_dir.clone();
@@ -249,23 +302,55 @@ async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bo
     let cluster = Cluster::prepare(config)?;
     let progress = Arc::new(progress::TerminalProgress::new());
     let started = std::time::Instant::now();
-    let outcome = up(&cluster, progress).await?;
+    let exists = cluster.layout.cluster_file().exists();
+    let agents_running = cluster.nodes().iter().any(|n| orchestrate::agent_pid(&cluster, n.name.as_str()).is_some());
+    let ambiguous = exists && current_primary(&cluster).is_err();
+    let outcome = if ha && exists && (agents_running || ambiguous) {
+        // The agents own PostgreSQL now: make sure they and etcd run, and
+        // let them converge.
+        use pgkeel_cluster::Progress;
+        progress.step("ha", "agents manage PostgreSQL; waiting for them");
+        let exe = std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
+        let actions = orchestrate::start_ha(&cluster, &exe, None).await?;
+        wait_for_leader_replication(&cluster).await?;
+        if actions.is_empty() { UpOutcome::AlreadyRunning } else { UpOutcome::Resumed(actions) }
+    } else {
+        let outcome = up(&cluster, progress.clone()).await?;
+        if ha {
+            use pgkeel_cluster::Progress;
+            progress.step("ha", "starting etcd and one agent per node");
+            let exe = std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
+            let primary = current_primary(&cluster)?.name.to_string();
+            let actions = orchestrate::start_ha(&cluster, &exe, Some(&primary)).await?;
+            wait_for_leader_replication(&cluster).await?;
+            match outcome {
+                UpOutcome::AlreadyRunning if !actions.is_empty() => UpOutcome::Resumed(actions),
+                UpOutcome::Resumed(mut done) => {
+                    done.extend(actions);
+                    UpOutcome::Resumed(done)
+                }
+                other => other,
+            }
+        } else {
+            outcome
+        }
+    };
     let elapsed = started.elapsed().as_secs_f64();
-    let status = cluster.status().await;
+    let status = full_status(&cluster).await;
     if json {
         return output::print_status(&status, true);
     }
     match outcome {
-        UpOutcome::Created => println!(
+        UpOutcome::Created => say!(
             "cluster `{}` created and ready in {elapsed:.1}s",
             status.cluster
         ),
-        UpOutcome::AlreadyRunning => println!(
+        UpOutcome::AlreadyRunning => say!(
             "cluster `{}` is already running; nothing changed",
             status.cluster
         ),
         UpOutcome::Resumed(actions) => {
-            println!(
+            say!(
                 "cluster `{}` ready in {elapsed:.1}s ({})",
                 status.cluster,
                 actions.join(", ")

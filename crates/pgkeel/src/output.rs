@@ -10,10 +10,10 @@ use pgkeel_core::status::{ClusterStatus, NodeStatus, Role};
 /// Prints `status` as a table, or as JSON.
 pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(status)?);
+        say!("{}", serde_json::to_string(status)?);
         return Ok(());
     }
-    println!(
+    say!(
         "cluster {}  mode {}  synchronous_standby_names: {}",
         status.cluster,
         status.mode,
@@ -46,7 +46,7 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
             n.wal_receiver.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    println!("{nodes}");
+    say!("{nodes}");
     if !status.slots.is_empty() {
         let mut slots = Table::new();
         slots.load_preset(UTF8_FULL_CONDENSED).set_header([
@@ -69,10 +69,10 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
                 s.wal_status.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
-        println!("{slots}");
+        say!("{slots}");
     }
     for n in status.nodes.iter().filter(|n| n.error.is_some()) {
-        println!("{}: {}", n.name, n.error.as_deref().unwrap_or_default());
+        say!("{}: {}", n.name, n.error.as_deref().unwrap_or_default());
     }
     Ok(())
 }
@@ -98,12 +98,12 @@ pub fn print_ready_table(cluster: &Cluster, status: &ClusterStatus) {
             url,
         ]);
     }
-    println!("{table}");
+    say!("{table}");
     let dir = cluster.layout.root().display();
-    println!(
+    say!(
         "connect: psql \"$(pgkeel url --dir {dir})\"   (replica: --replica, superuser: --superuser)"
     );
-    println!("status:  pgkeel status --dir {dir}   stop: pgkeel down --dir {dir}");
+    say!("status:  pgkeel status --dir {dir}   stop: pgkeel down --dir {dir}");
 }
 
 fn role(n: &NodeStatus) -> &'static str {

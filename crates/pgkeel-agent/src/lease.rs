@@ -1,0 +1,66 @@
+//! Keeping the lease alive, and fencing when it cannot be.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgkeel_cluster::Cluster;
+use pgkeel_dcs::Dcs;
+
+use crate::execute::{fence, tracing_line};
+use crate::shared::Shared;
+
+/// Renews (or re-grants) the agent's lease every `ttl / 6`. The time a
+/// renewal was *sent* is recorded: etcd restarted the TTL no earlier.
+pub fn spawn_keeper(dcs: Dcs, shared: Arc<Shared>) {
+    let interval = (shared.ttl / 6).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    let ttl_secs = shared.ttl.as_secs_f64().ceil() as i64;
+    tokio::spawn(async move {
+        loop {
+            let sent = Instant::now();
+            let lease = shared.lease.lock().ok().and_then(|l| *l);
+            match lease {
+                None => {
+                    if let Ok(granted) = dcs.grant_lease(ttl_secs).await
+                        && let (Ok(mut l), Ok(mut r)) = (shared.lease.lock(), shared.renewed_at.lock())
+                    {
+                        *l = Some(granted);
+                        *r = Some(sent);
+                    }
+                }
+                Some(lease) => match dcs.keep_alive(lease).await {
+                    Ok(ttl) if ttl > 0 => {
+                        if let Ok(mut r) = shared.renewed_at.lock() {
+                            *r = Some(sent);
+                        }
+                    }
+                    Ok(_) => {
+                        // Expired: its keys (and the leader key) are gone.
+                        tracing_line(&format!("{}: lease expired; taking a new one", shared.node));
+                        shared.set_leader(false);
+                        if let Ok(mut l) = shared.lease.lock() {
+                            *l = None;
+                        }
+                    }
+                    Err(_) => {}
+                },
+            }
+            tokio::time::sleep(interval.saturating_sub(sent.elapsed())).await;
+        }
+    });
+}
+
+/// Every 50 ms: a leader whose lease is older than `ttl - margin` stops
+/// PostgreSQL at once, before etcd can expire the lease and let another
+/// node take the key.
+pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if shared.leader() && shared.valid_lease().is_none() {
+                tracing_line(&format!("{}: lease not renewed in time: fencing PostgreSQL", shared.node));
+                shared.set_leader(false);
+                fence(&cluster, &shared.node).await;
+            }
+        }
+    });
+}

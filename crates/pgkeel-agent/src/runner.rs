@@ -1,0 +1,261 @@
+//! The agent's main loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgkeel_cluster::Cluster;
+use pgkeel_cluster::layout::Secret;
+use pgkeel_core::NodeConfig;
+use pgkeel_dcs::{ClusterView, Dcs, MemberState};
+use pgkeel_ha::{Action, HaConfig, Local, Peer, View, decide};
+use pgkeel_pg::probe::connect_tcp;
+use pgkeel_pg::secrets::read_password;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::execute::{Context, tracing_line};
+use crate::observe::observe;
+use crate::shared::Shared;
+use crate::{AgentError, api, http, lease, pidfile};
+
+/// Memory of the loop between iterations.
+#[derive(Default)]
+struct LoopMemory {
+    seen_leader: bool,
+    leaderless_since: Option<Instant>,
+    last_actions: String,
+}
+
+/// Runs the agent for `node` until SIGTERM/SIGINT. On a clean stop it
+/// revokes its lease (its member key and, if held, the leader key vanish at
+/// once) and leaves PostgreSQL running.
+pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentError> {
+    let node = cluster.node(node_name)?.clone();
+    let pid_file = cluster.layout.agent_pid_file(node_name);
+    cluster.ensure_node_dirs(node_name)?;
+    pidfile::write_own(&pid_file).map_err(|e| AgentError::Process {
+        action: format!("write {}", pid_file.display()),
+        detail: e.to_string(),
+    })?;
+    let ha = cluster.config.ha.clone();
+    let ttl = Duration::from_secs_f64(ha.ttl);
+    let margin = Duration::from_secs_f64((ha.ttl * 0.25).max(0.5));
+    let loop_wait = Duration::from_secs_f64(ha.loop_wait);
+    let timeout = Duration::from_secs_f64(ha.retry_timeout);
+    let shared = Arc::new(Shared::new(node_name, ttl, margin));
+    let endpoints = cluster.config.etcd_endpoints();
+    let dcs = loop {
+        match Dcs::connect(&endpoints, &cluster.config.etcd.namespace, &cluster.config.cluster.name, timeout).await {
+            Ok(dcs) => break dcs,
+            Err(e) => {
+                tracing_line(&format!("{node_name}: {e}; retrying"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    lease::spawn_keeper(dcs.clone(), shared.clone());
+    lease::spawn_fencing_watchdog(cluster.clone(), shared.clone());
+    let token = read_password(&cluster.layout.api_token_file()).unwrap_or_default();
+    api::serve(&node, api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token)).await?;
+    spawn_leader_watch(dcs.clone(), shared.clone());
+    tracing_line(&format!("{node_name}: agent started (pid {})", std::process::id()));
+
+    let mut term = signal(SignalKind::terminate()).map_err(|e| AgentError::Process {
+        action: "install SIGTERM handler".into(),
+        detail: e.to_string(),
+    })?;
+    let mut memory = LoopMemory::default();
+    loop {
+        let started = Instant::now();
+        iteration(&cluster, &node, &dcs, &shared, &mut memory, timeout).await;
+        if let Ok(mut last) = shared.last_loop.lock() {
+            *last = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(loop_wait.saturating_sub(started.elapsed())) => {}
+            _ = shared.wake.notified() => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing_line(&format!("{node_name}: stopping agent"));
+    let lease = shared.lease.lock().ok().and_then(|l| *l);
+    if let Some(lease) = lease {
+        let _ = dcs.revoke(lease).await;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(())
+}
+
+/// Wakes the loop whenever the leader key changes; re-watches if the watch
+/// breaks (etcd restart).
+fn spawn_leader_watch(dcs: Dcs, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut events) = dcs.watch_leader().await {
+                while events.recv().await.is_some() {
+                    shared.wake.notify_one();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+async fn iteration(
+    cluster: &Cluster,
+    node: &NodeConfig,
+    dcs: &Dcs,
+    shared: &Shared,
+    memory: &mut LoopMemory,
+    timeout: Duration,
+) {
+    let me = node.name.as_str();
+    let obs = observe(cluster, node).await;
+    let view = dcs.view().await;
+    let lease = shared.valid_lease();
+    let dcs_ok = view.is_ok() && lease.is_some();
+    if let (Ok(_), Some(lease)) = (&view, lease) {
+        let _ = dcs.put_member(&obs.member, lease).await;
+    }
+    let view = view.unwrap_or_default();
+    if dcs_ok {
+        shared.set_leader(view.leader.as_deref() == Some(me));
+    }
+    match view.leader {
+        Some(_) => {
+            memory.seen_leader = true;
+            memory.leaderless_since = None;
+        }
+        None => {
+            memory.leaderless_since.get_or_insert_with(Instant::now);
+        }
+    }
+    let vacancy_confirmed = view.leader.is_none()
+        && (memory.seen_leader || memory.leaderless_since.is_some_and(|s| s.elapsed() >= shared.ttl));
+    let peers = peers(cluster, node, &view, timeout).await;
+    let local = Local {
+        name: me.to_string(),
+        pg: obs.pg.clone(),
+        data: obs.data,
+        dcs_ok,
+        nofailover: node.nofailover,
+        upstream: obs.member.upstream.clone(),
+    };
+    let ha_view = to_ha_view(&view, peers, vacancy_confirmed);
+    let config = ha_config(cluster);
+    let actions = if obs.busy {
+        vec![Action::Wait("PostgreSQL is starting or recovering".into())]
+    } else {
+        decide(&ha_view, &local, &config)
+    };
+    let summary = format!("{actions:?}");
+    if summary != memory.last_actions {
+        tracing_line(&format!("{me}: leader={:?} -> {summary}", view.leader));
+        memory.last_actions = summary;
+    }
+    let ctx = Context {
+        cluster,
+        node,
+        dcs,
+        shared,
+        view: &view,
+        obs: &obs,
+    };
+    for action in &actions {
+        if let Err(e) = ctx.run(action).await {
+            tracing_line(&format!("{me}: {action:?} failed: {e}"));
+            break;
+        }
+    }
+    let lag = lag_bytes(&view, &obs.member);
+    if let Ok(mut snap) = shared.snapshot.write() {
+        snap.member = obs.member.clone();
+        snap.leader = shared.leader();
+        snap.dcs_ok = dcs_ok;
+        snap.last_actions = actions.iter().map(|a| format!("{a:?}")).collect();
+        snap.lag_bytes = lag;
+        snap.view = Some(view);
+        snap.uptime_seconds = shared.started.elapsed().as_secs_f64();
+    }
+}
+
+fn lag_bytes(view: &ClusterView, me: &MemberState) -> Option<u64> {
+    if me.role != "replica" {
+        return None;
+    }
+    let leader = view.leader.as_ref().and_then(|l| view.members.get(l))?;
+    Some(leader.lsn?.bytes_after(me.replayed_lsn?))
+}
+
+/// Other members as the decision needs them. With a leader, published
+/// states suffice; without one, each member is asked directly (its agent's
+/// `/member` for live WAL positions, its PostgreSQL for whether it runs as
+/// primary), because an election must not run on stale positions.
+async fn peers(cluster: &Cluster, me: &NodeConfig, view: &ClusterView, timeout: Duration) -> Vec<Peer> {
+    let others: Vec<&NodeConfig> = cluster.nodes().iter().filter(|n| n.name != me.name).collect();
+    let fresh = view.leader.is_none();
+    let password = read_password(&cluster.layout.password_file(Secret::Superuser)).unwrap_or_default();
+    let futures = others.iter().map(|n| {
+        let published = view.members.get(n.name.as_str()).cloned();
+        let password = password.clone();
+        async move {
+            let mut state = published;
+            if fresh {
+                let url = format!("http://{}:{}/member", n.host, n.api_port());
+                state = match http::request("GET", &url, &[], "", timeout).await {
+                    Ok((200, body)) => serde_json::from_str::<MemberState>(&body).ok(),
+                    _ => None,
+                };
+            }
+            let mut peer = Peer {
+                name: n.name.to_string(),
+                running_replica: false,
+                running_primary: false,
+                lsn: None,
+                nofailover: n.nofailover,
+            };
+            if let Some(s) = &state {
+                peer.running_replica = s.running && s.role == "replica";
+                peer.running_primary = s.running && s.role == "primary";
+                peer.lsn = s.wal_position();
+            }
+            if fresh && !peer.running_primary {
+                // Its agent may be gone while its PostgreSQL still runs.
+                if let Ok(conn) = connect_tcp(n.name.as_str(), &n.host, n.port, &cluster.superuser, &password, timeout).await
+                    && let Ok(probe) = conn.probe().await
+                {
+                    peer.running_primary = !probe.in_recovery;
+                }
+            }
+            peer
+        }
+    });
+    futures_util::future::join_all(futures).await
+}
+
+fn to_ha_view(view: &ClusterView, peers: Vec<Peer>, vacancy_confirmed: bool) -> View {
+    View {
+        leader: view.leader.clone(),
+        peers,
+        optime: view.optime.as_ref().map(|o| o.lsn),
+        optime_leader: view.optime.as_ref().map(|o| o.leader.clone()),
+        sync: view.sync.as_ref().map(|s| (s.standbys.clone(), s.quorum)),
+        sync_since: view.sync.as_ref().and_then(|s| s.since),
+        paused: view.config.paused,
+        switchover: view.switchover.as_ref().map(|h| (h.from.clone(), h.to.clone())),
+        failover_to: view.failover.as_ref().and_then(|h| h.to.clone()),
+        vacancy_confirmed,
+    }
+}
+
+/// The decision's configuration from the cluster's.
+pub fn ha_config(cluster: &Cluster) -> HaConfig {
+    let c = &cluster.config;
+    HaConfig {
+        mode: c.replication.mode,
+        sync_count: c.replication.sync_count,
+        strict_sync: c.ha.strict_sync,
+        maximum_lag_on_failover: c.ha.maximum_lag_on_failover,
+        members: c.nodes.iter().map(|n| n.name.to_string()).collect(),
+    }
+}

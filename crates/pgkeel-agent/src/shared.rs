@@ -1,0 +1,91 @@
+//! State shared between the agent's loop, its lease keeper, its fencing
+//! watchdog and its REST API.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use pgkeel_dcs::{ClusterView, LeaseHandle, MemberState};
+use serde::Serialize;
+
+/// What the REST API reports; refreshed every loop.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// This member as published.
+    pub member: MemberState,
+    /// This agent holds the leader key.
+    pub leader: bool,
+    /// The last cluster view read from etcd.
+    pub view: Option<ClusterView>,
+    /// etcd answered the last loop.
+    pub dcs_ok: bool,
+    /// Last decision, for humans.
+    pub last_actions: Vec<String>,
+    /// Replica lag behind the primary in bytes, when known.
+    pub lag_bytes: Option<u64>,
+    /// Seconds since the agent started.
+    pub uptime_seconds: f64,
+}
+
+/// Shared agent state.
+pub struct Shared {
+    /// Node name.
+    pub node: String,
+    /// The current lease.
+    pub lease: Mutex<Option<LeaseHandle>>,
+    /// When the last successful renewal was *sent* (conservative: etcd
+    /// restarted the TTL no earlier than that).
+    pub renewed_at: Mutex<Option<Instant>>,
+    /// This agent believes it holds the leader key.
+    pub is_leader: AtomicBool,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Safety margin: a leader whose lease is older than `ttl - margin`
+    /// fences itself.
+    pub margin: Duration,
+    /// REST snapshot.
+    pub snapshot: RwLock<Snapshot>,
+    /// Last completed loop.
+    pub last_loop: Mutex<Instant>,
+    /// Wakes the loop early (REST requests, watch events).
+    pub wake: tokio::sync::Notify,
+    /// Agent start.
+    pub started: Instant,
+}
+
+impl Shared {
+    /// New state for `node`.
+    pub fn new(node: &str, ttl: Duration, margin: Duration) -> Self {
+        Shared {
+            node: node.to_string(),
+            lease: Mutex::new(None),
+            renewed_at: Mutex::new(None),
+            is_leader: AtomicBool::new(false),
+            ttl,
+            margin,
+            snapshot: RwLock::new(Snapshot::default()),
+            last_loop: Mutex::new(Instant::now()),
+            wake: tokio::sync::Notify::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The lease, if one is held and was renewed recently enough to act on.
+    pub fn valid_lease(&self) -> Option<LeaseHandle> {
+        let renewed = self.renewed_at.lock().ok().and_then(|r| *r)?;
+        if renewed.elapsed() >= self.ttl.saturating_sub(self.margin) {
+            return None;
+        }
+        self.lease.lock().ok().and_then(|l| *l)
+    }
+
+    /// Whether this agent acts as leader.
+    pub fn leader(&self) -> bool {
+        self.is_leader.load(Ordering::SeqCst)
+    }
+
+    /// Records leadership.
+    pub fn set_leader(&self, value: bool) {
+        self.is_leader.store(value, Ordering::SeqCst);
+    }
+}
