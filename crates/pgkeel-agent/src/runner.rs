@@ -167,6 +167,25 @@ async fn iteration(
             break;
         }
     }
+    // Something changed PostgreSQL: publish the new state at once, so no
+    // peer decides on the old one (e.g. a demoted primary still looking
+    // like a running primary would hold up a switchover target).
+    let changed = actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Fence
+                | Action::Demote { .. }
+                | Action::Promote
+                | Action::StartPrimary
+                | Action::StartStandby { .. }
+                | Action::Rewind { .. }
+                | Action::Reclone { .. }
+        )
+    });
+    let obs = if changed { observe(cluster, node).await } else { obs };
+    if changed && let Some(lease) = shared.valid_lease() {
+        let _ = dcs.put_member(&obs.member, lease).await;
+    }
     let lag = lag_bytes(&view, &obs.member);
     if let Ok(mut snap) = shared.snapshot.write() {
         snap.member = obs.member.clone();

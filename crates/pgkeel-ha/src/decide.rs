@@ -129,7 +129,21 @@ fn as_follower(leader: &str, local: &Local) -> Vec<Action> {
 }
 
 fn without_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
+    let me = local.name.as_str();
+    // A requested handover names who leads next; the node handing over
+    // (or any node not named) must not take the key back meanwhile.
+    let handover_elsewhere = view
+        .switchover
+        .as_ref()
+        .is_some_and(|(from, to)| from.as_deref() == Some(me) || to.as_deref().is_some_and(|t| t != me))
+        || view.failover_to.as_deref().is_some_and(|t| t != me);
     match (&local.pg, local.data) {
+        (LocalPg::Running { in_recovery: false, .. }, _) if handover_elsewhere => {
+            vec![Action::Demote { clean: true }]
+        }
+        (LocalPg::Stopped, DataState::Primary) if handover_elsewhere => {
+            vec![Action::Wait("handover in progress: waiting for the new leader".into())]
+        }
         // A primary without the key (bootstrap, or agent restart): take it;
         // if another node wins, the next loop demotes this one.
         (LocalPg::Running { in_recovery: false, .. }, _) => vec![Action::AcquireLeader],

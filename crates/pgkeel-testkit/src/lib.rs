@@ -9,4 +9,4 @@ mod reap;
 
 pub use cluster::{TempCluster, TestDir, connect_url};
 pub use ports::free_port_block;
-pub use reap::{ClusterGuard, stop_pid};
+pub use reap::{ClusterGuard, pid_in, stop_pid};

@@ -175,12 +175,26 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Waits until the leader's replicas all stream as the mode requires.
+/// Retries while the agents are still starting PostgreSQL or electing.
 async fn wait_for_leader_replication(cluster: &Cluster) -> Result<()> {
     let dcs = orchestrate::dcs(cluster).await?;
-    let leader = dcs.view().await?.leader.context("no leader after the agents started")?;
-    let node = cluster.node(&leader)?;
-    cluster.wait_replication(node, Duration::from_secs(90)).await?;
-    Ok(())
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let attempt = async {
+            let leader = dcs.view().await?.leader.context("no leader yet")?;
+            let node = cluster.node(&leader)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            cluster.wait_replication(node, left).await?;
+            Ok::<_, anyhow::Error>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e.context("the cluster did not become ready within 90 s; `pgkeel status` and nodes/<name>/agent.log tell why"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 fn init(output: &Path, force: bool) -> Result<()> {

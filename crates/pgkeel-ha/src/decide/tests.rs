@@ -281,6 +281,18 @@ fn switchover_waits_for_target_then_hands_over_and_target_wins() {
 }
 
 #[test]
+fn node_handing_over_never_takes_the_key_back() {
+    let c = cfg(ReplicationMode::Sync);
+    let mut v = view(None, vec![peer("b", 100)]);
+    v.switchover = Some((Some("a".into()), Some("b".into())));
+    v.optime_leader = Some("a".into());
+    let stopped = local("a", LocalPg::Stopped, DataState::Primary);
+    assert!(matches!(decide(&v, &stopped, &c)[0], Action::Wait(_)));
+    let running = local("a", primary(100, &[], &[]), DataState::Primary);
+    assert_eq!(decide(&v, &running, &c), vec![Action::Demote { clean: true }]);
+}
+
+#[test]
 fn manual_failover_target_only_and_paused_does_nothing() {
     let c = cfg(ReplicationMode::Async);
     let mut v = view(None, vec![peer("c", 100)]);

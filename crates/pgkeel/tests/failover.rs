@@ -1,0 +1,314 @@
+//! Automatic failover with real PostgreSQL, real etcd and the real agents
+//! started by `pgkeel up`. The tests run one at a time: each owns a cluster
+//! whose timing (a 3 s lease) must not compete with another's.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{CliCluster, TestResult, text};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgkeel_testkit::connect_url;
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn node_index(status: &serde_json::Value, name: &str) -> TestResult<usize> {
+    status["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().position(|n| n["name"] == name))
+        .ok_or_else(|| format!("no node {name} in {status}").into())
+}
+
+fn leader(status: &serde_json::Value) -> Option<String> {
+    status["leader"].as_str().map(String::from)
+}
+
+/// App-role URLs of all three nodes.
+fn urls(c: &CliCluster) -> TestResult<Vec<String>> {
+    ["primary", "replica1", "replica2"]
+        .iter()
+        .map(|n| c.url(&["--node", n]))
+        .collect()
+}
+
+/// Connects to whichever node accepts writes now.
+async fn connect_primary(urls: &[String]) -> Option<Client> {
+    for url in urls {
+        if let Ok(client) = connect_url(url).await
+            && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
+            && !row.get::<_, bool>(0)
+        {
+            return Some(client);
+        }
+    }
+    None
+}
+
+/// A client inserting 1, 2, 3, ... into `w` on whichever node is primary,
+/// reconnecting after errors; returns the ids whose commit was acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<i64>>,
+}
+
+impl Writer {
+    fn start(urls: Vec<String>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut acked = vec![];
+            let mut next = 1i64;
+            let mut client: Option<Client> = None;
+            while !flag.load(Ordering::SeqCst) {
+                if client.is_none() {
+                    client = connect_primary(&urls).await;
+                    if client.is_none() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+                let Some(c) = &client else { continue };
+                let id = next;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                let insert = c.execute("INSERT INTO w (id) VALUES ($1)", &params);
+                match tokio::time::timeout(Duration::from_secs(2), insert).await {
+                    Ok(Ok(_)) => acked.push(next),
+                    _ => client = None,
+                }
+                next += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        });
+        Writer { stop, task }
+    }
+
+    async fn finish(self) -> TestResult<Vec<i64>> {
+        self.stop.store(true, Ordering::SeqCst);
+        Ok(self.task.await?)
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> TestResult<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("timed out after {timeout:?} waiting for {what}").into())
+}
+
+async fn missing_on(url: &str, acked: &[i64]) -> TestResult<Vec<i64>> {
+    let client = connect_url(url).await?;
+    let rows = client.query("SELECT id FROM w", &[]).await?;
+    let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(acked.iter().copied().filter(|id| !present.contains(id)).collect())
+}
+
+fn sigkill(pid: &serde_json::Value) -> TestResult {
+    let pid = pid.as_i64().ok_or("no pid")?;
+    kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGKILL)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "quorum"]);
+    let urls = urls(&c)?;
+    connect_url(&c.url(&[])?).await?.batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)").await?;
+    let status = c.status()?;
+    assert_eq!(leader(&status).as_deref(), Some("primary"), "{status}");
+
+    let writer = Writer::start(urls.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Host crash: PostgreSQL and its agent die together.
+    let p = &status["nodes"][node_index(&status, "primary")?];
+    sigkill(&p["agent_pid"])?;
+    sigkill(&p["pid"])?;
+    let crashed = Instant::now();
+    let took = wait_until("a new leader", Duration::from_secs(30), || async {
+        c.status().ok().and_then(|s| leader(&s)).is_some_and(|l| l != "primary")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = writer.finish().await?;
+    eprintln!("new leader after {took:?} ({:?} since crash); {} commits acknowledged", took, acked.len());
+    let _ = crashed;
+
+    let status = c.status()?;
+    let new_leader = leader(&status).ok_or("no leader")?;
+    let new_url = c.url(&["--node", &new_leader])?;
+    assert!(acked.len() > 10, "the writer barely wrote: {}", acked.len());
+    assert!(*acked.last().unwrap_or(&0) > 0);
+    let missing = missing_on(&new_url, &acked).await?;
+    assert!(missing.is_empty(), "acknowledged commits lost in quorum mode: {missing:?}");
+
+    // The other replica follows the new leader.
+    let other = if new_leader == "replica1" { "replica2" } else { "replica1" };
+    wait_until("the other replica to follow", Duration::from_secs(30), || async {
+        c.status().is_ok_and(|s| {
+            let n = &s["nodes"][node_index(&s, other).unwrap_or(0)];
+            n["wal_receiver"] == "streaming" && n["upstream"].as_str().is_some_and(|u| u.ends_with(&format!(":{}", s["nodes"][node_index(&s, &new_leader).unwrap_or(0)]["port"])))
+        })
+    })
+    .await?;
+
+    // Restarting the old node's agent rejoins it as a replica with the new data.
+    let out = c.run("up", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("the old primary to rejoin as a streaming replica", Duration::from_secs(60), || async {
+        c.status().is_ok_and(|s| {
+            let n = &s["nodes"][node_index(&s, "primary").unwrap_or(0)];
+            n["role"] == "replica" && n["wal_receiver"] == "streaming"
+        })
+    })
+    .await?;
+    let missing = missing_on(&c.url(&["--node", "primary"])?, &acked).await;
+    let missing = match missing {
+        Ok(m) if m.is_empty() => m,
+        _ => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            missing_on(&c.url(&["--node", "primary"])?, &acked).await?
+        }
+    };
+    assert!(missing.is_empty(), "rejoined node lacks rows: {missing:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_crash_alone_is_restarted_in_place() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "async"]);
+    let status = c.status()?;
+    let old_pid = status["nodes"][0]["pid"].clone();
+    sigkill(&old_pid)?;
+    wait_until("primary restarted in place", Duration::from_secs(30), || async {
+        c.status().is_ok_and(|s| {
+            s["nodes"][0]["running"] == true && s["nodes"][0]["role"] == "primary" && s["nodes"][0]["pid"] != old_pid
+        })
+    })
+    .await?;
+    // Well past a lease TTL: still the same leader, nobody promoted.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = c.status()?;
+    assert_eq!(leader(&s).as_deref(), Some("primary"), "{s}");
+    let primaries = s["nodes"].as_array().ok_or("nodes")?.iter().filter(|n| n["role"] == "primary").count();
+    assert_eq!(primaries, 1, "{s}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "sync"]);
+    let urls = urls(&c)?;
+    connect_url(&c.url(&[])?).await?.batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)").await?;
+    let writer = Writer::start(urls);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let out = c.run("switchover", &["--to", "replica2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("writes were unavailable for"), "{stdout}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let acked = writer.finish().await?;
+    let s = c.status()?;
+    assert_eq!(leader(&s).as_deref(), Some("replica2"), "{s}");
+    let missing = missing_on(&c.url(&["--node", "replica2"])?, &acked).await?;
+    assert!(missing.is_empty(), "switchover lost acknowledged commits: {missing:?}");
+    // The old primary comes back as a replica.
+    wait_until("old primary to follow", Duration::from_secs(60), || async {
+        c.status().is_ok_and(|s| s["nodes"][0]["role"] == "replica" && s["nodes"][0]["wal_receiver"] == "streaming")
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "async"]);
+    let urls = urls(&c)?;
+    // Stop etcd by PID (its supervisor first, so it is not restarted).
+    for file in ["supervisor.pid", "etcd.pid"] {
+        if let Some(pid) = pgkeel_testkit::pid_in(&c.root.join("etcd").join(file)) {
+            pgkeel_testkit::stop_pid(pid, Signal::SIGKILL);
+        }
+    }
+    let start = Instant::now();
+    let mut fenced_after = None;
+    while start.elapsed() < Duration::from_secs(8) {
+        let mut writable = 0;
+        for url in &urls {
+            if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_millis(300), connect_url(url)).await
+                && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
+                && !row.get::<_, bool>(0)
+            {
+                writable += 1;
+            }
+        }
+        assert!(writable <= 1, "two writable primaries after {:?}", start.elapsed());
+        if writable == 0 && fenced_after.is_none() {
+            fenced_after = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fenced = fenced_after.ok_or("the primary kept accepting writes without etcd")?;
+    assert!(fenced < Duration::from_secs(4), "fenced only after {fenced:?}");
+    // etcd back: the cluster recovers with one primary.
+    let out = c.run("up", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until("one writable primary again", Duration::from_secs(60), || async {
+        connect_primary(&urls).await.is_some()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rest_api_answers_like_patroni_and_guards_posts() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "async"]);
+    let api = |i: u16, path: &str| format!("http://127.0.0.1:{}{path}", c.base_port + i + 2000);
+    let get = |url: String| async move {
+        pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_secs(2)).await
+    };
+    assert_eq!(get(api(0, "/primary")).await?.0, 200);
+    assert_eq!(get(api(1, "/primary")).await?.0, 503);
+    assert_eq!(get(api(1, "/replica")).await?.0, 200);
+    assert_eq!(get(api(0, "/replica")).await?.0, 503);
+    assert_eq!(get(api(1, "/read-only")).await?.0, 200);
+    assert_eq!(get(api(2, "/health")).await?.0, 200);
+    assert_eq!(get(api(2, "/liveness")).await?.0, 200);
+    let (code, body) = get(api(1, "/cluster")).await?;
+    assert_eq!(code, 200);
+    let topology: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(topology["leader"], "primary", "{topology}");
+    let (_, metrics) = get(api(0, "/metrics")).await?;
+    assert!(metrics.contains("pgkeel_primary{cluster=\"pgkeel\",node=\"primary\"} 1"), "{metrics}");
+    let denied = pgkeel_agent::http::request("POST", &api(0, "/switchover"), &[], "{}", Duration::from_secs(2)).await?;
+    assert_eq!(denied.0, 401, "{denied:?}");
+    // pause: no automatic action, status says so.
+    let out = c.run("pause", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(c.status()?["paused"], true);
+    let out = c.run("resume", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    Ok(())
+}
