@@ -43,17 +43,26 @@ impl ApiState {
     }
 
     fn snapshot(&self) -> Snapshot {
-        self.shared.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .snapshot
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
 /// Binds the node's API port and serves in the background.
 pub async fn serve(node: &NodeConfig, state: ApiState) -> Result<(), AgentError> {
     let addr = format!("{}:{}", node.host, node.api_port());
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| AgentError::Process {
-        action: format!("listen on {addr} for the agent API"),
-        detail: format!("{e} (set `api_port` for node `{}` to a free port)", node.name),
-    })?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| AgentError::Process {
+            action: format!("listen on {addr} for the agent API"),
+            detail: format!(
+                "{e} (set `api_port` for node `{}` to a free port)",
+                node.name
+            ),
+        })?;
     let app = router(state);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -82,7 +91,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn status(ok: bool, snap: &Snapshot) -> Response {
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body(snap))).into_response()
 }
 
@@ -108,7 +121,10 @@ fn body(snap: &Snapshot) -> serde_json::Value {
 
 async fn primary(State(s): State<ApiState>) -> Response {
     let snap = s.snapshot();
-    status(snap.leader && snap.member.running && snap.member.role == "primary", &snap)
+    status(
+        snap.leader && snap.member.running && snap.member.role == "primary",
+        &snap,
+    )
 }
 
 async fn replica(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -120,7 +136,10 @@ async fn replica(State(s): State<ApiState>, Query(q): Query<HashMap<String, Stri
         (None, _) => true,
     };
     let m = &snap.member;
-    status(m.running && m.role == "replica" && m.streaming && lag_ok, &snap)
+    status(
+        m.running && m.role == "replica" && m.streaming && lag_ok,
+        &snap,
+    )
 }
 
 async fn read_only(State(s): State<ApiState>) -> Response {
@@ -147,7 +166,8 @@ async fn liveness(State(s): State<ApiState>) -> Response {
 async fn readiness(State(s): State<ApiState>) -> Response {
     let snap = s.snapshot();
     let m = &snap.member;
-    let ready = m.running && ((snap.leader && m.role == "primary") || (m.role == "replica" && m.streaming));
+    let ready =
+        m.running && ((snap.leader && m.role == "primary") || (m.role == "replica" && m.streaming));
     status(ready, &snap)
 }
 
@@ -194,22 +214,67 @@ async fn cluster(State(s): State<ApiState>) -> Response {
 async fn metrics(State(s): State<ApiState>) -> Response {
     let snap = s.snapshot();
     let m = &snap.member;
-    let labels = format!("cluster=\"{}\",node=\"{}\"", s.cluster.config.cluster.name, m.name);
+    let labels = format!(
+        "cluster=\"{}\",node=\"{}\"",
+        s.cluster.config.cluster.name, m.name
+    );
     let b = |v: bool| u8::from(v);
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, value: String| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}\n"
+        ));
     };
-    metric("pgkeel_postgres_running", "PostgreSQL is running and answering.", b(m.running).to_string());
-    metric("pgkeel_primary", "This node is the lease-holding primary.", b(snap.leader && m.role == "primary").to_string());
-    metric("pgkeel_replica", "This node is a running replica.", b(m.running && m.role == "replica").to_string());
-    metric("pgkeel_streaming", "The WAL receiver is streaming.", b(m.streaming).to_string());
-    metric("pgkeel_dcs_ok", "etcd answered and the lease is valid.", b(snap.dcs_ok).to_string());
-    metric("pgkeel_timeline", "Current timeline.", m.timeline.unwrap_or(0).to_string());
-    metric("pgkeel_wal_position_bytes", "WAL position (primary: current, replica: received).", m.wal_position().map(|l| l.0).unwrap_or(0).to_string());
-    metric("pgkeel_replication_lag_bytes", "Replica: bytes behind the primary.", snap.lag_bytes.unwrap_or(0).to_string());
-    metric("pgkeel_agent_uptime_seconds", "Seconds since the agent started.", format!("{:.1}", snap.uptime_seconds));
-    metric("pgkeel_paused", "Automatic failover is paused.", b(snap.view.as_ref().is_some_and(|v| v.config.paused)).to_string());
+    metric(
+        "pgkeel_postgres_running",
+        "PostgreSQL is running and answering.",
+        b(m.running).to_string(),
+    );
+    metric(
+        "pgkeel_primary",
+        "This node is the lease-holding primary.",
+        b(snap.leader && m.role == "primary").to_string(),
+    );
+    metric(
+        "pgkeel_replica",
+        "This node is a running replica.",
+        b(m.running && m.role == "replica").to_string(),
+    );
+    metric(
+        "pgkeel_streaming",
+        "The WAL receiver is streaming.",
+        b(m.streaming).to_string(),
+    );
+    metric(
+        "pgkeel_dcs_ok",
+        "etcd answered and the lease is valid.",
+        b(snap.dcs_ok).to_string(),
+    );
+    metric(
+        "pgkeel_timeline",
+        "Current timeline.",
+        m.timeline.unwrap_or(0).to_string(),
+    );
+    metric(
+        "pgkeel_wal_position_bytes",
+        "WAL position (primary: current, replica: received).",
+        m.wal_position().map(|l| l.0).unwrap_or(0).to_string(),
+    );
+    metric(
+        "pgkeel_replication_lag_bytes",
+        "Replica: bytes behind the primary.",
+        snap.lag_bytes.unwrap_or(0).to_string(),
+    );
+    metric(
+        "pgkeel_agent_uptime_seconds",
+        "Seconds since the agent started.",
+        format!("{:.1}", snap.uptime_seconds),
+    );
+    metric(
+        "pgkeel_paused",
+        "Automatic failover is paused.",
+        b(snap.view.as_ref().is_some_and(|v| v.config.paused)).to_string(),
+    );
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -233,9 +298,16 @@ fn refuse(code: StatusCode, message: String) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
 
-async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Option<Json<HandoverRequest>>) -> Response {
+async fn switchover(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<HandoverRequest>>,
+) -> Response {
     if !authorized(&s, &headers) {
-        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into());
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into(),
+        );
     }
     let to = body.map(|b| b.0.to).unwrap_or_default();
     match request_switchover(&s.dcs, &s.cluster, to).await {
@@ -247,12 +319,22 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Option<
     }
 }
 
-async fn failover(State(s): State<ApiState>, headers: HeaderMap, body: Option<Json<HandoverRequest>>) -> Response {
+async fn failover(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Option<Json<HandoverRequest>>,
+) -> Response {
     if !authorized(&s, &headers) {
-        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into());
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into(),
+        );
     }
     let Some(to) = body.and_then(|b| b.0.to) else {
-        return refuse(StatusCode::BAD_REQUEST, "failover needs a target: {\"to\": \"<node>\"}".into());
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "failover needs a target: {\"to\": \"<node>\"}".into(),
+        );
     };
     match request_failover(&s.dcs, &s.cluster, &to).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response(),
@@ -261,7 +343,11 @@ async fn failover(State(s): State<ApiState>, headers: HeaderMap, body: Option<Js
 }
 
 /// Records a switchover request after checking it can be honoured.
-pub async fn request_switchover(dcs: &Dcs, cluster: &Cluster, to: Option<String>) -> Result<(), AgentError> {
+pub async fn request_switchover(
+    dcs: &Dcs,
+    cluster: &Cluster,
+    to: Option<String>,
+) -> Result<(), AgentError> {
     let view = dcs.view().await?;
     let Some(leader) = view.leader.clone() else {
         return Err(AgentError::Refused(
@@ -271,15 +357,24 @@ pub async fn request_switchover(dcs: &Dcs, cluster: &Cluster, to: Option<String>
     if let Some(target) = &to {
         cluster.node(target)?;
         if target == &leader {
-            return Err(AgentError::Refused(format!("{target} is already the leader")));
+            return Err(AgentError::Refused(format!(
+                "{target} is already the leader"
+            )));
         }
-        let healthy = view.members.get(target).is_some_and(|m| m.running && m.role == "replica");
+        let healthy = view
+            .members
+            .get(target)
+            .is_some_and(|m| m.running && m.role == "replica");
         if !healthy {
-            return Err(AgentError::Refused(format!("{target} is not a running replica with an agent: pick another --to")));
+            return Err(AgentError::Refused(format!(
+                "{target} is not a running replica with an agent: pick another --to"
+            )));
         }
     }
     if view.config.paused {
-        return Err(AgentError::Refused("the cluster is paused: `pgkeel resume` first".into()));
+        return Err(AgentError::Refused(
+            "the cluster is paused: `pgkeel resume` first".into(),
+        ));
     }
     dcs.put_switchover(&Handover {
         from: Some(leader),

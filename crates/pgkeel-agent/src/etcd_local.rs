@@ -83,7 +83,10 @@ impl LocalEtcd {
 /// exits on its own. This is the body of `pgkeel etcd-supervisor`.
 pub async fn supervise(cluster: &Cluster) -> Result<(), AgentError> {
     let local = LocalEtcd::of(cluster).ok_or_else(|| {
-        AgentError::Refused("this cluster uses external etcd endpoints; there is no local member to supervise".into())
+        AgentError::Refused(
+            "this cluster uses external etcd endpoints; there is no local member to supervise"
+                .into(),
+        )
     })?;
     let owner = cluster.os_user();
     ensure_dir(&local.dir, owner, 0o700)?;
@@ -142,18 +145,32 @@ pub async fn supervise(cluster: &Cluster) -> Result<(), AgentError> {
 
 /// Starts the supervisor (detached) unless it runs, and waits until etcd
 /// answers.
-pub async fn ensure_running(cluster: &Cluster, exe: &std::path::Path) -> Result<Option<u32>, AgentError> {
+pub async fn ensure_running(
+    cluster: &Cluster,
+    exe: &std::path::Path,
+) -> Result<Option<u32>, AgentError> {
     let Some(local) = LocalEtcd::of(cluster) else {
         return Ok(None);
     };
     if pidfile::alive_pid(&local.supervisor_pid()).is_none() {
         ensure_dir(&local.dir, cluster.os_user(), 0o700)?;
         let root = cluster.layout.root().display().to_string();
-        spawn_detached(exe, &["etcd-supervisor", "--dir", &root], &local.dir.join("supervisor.log"))?;
+        spawn_detached(
+            exe,
+            &["etcd-supervisor", "--dir", &root],
+            &local.dir.join("supervisor.log"),
+        )?;
     }
     let endpoints = cluster.config.etcd_endpoints();
     let ready = crate::api::until(Duration::from_secs(30), || async {
-        match Dcs::connect(&endpoints, "/pgkeel-probe", "probe", Duration::from_millis(500)).await {
+        match Dcs::connect(
+            &endpoints,
+            "/pgkeel-probe",
+            "probe",
+            Duration::from_millis(500),
+        )
+        .await
+        {
             Ok(dcs) => dcs.view().await.is_ok(),
             Err(_) => false,
         }
@@ -173,8 +190,14 @@ pub async fn ensure_running(cluster: &Cluster, exe: &std::path::Path) -> Result<
 pub async fn stop(cluster: &Cluster) -> bool {
     match LocalEtcd::of(cluster) {
         Some(local) => {
-            let stopped = pidfile::stop(&local.supervisor_pid(), Signal::SIGTERM, Duration::from_secs(10)).await;
-            pidfile::stop(&local.etcd_pid(), Signal::SIGTERM, Duration::from_secs(5)).await || stopped
+            let stopped = pidfile::stop(
+                &local.supervisor_pid(),
+                Signal::SIGTERM,
+                Duration::from_secs(10),
+            )
+            .await;
+            pidfile::stop(&local.etcd_pid(), Signal::SIGTERM, Duration::from_secs(5)).await
+                || stopped
         }
         None => false,
     }
@@ -182,7 +205,11 @@ pub async fn stop(cluster: &Cluster) -> bool {
 
 /// Starts `exe args` in its own process group with output to `log`, and
 /// does not wait: the process outlives the command that started it.
-pub fn spawn_detached(exe: &std::path::Path, args: &[&str], log: &std::path::Path) -> Result<u32, AgentError> {
+pub fn spawn_detached(
+    exe: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Result<u32, AgentError> {
     let open = || {
         std::fs::OpenOptions::new()
             .create(true)

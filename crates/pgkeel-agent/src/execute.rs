@@ -31,7 +31,9 @@ pub fn now_ms() -> u64 {
 /// must work even when nothing else does.
 pub async fn fence(cluster: &Cluster, node: &str) {
     let data = cluster.layout.data_dir(node);
-    let Some(pid) = running_pid(&data) else { return };
+    let Some(pid) = running_pid(&data) else {
+        return;
+    };
     let Ok(raw) = i32::try_from(pid) else { return };
     let _ = kill(Pid::from_raw(raw), Signal::SIGQUIT);
     let start = Instant::now();
@@ -95,7 +97,13 @@ impl Context<'_> {
             return Ok(()); // still starting up: the next loop sees it
         }
         self.cluster.ensure_node_dirs(self.name())?;
-        pgctl::start(&self.cluster.runner, self.name(), &data, &self.cluster.layout.log_file(self.name())).await?;
+        pgctl::start(
+            &self.cluster.runner,
+            self.name(),
+            &data,
+            &self.cluster.layout.log_file(self.name()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -111,7 +119,9 @@ impl Context<'_> {
             }
             Action::AcquireLeader => {
                 let Some(lease) = self.shared.valid_lease() else {
-                    return Err(AgentError::Refused("no valid lease to take the leader key with".into()));
+                    return Err(AgentError::Refused(
+                        "no valid lease to take the leader key with".into(),
+                    ));
                 };
                 if self.dcs.try_acquire_leader(name, lease).await? {
                     self.shared.set_leader(true);
@@ -146,12 +156,20 @@ impl Context<'_> {
                     Some(l) => Some(self.other(l)?),
                     None => None,
                 };
-                cluster.write_node_config(self.node, &self.data(), NodeRole::Standby { upstream })?;
+                cluster.write_node_config(
+                    self.node,
+                    &self.data(),
+                    NodeRole::Standby { upstream },
+                )?;
                 self.start().await?;
             }
             Action::Promote => {
                 pgctl::promote(&cluster.runner, name, &self.data()).await?;
-                cluster.write_node_config(self.node, &self.data(), NodeRole::Primary { sync_names: "" })?;
+                cluster.write_node_config(
+                    self.node,
+                    &self.data(),
+                    NodeRole::Primary { sync_names: "" },
+                )?;
                 if let Ok(conn) = cluster.connect(self.node).await {
                     let _ = conn.reload().await;
                 }
@@ -168,7 +186,13 @@ impl Context<'_> {
             Action::Reclone { leader } => self.reclone(leader).await?,
             Action::Repoint { leader } => {
                 let upstream = self.other(leader)?;
-                cluster.write_node_config(self.node, &self.data(), NodeRole::Standby { upstream: Some(upstream) })?;
+                cluster.write_node_config(
+                    self.node,
+                    &self.data(),
+                    NodeRole::Standby {
+                        upstream: Some(upstream),
+                    },
+                )?;
                 let conn = cluster.connect(self.node).await?;
                 conn.reload().await?;
             }
@@ -183,7 +207,11 @@ impl Context<'_> {
                     }
                 }
                 let widened = union.len() > standbys.len();
-                let union_quorum = if widened { old.quorum.min(*quorum).max(1) } else { *quorum };
+                let union_quorum = if widened {
+                    old.quorum.min(*quorum).max(1)
+                } else {
+                    *quorum
+                };
                 let since = self.obs.member.lsn;
                 self.dcs
                     .put_sync(&SyncState {
@@ -194,7 +222,11 @@ impl Context<'_> {
                     })
                     .await?;
                 let names = cluster.sync_names(standbys, *quorum);
-                cluster.write_node_config(self.node, &self.data(), NodeRole::Primary { sync_names: &names })?;
+                cluster.write_node_config(
+                    self.node,
+                    &self.data(),
+                    NodeRole::Primary { sync_names: &names },
+                )?;
                 cluster.connect(self.node).await?.reload().await?;
             }
             Action::NarrowSync { standbys, quorum } => {
@@ -254,11 +286,19 @@ impl Context<'_> {
         )
         .await;
         if let Err(e) = rewound {
-            tracing_line(&format!("{}: pg_rewind failed, cloning afresh: {e}", self.name()));
+            tracing_line(&format!(
+                "{}: pg_rewind failed, cloning afresh: {e}",
+                self.name()
+            ));
             return self.reclone(leader).await;
         }
-        self.cluster
-            .write_node_config(self.node, &self.data(), NodeRole::Standby { upstream: Some(source) })?;
+        self.cluster.write_node_config(
+            self.node,
+            &self.data(),
+            NodeRole::Standby {
+                upstream: Some(source),
+            },
+        )?;
         self.start().await
     }
 
@@ -278,7 +318,11 @@ impl Context<'_> {
             })?;
         }
         self.cluster
-            .ensure_replica_data(self.node, source, std::sync::Arc::new(pgkeel_cluster::SilentProgress))
+            .ensure_replica_data(
+                self.node,
+                source,
+                std::sync::Arc::new(pgkeel_cluster::SilentProgress),
+            )
             .await?;
         self.start().await
     }

@@ -15,13 +15,17 @@ pub async fn request(
     body: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let exchange = async {
-        let mut stream = TcpStream::connect(authority).await.map_err(|e| format!("{url}: {e}"))?;
+        let mut stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
@@ -34,9 +38,15 @@ pub async fn request(
         }
         head.push_str("\r\n");
         head.push_str(body);
-        stream.write_all(head.as_bytes()).await.map_err(|e| format!("{url}: {e}"))?;
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|e| format!("{url}: {e}"))?;
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         parse_response(&response).ok_or_else(|| format!("{url}: malformed HTTP response"))
     };
     tokio::time::timeout(timeout, exchange)
@@ -50,9 +60,10 @@ pub fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
     if !chunked {
         return Some((status, body.to_string()));
     }

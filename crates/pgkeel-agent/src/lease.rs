@@ -21,7 +21,8 @@ pub fn spawn_keeper(dcs: Dcs, shared: Arc<Shared>) {
             match lease {
                 None => {
                     if let Ok(granted) = dcs.grant_lease(ttl_secs).await
-                        && let (Ok(mut l), Ok(mut r)) = (shared.lease.lock(), shared.renewed_at.lock())
+                        && let (Ok(mut l), Ok(mut r)) =
+                            (shared.lease.lock(), shared.renewed_at.lock())
                     {
                         *l = Some(granted);
                         *r = Some(sent);
@@ -57,7 +58,10 @@ pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>) {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if shared.leader() && shared.valid_lease().is_none() {
-                tracing_line(&format!("{}: lease not renewed in time: fencing PostgreSQL", shared.node));
+                tracing_line(&format!(
+                    "{}: lease not renewed in time: fencing PostgreSQL",
+                    shared.node
+                ));
                 shared.set_leader(false);
                 fence(&cluster, &shared.node).await;
             }

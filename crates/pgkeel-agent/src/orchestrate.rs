@@ -20,7 +20,13 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn dcs(cluster: &Cluster) -> Result<Dcs, AgentError> {
     let c = &cluster.config;
     let timeout = Duration::from_secs_f64(c.ha.retry_timeout.max(0.5));
-    Ok(Dcs::connect(&c.etcd_endpoints(), &c.etcd.namespace, &c.cluster.name, timeout).await?)
+    Ok(Dcs::connect(
+        &c.etcd_endpoints(),
+        &c.etcd.namespace,
+        &c.cluster.name,
+        timeout,
+    )
+    .await?)
 }
 
 /// PID of a node's agent, if it runs.
@@ -33,7 +39,11 @@ pub fn agent_pid(cluster: &Cluster, node: &str) -> Option<u32> {
 /// leader key before the others start, so no replica contends with a
 /// healthy primary. Returns once every agent has published its state and
 /// a leader exists.
-pub async fn start_ha(cluster: &Cluster, exe: &Path, first: Option<&str>) -> Result<Vec<String>, AgentError> {
+pub async fn start_ha(
+    cluster: &Cluster,
+    exe: &Path,
+    first: Option<&str>,
+) -> Result<Vec<String>, AgentError> {
     let mut started = vec![];
     etcd_local::ensure_running(cluster, exe).await?;
     let dcs = dcs(cluster).await?;
@@ -48,11 +58,17 @@ pub async fn start_ha(cluster: &Cluster, exe: &Path, first: Option<&str>) -> Res
             continue;
         }
         cluster.ensure_node_dirs(name)?;
-        spawn_detached(exe, &["agent", "--dir", &root, "--node", name], &cluster.layout.agent_log(name))?;
+        spawn_detached(
+            exe,
+            &["agent", "--dir", &root, "--node", name],
+            &cluster.layout.agent_log(name),
+        )?;
         started.push(format!("started agent {name}"));
         if i == 0 && first.is_some() {
             let took = crate::api::until(AGENT_TIMEOUT, || async {
-                dcs.view().await.is_ok_and(|v| v.leader.as_deref() == Some(*name))
+                dcs.view()
+                    .await
+                    .is_ok_and(|v| v.leader.as_deref() == Some(*name))
             })
             .await;
             if !took {
@@ -65,9 +81,13 @@ pub async fn start_ha(cluster: &Cluster, exe: &Path, first: Option<&str>) -> Res
         }
     }
     let all = crate::api::until(AGENT_TIMEOUT, || async {
-        dcs.view()
-            .await
-            .is_ok_and(|v| v.leader.is_some() && cluster.nodes().iter().all(|n| v.members.contains_key(n.name.as_str())))
+        dcs.view().await.is_ok_and(|v| {
+            v.leader.is_some()
+                && cluster
+                    .nodes()
+                    .iter()
+                    .all(|n| v.members.contains_key(n.name.as_str()))
+        })
     })
     .await;
     if !all {
@@ -86,7 +106,13 @@ pub async fn stop_agents(cluster: &Cluster) -> Vec<String> {
     let mut stopped = vec![];
     for node in cluster.nodes() {
         let name = node.name.as_str();
-        if pidfile::stop(&cluster.layout.agent_pid_file(name), Signal::SIGTERM, Duration::from_secs(10)).await {
+        if pidfile::stop(
+            &cluster.layout.agent_pid_file(name),
+            Signal::SIGTERM,
+            Duration::from_secs(10),
+        )
+        .await
+        {
             stopped.push(name.to_string());
         }
     }
@@ -131,7 +157,10 @@ pub async fn enrich_status(cluster: &Cluster, status: &mut ClusterStatus) -> HaS
         ha.etcd_ok = true;
         ha.leader = view.leader.clone();
         ha.paused = view.config.paused;
-        ha.switchover = view.switchover.as_ref().map(|s| s.to.clone().unwrap_or_else(|| "any".into()));
+        ha.switchover = view
+            .switchover
+            .as_ref()
+            .map(|s| s.to.clone().unwrap_or_else(|| "any".into()));
         if let Some(lease) = view.leader_lease {
             ha.lease_ttl_left = dcs.lease_time_left(lease).await.ok().flatten();
         }

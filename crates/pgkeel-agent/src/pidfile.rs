@@ -14,7 +14,11 @@ pub fn alive_pid(path: &Path) -> Option<u32> {
     let alive = kill(Pid::from_raw(raw), None).is_ok();
     // A zombie still answers signals; its /proc status says so.
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true);
     (alive && !zombie).then_some(pid)
 }
@@ -31,7 +35,9 @@ pub async fn stop(path: &Path, signal: Signal, grace: Duration) -> bool {
         let _ = std::fs::remove_file(path);
         return false;
     };
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     let pid = Pid::from_raw(raw);
     let _ = kill(pid, signal);
     let start = Instant::now();

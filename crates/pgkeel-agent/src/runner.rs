@@ -44,7 +44,14 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     let shared = Arc::new(Shared::new(node_name, ttl, margin));
     let endpoints = cluster.config.etcd_endpoints();
     let dcs = loop {
-        match Dcs::connect(&endpoints, &cluster.config.etcd.namespace, &cluster.config.cluster.name, timeout).await {
+        match Dcs::connect(
+            &endpoints,
+            &cluster.config.etcd.namespace,
+            &cluster.config.cluster.name,
+            timeout,
+        )
+        .await
+        {
             Ok(dcs) => break dcs,
             Err(e) => {
                 tracing_line(&format!("{node_name}: {e}; retrying"));
@@ -55,9 +62,16 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     lease::spawn_keeper(dcs.clone(), shared.clone());
     lease::spawn_fencing_watchdog(cluster.clone(), shared.clone());
     let token = read_password(&cluster.layout.api_token_file()).unwrap_or_default();
-    api::serve(&node, api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token)).await?;
+    api::serve(
+        &node,
+        api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token),
+    )
+    .await?;
     spawn_leader_watch(dcs.clone(), shared.clone());
-    tracing_line(&format!("{node_name}: agent started (pid {})", std::process::id()));
+    tracing_line(&format!(
+        "{node_name}: agent started (pid {})",
+        std::process::id()
+    ));
 
     let mut term = signal(SignalKind::terminate()).map_err(|e| AgentError::Process {
         action: "install SIGTERM handler".into(),
@@ -131,7 +145,10 @@ async fn iteration(
         }
     }
     let vacancy_confirmed = view.leader.is_none()
-        && (memory.seen_leader || memory.leaderless_since.is_some_and(|s| s.elapsed() >= shared.ttl));
+        && (memory.seen_leader
+            || memory
+                .leaderless_since
+                .is_some_and(|s| s.elapsed() >= shared.ttl));
     let peers = peers(cluster, node, &view, timeout).await;
     let local = Local {
         name: me.to_string(),
@@ -182,7 +199,11 @@ async fn iteration(
                 | Action::Reclone { .. }
         )
     });
-    let obs = if changed { observe(cluster, node).await } else { obs };
+    let obs = if changed {
+        observe(cluster, node).await
+    } else {
+        obs
+    };
     if changed && let Some(lease) = shared.valid_lease() {
         let _ = dcs.put_member(&obs.member, lease).await;
     }
@@ -210,10 +231,20 @@ fn lag_bytes(view: &ClusterView, me: &MemberState) -> Option<u64> {
 /// states suffice; without one, each member is asked directly (its agent's
 /// `/member` for live WAL positions, its PostgreSQL for whether it runs as
 /// primary), because an election must not run on stale positions.
-async fn peers(cluster: &Cluster, me: &NodeConfig, view: &ClusterView, timeout: Duration) -> Vec<Peer> {
-    let others: Vec<&NodeConfig> = cluster.nodes().iter().filter(|n| n.name != me.name).collect();
+async fn peers(
+    cluster: &Cluster,
+    me: &NodeConfig,
+    view: &ClusterView,
+    timeout: Duration,
+) -> Vec<Peer> {
+    let others: Vec<&NodeConfig> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.name != me.name)
+        .collect();
     let fresh = view.leader.is_none();
-    let password = read_password(&cluster.layout.password_file(Secret::Superuser)).unwrap_or_default();
+    let password =
+        read_password(&cluster.layout.password_file(Secret::Superuser)).unwrap_or_default();
     let futures = others.iter().map(|n| {
         let published = view.members.get(n.name.as_str()).cloned();
         let password = password.clone();
@@ -240,7 +271,15 @@ async fn peers(cluster: &Cluster, me: &NodeConfig, view: &ClusterView, timeout: 
             }
             if fresh && !peer.running_primary {
                 // Its agent may be gone while its PostgreSQL still runs.
-                if let Ok(conn) = connect_tcp(n.name.as_str(), &n.host, n.port, &cluster.superuser, &password, timeout).await
+                if let Ok(conn) = connect_tcp(
+                    n.name.as_str(),
+                    &n.host,
+                    n.port,
+                    &cluster.superuser,
+                    &password,
+                    timeout,
+                )
+                .await
                     && let Ok(probe) = conn.probe().await
                 {
                     peer.running_primary = !probe.in_recovery;
@@ -261,7 +300,10 @@ fn to_ha_view(view: &ClusterView, peers: Vec<Peer>, vacancy_confirmed: bool) -> 
         sync: view.sync.as_ref().map(|s| (s.standbys.clone(), s.quorum)),
         sync_since: view.sync.as_ref().and_then(|s| s.since),
         paused: view.config.paused,
-        switchover: view.switchover.as_ref().map(|h| (h.from.clone(), h.to.clone())),
+        switchover: view
+            .switchover
+            .as_ref()
+            .map(|h| (h.from.clone(), h.to.clone())),
         failover_to: view.failover.as_ref().and_then(|h| h.to.clone()),
         vacancy_confirmed,
     }

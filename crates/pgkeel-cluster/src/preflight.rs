@@ -64,6 +64,41 @@ pub fn check_ports<'a>(
     Ok(())
 }
 
+/// Checks the ports the HA processes need: each agent's API port and the
+/// local etcd member's client and peer ports.
+pub fn check_ha_ports(cluster: &Cluster) -> Result<(), ClusterError> {
+    let mut wanted: Vec<NodeConfig> = cluster
+        .nodes()
+        .iter()
+        .map(|n| NodeConfig {
+            name: n.name.clone(),
+            host: n.host.clone(),
+            port: n.api_port(),
+            api_port: None,
+            nofailover: false,
+        })
+        .collect();
+    if let (Some(port), Some(first)) = (cluster.config.local_etcd_port(), cluster.nodes().first()) {
+        for p in [port, port.saturating_add(1)] {
+            wanted.push(NodeConfig {
+                name: first.name.clone(),
+                host: "127.0.0.1".into(),
+                port: p,
+                api_port: None,
+                nofailover: false,
+            });
+        }
+    }
+    check_ports(wanted.iter()).map_err(|e| match e {
+        ClusterError::PortInUse { host, port, .. } => ClusterError::PortInUse {
+            node: "agent API or local etcd".into(),
+            host,
+            port,
+        },
+        other => other,
+    })
+}
+
 /// Everything `up` checks before creating a new cluster.
 pub fn check_new_cluster(cluster: &Cluster) -> Result<(), ClusterError> {
     check_data_root(&cluster.layout)?;
@@ -107,6 +142,8 @@ mod tests {
             name: pgkeel_core::NodeName::new("primary").expect("name"),
             host: "127.0.0.1".into(),
             port,
+            api_port: None,
+            nofailover: false,
         };
         let err = check_ports([&node]).expect_err("busy");
         let text = err.to_string();

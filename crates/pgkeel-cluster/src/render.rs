@@ -31,7 +31,10 @@ pub enum NodeRole<'a> {
 impl Cluster {
     /// `synchronous_standby_names` naming exactly `standbys` with `quorum`.
     pub fn sync_names(&self, standbys: &[String], quorum: usize) -> String {
-        let names: Vec<NodeName> = standbys.iter().filter_map(|s| NodeName::new(s).ok()).collect();
+        let names: Vec<NodeName> = standbys
+            .iter()
+            .filter_map(|s| NodeName::new(s).ok())
+            .collect();
         synchronous_standby_names(self.config.replication.mode, quorum, &names)
     }
 
@@ -86,7 +89,9 @@ impl Cluster {
             NodeRole::Primary { sync_names } => (sync_names, None),
             NodeRole::Standby { upstream } => {
                 standby_source = StandbySource {
-                    conninfo: upstream.map(|u| self.primary_conninfo(node, u)).unwrap_or_default(),
+                    conninfo: upstream
+                        .map(|u| self.primary_conninfo(node, u))
+                        .unwrap_or_default(),
                     slot: node.name.to_string(),
                 };
                 ("", Some(&standby_source))
@@ -143,10 +148,13 @@ impl Cluster {
         )?;
         let upstream_file = self.layout.upstream_file(node.name.as_str());
         match role {
-            NodeRole::Standby { upstream: Some(u) } => write_owned(&upstream_file, u.name.as_str(), owner, 0o644)?,
+            NodeRole::Standby { upstream: Some(u) } => {
+                write_owned(&upstream_file, u.name.as_str(), owner, 0o644)?
+            }
             _ => {
                 if upstream_file.exists() {
-                    std::fs::remove_file(&upstream_file).map_err(|e| ClusterError::io("remove", &upstream_file, e))?;
+                    std::fs::remove_file(&upstream_file)
+                        .map_err(|e| ClusterError::io("remove", &upstream_file, e))?;
                 }
             }
         }

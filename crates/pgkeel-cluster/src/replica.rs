@@ -69,7 +69,13 @@ impl Cluster {
         })
         .await?;
         progress.clone_done(name);
-        self.write_node_config(node, &partial, NodeRole::Standby { upstream: Some(primary) })?;
+        self.write_node_config(
+            node,
+            &partial,
+            NodeRole::Standby {
+                upstream: Some(primary),
+            },
+        )?;
         std::fs::rename(&partial, &data)
             .map_err(|e| ClusterError::io("rename into place", &data, e))?;
         Ok(true)

@@ -143,7 +143,12 @@ fn ensure_skeleton(cluster: &Cluster) -> Result<(), ClusterError> {
     let passfile = layout.superuser_passfile();
     if !passfile.exists() {
         let password = read_password(&layout.password_file(Secret::Superuser))?;
-        write_owned(&passfile, &pgpass_line(&cluster.superuser, &password), owner, 0o600)?;
+        write_owned(
+            &passfile,
+            &pgpass_line(&cluster.superuser, &password),
+            owner,
+            0o600,
+        )?;
     }
     let token = layout.api_token_file();
     if !token.exists() {

@@ -118,10 +118,16 @@ mod tests {
         let names = ["replica1", "replica2"].map(|n| NodeName::new(n).expect("valid"));
         for mode in [ReplicationMode::Quorum, ReplicationMode::Sync] {
             let text = synchronous_standby_names(mode, 2, &names);
-            assert_eq!(parse_standby_names(&text), (vec!["replica1".into(), "replica2".into()], 2));
+            assert_eq!(
+                parse_standby_names(&text),
+                (vec!["replica1".into(), "replica2".into()], 2)
+            );
         }
         assert_eq!(parse_standby_names(""), (vec![], 0));
-        assert_eq!(parse_standby_names("a, b"), (vec!["a".into(), "b".into()], 1));
+        assert_eq!(
+            parse_standby_names("a, b"),
+            (vec!["a".into(), "b".into()], 1)
+        );
     }
 
     use super::*;

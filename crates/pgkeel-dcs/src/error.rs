@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
     /// etcd could not be reached or answered with an error.
-    #[error("etcd ({endpoints}) {action} failed: {source}\nhint: is etcd running? `pgkeel status` shows the local member; `pgkeel up` starts it")]
+    #[error(
+        "etcd ({endpoints}) {action} failed: {source}\nhint: is etcd running? `pgkeel status` shows the local member; `pgkeel up` starts it"
+    )]
     Etcd {
         /// The endpoints tried.
         endpoints: String,

@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::model::{ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState};
 use crate::DcsError;
+use crate::model::{
+    ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState,
+};
 
 /// History entries kept.
 const HISTORY_LEN: usize = 50;
@@ -44,7 +47,12 @@ pub enum LeaderEvent {
 
 impl Dcs {
     /// Connects to `endpoints`; every request is bounded by `timeout`.
-    pub async fn connect(endpoints: &[String], namespace: &str, cluster: &str, timeout: Duration) -> Result<Self, DcsError> {
+    pub async fn connect(
+        endpoints: &[String],
+        namespace: &str,
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Self, DcsError> {
         let joined = endpoints.join(",");
         let options = ConnectOptions::new()
             .with_timeout(timeout)
@@ -99,8 +107,13 @@ impl Dcs {
     /// Grants a lease of `ttl` seconds.
     pub async fn grant_lease(&self, ttl: i64) -> Result<LeaseHandle, DcsError> {
         let mut client = self.client.clone();
-        let resp = self.bounded("lease grant", client.lease_grant(ttl, None)).await?;
-        Ok(LeaseHandle { id: resp.id(), ttl: resp.ttl() })
+        let resp = self
+            .bounded("lease grant", client.lease_grant(ttl, None))
+            .await?;
+        Ok(LeaseHandle {
+            id: resp.id(),
+            ttl: resp.ttl(),
+        })
     }
 
     /// Renews a lease once; returns the TTL etcd granted again (0 means the
@@ -119,19 +132,32 @@ impl Dcs {
     /// Revokes a lease: its keys (member, and leader if held) disappear at once.
     pub async fn revoke(&self, lease: LeaseHandle) -> Result<(), DcsError> {
         let mut client = self.client.clone();
-        self.bounded("lease revoke", client.lease_revoke(lease.id)).await.map(drop)
+        self.bounded("lease revoke", client.lease_revoke(lease.id))
+            .await
+            .map(drop)
     }
 
     /// Takes the leader key for `name` if nobody holds it: a transaction
     /// guarded by `create_revision == 0`, so of two contenders exactly one
     /// wins. Returns whether this one did.
-    pub async fn try_acquire_leader(&self, name: &str, lease: LeaseHandle) -> Result<bool, DcsError> {
+    pub async fn try_acquire_leader(
+        &self,
+        name: &str,
+        lease: LeaseHandle,
+    ) -> Result<bool, DcsError> {
         let key = self.key("leader");
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, name, Some(PutOptions::new().with_lease(lease.id)))]);
+            .and_then([TxnOp::put(
+                key,
+                name,
+                Some(PutOptions::new().with_lease(lease.id)),
+            )]);
         let mut client = self.client.clone();
-        Ok(self.bounded("leader acquisition", client.txn(txn)).await?.succeeded())
+        Ok(self
+            .bounded("leader acquisition", client.txn(txn))
+            .await?
+            .succeeded())
     }
 
     /// Deletes the leader key if `name` holds it.
@@ -141,12 +167,20 @@ impl Dcs {
             .when([Compare::value(key.clone(), CompareOp::Equal, name)])
             .and_then([TxnOp::delete(key, None)]);
         let mut client = self.client.clone();
-        Ok(self.bounded("leader release", client.txn(txn)).await?.succeeded())
+        Ok(self
+            .bounded("leader release", client.txn(txn))
+            .await?
+            .succeeded())
     }
 
     /// Publishes a member's state under its lease.
-    pub async fn put_member(&self, state: &MemberState, lease: LeaseHandle) -> Result<(), DcsError> {
-        self.put_json(&format!("members/{}", state.name), state, Some(lease)).await
+    pub async fn put_member(
+        &self,
+        state: &MemberState,
+        lease: LeaseHandle,
+    ) -> Result<(), DcsError> {
+        self.put_json(&format!("members/{}", state.name), state, Some(lease))
+            .await
     }
 
     /// Publishes the leader's WAL position.
@@ -177,9 +211,15 @@ impl Dcs {
     /// Clears pending switchover and failover requests.
     pub async fn clear_handover(&self) -> Result<(), DcsError> {
         let mut client = self.client.clone();
-        self.bounded("switchover clear", client.delete(self.key("switchover"), None)).await?;
+        self.bounded(
+            "switchover clear",
+            client.delete(self.key("switchover"), None),
+        )
+        .await?;
         let mut client = self.client.clone();
-        self.bounded("failover clear", client.delete(self.key("failover"), None)).await.map(drop)
+        self.bounded("failover clear", client.delete(self.key("failover"), None))
+            .await
+            .map(drop)
     }
 
     /// Appends a leadership change to the history (bounded).
@@ -191,14 +231,21 @@ impl Dcs {
         self.put_json("history", &history, None).await
     }
 
-    async fn put_json<T: Serialize>(&self, name: &str, value: &T, lease: Option<LeaseHandle>) -> Result<(), DcsError> {
+    async fn put_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        lease: Option<LeaseHandle>,
+    ) -> Result<(), DcsError> {
         let text = serde_json::to_string(value).map_err(|e| DcsError::Corrupt {
             key: self.key(name),
             detail: e.to_string(),
         })?;
         let options = lease.map(|l| PutOptions::new().with_lease(l.id));
         let mut client = self.client.clone();
-        self.bounded("write", client.put(self.key(name), text, options)).await.map(drop)
+        self.bounded("write", client.put(self.key(name), text, options))
+            .await
+            .map(drop)
     }
 
     async fn get_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, DcsError> {
@@ -220,12 +267,17 @@ impl Dcs {
     pub async fn view(&self) -> Result<ClusterView, DcsError> {
         let mut client = self.client.clone();
         let resp = self
-            .bounded("read cluster", client.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())))
+            .bounded(
+                "read cluster",
+                client.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
+            )
             .await?;
         let mut view = ClusterView::default();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).to_string();
-            let Some(name) = key.strip_prefix(&self.prefix) else { continue };
+            let Some(name) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
             let corrupt = |e: serde_json::Error| DcsError::Corrupt {
                 key: key.clone(),
                 detail: e.to_string(),
@@ -235,15 +287,22 @@ impl Dcs {
                     view.leader = Some(String::from_utf8_lossy(kv.value()).to_string());
                     view.leader_lease = Some(kv.lease());
                 }
-                "optime" => view.optime = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "optime" => {
+                    view.optime = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?)
+                }
                 "sync" => view.sync = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
                 "config" => view.config = serde_json::from_slice(kv.value()).map_err(corrupt)?,
-                "switchover" => view.switchover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
-                "failover" => view.failover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?),
+                "switchover" => {
+                    view.switchover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?)
+                }
+                "failover" => {
+                    view.failover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?)
+                }
                 "history" => view.history = serde_json::from_slice(kv.value()).map_err(corrupt)?,
                 other => {
                     if let Some(member) = other.strip_prefix("members/") {
-                        let state: MemberState = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+                        let state: MemberState =
+                            serde_json::from_slice(kv.value()).map_err(corrupt)?;
                         view.members.insert(member.to_string(), state);
                     }
                 }
@@ -255,7 +314,9 @@ impl Dcs {
     /// Seconds left on a lease (`None` if it no longer exists).
     pub async fn lease_time_left(&self, lease: i64) -> Result<Option<i64>, DcsError> {
         let mut client = self.client.clone();
-        let resp = self.bounded("lease lookup", client.lease_time_to_live(lease, None)).await?;
+        let resp = self
+            .bounded("lease lookup", client.lease_time_to_live(lease, None))
+            .await?;
         Ok((resp.ttl() > 0).then_some(resp.ttl()))
     }
 
@@ -265,7 +326,10 @@ impl Dcs {
     pub async fn watch_leader(&self) -> Result<tokio::sync::mpsc::Receiver<LeaderEvent>, DcsError> {
         let mut client = self.client.clone();
         let mut stream = self
-            .bounded("watch", client.watch(self.key("leader"), Some(WatchOptions::new())))
+            .bounded(
+                "watch",
+                client.watch(self.key("leader"), Some(WatchOptions::new())),
+            )
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
@@ -274,7 +338,10 @@ impl Dcs {
                     let change = match event.event_type() {
                         EventType::Delete => LeaderEvent::Gone,
                         EventType::Put => LeaderEvent::Taken(
-                            event.kv().map(|kv| String::from_utf8_lossy(kv.value()).to_string()).unwrap_or_default(),
+                            event
+                                .kv()
+                                .map(|kv| String::from_utf8_lossy(kv.value()).to_string())
+                                .unwrap_or_default(),
                         ),
                     };
                     if tx.send(change).await.is_err() {

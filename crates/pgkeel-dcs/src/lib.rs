@@ -19,4 +19,6 @@ mod model;
 
 pub use error::DcsError;
 pub use etcd::{Dcs, LeaderEvent, LeaseHandle};
-pub use model::{ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState};
+pub use model::{
+    ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState,
+};

@@ -7,7 +7,13 @@ use crate::state::{Action, DataState, HaConfig, Local, LocalPg, Peer, View};
 /// Decides what this agent does now.
 pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
     let me = local.name.as_str();
-    let running_primary = matches!(local.pg, LocalPg::Running { in_recovery: false, .. });
+    let running_primary = matches!(
+        local.pg,
+        LocalPg::Running {
+            in_recovery: false,
+            ..
+        }
+    );
     if !local.dcs_ok {
         // Without a lease nothing may be decided; a primary must stop
         // accepting writes before its lease can expire and someone else
@@ -15,7 +21,9 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
         return if running_primary {
             vec![Action::Fence]
         } else {
-            vec![Action::Wait("etcd unreachable: keeping PostgreSQL as it is".into())]
+            vec![Action::Wait(
+                "etcd unreachable: keeping PostgreSQL as it is".into(),
+            )]
         };
     }
     if view.paused {
@@ -30,7 +38,9 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
 
 fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
     match &local.pg {
-        LocalPg::Running { in_recovery: true, .. } => vec![Action::Promote],
+        LocalPg::Running {
+            in_recovery: true, ..
+        } => vec![Action::Promote],
         LocalPg::Stopped => match local.data {
             DataState::Missing => vec![Action::ReleaseLeader],
             _ => vec![Action::StartPrimary],
@@ -47,13 +57,21 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
                 actions.push(Action::ClearHandover);
             }
             if let Some((from, to)) = &view.switchover {
-                if from.as_deref().is_some_and(|f| f != local.name) || to.as_deref() == Some(local.name.as_str()) {
+                if from.as_deref().is_some_and(|f| f != local.name)
+                    || to.as_deref() == Some(local.name.as_str())
+                {
                     // Done (this node is the target), or stale.
                     actions.push(Action::ClearHandover);
                 } else if handover_ready(view, to.as_deref(), *lsn) {
-                    return vec![Action::PublishOptime, Action::Demote { clean: true }, Action::ReleaseLeader];
+                    return vec![
+                        Action::PublishOptime,
+                        Action::Demote { clean: true },
+                        Action::ReleaseLeader,
+                    ];
                 } else {
-                    actions.push(Action::Wait("switchover: waiting for the target to catch up".into()));
+                    actions.push(Action::Wait(
+                        "switchover: waiting for the target to catch up".into(),
+                    ));
                 }
             }
             if cfg.mode.is_synchronous() {
@@ -73,7 +91,9 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
                     // it alone may hold what was acknowledged before.
                     let caught_up = healthy_standbys
                         .iter()
-                        .filter(|(n, flushed)| sync_standbys.contains(n) && lsn_at_least(*flushed, view.sync_since))
+                        .filter(|(n, flushed)| {
+                            sync_standbys.contains(n) && lsn_at_least(*flushed, view.sync_since)
+                        })
                         .count();
                     if caught_up >= quorum {
                         actions.push(Action::NarrowSync { standbys, quorum });
@@ -99,7 +119,12 @@ fn handover_ready(view: &View, to: Option<&str>, primary_lsn: Option<Lsn>) -> bo
 /// healthy: every configured standby (strict: commits block) or none
 /// (commits proceed alone).
 pub fn sync_plan(cfg: &HaConfig, healthy: &[String]) -> (Vec<String>, usize) {
-    let healthy: Vec<String> = cfg.members.iter().filter(|m| healthy.contains(m)).cloned().collect();
+    let healthy: Vec<String> = cfg
+        .members
+        .iter()
+        .filter(|m| healthy.contains(m))
+        .cloned()
+        .collect();
     if healthy.is_empty() {
         if cfg.strict_sync {
             return (cfg.members.clone(), cfg.sync_count);
@@ -112,16 +137,32 @@ pub fn sync_plan(cfg: &HaConfig, healthy: &[String]) -> (Vec<String>, usize) {
 
 fn as_follower(leader: &str, local: &Local) -> Vec<Action> {
     match (&local.pg, local.data) {
-        (LocalPg::Running { in_recovery: false, .. }, _) => vec![Action::Demote { clean: false }],
-        (LocalPg::Running { in_recovery: true, .. }, _) => {
+        (
+            LocalPg::Running {
+                in_recovery: false, ..
+            },
+            _,
+        ) => vec![Action::Demote { clean: false }],
+        (
+            LocalPg::Running {
+                in_recovery: true, ..
+            },
+            _,
+        ) => {
             if local.upstream.as_deref() == Some(leader) {
                 vec![Action::Wait(format!("following {leader}"))]
             } else {
-                vec![Action::Repoint { leader: leader.into() }]
+                vec![Action::Repoint {
+                    leader: leader.into(),
+                }]
             }
         }
-        (LocalPg::Stopped, DataState::Missing) => vec![Action::Reclone { leader: leader.into() }],
-        (LocalPg::Stopped, DataState::Primary) => vec![Action::Rewind { leader: leader.into() }],
+        (LocalPg::Stopped, DataState::Missing) => vec![Action::Reclone {
+            leader: leader.into(),
+        }],
+        (LocalPg::Stopped, DataState::Primary) => vec![Action::Rewind {
+            leader: leader.into(),
+        }],
         (LocalPg::Stopped, DataState::Standby) => vec![Action::StartStandby {
             leader: Some(leader.into()),
         }],
@@ -132,36 +173,64 @@ fn without_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
     let me = local.name.as_str();
     // A requested handover names who leads next; the node handing over
     // (or any node not named) must not take the key back meanwhile.
-    let handover_elsewhere = view
-        .switchover
-        .as_ref()
-        .is_some_and(|(from, to)| from.as_deref() == Some(me) || to.as_deref().is_some_and(|t| t != me))
-        || view.failover_to.as_deref().is_some_and(|t| t != me);
+    let handover_elsewhere = view.switchover.as_ref().is_some_and(|(from, to)| {
+        from.as_deref() == Some(me) || to.as_deref().is_some_and(|t| t != me)
+    }) || view.failover_to.as_deref().is_some_and(|t| t != me);
     match (&local.pg, local.data) {
-        (LocalPg::Running { in_recovery: false, .. }, _) if handover_elsewhere => {
+        (
+            LocalPg::Running {
+                in_recovery: false, ..
+            },
+            _,
+        ) if handover_elsewhere => {
             vec![Action::Demote { clean: true }]
         }
         (LocalPg::Stopped, DataState::Primary) if handover_elsewhere => {
-            vec![Action::Wait("handover in progress: waiting for the new leader".into())]
+            vec![Action::Wait(
+                "handover in progress: waiting for the new leader".into(),
+            )]
         }
         // A primary without the key (bootstrap, or agent restart): take it;
         // if another node wins, the next loop demotes this one.
-        (LocalPg::Running { in_recovery: false, .. }, _) => vec![Action::AcquireLeader],
-        (LocalPg::Running { in_recovery: true, .. }, _) => {
+        (
+            LocalPg::Running {
+                in_recovery: false, ..
+            },
+            _,
+        ) => vec![Action::AcquireLeader],
+        (
+            LocalPg::Running {
+                in_recovery: true, ..
+            },
+            _,
+        ) => {
             if view.peers.iter().any(|p| p.running_primary) {
-                vec![Action::Wait("no leader, but a primary is running: waiting for it to take the key".into())]
-            } else if !view.vacancy_confirmed && view.failover_to.is_none() && view.switchover.is_none() {
-                vec![Action::Wait("no leader: waiting one TTL before an election".into())]
+                vec![Action::Wait(
+                    "no leader, but a primary is running: waiting for it to take the key".into(),
+                )]
+            } else if !view.vacancy_confirmed
+                && view.failover_to.is_none()
+                && view.switchover.is_none()
+            {
+                vec![Action::Wait(
+                    "no leader: waiting one TTL before an election".into(),
+                )]
             } else if is_candidate(view, local, cfg) {
                 vec![Action::AcquireLeader]
             } else {
-                vec![Action::Wait("no leader; another member is the better candidate".into())]
+                vec![Action::Wait(
+                    "no leader; another member is the better candidate".into(),
+                )]
             }
         }
-        (LocalPg::Stopped, DataState::Missing) => vec![Action::Wait("no leader to clone from".into())],
+        (LocalPg::Stopped, DataState::Missing) => {
+            vec![Action::Wait("no leader to clone from".into())]
+        }
         // The last leader restarting with its own data: nobody promoted
         // since (no one else held the key), so its data is the newest.
-        (LocalPg::Stopped, DataState::Primary) if view.optime_leader.as_deref() == Some(local.name.as_str()) => {
+        (LocalPg::Stopped, DataState::Primary)
+            if view.optime_leader.as_deref() == Some(local.name.as_str()) =>
+        {
             vec![Action::AcquireLeader]
         }
         // Anything else starts read-only, following the last known leader
@@ -204,13 +273,21 @@ fn is_candidate(view: &View, local: &Local, cfg: &HaConfig) -> bool {
     // sync/quorum: only a member of the synchronous set, and only when enough
     // of the set is visible that the most advanced visible one must hold
     // every acknowledged commit.
-    let Some((set, quorum)) = &view.sync else { return false };
+    let Some((set, quorum)) = &view.sync else {
+        return false;
+    };
     if !set.iter().any(|s| s == me) {
         return false;
     }
     let visible = set
         .iter()
-        .filter(|s| *s == me || view.peers.iter().any(|p| &p.name == *s && p.running_replica))
+        .filter(|s| {
+            *s == me
+                || view
+                    .peers
+                    .iter()
+                    .any(|p| &p.name == *s && p.running_replica)
+        })
         .count();
     let needed = set.len().saturating_sub(*quorum) + 1;
     visible >= needed && rank_first(view, local, cfg, *lsn, false)
@@ -226,13 +303,26 @@ fn lsn_at_least(lsn: Option<Lsn>, optime: Option<Lsn>) -> bool {
 
 /// Whether this node ranks first among the eligible standbys: highest WAL
 /// position, ties broken by configuration order.
-fn rank_first(view: &View, local: &Local, cfg: &HaConfig, lsn: Option<Lsn>, switchover: bool) -> bool {
+fn rank_first(
+    view: &View,
+    local: &Local,
+    cfg: &HaConfig,
+    lsn: Option<Lsn>,
+    switchover: bool,
+) -> bool {
     let sync_set = if cfg.mode.is_synchronous() && !switchover {
-        view.sync.as_ref().filter(|(s, _)| !s.is_empty()).map(|(s, _)| s.clone())
+        view.sync
+            .as_ref()
+            .filter(|(s, _)| !s.is_empty())
+            .map(|(s, _)| s.clone())
     } else {
         None
     };
-    let eligible = |name: &str| sync_set.as_ref().is_none_or(|s| s.iter().any(|n| n == name));
+    let eligible = |name: &str| {
+        sync_set
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == name))
+    };
     let mine = candidate_rank(cfg, &local.name, lsn);
     view.peers
         .iter()
@@ -242,7 +332,11 @@ fn rank_first(view: &View, local: &Local, cfg: &HaConfig, lsn: Option<Lsn>, swit
 
 /// Orders candidates: by WAL position, then earlier in the configuration.
 pub fn candidate_rank(cfg: &HaConfig, name: &str, lsn: Option<Lsn>) -> (Lsn, usize) {
-    let position = cfg.members.iter().position(|m| m == name).unwrap_or(usize::MAX);
+    let position = cfg
+        .members
+        .iter()
+        .position(|m| m == name)
+        .unwrap_or(usize::MAX);
     (lsn.unwrap_or_default(), usize::MAX - position)
 }
 

@@ -133,18 +133,37 @@ pub fn is_data_dir(data: &Path) -> bool {
 /// Promotes a standby and waits until it accepts writes.
 pub async fn promote(runner: &PgRunner, node: &str, data: &Path) -> Result<(), PgError> {
     let timeout = PG_CTL_TIMEOUT_SECS.to_string();
-    let args = ["promote", "-D", &data.display().to_string(), "-w", "-t", &timeout, "-s"];
+    let args = [
+        "promote",
+        "-D",
+        &data.display().to_string(),
+        "-w",
+        "-t",
+        &timeout,
+        "-s",
+    ];
     runner.run(node, "pg_ctl", args, &[]).await.map(drop)
 }
 
 /// Rewinds a diverged former primary to `source` (a libpq conninfo of the
 /// new primary, superuser). PostgreSQL 13+ runs crash recovery on the target
 /// first when it was not shut down cleanly.
-pub async fn rewind(runner: &PgRunner, node: &str, data: &Path, source: &str, passfile: &Path) -> Result<(), PgError> {
+pub async fn rewind(
+    runner: &PgRunner,
+    node: &str,
+    data: &Path,
+    source: &str,
+    passfile: &Path,
+) -> Result<(), PgError> {
     let target = format!("--target-pgdata={}", data.display());
     let source = format!("--source-server={source}");
     runner
-        .run(node, "pg_rewind", [target.as_str(), source.as_str()], &[("PGPASSFILE", passfile)])
+        .run(
+            node,
+            "pg_rewind",
+            [target.as_str(), source.as_str()],
+            &[("PGPASSFILE", passfile)],
+        )
         .await
         .map(drop)
 }

@@ -83,7 +83,10 @@ pub async fn connect_tcp(
             return Err(PgError::Unexpected {
                 node: node.to_string(),
                 what: "connection",
-                detail: format!("no answer from {host}:{port} within {} ms", timeout.as_millis()),
+                detail: format!(
+                    "no answer from {host}:{port} within {} ms",
+                    timeout.as_millis()
+                ),
             });
         }
     };

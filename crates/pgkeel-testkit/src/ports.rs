@@ -11,7 +11,7 @@ static NEXT: AtomicU16 = AtomicU16::new(0);
 /// test processes spread out, and probes each port by binding it.
 pub fn free_port_block(n: u16) -> u16 {
     const LOW: u16 = 20_000;
-    const SPAN: u16 = 40_000;
+    const SPAN: u16 = 36_000;
     if NEXT.load(Ordering::SeqCst) == 0 {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -28,7 +28,16 @@ pub fn free_port_block(n: u16) -> u16 {
         } else {
             base
         };
-        if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+        // The PostgreSQL ports, the agents' API ports (+2000) and the
+        // local etcd's two ports (+3000) that `pgkeel up` derives from them.
+        let ports = (base..base + n)
+            .chain(base + 2000..base + 2000 + n)
+            .chain(base + 3000..base + 3002);
+        if base < 60_000 - 3002
+            && ports
+                .into_iter()
+                .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
             return base;
         }
     }

@@ -18,7 +18,9 @@ pub struct ClusterGuard {
 impl ClusterGuard {
     /// Guards the cluster at `root`.
     pub fn new(root: &Path) -> Self {
-        ClusterGuard { root: root.to_path_buf() }
+        ClusterGuard {
+            root: root.to_path_buf(),
+        }
     }
 
     fn node_dirs(&self) -> Vec<PathBuf> {
@@ -40,7 +42,10 @@ impl ClusterGuard {
 
     /// PIDs of the agents currently running.
     pub fn agent_pids(&self) -> Vec<u32> {
-        self.node_dirs().iter().filter_map(|dir| pid_in(&dir.join("agent.pid"))).collect()
+        self.node_dirs()
+            .iter()
+            .filter_map(|dir| pid_in(&dir.join("agent.pid")))
+            .collect()
     }
 }
 
@@ -48,7 +53,8 @@ impl ClusterGuard {
 pub fn pid_in(file: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
     let raw = i32::try_from(pid).ok()?;
-    (kill(Pid::from_raw(raw), None).is_ok() && Path::new(&format!("/proc/{pid}/stat")).exists()).then_some(pid)
+    (kill(Pid::from_raw(raw), None).is_ok() && Path::new(&format!("/proc/{pid}/stat")).exists())
+        .then_some(pid)
 }
 
 impl Drop for ClusterGuard {
@@ -90,6 +96,10 @@ pub fn stop_pid(pid: u32, signal: Signal) {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

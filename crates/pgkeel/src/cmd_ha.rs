@@ -16,11 +16,21 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether `node` answers as a writable primary right now.
 async fn writable(cluster: &Cluster, node: &str) -> bool {
-    let Ok(n) = cluster.node(node) else { return false };
+    let Ok(n) = cluster.node(node) else {
+        return false;
+    };
     let Ok(password) = read_password(&cluster.layout.password_file(Secret::Superuser)) else {
         return false;
     };
-    let Ok(conn) = connect_tcp(node, &n.host, n.port, &cluster.superuser, &password, Duration::from_millis(500)).await
+    let Ok(conn) = connect_tcp(
+        node,
+        &n.host,
+        n.port,
+        &cluster.superuser,
+        &password,
+        Duration::from_millis(500),
+    )
+    .await
     else {
         return false;
     };
@@ -30,7 +40,11 @@ async fn writable(cluster: &Cluster, node: &str) -> bool {
 /// Planned switchover; prints the write-unavailable window.
 pub async fn switchover(cluster: &Cluster, to: Option<String>) -> Result<()> {
     let dcs = orchestrate::dcs(cluster).await?;
-    let old = dcs.view().await?.leader.context("no leader: use `pgkeel failover --to <node>`")?;
+    let old = dcs
+        .view()
+        .await?
+        .leader
+        .context("no leader: use `pgkeel failover --to <node>`")?;
     let requested = Instant::now();
     request_switchover(&dcs, cluster, to.clone()).await?;
     // Window: from the old primary refusing writes to the new one taking them.
@@ -71,13 +85,24 @@ pub async fn failover(cluster: &Cluster, to: &str) -> Result<()> {
     let start = Instant::now();
     request_failover(&dcs, cluster, to).await?;
     while start.elapsed() < HANDOVER_TIMEOUT {
-        if dcs.view().await.is_ok_and(|v| v.leader.as_deref() == Some(to)) && writable(cluster, to).await {
-            say!("failover to {to} done in {:.2}s", start.elapsed().as_secs_f64());
+        if dcs
+            .view()
+            .await
+            .is_ok_and(|v| v.leader.as_deref() == Some(to))
+            && writable(cluster, to).await
+        {
+            say!(
+                "failover to {to} done in {:.2}s",
+                start.elapsed().as_secs_f64()
+            );
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    bail!("{to} did not become primary within {}s: see nodes/{to}/agent.log", HANDOVER_TIMEOUT.as_secs())
+    bail!(
+        "{to} did not become primary within {}s: see nodes/{to}/agent.log",
+        HANDOVER_TIMEOUT.as_secs()
+    )
 }
 
 /// Pause or resume automatic actions.
@@ -87,7 +112,11 @@ pub async fn set_paused(cluster: &Cluster, paused: bool) -> Result<()> {
     say!(
         "cluster `{}` {}",
         cluster.config.cluster.name,
-        if paused { "paused: agents take no automatic action" } else { "resumed" }
+        if paused {
+            "paused: agents take no automatic action"
+        } else {
+            "resumed"
+        }
     );
     Ok(())
 }

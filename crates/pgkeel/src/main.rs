@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cli::{Cli, Command, Target};
-use pgkeel_cluster::compare::config_differences;
-use pgkeel_cluster::url::{Credentials, UrlTarget};
 use pgkeel_agent::orchestrate;
+use pgkeel_cluster::compare::config_differences;
 use pgkeel_cluster::up::current_primary;
+use pgkeel_cluster::url::{Credentials, UrlTarget};
 use pgkeel_cluster::{Cluster, ClusterError, UpOutcome, up};
-use pgkeel_core::status::ClusterStatus;
 use pgkeel_core::config::{ConfigSources, annotated_default, load, parse};
+use pgkeel_core::status::ClusterStatus;
 
 fn main() {
     let cli = Cli::parse();
@@ -284,10 +284,18 @@ async fn full_status(cluster: &Cluster) -> ClusterStatus {
 fn ha_enabled(cluster: &Cluster) -> bool {
     !cluster.config.etcd.endpoints.is_empty()
         || cluster.layout.etcd_dir().exists()
-        || cluster.nodes().iter().any(|n| cluster.layout.agent_pid_file(n.name.as_str()).exists())
+        || cluster
+            .nodes()
+            .iter()
+            .any(|n| cluster.layout.agent_pid_file(n.name.as_str()).exists())
 }
 
-async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bool, ha: bool) -> Result<()> {
+async fn cmd_up(
+    target: &Target,
+    flags: Vec<(&str, &str, toml::Value)>,
+    json: bool,
+    ha: bool,
+) -> Result<()> {
     let (sources, specific) = sources(target, flags)?;
     let requested = load(&sources)?;
     let dir = requested.cluster.data_dir.clone();
@@ -317,23 +325,35 @@ async fn cmd_up(target: &Target, flags: Vec<(&str, &str, toml::Value)>, json: bo
     let progress = Arc::new(progress::TerminalProgress::new());
     let started = std::time::Instant::now();
     let exists = cluster.layout.cluster_file().exists();
-    let agents_running = cluster.nodes().iter().any(|n| orchestrate::agent_pid(&cluster, n.name.as_str()).is_some());
+    if ha && !exists {
+        pgkeel_cluster::preflight::check_ha_ports(&cluster)?;
+    }
+    let agents_running = cluster
+        .nodes()
+        .iter()
+        .any(|n| orchestrate::agent_pid(&cluster, n.name.as_str()).is_some());
     let ambiguous = exists && current_primary(&cluster).is_err();
     let outcome = if ha && exists && (agents_running || ambiguous) {
         // The agents own PostgreSQL now: make sure they and etcd run, and
         // let them converge.
         use pgkeel_cluster::Progress;
         progress.step("ha", "agents manage PostgreSQL; waiting for them");
-        let exe = std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
+        let exe =
+            std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
         let actions = orchestrate::start_ha(&cluster, &exe, None).await?;
         wait_for_leader_replication(&cluster).await?;
-        if actions.is_empty() { UpOutcome::AlreadyRunning } else { UpOutcome::Resumed(actions) }
+        if actions.is_empty() {
+            UpOutcome::AlreadyRunning
+        } else {
+            UpOutcome::Resumed(actions)
+        }
     } else {
         let outcome = up(&cluster, progress.clone()).await?;
         if ha {
             use pgkeel_cluster::Progress;
             progress.step("ha", "starting etcd and one agent per node");
-            let exe = std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
+            let exe = std::env::current_exe()
+                .context("cannot locate the pgkeel binary to start agents")?;
             let primary = current_primary(&cluster)?.name.to_string();
             let actions = orchestrate::start_ha(&cluster, &exe, Some(&primary)).await?;
             wait_for_leader_replication(&cluster).await?;

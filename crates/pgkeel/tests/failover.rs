@@ -113,7 +113,11 @@ async fn missing_on(url: &str, acked: &[i64]) -> TestResult<Vec<i64>> {
     let client = connect_url(url).await?;
     let rows = client.query("SELECT id FROM w", &[]).await?;
     let present: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(acked.iter().copied().filter(|id| !present.contains(id)).collect())
+    Ok(acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect())
 }
 
 fn sigkill(pid: &serde_json::Value) -> TestResult {
@@ -128,7 +132,10 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
     let c = CliCluster::new(3)?;
     c.up(&["--mode", "quorum"]);
     let urls = urls(&c)?;
-    connect_url(&c.url(&[])?).await?.batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)").await?;
+    connect_url(&c.url(&[])?)
+        .await?
+        .batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)")
+        .await?;
     let status = c.status()?;
     assert_eq!(leader(&status).as_deref(), Some("primary"), "{status}");
 
@@ -140,12 +147,19 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
     sigkill(&p["pid"])?;
     let crashed = Instant::now();
     let took = wait_until("a new leader", Duration::from_secs(30), || async {
-        c.status().ok().and_then(|s| leader(&s)).is_some_and(|l| l != "primary")
+        c.status()
+            .ok()
+            .and_then(|s| leader(&s))
+            .is_some_and(|l| l != "primary")
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked = writer.finish().await?;
-    eprintln!("new leader after {took:?} ({:?} since crash); {} commits acknowledged", took, acked.len());
+    eprintln!(
+        "new leader after {took:?} ({:?} since crash); {} commits acknowledged",
+        took,
+        acked.len()
+    );
     let _ = crashed;
 
     let status = c.status()?;
@@ -154,27 +168,48 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
     assert!(acked.len() > 10, "the writer barely wrote: {}", acked.len());
     assert!(*acked.last().unwrap_or(&0) > 0);
     let missing = missing_on(&new_url, &acked).await?;
-    assert!(missing.is_empty(), "acknowledged commits lost in quorum mode: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged commits lost in quorum mode: {missing:?}"
+    );
 
     // The other replica follows the new leader.
-    let other = if new_leader == "replica1" { "replica2" } else { "replica1" };
-    wait_until("the other replica to follow", Duration::from_secs(30), || async {
-        c.status().is_ok_and(|s| {
-            let n = &s["nodes"][node_index(&s, other).unwrap_or(0)];
-            n["wal_receiver"] == "streaming" && n["upstream"].as_str().is_some_and(|u| u.ends_with(&format!(":{}", s["nodes"][node_index(&s, &new_leader).unwrap_or(0)]["port"])))
-        })
-    })
+    let other = if new_leader == "replica1" {
+        "replica2"
+    } else {
+        "replica1"
+    };
+    wait_until(
+        "the other replica to follow",
+        Duration::from_secs(30),
+        || async {
+            c.status().is_ok_and(|s| {
+                let n = &s["nodes"][node_index(&s, other).unwrap_or(0)];
+                n["wal_receiver"] == "streaming"
+                    && n["upstream"].as_str().is_some_and(|u| {
+                        u.ends_with(&format!(
+                            ":{}",
+                            s["nodes"][node_index(&s, &new_leader).unwrap_or(0)]["port"]
+                        ))
+                    })
+            })
+        },
+    )
     .await?;
 
     // Restarting the old node's agent rejoins it as a replica with the new data.
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    wait_until("the old primary to rejoin as a streaming replica", Duration::from_secs(60), || async {
-        c.status().is_ok_and(|s| {
-            let n = &s["nodes"][node_index(&s, "primary").unwrap_or(0)];
-            n["role"] == "replica" && n["wal_receiver"] == "streaming"
-        })
-    })
+    wait_until(
+        "the old primary to rejoin as a streaming replica",
+        Duration::from_secs(60),
+        || async {
+            c.status().is_ok_and(|s| {
+                let n = &s["nodes"][node_index(&s, "primary").unwrap_or(0)];
+                n["role"] == "replica" && n["wal_receiver"] == "streaming"
+            })
+        },
+    )
     .await?;
     let missing = missing_on(&c.url(&["--node", "primary"])?, &acked).await;
     let missing = match missing {
@@ -196,17 +231,28 @@ async fn postgres_crash_alone_is_restarted_in_place() -> TestResult {
     let status = c.status()?;
     let old_pid = status["nodes"][0]["pid"].clone();
     sigkill(&old_pid)?;
-    wait_until("primary restarted in place", Duration::from_secs(30), || async {
-        c.status().is_ok_and(|s| {
-            s["nodes"][0]["running"] == true && s["nodes"][0]["role"] == "primary" && s["nodes"][0]["pid"] != old_pid
-        })
-    })
+    wait_until(
+        "primary restarted in place",
+        Duration::from_secs(30),
+        || async {
+            c.status().is_ok_and(|s| {
+                s["nodes"][0]["running"] == true
+                    && s["nodes"][0]["role"] == "primary"
+                    && s["nodes"][0]["pid"] != old_pid
+            })
+        },
+    )
     .await?;
     // Well past a lease TTL: still the same leader, nobody promoted.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let s = c.status()?;
     assert_eq!(leader(&s).as_deref(), Some("primary"), "{s}");
-    let primaries = s["nodes"].as_array().ok_or("nodes")?.iter().filter(|n| n["role"] == "primary").count();
+    let primaries = s["nodes"]
+        .as_array()
+        .ok_or("nodes")?
+        .iter()
+        .filter(|n| n["role"] == "primary")
+        .count();
     assert_eq!(primaries, 1, "{s}");
     Ok(())
 }
@@ -217,7 +263,10 @@ async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestR
     let c = CliCluster::new(3)?;
     c.up(&["--mode", "sync"]);
     let urls = urls(&c)?;
-    connect_url(&c.url(&[])?).await?.batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)").await?;
+    connect_url(&c.url(&[])?)
+        .await?
+        .batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)")
+        .await?;
     let writer = Writer::start(urls);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let out = c.run("switchover", &["--to", "replica2"]);
@@ -229,10 +278,15 @@ async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestR
     let s = c.status()?;
     assert_eq!(leader(&s).as_deref(), Some("replica2"), "{s}");
     let missing = missing_on(&c.url(&["--node", "replica2"])?, &acked).await?;
-    assert!(missing.is_empty(), "switchover lost acknowledged commits: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "switchover lost acknowledged commits: {missing:?}"
+    );
     // The old primary comes back as a replica.
     wait_until("old primary to follow", Duration::from_secs(60), || async {
-        c.status().is_ok_and(|s| s["nodes"][0]["role"] == "replica" && s["nodes"][0]["wal_receiver"] == "streaming")
+        c.status().is_ok_and(|s| {
+            s["nodes"][0]["role"] == "replica" && s["nodes"][0]["wal_receiver"] == "streaming"
+        })
     })
     .await?;
     Ok(())
@@ -255,27 +309,37 @@ async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
     while start.elapsed() < Duration::from_secs(8) {
         let mut writable = 0;
         for url in &urls {
-            if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_millis(300), connect_url(url)).await
+            if let Ok(Ok(client)) =
+                tokio::time::timeout(Duration::from_millis(300), connect_url(url)).await
                 && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
                 && !row.get::<_, bool>(0)
             {
                 writable += 1;
             }
         }
-        assert!(writable <= 1, "two writable primaries after {:?}", start.elapsed());
+        assert!(
+            writable <= 1,
+            "two writable primaries after {:?}",
+            start.elapsed()
+        );
         if writable == 0 && fenced_after.is_none() {
             fenced_after = Some(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let fenced = fenced_after.ok_or("the primary kept accepting writes without etcd")?;
-    assert!(fenced < Duration::from_secs(4), "fenced only after {fenced:?}");
+    assert!(
+        fenced < Duration::from_secs(4),
+        "fenced only after {fenced:?}"
+    );
     // etcd back: the cluster recovers with one primary.
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
-    wait_until("one writable primary again", Duration::from_secs(60), || async {
-        connect_primary(&urls).await.is_some()
-    })
+    wait_until(
+        "one writable primary again",
+        Duration::from_secs(60),
+        || async { connect_primary(&urls).await.is_some() },
+    )
     .await?;
     Ok(())
 }
@@ -301,8 +365,18 @@ async fn rest_api_answers_like_patroni_and_guards_posts() -> TestResult {
     let topology: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(topology["leader"], "primary", "{topology}");
     let (_, metrics) = get(api(0, "/metrics")).await?;
-    assert!(metrics.contains("pgkeel_primary{cluster=\"pgkeel\",node=\"primary\"} 1"), "{metrics}");
-    let denied = pgkeel_agent::http::request("POST", &api(0, "/switchover"), &[], "{}", Duration::from_secs(2)).await?;
+    assert!(
+        metrics.contains("pgkeel_primary{cluster=\"pgkeel\",node=\"primary\"} 1"),
+        "{metrics}"
+    );
+    let denied = pgkeel_agent::http::request(
+        "POST",
+        &api(0, "/switchover"),
+        &[],
+        "{}",
+        Duration::from_secs(2),
+    )
+    .await?;
     assert_eq!(denied.0, 401, "{denied:?}");
     // pause: no automatic action, status says so.
     let out = c.run("pause", &[]);

@@ -12,8 +12,8 @@ mod validate;
 pub use error::ConfigError;
 pub use layers::{ConfigSources, load, parse};
 pub use model::{
-    AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue, ReplicationSection,
-    RolesSection, TuningSection,
+    AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue,
+    ReplicationSection, RolesSection, TuningSection,
 };
 pub use template::annotated_default;
 pub use validate::MANAGED_PARAMETERS;

@@ -145,7 +145,16 @@ mod tests {
                 );
             }
         }
-        for optional in ["os_user", "bin_dir", "replicas", "base_port", "superuser", "client_port", "api_port", "nofailover"] {
+        for optional in [
+            "os_user",
+            "bin_dir",
+            "replicas",
+            "base_port",
+            "superuser",
+            "client_port",
+            "api_port",
+            "nofailover",
+        ] {
             assert!(
                 annotated_default().contains(optional),
                 "{optional} undocumented"

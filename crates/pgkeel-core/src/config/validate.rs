@@ -271,9 +271,11 @@ fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
         ports.insert(node.port, format!("node `{}`", node.name));
     }
     let mut claim = |port: u16, what: String| match ports.insert(port, what.clone()) {
-        Some(other) if cfg.nodes.iter().all(|n| n.host == cfg.nodes[0].host) => Err(ConfigError::invalid(format!(
-            "port {port} is used by both {other} and {what}: set `api_port` / `etcd.client_port` to free ports"
-        ))),
+        Some(other) if cfg.nodes.iter().all(|n| n.host == cfg.nodes[0].host) => {
+            Err(ConfigError::invalid(format!(
+                "port {port} is used by both {other} and {what}: set `api_port` / `etcd.client_port` to free ports"
+            )))
+        }
         _ => Ok(()),
     };
     for node in &cfg.nodes {

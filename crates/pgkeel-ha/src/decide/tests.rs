@@ -21,7 +21,10 @@ fn primary(lsn: u64, healthy: &[&str], sync: &[&str]) -> LocalPg {
         lsn: Some(Lsn(lsn)),
         timeline: Some(1),
         streaming: false,
-        healthy_standbys: healthy.iter().map(|s| (s.to_string(), Some(Lsn(lsn)))).collect(),
+        healthy_standbys: healthy
+            .iter()
+            .map(|s| (s.to_string(), Some(Lsn(lsn))))
+            .collect(),
         sync_standbys: sync.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -93,12 +96,24 @@ fn leader_primary_keeps_duties_and_names_healthy_sync_standbys() {
 
 #[test]
 fn no_sync_change_when_already_right_and_none_in_async() {
-    let me = local("a", primary(100, &["b", "c"], &["b", "c"]), DataState::Primary);
+    let me = local(
+        "a",
+        primary(100, &["b", "c"], &["b", "c"]),
+        DataState::Primary,
+    );
     let actions = decide(&view(Some("a"), vec![]), &me, &cfg(ReplicationMode::Quorum));
-    assert!(!actions.iter().any(|a| matches!(a, Action::SetSyncStandbys { .. })));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SetSyncStandbys { .. }))
+    );
     let me = local("a", primary(100, &["b"], &[]), DataState::Primary);
     let actions = decide(&view(Some("a"), vec![]), &me, &cfg(ReplicationMode::Async));
-    assert!(!actions.iter().any(|a| matches!(a, Action::SetSyncStandbys { .. })));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SetSyncStandbys { .. }))
+    );
 }
 
 #[test]
@@ -108,11 +123,21 @@ fn published_sync_set_narrows_only_after_new_members_caught_up() {
     let mut v = view(Some("a"), vec![]);
     v.sync = Some((vec!["b".into(), "c".into()], 1));
     v.sync_since = Some(Lsn(100));
-    if let LocalPg::Running { healthy_standbys, .. } = &mut me.pg {
+    if let LocalPg::Running {
+        healthy_standbys, ..
+    } = &mut me.pg
+    {
         healthy_standbys[0].1 = Some(Lsn(90));
     }
-    assert!(!decide(&v, &me, &c).iter().any(|a| matches!(a, Action::NarrowSync { .. })));
-    if let LocalPg::Running { healthy_standbys, .. } = &mut me.pg {
+    assert!(
+        !decide(&v, &me, &c)
+            .iter()
+            .any(|a| matches!(a, Action::NarrowSync { .. }))
+    );
+    if let LocalPg::Running {
+        healthy_standbys, ..
+    } = &mut me.pg
+    {
         healthy_standbys[0].1 = Some(Lsn(100));
     }
     assert!(decide(&v, &me, &c).contains(&Action::NarrowSync {
@@ -127,43 +152,72 @@ fn sync_plan_degrades_or_blocks() {
     assert_eq!(sync_plan(&c, &[]), (vec![], 0));
     c.strict_sync = true;
     assert_eq!(sync_plan(&c, &[]).1, 1);
-    assert_eq!(sync_plan(&c, &["c".into(), "b".into()]), (vec!["b".into(), "c".into()], 1));
+    assert_eq!(
+        sync_plan(&c, &["c".into(), "b".into()]),
+        (vec!["b".into(), "c".into()], 1)
+    );
 }
 
 #[test]
 fn lost_lease_fences_a_primary_and_leaves_a_replica_alone() {
     let mut me = local("a", primary(1, &[], &[]), DataState::Primary);
     me.dcs_ok = false;
-    assert_eq!(decide(&view(Some("a"), vec![]), &me, &cfg(ReplicationMode::Async)), vec![Action::Fence]);
+    assert_eq!(
+        decide(&view(Some("a"), vec![]), &me, &cfg(ReplicationMode::Async)),
+        vec![Action::Fence]
+    );
     let mut me = local("b", replica(1, true), DataState::Standby);
     me.dcs_ok = false;
-    assert!(matches!(decide(&view(None, vec![]), &me, &cfg(ReplicationMode::Async))[0], Action::Wait(_)));
+    assert!(matches!(
+        decide(&view(None, vec![]), &me, &cfg(ReplicationMode::Async))[0],
+        Action::Wait(_)
+    ));
 }
 
 #[test]
 fn leader_key_holder_in_recovery_promotes_and_stopped_one_starts() {
     let c = cfg(ReplicationMode::Async);
     let me = local("b", replica(5, false), DataState::Standby);
-    assert_eq!(decide(&view(Some("b"), vec![]), &me, &c), vec![Action::Promote]);
+    assert_eq!(
+        decide(&view(Some("b"), vec![]), &me, &c),
+        vec![Action::Promote]
+    );
     let me = local("a", LocalPg::Stopped, DataState::Primary);
-    assert_eq!(decide(&view(Some("a"), vec![]), &me, &c), vec![Action::StartPrimary]);
+    assert_eq!(
+        decide(&view(Some("a"), vec![]), &me, &c),
+        vec![Action::StartPrimary]
+    );
     let me = local("a", LocalPg::Stopped, DataState::Missing);
-    assert_eq!(decide(&view(Some("a"), vec![]), &me, &c), vec![Action::ReleaseLeader]);
+    assert_eq!(
+        decide(&view(Some("a"), vec![]), &me, &c),
+        vec![Action::ReleaseLeader]
+    );
 }
 
 #[test]
 fn primary_that_sees_another_leader_demotes_and_rejoins_by_rewind() {
     let c = cfg(ReplicationMode::Async);
     let me = local("a", primary(9, &[], &[]), DataState::Primary);
-    assert_eq!(decide(&view(Some("b"), vec![]), &me, &c), vec![Action::Demote { clean: false }]);
+    assert_eq!(
+        decide(&view(Some("b"), vec![]), &me, &c),
+        vec![Action::Demote { clean: false }]
+    );
     let me = local("a", LocalPg::Stopped, DataState::Primary);
-    assert_eq!(decide(&view(Some("b"), vec![]), &me, &c), vec![Action::Rewind { leader: "b".into() }]);
+    assert_eq!(
+        decide(&view(Some("b"), vec![]), &me, &c),
+        vec![Action::Rewind { leader: "b".into() }]
+    );
     let me = local("a", LocalPg::Stopped, DataState::Missing);
-    assert_eq!(decide(&view(Some("b"), vec![]), &me, &c), vec![Action::Reclone { leader: "b".into() }]);
+    assert_eq!(
+        decide(&view(Some("b"), vec![]), &me, &c),
+        vec![Action::Reclone { leader: "b".into() }]
+    );
     let me = local("a", LocalPg::Stopped, DataState::Standby);
     assert_eq!(
         decide(&view(Some("b"), vec![]), &me, &c),
-        vec![Action::StartStandby { leader: Some("b".into()) }]
+        vec![Action::StartStandby {
+            leader: Some("b".into())
+        }]
     );
 }
 
@@ -172,9 +226,15 @@ fn standby_follows_the_leader() {
     let c = cfg(ReplicationMode::Async);
     let mut me = local("c", replica(5, true), DataState::Standby);
     me.upstream = Some("a".into());
-    assert_eq!(decide(&view(Some("b"), vec![]), &me, &c), vec![Action::Repoint { leader: "b".into() }]);
+    assert_eq!(
+        decide(&view(Some("b"), vec![]), &me, &c),
+        vec![Action::Repoint { leader: "b".into() }]
+    );
     me.upstream = Some("b".into());
-    assert!(matches!(decide(&view(Some("b"), vec![]), &me, &c)[0], Action::Wait(_)));
+    assert!(matches!(
+        decide(&view(Some("b"), vec![]), &me, &c)[0],
+        Action::Wait(_)
+    ));
 }
 
 #[test]
@@ -182,22 +242,40 @@ fn most_advanced_standby_wins_ties_by_config_order() {
     let c = cfg(ReplicationMode::Async);
     let b = local("b", replica(50, false), DataState::Standby);
     let c_node = local("c", replica(60, false), DataState::Standby);
-    assert!(matches!(decide(&view(None, vec![peer("c", 60)]), &b, &c)[0], Action::Wait(_)));
-    assert_eq!(decide(&view(None, vec![peer("b", 50)]), &c_node, &c), vec![Action::AcquireLeader]);
+    assert!(matches!(
+        decide(&view(None, vec![peer("c", 60)]), &b, &c)[0],
+        Action::Wait(_)
+    ));
+    assert_eq!(
+        decide(&view(None, vec![peer("b", 50)]), &c_node, &c),
+        vec![Action::AcquireLeader]
+    );
     // Tie: b comes first in the configuration.
     let c_tie = local("c", replica(50, false), DataState::Standby);
-    assert!(matches!(decide(&view(None, vec![peer("b", 50)]), &c_tie, &c)[0], Action::Wait(_)));
-    assert_eq!(decide(&view(None, vec![peer("c", 50)]), &b, &c), vec![Action::AcquireLeader]);
+    assert!(matches!(
+        decide(&view(None, vec![peer("b", 50)]), &c_tie, &c)[0],
+        Action::Wait(_)
+    ));
+    assert_eq!(
+        decide(&view(None, vec![peer("c", 50)]), &b, &c),
+        vec![Action::AcquireLeader]
+    );
 }
 
 #[test]
 fn streaming_standby_or_nofailover_never_takes_over() {
     let c = cfg(ReplicationMode::Async);
     let me = local("b", replica(50, true), DataState::Standby);
-    assert!(matches!(decide(&view(None, vec![]), &me, &c)[0], Action::Wait(_)));
+    assert!(matches!(
+        decide(&view(None, vec![]), &me, &c)[0],
+        Action::Wait(_)
+    ));
     let mut me = local("b", replica(50, false), DataState::Standby);
     me.nofailover = true;
-    assert!(matches!(decide(&view(None, vec![]), &me, &c)[0], Action::Wait(_)));
+    assert!(matches!(
+        decide(&view(None, vec![]), &me, &c)[0],
+        Action::Wait(_)
+    ));
 }
 
 #[test]
@@ -244,7 +322,12 @@ fn stopped_nodes_without_leader() {
     let a = local("a", LocalPg::Stopped, DataState::Primary);
     assert_eq!(decide(&v, &a, &c), vec![Action::AcquireLeader]);
     let b = local("b", LocalPg::Stopped, DataState::Primary);
-    assert_eq!(decide(&v, &b, &c), vec![Action::StartStandby { leader: Some("a".into()) }]);
+    assert_eq!(
+        decide(&v, &b, &c),
+        vec![Action::StartStandby {
+            leader: Some("a".into())
+        }]
+    );
     // A running primary without the key holds everyone else back.
     let mut v = view(None, vec![]);
     v.peers.push(Peer {
@@ -255,20 +338,35 @@ fn stopped_nodes_without_leader() {
     let b = local("b", replica(50, false), DataState::Standby);
     assert!(matches!(decide(&v, &b, &c)[0], Action::Wait(_)));
     let running = local("a", primary(1, &[], &[]), DataState::Primary);
-    assert_eq!(decide(&view(None, vec![]), &running, &c), vec![Action::AcquireLeader]);
+    assert_eq!(
+        decide(&view(None, vec![]), &running, &c),
+        vec![Action::AcquireLeader]
+    );
 }
 
 #[test]
 fn switchover_waits_for_target_then_hands_over_and_target_wins() {
     let c = cfg(ReplicationMode::Quorum);
-    let me = local("a", primary(100, &["b", "c"], &["b", "c"]), DataState::Primary);
+    let me = local(
+        "a",
+        primary(100, &["b", "c"], &["b", "c"]),
+        DataState::Primary,
+    );
     let mut v = view(Some("a"), vec![peer("b", 90), peer("c", 100)]);
     v.switchover = Some((Some("a".into()), Some("b".into())));
-    assert!(decide(&v, &me, &c).iter().any(|a| matches!(a, Action::Wait(_))));
+    assert!(
+        decide(&v, &me, &c)
+            .iter()
+            .any(|a| matches!(a, Action::Wait(_)))
+    );
     v.peers[0].lsn = Some(Lsn(100));
     assert_eq!(
         decide(&v, &me, &c),
-        vec![Action::PublishOptime, Action::Demote { clean: true }, Action::ReleaseLeader]
+        vec![
+            Action::PublishOptime,
+            Action::Demote { clean: true },
+            Action::ReleaseLeader
+        ]
     );
     // After the key is released only the target takes it.
     let mut v = view(None, vec![peer("b", 100)]);
@@ -289,7 +387,10 @@ fn node_handing_over_never_takes_the_key_back() {
     let stopped = local("a", LocalPg::Stopped, DataState::Primary);
     assert!(matches!(decide(&v, &stopped, &c)[0], Action::Wait(_)));
     let running = local("a", primary(100, &[], &[]), DataState::Primary);
-    assert_eq!(decide(&v, &running, &c), vec![Action::Demote { clean: true }]);
+    assert_eq!(
+        decide(&v, &running, &c),
+        vec![Action::Demote { clean: true }]
+    );
 }
 
 #[test]

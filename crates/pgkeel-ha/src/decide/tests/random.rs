@@ -178,7 +178,10 @@ impl Model {
         let cfg = cfg(self.mode);
         let actions = decide(&self.view(i), &self.local(i), &cfg);
         if std::env::var("HA_TRACE").is_ok() {
-            eprintln!("{} leader={:?} -> {:?}", self.nodes[i].name, self.leader, actions);
+            eprintln!(
+                "{} leader={:?} -> {:?}",
+                self.nodes[i].name, self.leader, actions
+            );
         }
         for action in actions {
             let me = &self.nodes[i].name.clone();
@@ -195,7 +198,11 @@ impl Model {
                     }
                 }
                 Action::StartPrimary => {
-                    assert_eq!(self.leader, Some(i), "seed {seed}: {me} started as primary without the key");
+                    assert_eq!(
+                        self.leader,
+                        Some(i),
+                        "seed {seed}: {me} started as primary without the key"
+                    );
                     self.nodes[i].pg = true;
                     self.nodes[i].recovery = self.nodes[i].data == DataState::Standby;
                 }
@@ -207,7 +214,11 @@ impl Model {
                     n.upstream = leader.and_then(|l| ["a", "b", "c"].iter().position(|x| *x == l));
                 }
                 Action::Promote => {
-                    assert_eq!(self.leader, Some(i), "seed {seed}: {me} promoted without the key");
+                    assert_eq!(
+                        self.leader,
+                        Some(i),
+                        "seed {seed}: {me} promoted without the key"
+                    );
                     if self.mode.is_synchronous() {
                         assert!(
                             self.nodes[i].lsn >= self.acked,
@@ -222,7 +233,10 @@ impl Model {
                     n.upstream = None;
                 }
                 Action::Rewind { leader } | Action::Reclone { leader } => {
-                    let l = ["a", "b", "c"].iter().position(|x| *x == leader).unwrap_or(0);
+                    let l = ["a", "b", "c"]
+                        .iter()
+                        .position(|x| *x == leader)
+                        .unwrap_or(0);
                     let lsn = self.nodes[l].lsn;
                     let n = &mut self.nodes[i];
                     n.data = DataState::Standby;
@@ -242,7 +256,11 @@ impl Model {
                             union.push(s.clone());
                         }
                     }
-                    let q = if union.len() > standbys.len() { old_quorum.min(quorum).max(1) } else { quorum };
+                    let q = if union.len() > standbys.len() {
+                        old_quorum.min(quorum).max(1)
+                    } else {
+                        quorum
+                    };
                     self.sync = Some((union, q));
                     self.nodes[i].sync = standbys;
                     self.sync_since = Some(self.nodes[i].lsn);
@@ -258,7 +276,7 @@ impl Model {
     /// primary's synchronous standbys have it (sync modes) or at once.
     fn commit(&mut self) {
         for i in 0..self.nodes.len() {
-            if !(self.nodes[i].pg && !self.nodes[i].recovery) {
+            if !self.nodes[i].pg || self.nodes[i].recovery {
                 continue;
             }
             self.nodes[i].lsn += 1;
@@ -277,7 +295,10 @@ impl Model {
             if !synchronous || confirmed >= 1 {
                 // Replication to the confirming standbys happens with the ack.
                 for j in 0..self.nodes.len() {
-                    if self.nodes[j].upstream == Some(i) && self.streaming(j) && sync.contains(&self.nodes[j].name) {
+                    if self.nodes[j].upstream == Some(i)
+                        && self.streaming(j)
+                        && sync.contains(&self.nodes[j].name)
+                    {
                         self.nodes[j].lsn = lsn;
                     }
                 }
@@ -303,7 +324,11 @@ impl Model {
 
     fn check(&self, seed: u64) {
         let writable = self.nodes.iter().filter(|n| n.pg && !n.recovery).count();
-        assert!(writable <= 1, "seed {seed}: {writable} writable primaries: {:?}", self.nodes);
+        assert!(
+            writable <= 1,
+            "seed {seed}: {writable} writable primaries: {:?}",
+            self.nodes
+        );
     }
 }
 
@@ -359,7 +384,21 @@ fn run(mode: ReplicationMode, seeds: std::ops::Range<u64>) {
                 }
             }
             if std::env::var("HA_TRACE").is_ok() {
-                eprintln!("  state: {:?}", m.nodes.iter().map(|n| (n.name.as_str(), n.agent, n.pg, n.recovery, n.lsn, n.upstream, n.cut_off)).collect::<Vec<_>>());
+                eprintln!(
+                    "  state: {:?}",
+                    m.nodes
+                        .iter()
+                        .map(|n| (
+                            n.name.as_str(),
+                            n.agent,
+                            n.pg,
+                            n.recovery,
+                            n.lsn,
+                            n.upstream,
+                            n.cut_off
+                        ))
+                        .collect::<Vec<_>>()
+                );
             }
             m.check(seed);
         }
