@@ -87,6 +87,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover))
         .route("/failover", post(failover))
+        .route("/failsafe", post(failsafe))
         .with_state(state)
 }
 
@@ -340,6 +341,41 @@ async fn failover(
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response(),
         Err(e) => refuse(StatusCode::CONFLICT, e.to_string()),
     }
+}
+
+/// Body of POST /failsafe.
+#[derive(Debug, Deserialize)]
+struct FailsafeRequest {
+    leader: String,
+}
+
+/// A leader that lost etcd asks to be confirmed. Confirmed unless this
+/// node knows of a different leader or leads itself; confirming is a
+/// promise not to take over for one TTL.
+async fn failsafe(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Json(req): Json<FailsafeRequest>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return refuse(StatusCode::UNAUTHORIZED, "missing or wrong token".into());
+    }
+    let snap = s.snapshot();
+    let known = snap.view.as_ref().and_then(|v| v.leader.clone());
+    let conflicting = snap.leader || known.as_ref().is_some_and(|l| l != &req.leader);
+    if conflicting && snap.dcs_ok {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!("{} is the leader here", known.unwrap_or_default()),
+        );
+    }
+    if snap.leader {
+        return refuse(StatusCode::CONFLICT, "this node leads".into());
+    }
+    if let Ok(mut promise) = s.shared.failsafe_promise.lock() {
+        *promise = Some((req.leader, std::time::Instant::now() + s.shared.ttl));
+    }
+    (StatusCode::OK, Json(json!({ "confirmed": true }))).into_response()
 }
 
 /// Records a switchover request after checking it can be honoured.

@@ -57,13 +57,61 @@ pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if shared.leader() && shared.valid_lease().is_none() {
+            if shared.leader() && shared.valid_lease().is_none() && !shared.failsafe_ok() {
                 tracing_line(&format!(
                     "{}: lease not renewed in time: fencing PostgreSQL",
                     shared.node
                 ));
                 shared.set_leader(false);
                 fence(&cluster, &shared.node).await;
+            }
+        }
+    });
+}
+
+/// Failsafe: while this agent leads but cannot renew its lease (etcd
+/// unreachable), it asks every other member every 250 ms to confirm it as
+/// leader. Only when all of them do does it stay primary, for `ttl - margin`
+/// counted from the request; each confirming member promises not to take
+/// over for `ttl`. One unreachable member and the watchdog fences as usual.
+pub fn spawn_failsafe(cluster: Cluster, shared: Arc<Shared>, token: String) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let renewed = shared.renewed_at.lock().ok().and_then(|r| *r);
+            let stale = renewed.is_none_or(|r| r.elapsed() > shared.ttl / 3);
+            if !shared.leader() || !stale {
+                continue;
+            }
+            let sent = Instant::now();
+            let body = format!("{{\"leader\": \"{}\"}}", shared.node);
+            let auth = format!("Bearer {token}");
+            let asks = cluster
+                .nodes()
+                .iter()
+                .filter(|n| n.name.as_str() != shared.node)
+                .map(|n| {
+                    let url = format!("http://{}:{}/failsafe", n.host, n.api_port());
+                    let body = body.clone();
+                    let auth = auth.clone();
+                    async move {
+                        crate::http::request(
+                            "POST",
+                            &url,
+                            &[("Authorization", &auth)],
+                            &body,
+                            Duration::from_millis(300),
+                        )
+                        .await
+                        .is_ok_and(|(code, _)| code == 200)
+                    }
+                });
+            let all = futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .all(|ok| ok);
+            if all && let Ok(mut until) = shared.failsafe_valid_until.lock() {
+                *until = Some(sent + shared.ttl.saturating_sub(shared.margin));
             }
         }
     });

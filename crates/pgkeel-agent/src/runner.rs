@@ -62,6 +62,7 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     lease::spawn_keeper(dcs.clone(), shared.clone());
     lease::spawn_fencing_watchdog(cluster.clone(), shared.clone());
     let token = read_password(&cluster.layout.api_token_file()).unwrap_or_default();
+    lease::spawn_failsafe(cluster.clone(), shared.clone(), token.clone());
     api::serve(
         &node,
         api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token),
@@ -156,6 +157,8 @@ async fn iteration(
         data: obs.data,
         dcs_ok,
         nofailover: node.nofailover,
+        failsafe_ok: shared.leader() && shared.failsafe_ok(),
+        failsafe_hold: shared.failsafe_hold(),
         upstream: obs.member.upstream.clone(),
     };
     let ha_view = to_ha_view(&view, peers, vacancy_confirmed);

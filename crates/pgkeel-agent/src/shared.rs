@@ -51,6 +51,11 @@ pub struct Shared {
     pub wake: tokio::sync::Notify,
     /// Agent start.
     pub started: Instant,
+    /// Leader: until when every other member's failsafe confirmation
+    /// covers it (counted from when the confirmations were requested).
+    pub failsafe_valid_until: Mutex<Option<Instant>>,
+    /// Replica: until when it promised a leader (by name) not to take over.
+    pub failsafe_promise: Mutex<Option<(String, Instant)>>,
 }
 
 impl Shared {
@@ -67,6 +72,8 @@ impl Shared {
             last_loop: Mutex::new(Instant::now()),
             wake: tokio::sync::Notify::new(),
             started: Instant::now(),
+            failsafe_valid_until: Mutex::new(None),
+            failsafe_promise: Mutex::new(None),
         }
     }
 
@@ -77,6 +84,24 @@ impl Shared {
             return None;
         }
         self.lease.lock().ok().and_then(|l| *l)
+    }
+
+    /// Leader: all members confirmed it recently enough (failsafe).
+    pub fn failsafe_ok(&self) -> bool {
+        self.failsafe_valid_until
+            .lock()
+            .ok()
+            .and_then(|u| *u)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Replica: a failsafe promise is in force.
+    pub fn failsafe_hold(&self) -> bool {
+        self.failsafe_promise
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .is_some_and(|(_, until)| Instant::now() < until)
     }
 
     /// Whether this agent acts as leader.

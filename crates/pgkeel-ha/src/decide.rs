@@ -18,7 +18,11 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
         // Without a lease nothing may be decided; a primary must stop
         // accepting writes before its lease can expire and someone else
         // can win the key.
-        return if running_primary {
+        return if running_primary && local.failsafe_ok {
+            vec![Action::Wait(
+                "etcd unreachable: every member confirms this primary (failsafe)".into(),
+            )]
+        } else if running_primary {
             vec![Action::Fence]
         } else {
             vec![Action::Wait(
@@ -204,7 +208,11 @@ fn without_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
             },
             _,
         ) => {
-            if view.peers.iter().any(|p| p.running_primary) {
+            if local.failsafe_hold {
+                vec![Action::Wait(
+                    "no leader key, but the primary confirmed itself alive (failsafe)".into(),
+                )]
+            } else if view.peers.iter().any(|p| p.running_primary) {
                 vec![Action::Wait(
                     "no leader, but a primary is running: waiting for it to take the key".into(),
                 )]

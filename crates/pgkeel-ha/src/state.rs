@@ -16,6 +16,12 @@ pub struct Local {
     pub dcs_ok: bool,
     /// Configured never to be promoted automatically.
     pub nofailover: bool,
+    /// Leader without etcd: every other member confirmed it within the
+    /// last `ttl - margin` (failsafe), so it keeps running.
+    pub failsafe_ok: bool,
+    /// This node confirmed a leader's failsafe request within the last TTL
+    /// and promised not to take over meanwhile.
+    pub failsafe_hold: bool,
     /// Replica: the node its `primary_conninfo` points at (`None`: none).
     pub upstream: Option<String>,
 }

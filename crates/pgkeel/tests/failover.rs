@@ -292,8 +292,23 @@ async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestR
     Ok(())
 }
 
+/// Counts the nodes that accept writes right now.
+async fn writable_count(urls: &[String]) -> usize {
+    let mut writable = 0;
+    for url in urls {
+        if let Ok(Ok(client)) =
+            tokio::time::timeout(Duration::from_millis(300), connect_url(url)).await
+            && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
+            && !row.get::<_, bool>(0)
+        {
+            writable += 1;
+        }
+    }
+    writable
+}
+
 #[tokio::test]
-async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
+async fn etcd_loss_keeps_a_confirmed_primary_and_never_two() -> TestResult {
     let _serial = SERIAL.lock().await;
     let c = CliCluster::new(3)?;
     c.up(&["--mode", "async"]);
@@ -304,19 +319,26 @@ async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
             pgkeel_testkit::stop_pid(pid, Signal::SIGKILL);
         }
     }
+    // Every member still reaches the primary: it stays writable (failsafe),
+    // where Patroni's default stops all writes.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        let writable = writable_count(&urls).await;
+        assert_eq!(
+            writable,
+            1,
+            "etcd down, all members up: {writable} writable after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One member can no longer confirm it: the primary fences itself.
+    let status = c.status()?;
+    sigkill(&status["nodes"][node_index(&status, "replica2")?]["agent_pid"])?;
     let start = Instant::now();
     let mut fenced_after = None;
     while start.elapsed() < Duration::from_secs(8) {
-        let mut writable = 0;
-        for url in &urls {
-            if let Ok(Ok(client)) =
-                tokio::time::timeout(Duration::from_millis(300), connect_url(url)).await
-                && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
-                && !row.get::<_, bool>(0)
-            {
-                writable += 1;
-            }
-        }
+        let writable = writable_count(&urls).await;
         assert!(
             writable <= 1,
             "two writable primaries after {:?}",
@@ -327,12 +349,13 @@ async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fenced = fenced_after.ok_or("the primary kept accepting writes without etcd")?;
+    let fenced = fenced_after
+        .ok_or("the primary kept accepting writes without etcd or a full set of confirmations")?;
     assert!(
-        fenced < Duration::from_secs(4),
+        fenced < Duration::from_secs(5),
         "fenced only after {fenced:?}"
     );
-    // etcd back: the cluster recovers with one primary.
+    // etcd and the agent back: the cluster recovers with one primary.
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until(
@@ -341,6 +364,7 @@ async fn etcd_loss_never_leaves_two_writable_primaries() -> TestResult {
         || async { connect_primary(&urls).await.is_some() },
     )
     .await?;
+    assert_eq!(writable_count(&urls).await, 1);
     Ok(())
 }
 

@@ -47,6 +47,8 @@ fn local(name: &str, pg: LocalPg, data: DataState) -> Local {
         data,
         dcs_ok: true,
         nofailover: false,
+        failsafe_ok: false,
+        failsafe_hold: false,
         upstream: None,
     }
 }
@@ -170,6 +172,24 @@ fn lost_lease_fences_a_primary_and_leaves_a_replica_alone() {
     me.dcs_ok = false;
     assert!(matches!(
         decide(&view(None, vec![]), &me, &cfg(ReplicationMode::Async))[0],
+        Action::Wait(_)
+    ));
+}
+
+#[test]
+fn failsafe_keeps_a_confirmed_primary_and_holds_back_replicas() {
+    let c = cfg(ReplicationMode::Async);
+    let mut me = local("a", primary(1, &[], &[]), DataState::Primary);
+    me.dcs_ok = false;
+    me.failsafe_ok = true;
+    assert!(matches!(
+        decide(&view(Some("a"), vec![]), &me, &c)[0],
+        Action::Wait(_)
+    ));
+    let mut b = local("b", replica(50, false), DataState::Standby);
+    b.failsafe_hold = true;
+    assert!(matches!(
+        decide(&view(None, vec![]), &b, &c)[0],
         Action::Wait(_)
     ));
 }

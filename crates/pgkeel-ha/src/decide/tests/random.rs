@@ -122,6 +122,8 @@ impl Model {
             data: n.data,
             dcs_ok: !n.cut_off,
             nofailover: false,
+            failsafe_ok: false,
+            failsafe_hold: false,
             upstream: n.upstream.map(|u| self.nodes[u].name.clone()),
         }
     }
