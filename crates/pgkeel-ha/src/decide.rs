@@ -66,7 +66,7 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
                 {
                     // Done (this node is the target), or stale.
                     actions.push(Action::ClearHandover);
-                } else if handover_ready(view, to.as_deref(), *lsn) {
+                } else if handover_ready(view, cfg, to.as_deref(), *lsn, healthy_standbys) {
                     return vec![
                         Action::PublishOptime,
                         Action::Demote { clean: true },
@@ -109,12 +109,33 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
     }
 }
 
-/// A switchover target is ready when it streams and has received all WAL.
-fn handover_ready(view: &View, to: Option<&str>, primary_lsn: Option<Lsn>) -> bool {
-    let ready = |p: &Peer| p.running_replica && p.lsn.is_some() && p.lsn >= primary_lsn;
+/// A switchover target is ready when it streams from this primary (live
+/// `pg_stat_replication`) and is close behind: the clean stop that follows
+/// ships the rest, since a fast shutdown waits until connected standbys
+/// have flushed all WAL.
+fn handover_ready(
+    view: &View,
+    cfg: &HaConfig,
+    to: Option<&str>,
+    primary_lsn: Option<Lsn>,
+    streaming: &[(String, Option<Lsn>)],
+) -> bool {
+    let close = |name: &str| {
+        streaming.iter().any(|(n, flushed)| {
+            n == name
+                && match (primary_lsn, flushed) {
+                    (Some(p), Some(f)) => p.bytes_after(*f) <= cfg.maximum_lag_on_failover,
+                    _ => false,
+                }
+        })
+    };
+    let eligible = |p: &Peer| p.running_replica && !p.nofailover && close(&p.name);
     match to {
-        Some(target) => view.peers.iter().any(|p| p.name == target && ready(p)),
-        None => view.peers.iter().any(|p| !p.nofailover && ready(p)),
+        Some(target) => view
+            .peers
+            .iter()
+            .any(|p| p.name == target && p.running_replica && close(target)),
+        None => view.peers.iter().any(eligible),
     }
 }
 

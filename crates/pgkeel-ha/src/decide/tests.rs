@@ -367,19 +367,31 @@ fn stopped_nodes_without_leader() {
 #[test]
 fn switchover_waits_for_target_then_hands_over_and_target_wins() {
     let c = cfg(ReplicationMode::Quorum);
-    let me = local(
+    let mut me = local(
         "a",
-        primary(100, &["b", "c"], &["b", "c"]),
+        primary(100_000, &["b", "c"], &["b", "c"]),
         DataState::Primary,
     );
+    if let LocalPg::Running {
+        healthy_standbys, ..
+    } = &mut me.pg
+    {
+        healthy_standbys[0].1 = Some(Lsn(10));
+    }
     let mut v = view(Some("a"), vec![peer("b", 90), peer("c", 100)]);
     v.switchover = Some((Some("a".into()), Some("b".into())));
+    // b streams but is far behind (more than maximum_lag_on_failover).
     assert!(
         decide(&v, &me, &c)
             .iter()
             .any(|a| matches!(a, Action::Wait(_)))
     );
-    v.peers[0].lsn = Some(Lsn(100));
+    if let LocalPg::Running {
+        healthy_standbys, ..
+    } = &mut me.pg
+    {
+        healthy_standbys[0].1 = Some(Lsn(99_500));
+    }
     assert_eq!(
         decide(&v, &me, &c),
         vec![
