@@ -3,13 +3,15 @@
 # streaming replicas, and `pgkeel status` latency.
 #
 #   pgkeel   `pgkeel up` (initdb, roles, slots, 2 parallel pg_basebackups,
-#            waits until both replicas stream in quorum mode)
+#            local etcd + 3 agents holding the leader lease; returns when
+#            both replicas stream in quorum mode)
+#   no-ha    `pgkeel up --no-ha` (the same without etcd and agents)
 #   guide    the replication guide's procedure done natively with the same
 #            binaries and no container or health-check delays: initdb, start,
 #            create role and slots, pg_basebackup -R each replica in turn,
 #            start, wait until both stream. Its best case.
 #
-# Rounds alternate pgkeel/guide. Usage: bench/bootstrap.sh [RUNS] (default 5).
+# Rounds alternate pgkeel/no-ha/guide. Usage: bench/bootstrap.sh [RUNS] (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -26,6 +28,9 @@ touch "$PIDS_FILE"
 
 cleanup() {
   # Stop every server this script started, by PID.
+  for dir in "$WORK"/c* "$WORK"/n*; do
+    [ -f "$dir/cluster.toml" ] && "$PGKEEL" destroy --dir "$dir" --yes >/dev/null 2>&1
+  done
   for pidfile in "$WORK"/*/nodes/*/data/postmaster.pid "$WORK"/guide*/*/postmaster.pid; do
     [ -f "$pidfile" ] || continue
     pid="$(head -1 "$pidfile")"
@@ -70,7 +75,7 @@ echo 'host replication replicator 127.0.0.1/32 scram-sha-256' >> '$p/pg_hba.conf
   done
 }
 
-: > "$WORK/up.txt"; : > "$WORK/guide.txt"; : > "$WORK/status.txt"
+: > "$WORK/up.txt"; : > "$WORK/noha.txt"; : > "$WORK/guide.txt"; : > "$WORK/status.txt"
 for round in $(seq 1 "$RUNS"); do
   port="$(free_ports 3)"
   t0="$(now)"
@@ -85,17 +90,25 @@ for round in $(seq 1 "$RUNS"); do
 
   port="$(free_ports 3)"
   t0="$(now)"
+  "$PGKEEL" up --no-ha --dir "$WORK/n$round" --base-port "$port" >/dev/null 2>&1
+  t1="$(now)"
+  elapsed "$t0" "$t1" >> "$WORK/noha.txt"
+  "$PGKEEL" destroy --dir "$WORK/n$round" --yes >/dev/null
+
+  port="$(free_ports 3)"
+  t0="$(now)"
   guide_procedure "$WORK/guide$round" "$port" 2>/dev/null
   t1="$(now)"
   elapsed "$t0" "$t1" >> "$WORK/guide.txt"
   for n in primary replica1 replica2; do
     [ -f "$WORK/guide$round/$n/postmaster.pid" ] && as_pg "$BIN/pg_ctl" stop -D "$WORK/guide$round/$n" -m immediate -s -w || true
   done
-  echo "round $round: pgkeel $(tail -1 "$WORK/up.txt")s, guide $(tail -1 "$WORK/guide.txt")s" >&2
+  echo "round $round: pgkeel $(tail -1 "$WORK/up.txt")s, no-ha $(tail -1 "$WORK/noha.txt")s, guide $(tail -1 "$WORK/guide.txt")s" >&2
 done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $("$BIN/postgres" --version), $(date -u +%Y-%m-%d)"
-stats "pgkeel up -> 3 streaming nodes (s)" < "$WORK/up.txt"
+stats "pgkeel up -> 3 streaming nodes + etcd + agents (s)" < "$WORK/up.txt"
+stats "pgkeel up --no-ha -> 3 streaming nodes (s)" < "$WORK/noha.txt"
 stats "guide procedure, native, sequential (s)" < "$WORK/guide.txt"
 stats "pgkeel status --json latency (ms)" < "$WORK/status.txt"
 python3 - "$WORK/up.txt" "$WORK/guide.txt" <<'PY'

@@ -23,10 +23,20 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
             .map(|s| if s.is_empty() { "(none)" } else { s })
             .unwrap_or("(primary not running)")
     );
+    if let Some(etcd_ok) = status.etcd_ok {
+        let leader = status.leader.as_deref().unwrap_or("(none)");
+        let lease = status
+            .lease_ttl_left
+            .map(|t| format!(", lease {t}s left"))
+            .unwrap_or_default();
+        let etcd = if etcd_ok { "etcd ok" } else { "etcd UNREACHABLE" };
+        let paused = if status.paused == Some(true) { "  PAUSED" } else { "" };
+        say!("leader {leader}{lease}  {etcd}{paused}");
+    }
     let mut nodes = Table::new();
     nodes.load_preset(UTF8_FULL_CONDENSED).set_header([
         "node", "role", "state", "pid", "address", "tl", "lsn", "received", "lag", "lag time",
-        "sync", "receiver",
+        "sync", "receiver", "agent",
     ]);
     for n in &status.nodes {
         nodes.add_row([
@@ -44,6 +54,11 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             n.sync_state.clone().unwrap_or_else(|| "-".into()),
             n.wal_receiver.clone().unwrap_or_else(|| "-".into()),
+            match (n.agent_pid, n.leader) {
+                (Some(pid), Some(true)) => format!("{pid} (leader)"),
+                (Some(pid), _) => pid.to_string(),
+                (None, _) => "-".into(),
+            },
         ]);
     }
     say!("{nodes}");
