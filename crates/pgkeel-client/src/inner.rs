@@ -129,17 +129,16 @@ impl Inner {
     }
 
     /// Asks the source again, unless another task already did since
-    /// generation `seen` was read (or very recently, when `seen` is given).
-    /// `None` forces a new discovery.
+    /// generation `seen` was read (`None` forces a new discovery). One
+    /// discovery runs at a time, at most one per
+    /// `MIN_REDISCOVERY_INTERVAL`: a caller arriving sooner waits for it.
     pub async fn rediscover(&self, seen: Option<u64>) -> Result<()> {
         let mut last = self.last_discovery.lock().await;
-        if let Some(seen) = seen {
-            if self.view.load().generation != seen {
-                return Ok(());
-            }
-            if last.is_some_and(|t| t.elapsed() < MIN_REDISCOVERY_INTERVAL) {
-                return Ok(());
-            }
+        if seen.is_some_and(|seen| self.view.load().generation != seen) {
+            return Ok(());
+        }
+        if let Some(wait) = last.and_then(|t| MIN_REDISCOVERY_INTERVAL.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
         let result = self.source.discover(&self.config).await;
         *last = Some(Instant::now());
@@ -189,14 +188,20 @@ impl Inner {
                 }
             }
         }
+        let (_, members) = self.members();
+        let nodes: Vec<String> = members
+            .iter()
+            .map(|(node, _)| format!("{} is {}", node.addr, node.seen()))
+            .collect();
         let why = match last_error {
-            Some(e) => format!(": {e}"),
+            Some(e) => format!(" (last attempt: {e})"),
             None => String::new(),
         };
         Err(Error::new(
             ErrorKind::NoPrimary,
             format!(
-                "no writable primary among the cluster's nodes{why}; a failover may be in progress, retry shortly"
+                "no node accepts writes: {}{why}; a failover may be in progress, retry shortly",
+                nodes.join(", ")
             ),
         ))
     }

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use crate::inner::Inner;
 use crate::lag::LagTracker;
-use crate::node::Node;
+use crate::node::{Node, Seen};
 use crate::probe::{Probe, connect, probe};
 use crate::topology::Role;
 use crate::{NodeAddr, PoolConfig, Result};
@@ -60,6 +60,7 @@ async fn run(weak: Weak<Inner>, config: PoolConfig) {
             }
         }
         for ((node, role), probe) in members.iter().zip(&probes) {
+            node.set_seen(Seen::of(probe.as_ref()));
             contradiction |= contradicts(*role, probe.as_ref());
             if *role == Role::Primary {
                 if primary_seen.as_ref() != Some(&node.addr) {

@@ -1,8 +1,9 @@
 //! One node as the pool holds it: its connection pool and what is known
 //! about its health, shared lock-free between tasks.
 
+use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
@@ -10,6 +11,7 @@ use deadpool_postgres::{
 use pgkeel_core::Lsn;
 use tokio_postgres::NoTls;
 
+use crate::probe::Probe;
 use crate::select::ReplicaState;
 use crate::{Error, ErrorKind, NodeAddr, PoolConfig, Result};
 
@@ -21,6 +23,59 @@ pub(crate) struct Node {
     up: AtomicBool,
     lagging: AtomicBool,
     replayed: AtomicU64,
+    seen: AtomicU8,
+}
+
+/// What the last probe of a node found, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Seen {
+    /// Not probed yet.
+    Nothing = 0,
+    /// Did not answer.
+    Unreachable = 1,
+    /// A standby.
+    Standby = 2,
+    /// Accepts writes.
+    Writable = 3,
+    /// Not in recovery, but read-only.
+    ReadOnly = 4,
+}
+
+impl Seen {
+    fn from_u8(v: u8) -> Seen {
+        match v {
+            1 => Seen::Unreachable,
+            2 => Seen::Standby,
+            3 => Seen::Writable,
+            4 => Seen::ReadOnly,
+            _ => Seen::Nothing,
+        }
+    }
+
+    /// What a probe result means.
+    pub fn of(probe: Option<&Probe>) -> Seen {
+        match probe {
+            None => Seen::Unreachable,
+            Some(p) if p.in_recovery => Seen::Standby,
+            Some(p) if p.writable() => Seen::Writable,
+            Some(_) => Seen::ReadOnly,
+        }
+    }
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Seen::Nothing => "not probed yet",
+            Seen::Unreachable => "unreachable",
+            Seen::Standby => "a standby",
+            Seen::Writable => "writable",
+            Seen::ReadOnly => {
+                "read-only without being a standby (fenced, or default_transaction_read_only = on)"
+            }
+        })
+    }
 }
 
 impl Node {
@@ -50,6 +105,7 @@ impl Node {
             up: AtomicBool::new(up),
             lagging: AtomicBool::new(false),
             replayed: AtomicU64::new(0),
+            seen: AtomicU8::new(Seen::Nothing as u8),
         }))
     }
 
@@ -114,6 +170,16 @@ impl Node {
         if !self.up.swap(true, Ordering::Relaxed) {
             tracing::info!(node = %self.addr, "node is up");
         }
+    }
+
+    /// Records what a probe found.
+    pub fn set_seen(&self, seen: Seen) {
+        self.seen.store(seen as u8, Ordering::Relaxed);
+    }
+
+    /// What the last probe found.
+    pub fn seen(&self) -> Seen {
+        Seen::from_u8(self.seen.load(Ordering::Relaxed))
     }
 
     /// Records whether it is further behind than the bound.
