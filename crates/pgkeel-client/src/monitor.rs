@@ -30,7 +30,11 @@ async fn run(weak: Weak<Inner>, config: PoolConfig) {
     let mut sessions: HashMap<NodeAddr, Client> = HashMap::new();
     let mut lag = LagTracker::new(config.max_replica_lag * 2 + config.health_interval);
     let mut primary_seen: Option<NodeAddr> = None;
-    let mut ticker = tokio::time::interval(config.health_interval);
+    // Discovery has just probed every node: the first check can wait.
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.health_interval,
+        config.health_interval,
+    );
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;

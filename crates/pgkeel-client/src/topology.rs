@@ -44,7 +44,29 @@ pub struct Member {
 /// Tells the pool the cluster's members and their roles. Implement it to
 /// take the topology from somewhere else than the nodes (an HA agent, a
 /// service registry); the pool probes members itself for health and lag
-/// either way.
+/// either way, and asks again when a member contradicts its role.
+///
+/// ```
+/// use pgkeel_client::{BoxFuture, Member, NodeAddr, PoolConfig, Result, Role, TopologySource};
+///
+/// /// A topology written down by hand (an agent's `/cluster` would be
+/// /// fetched here instead).
+/// #[derive(Debug)]
+/// struct Fixed(Vec<Member>);
+///
+/// impl TopologySource for Fixed {
+///     fn discover<'a>(&'a self, _config: &'a PoolConfig) -> BoxFuture<'a, Result<Vec<Member>>> {
+///         Box::pin(async move { Ok(self.0.clone()) })
+///     }
+/// }
+///
+/// let source = Fixed(vec![
+///     Member { addr: NodeAddr::new("10.0.0.1", 5432), role: Role::Primary },
+///     Member { addr: NodeAddr::new("10.0.0.2", 5432), role: Role::Replica },
+/// ]);
+/// // ReplicatedPool::with_topology(config, source).await?
+/// # let _ = source;
+/// ```
 pub trait TopologySource: Send + Sync + fmt::Debug + 'static {
     /// The current members. `config` carries the pool's node list and
     /// credentials. An error keeps the pool on its previous topology (or

@@ -7,8 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestResult, node_of, pool, port, superuser};
-use pgkeel_client::{ErrorKind, ReplicatedPool, WriteTx};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{TestResult, node_of, pool, pool_config, port, superuser};
+use pgkeel_client::{
+    BoxFuture, ErrorKind, Member, PoolConfig, ProbeTopology, ReplicatedPool, Result, Role,
+    TopologySource, WriteTx,
+};
 use pgkeel_testkit::TempCluster;
 
 /// The first write transaction that can be opened within `timeout`.
@@ -40,6 +45,34 @@ async fn write_port(tx: &WriteTx) -> TestResult<u16> {
     Ok(port as u16)
 }
 
+/// A topology source that is wrong the first time (it names a standby as
+/// the primary, like an agent answering mid-failover) and then asks the
+/// nodes.
+#[derive(Debug, Default)]
+struct StaleFirst {
+    calls: AtomicUsize,
+}
+
+impl TopologySource for StaleFirst {
+    fn discover<'a>(&'a self, config: &'a PoolConfig) -> BoxFuture<'a, Result<Vec<Member>>> {
+        Box::pin(async move {
+            if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                return ProbeTopology.discover(config).await;
+            }
+            let mut members: Vec<Member> = config
+                .nodes
+                .iter()
+                .map(|addr| Member {
+                    addr: addr.clone(),
+                    role: Role::Replica,
+                })
+                .collect();
+            members[1].role = Role::Primary; // replica1
+            Ok(members)
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_the_primary_through_read_only_errors_and_failover() -> TestResult {
     let cluster = TempCluster::start(2, "async").await?;
@@ -50,6 +83,25 @@ async fn writes_follow_the_primary_through_read_only_errors_and_failover() -> Te
         .await?;
     tx.commit().await?;
     assert_eq!(pool.status().discoveries, 1);
+
+    // A source naming a standby as primary: the write notices at BEGIN
+    // (read-only), rediscovers and runs on the real primary.
+    let mut config = pool_config(&cluster).await?;
+    config.health_interval = Duration::from_secs(3600); // no help from the monitor
+    let stale = ReplicatedPool::with_topology(config, StaleFirst::default()).await?;
+    assert_eq!(
+        stale.status().primary.map(|p| p.port),
+        Some(port(&cluster, "replica1")?)
+    );
+    let tx = stale.write().await?;
+    assert_eq!(node_of(&cluster, write_port(&tx).await?), "primary");
+    tx.rollback().await?;
+    assert_eq!(stale.status().discoveries, 2);
+    assert_eq!(
+        stale.status().primary.map(|p| p.port),
+        Some(port(&cluster, "primary")?)
+    );
+    drop(stale);
 
     // 25006 from a statement: reported as ReadOnly, and the next write
     // rediscovers before it starts.
