@@ -1,8 +1,10 @@
 //! Overhead of `ReplicatedPool::read()` over a plain deadpool-postgres pool
-//! to the same replica: each round runs `--ops` checkouts + `SELECT 1`
-//! through each, interleaved (the order alternates per round), and reports
-//! microseconds per operation and the ratio, min/median/max over rounds.
-//! Run by `bench/client.sh`.
+//! to the same replica. One operation = check a connection out + `SELECT 1`
+//! through the prepared-statement cache + return it. Operations of the two
+//! contenders alternate one by one (which goes first alternates too), each
+//! timed on its own, so both see the same machine load; a round is `--ops`
+//! of each. Prints microseconds per operation and the per-round ratio,
+//! min/median/max over rounds. Run by `bench/client.sh`.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -20,15 +22,18 @@ struct Args {
     /// URL of the replica both pools read from.
     #[arg(long)]
     replica: String,
-    /// Rounds per contender.
-    #[arg(long, default_value_t = 15)]
+    /// Rounds.
+    #[arg(long, default_value_t = 101)]
     rounds: usize,
-    /// Operations per round.
-    #[arg(long, default_value_t = 5000)]
+    /// Operations per contender per round.
+    #[arg(long, default_value_t = 1000)]
     ops: usize,
-    /// Concurrent tasks sharing each pool.
+    /// Concurrent tasks, each alternating between the two pools.
     #[arg(long, default_value_t = 1)]
     tasks: usize,
+    /// Print every round.
+    #[arg(long)]
+    verbose: bool,
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -57,37 +62,35 @@ async fn main() -> BenchResult<()> {
         .runtime(Runtime::Tokio1)
         .build()?;
 
-    // Warm both: connections open, statements prepared.
-    run_plain(&plain, tasks, 200).await?;
-    run_pgkeel(&replicated, tasks, 200).await?;
+    // Warm-up: connections open, statements prepared.
+    round(&plain, &replicated, tasks, 200, 0).await?;
 
     let mut plain_us = Vec::new();
     let mut pgkeel_us = Vec::new();
     let mut ratios = Vec::new();
-    for round in 0..args.rounds {
-        let (p, k) = if round % 2 == 0 {
-            let p = run_plain(&plain, tasks, per_task).await?;
-            (p, run_pgkeel(&replicated, tasks, per_task).await?)
-        } else {
-            let k = run_pgkeel(&replicated, tasks, per_task).await?;
-            (run_plain(&plain, tasks, per_task).await?, k)
-        };
+    for r in 0..args.rounds {
+        let (p, k) = round(&plain, &replicated, tasks, per_task, r).await?;
         let ops = (per_task * tasks) as f64;
         let p = p.as_secs_f64() * 1e6 / ops;
         let k = k.as_secs_f64() * 1e6 / ops;
-        println!(
-            "round {round:2}: plain {p:7.2} us/op  pgkeel {k:7.2} us/op  ratio {:.3}",
-            k / p
-        );
+        if args.verbose {
+            println!(
+                "round {r:3}: plain {p:7.2} us/op  pgkeel {k:7.2} us/op  ratio {:.3}",
+                k / p
+            );
+        }
         plain_us.push(p);
         pgkeel_us.push(k);
         ratios.push(k / p);
     }
-    println!();
-    println!("ops per round: {}, tasks: {tasks}", per_task * tasks);
+    println!(
+        "{} rounds of {} operations per contender, {tasks} task(s)",
+        args.rounds,
+        per_task * tasks
+    );
     summary("plain deadpool-postgres (us/op)", &mut plain_us);
-    summary("pgkeel-client read()   (us/op)", &mut pgkeel_us);
-    summary("ratio pgkeel / plain          ", &mut ratios);
+    summary("pgkeel-client read()    (us/op)", &mut pgkeel_us);
+    summary("ratio pgkeel / plain           ", &mut ratios);
     Ok(())
 }
 
@@ -109,49 +112,66 @@ fn summary(label: &str, xs: &mut [f64]) {
     );
 }
 
-async fn run_plain(pool: &Pool, tasks: usize, ops: usize) -> BenchResult<Duration> {
-    let start = Instant::now();
+/// One round: `tasks` tasks each doing `ops` operations on each pool,
+/// alternating. Returns the summed time spent in each contender.
+async fn round(
+    plain: &Pool,
+    replicated: &ReplicatedPool,
+    tasks: usize,
+    ops: usize,
+    round: usize,
+) -> BenchResult<(Duration, Duration)> {
     let mut handles = Vec::new();
-    for _ in 0..tasks {
-        let pool = pool.clone();
+    for t in 0..tasks {
+        let plain = plain.clone();
+        let replicated = replicated.clone();
         handles.push(tokio::spawn(async move {
-            for _ in 0..ops {
-                let client = pool.get().await?;
-                let stmt = client.prepare_cached("SELECT 1").await?;
-                let row = client.query_one(&stmt, &[]).await?;
-                let one: i32 = row.get(0);
-                if one != 1 {
-                    return Err("SELECT 1 did not return 1".into());
+            let mut in_plain = Duration::ZERO;
+            let mut in_pgkeel = Duration::ZERO;
+            for i in 0..ops {
+                if (i + t + round).is_multiple_of(2) {
+                    in_plain += timed(plain_op(&plain)).await?;
+                    in_pgkeel += timed(pgkeel_op(&replicated)).await?;
+                } else {
+                    in_pgkeel += timed(pgkeel_op(&replicated)).await?;
+                    in_plain += timed(plain_op(&plain)).await?;
                 }
             }
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((in_plain, in_pgkeel))
         }));
     }
+    let mut total = (Duration::ZERO, Duration::ZERO);
     for h in handles {
-        h.await??;
+        let (p, k) = h.await??;
+        total.0 += p;
+        total.1 += k;
     }
+    Ok(total)
+}
+
+async fn timed(op: impl Future<Output = BenchResult<()>>) -> BenchResult<Duration> {
+    let start = Instant::now();
+    op.await?;
     Ok(start.elapsed())
 }
 
-async fn run_pgkeel(pool: &ReplicatedPool, tasks: usize, ops: usize) -> BenchResult<Duration> {
-    let start = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..tasks {
-        let pool = pool.clone();
-        handles.push(tokio::spawn(async move {
-            for _ in 0..ops {
-                let mut conn = pool.read().await?;
-                let row = conn.query_one("SELECT 1", &[]).await?;
-                let one: i32 = row.get(0);
-                if one != 1 {
-                    return Err("SELECT 1 did not return 1".into());
-                }
-            }
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        }));
+async fn plain_op(pool: &Pool) -> BenchResult<()> {
+    let client = pool.get().await?;
+    let stmt = client.prepare_cached("SELECT 1").await?;
+    let row = client.query_one(&stmt, &[]).await?;
+    check(row.get(0))
+}
+
+async fn pgkeel_op(pool: &ReplicatedPool) -> BenchResult<()> {
+    let mut conn = pool.read().await?;
+    let row = conn.query_one("SELECT 1", &[]).await?;
+    check(row.get(0))
+}
+
+fn check(one: i32) -> BenchResult<()> {
+    if one == 1 {
+        Ok(())
+    } else {
+        Err("SELECT 1 did not return 1".into())
     }
-    for h in handles {
-        h.await??;
-    }
-    Ok(start.elapsed())
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::node::Node;
-use crate::select::{Verdict, judge, plan};
+use crate::select::{Verdict, judge, pick, plan};
 use crate::topology::{Member, Role, TopologySource};
 use crate::{Error, ErrorKind, NodeAddr, PoolConfig, Result};
 
@@ -214,6 +214,26 @@ impl Inner {
         need: Option<Lsn>,
         avoid: Option<&NodeAddr>,
     ) -> Result<(Object, Arc<Node>)> {
+        // The hot path; a replica whose checkout fails here is marked down,
+        // so the full plan below skips it.
+        if need.is_none()
+            && avoid.is_none()
+            && let Some(node) = self.pick_replica()
+            && let Ok(obj) = node.checkout().await
+        {
+            return Ok((obj, node));
+        }
+        // Boxed: keeps the hot path's future small.
+        Box::pin(self.acquire_read_planned(need, avoid)).await
+    }
+
+    /// The full read plan: usable replicas, then (for `need`) replicas that
+    /// may catch up, then the primary.
+    async fn acquire_read_planned(
+        &self,
+        need: Option<Lsn>,
+        avoid: Option<&NodeAddr>,
+    ) -> Result<(Object, Arc<Node>)> {
         let view = self.view.load_full();
         let verdicts: Vec<Verdict> = view
             .replicas
@@ -255,6 +275,14 @@ impl Inner {
                 Err(unavailable(&failures))
             }
         }
+    }
+
+    /// The replica for the next plain read, if any is usable.
+    fn pick_replica(&self) -> Option<Arc<Node>> {
+        let view = self.view.load();
+        let verdicts = view.replicas.iter().map(|n| judge(n.state(), None));
+        let start = self.next_read.fetch_add(1, Ordering::Relaxed);
+        pick(verdicts, start).map(|i| view.replicas[i].clone())
     }
 
     /// Polls `nodes` until one has replayed `need` or `read_after_wait`

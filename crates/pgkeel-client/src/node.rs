@@ -96,7 +96,6 @@ impl Node {
             .max_size(config.max_connections_per_node)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| Error::config(format!("cannot build the pool for {addr}: {e}")))?;
         Ok(Arc::new(Node {

@@ -58,20 +58,32 @@ impl ReadConn {
     pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         match run(&self.obj, sql, params).await {
             Ok(rows) => Ok(rows),
+            // Boxed: keeps the common path's future small.
             Err(e) if !self.pinned && is_connection_loss(&e) => {
-                let err = Error::from_pg("reading", &self.node.addr, e);
-                self.node.mark_down(&err);
-                tracing::info!(node = %self.node.addr, error = %err, "read retried on another node");
-                let (obj, node) = self
-                    .inner
-                    .acquire_read(self.need, Some(&self.node.addr))
-                    .await?;
-                self.obj = obj;
-                self.node = node;
-                run(&self.obj, sql, params).await.map_err(|e| self.error(e))
+                Box::pin(self.retry_elsewhere(e, sql, params)).await
             }
             Err(e) => Err(self.error(e)),
         }
+    }
+
+    /// Runs `sql` again on another node after this one failed with `e`, a
+    /// lost connection.
+    async fn retry_elsewhere(
+        &mut self,
+        e: tokio_postgres::Error,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let err = Error::from_pg("reading", &self.node.addr, e);
+        self.node.mark_down(&err);
+        tracing::info!(node = %self.node.addr, error = %err, "read retried on another node");
+        let (obj, node) = self
+            .inner
+            .acquire_read(self.need, Some(&self.node.addr))
+            .await?;
+        self.obj = obj;
+        self.node = node;
+        run(&self.obj, sql, params).await.map_err(|e| self.error(e))
     }
 
     /// Runs `sql`, which must return exactly one row.

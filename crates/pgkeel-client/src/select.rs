@@ -69,6 +69,24 @@ pub(crate) fn plan(verdicts: &[Verdict], start: usize) -> Plan {
     }
 }
 
+/// The replica for read number `start` among those whose verdict is
+/// `Use`, in the same order [`plan`] would try first, without allocating:
+/// the hot path of every plain read.
+pub(crate) fn pick<I>(verdicts: I, start: usize) -> Option<usize>
+where
+    I: Iterator<Item = Verdict> + Clone,
+{
+    let usable = verdicts.clone().filter(|v| *v == Verdict::Use).count();
+    if usable == 0 {
+        return None;
+    }
+    verdicts
+        .enumerate()
+        .filter(|(_, v)| *v == Verdict::Use)
+        .nth(start % usable)
+        .map(|(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +138,19 @@ mod tests {
         );
         assert_eq!(plan(&[], 5), Plan::default());
         assert_eq!(plan(&[Skip, Skip], usize::MAX), Plan::default());
+    }
+
+    #[test]
+    fn pick_agrees_with_the_plan() {
+        use Verdict::*;
+        let v = [Use, Skip, Ask, Use, Use];
+        for start in 0..10 {
+            assert_eq!(
+                pick(v.iter().copied(), start),
+                plan(&v, start).use_now.first().copied()
+            );
+        }
+        assert_eq!(pick([Skip, Ask].into_iter(), 3), None);
     }
 
     #[test]

@@ -77,3 +77,4 @@ where
 {
     TempCluster::eventually(timeout, check).await
 }
+pub mod http;
