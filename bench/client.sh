@@ -4,12 +4,12 @@
 # fast recycling on both sides), interleaved rounds, on a fresh
 # `pgkeel up` cluster (primary + 1 replica) on free loopback ports.
 #
-#   bench/client.sh [ROUNDS] [OPS] [TASKS]     (defaults 15, 5000, 1)
+#   bench/client.sh [ROUNDS] [OPS] [TASKS]     (defaults 101, 1000, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ROUNDS="${1:-15}"
-OPS="${2:-5000}"
+ROUNDS="${1:-101}"
+OPS="${2:-1000}"
 TASKS="${3:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
 cargo build --release -q -p pgkeel
