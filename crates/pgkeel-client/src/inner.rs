@@ -38,13 +38,19 @@ pub(crate) struct View {
     pub generation: u64,
 }
 
+/// When discovery last ran and how its last failure read.
+struct DiscoveryLog {
+    at: Instant,
+    failure: Option<String>,
+}
+
 /// Shared by every clone of the pool and its connections.
 pub(crate) struct Inner {
     pub config: PoolConfig,
     source: Box<dyn TopologySource>,
     pub view: ArcSwap<View>,
     registry: Mutex<HashMap<NodeAddr, Arc<Node>>>,
-    last_discovery: tokio::sync::Mutex<Option<Instant>>,
+    discovery: tokio::sync::Mutex<DiscoveryLog>,
     suspect_primary: AtomicBool,
     next_read: AtomicUsize,
     pub monitor: Mutex<Option<JoinHandle<()>>>,
@@ -72,7 +78,10 @@ impl Inner {
                 generation: 0,
             }),
             registry: Mutex::new(HashMap::new()),
-            last_discovery: tokio::sync::Mutex::new(Some(Instant::now())),
+            discovery: tokio::sync::Mutex::new(DiscoveryLog {
+                at: Instant::now(),
+                failure: None,
+            }),
             suspect_primary: AtomicBool::new(false),
             next_read: AtomicUsize::new(0),
             monitor: Mutex::new(None),
@@ -133,19 +142,29 @@ impl Inner {
     /// discovery runs at a time, at most one per
     /// `MIN_REDISCOVERY_INTERVAL`: a caller arriving sooner waits for it.
     pub async fn rediscover(&self, seen: Option<u64>) -> Result<()> {
-        let mut last = self.last_discovery.lock().await;
+        let mut log = self.discovery.lock().await;
         if seen.is_some_and(|seen| self.view.load().generation != seen) {
             return Ok(());
         }
-        if let Some(wait) = last.and_then(|t| MIN_REDISCOVERY_INTERVAL.checked_sub(t.elapsed())) {
+        if let Some(wait) = MIN_REDISCOVERY_INTERVAL.checked_sub(log.at.elapsed()) {
             tokio::time::sleep(wait).await;
         }
         let result = self.source.discover(&self.config).await;
-        *last = Some(Instant::now());
+        log.at = Instant::now();
         match result {
-            Ok(members) => self.install(members),
+            Ok(members) => {
+                if log.failure.take().is_some() {
+                    tracing::info!("topology discovery works again");
+                }
+                self.install(members)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "topology discovery failed; keeping the previous topology");
+                // Logged once per distinct failure, not on every retry.
+                let text = e.to_string();
+                if log.failure.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %e, "topology discovery failed; keeping the previous topology");
+                    log.failure = Some(text);
+                }
                 Err(e)
             }
         }

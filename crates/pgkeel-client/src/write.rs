@@ -52,8 +52,13 @@ impl WriteTx {
     /// Runs `sql` and returns every row.
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let obj = self.obj()?;
-        let stmt = obj.prepare_cached(sql).await.map_err(|e| self.error(e))?;
-        obj.query(&stmt, params).await.map_err(|e| self.error(e))
+        let stmt = obj
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error("writing", e))?;
+        obj.query(&stmt, params)
+            .await
+            .map_err(|e| self.error("writing", e))
     }
 
     /// Runs `sql`, which must return exactly one row.
@@ -81,14 +86,21 @@ impl WriteTx {
     /// Runs `sql` and returns the number of rows it changed.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let obj = self.obj()?;
-        let stmt = obj.prepare_cached(sql).await.map_err(|e| self.error(e))?;
-        obj.execute(&stmt, params).await.map_err(|e| self.error(e))
+        let stmt = obj
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.error("writing", e))?;
+        obj.execute(&stmt, params)
+            .await
+            .map_err(|e| self.error("writing", e))
     }
 
     /// Runs one or more statements without parameters (DDL, `SET LOCAL`).
     pub async fn batch_execute(&self, sql: &str) -> Result<()> {
         let obj = self.obj()?;
-        obj.batch_execute(sql).await.map_err(|e| self.error(e))
+        obj.batch_execute(sql)
+            .await
+            .map_err(|e| self.error("writing", e))
     }
 
     /// The underlying client, inside the transaction, for what the methods
@@ -117,7 +129,7 @@ impl WriteTx {
                     )
                 }),
             Err(e) => {
-                let err = self.error(e);
+                let err = self.error("committing", e);
                 // After a lost connection the session is useless; otherwise
                 // end whatever is left of the transaction (an aborted one).
                 let reusable = err.kind() != ErrorKind::ConnectionLost
@@ -136,7 +148,7 @@ impl WriteTx {
         match obj.batch_execute("ROLLBACK").await {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = self.error(e);
+                let err = self.error("rolling back", e);
                 drop(Object::take(obj));
                 Err(err)
             }
@@ -157,8 +169,8 @@ impl WriteTx {
 
     /// Wraps a driver error; a lost connection or a read-only node makes
     /// the pool look for the primary again.
-    fn error(&self, e: tokio_postgres::Error) -> Error {
-        let err = Error::from_pg("writing", &self.node.addr, e);
+    fn error(&self, what: &str, e: tokio_postgres::Error) -> Error {
+        let err = Error::from_pg(what, &self.node.addr, e);
         match err.kind() {
             ErrorKind::ConnectionLost => {
                 self.node.mark_down(&err);

@@ -73,6 +73,25 @@ async fn reads_spread_writes_stay_on_the_primary_and_reads_survive_a_replica_sto
     let tx = pool.write().await?;
     tx.execute("INSERT INTO t VALUES (1001, 0)", &[]).await?;
     tx.rollback().await?;
+    // Committing after a failed statement is an error, not a silent
+    // rollback.
+    let tx = pool.write().await?;
+    tx.execute("INSERT INTO t VALUES (1002, 0)", &[]).await?;
+    let dup = tx.execute("INSERT INTO t VALUES (0, 0)", &[]).await;
+    assert_eq!(
+        dup.err().and_then(|e| e.code().cloned()),
+        Some(tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    let err = tx
+        .commit()
+        .await
+        .err()
+        .ok_or("commit of an aborted transaction succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::Query, "{err}");
+    assert!(
+        err.to_string().contains("committing") && err.to_string().contains("25P02"),
+        "{err}"
+    );
     let tx = pool.write().await?;
     let count: i64 = tx.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
     assert_eq!(count, 50, "uncommitted rows must not exist");
