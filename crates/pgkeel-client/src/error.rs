@@ -43,9 +43,12 @@ pub enum ErrorKind {
 /// Error of every fallible operation of this crate. Its `Display` says what
 /// failed where and, for configuration mistakes, how to fix it; `kind()`
 /// classifies it; `code()` exposes the server's SQLSTATE.
+#[derive(thiserror::Error)]
+#[error("{message}")]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    #[source]
     source: Option<BoxError>,
 }
 
@@ -107,12 +110,12 @@ impl Error {
         let detail = describe(&e);
         let message = match kind {
             ErrorKind::ReadOnly => format!(
-                "{what} on {node} failed: {detail} (the node is read-only: the pool will look for the primary again)"
+                "{node}: {what} failed: {detail} (the node is read-only: the pool will look for the primary again)"
             ),
             ErrorKind::Auth => format!(
-                "{what} on {node} failed: {detail} (check the user, password and database name)"
+                "{node}: {what} failed: {detail} (check the user, password and database name)"
             ),
-            _ => format!("{what} on {node} failed: {detail}"),
+            _ => format!("{node}: {what} failed: {detail}"),
         };
         Error::with_source(kind, message, e)
     }
@@ -182,12 +185,6 @@ pub(crate) fn is_auth(e: &tokio_postgres::Error) -> bool {
         .is_some_and(|c| c.code().starts_with("28") || *c == SqlState::INVALID_CATALOG_NAME)
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Error")
@@ -195,12 +192,6 @@ impl fmt::Debug for Error {
             .field("message", &self.message)
             .field("source", &self.source)
             .finish()
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as _)
     }
 }
 
