@@ -14,16 +14,20 @@
 #   pgkeel-quorum        `pgkeel up` defaults (quorum ANY 1, ttl 3, loop 1)
 #   pgkeel-async         `pgkeel up --mode async`
 #   patroni-default      Debian's Patroni, etcd v2, ttl 30 / loop_wait 10 / retry_timeout 10, async
-#   patroni-tuned        ttl 20 / loop_wait 1 / retry_timeout 3, async (the lowest
-#                        Patroni's validator accepts in the releases that check;
-#                        3.0.x checks nothing, see PATRONI_TUNED below)
+#   patroni-tuned        ttl 20 / loop_wait 1 / retry_timeout 3, async: the minimums
+#                        Patroni's docs state (ttl >= 20, loop_wait >= 1,
+#                        retry_timeout >= 3); Debian's 3.0.2 validates none of them
 #   patroni-tuned-sync   the same with synchronous_mode: true
 #   patroni-pgkeel-timing ttl 3 / loop_wait 1 / retry_timeout 1, async:
 #                        below Patroni's documented minimum, accepted by 3.0.x
 #
 # Usage: bench/failover.sh [RUNS] (default 5). Run as root.
-# Env: CONFIGS="...", KEEP_LOGS=1 (default) keeps agent/Patroni logs of every
-# run under the work dir, which is printed at the end.
+# Env: CONFIGS="..." (subset, any order), PATRONI_DEFAULT / PATRONI_TUNED
+# ("ttl loop_wait retry_timeout"). Agent/Patroni/PostgreSQL logs of every run
+# and the raw per-run JSON lines stay in the work dir printed at the end;
+# every process started is stopped by PID on exit, the data dirs are removed.
+# Readiness before each crash: a leader and both replicas streaming from it
+# (pg_basebackup's own WAL stream is not counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -60,7 +64,7 @@ PROBE_PID=""
 # ---------------------------------------------------------------- cleanup
 
 # Is $1 a live process whose command line contains $2? (guards against PID reuse)
-pid_is() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"; }
+pid_is() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -q -- "$2"; }
 
 stop_pid() { # pid pattern signal
   pid_is "$1" "$2" && kill "-${3:-KILL}" "$1" 2>/dev/null || true
@@ -367,6 +371,7 @@ if [[ " $CONFIGS " == *" patroni"* ]]; then
     CONFIGS="$(for c in $CONFIGS; do [[ $c == patroni* ]] || echo "$c"; done | xargs)"
   fi
 fi
+echo "Patroni timing (ttl/loop_wait/retry_timeout): default $PATRONI_DEFAULT, tuned $PATRONI_TUNED (the minimums in current Patroni docs; 3.0.2 validates none of them), pgkeel-timing $PATRONI_PGKEEL_TIMING"
 echo "configs: $CONFIGS   runs: $RUNS   warm-up: ${WARMUP}s of writes before each crash   work dir: $WORK"
 
 for round in $(seq "$RUNS"); do
