@@ -165,10 +165,25 @@ impl Context<'_> {
             }
             Action::Promote => {
                 pgctl::promote(&cluster.runner, name, &self.data()).await?;
+                // Sync modes: name the other members at once, so commits
+                // wait for a standby from the first one on (they reconnect
+                // within about a second); the loop then narrows the set.
+                let repl = &cluster.config.replication;
+                let others: Vec<String> = cluster
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.name != self.node.name)
+                    .map(|n| n.name.to_string())
+                    .collect();
+                let names = if repl.mode.is_synchronous() {
+                    cluster.sync_names(&others, repl.sync_count.min(others.len()))
+                } else {
+                    String::new()
+                };
                 cluster.write_node_config(
                     self.node,
                     &self.data(),
-                    NodeRole::Primary { sync_names: "" },
+                    NodeRole::Primary { sync_names: &names },
                 )?;
                 if let Ok(conn) = cluster.connect(self.node).await {
                     let _ = conn.reload().await;

@@ -21,6 +21,8 @@ use crate::{AgentError, api, http, lease, pidfile};
 #[derive(Default)]
 struct LoopMemory {
     seen_leader: bool,
+    /// Leader: since when no standby has been streaming.
+    no_standby_since: Option<Instant>,
     leaderless_since: Option<Instant>,
     last_actions: String,
 }
@@ -151,6 +153,15 @@ async fn iteration(
                 .leaderless_since
                 .is_some_and(|s| s.elapsed() >= shared.ttl));
     let peers = peers(cluster, node, &view, timeout).await;
+    let lonely = matches!(&obs.pg, pgkeel_ha::LocalPg::Running { in_recovery: false, healthy_standbys, .. } if healthy_standbys.is_empty());
+    if lonely {
+        memory.no_standby_since.get_or_insert_with(Instant::now);
+    } else {
+        memory.no_standby_since = None;
+    }
+    let degrade_allowed = memory
+        .no_standby_since
+        .is_some_and(|s| s.elapsed() >= shared.ttl);
     let local = Local {
         name: me.to_string(),
         pg: obs.pg.clone(),
@@ -159,6 +170,7 @@ async fn iteration(
         nofailover: node.nofailover,
         failsafe_ok: shared.leader() && shared.failsafe_ok(),
         failsafe_hold: shared.failsafe_hold(),
+        degrade_allowed,
         upstream: obs.member.upstream.clone(),
     };
     let ha_view = to_ha_view(&view, peers, vacancy_confirmed);

@@ -81,7 +81,13 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
             if cfg.mode.is_synchronous() {
                 let names: Vec<String> = healthy_standbys.iter().map(|(n, _)| n.clone()).collect();
                 let (standbys, quorum) = sync_plan(cfg, &names);
-                if &standbys != sync_standbys {
+                let premature_degrade =
+                    standbys.is_empty() && !sync_standbys.is_empty() && !local.degrade_allowed;
+                if premature_degrade {
+                    actions.push(Action::Wait(
+                        "no synchronous standby streaming yet: keeping the set".into(),
+                    ));
+                } else if &standbys != sync_standbys {
                     actions.push(Action::SetSyncStandbys { standbys, quorum });
                 } else if view.sync.is_none() && !sync_standbys.is_empty() {
                     // PostgreSQL already names them (bootstrap): publish.

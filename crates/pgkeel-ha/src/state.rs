@@ -19,6 +19,10 @@ pub struct Local {
     /// Leader without etcd: every other member confirmed it within the
     /// last `ttl - margin` (failsafe), so it keeps running.
     pub failsafe_ok: bool,
+    /// Leader: no standby has been healthy for a whole TTL, so dropping the
+    /// synchronous standbys (non-strict mode) is a real outage, not a
+    /// reconnect (e.g. right after a promotion).
+    pub degrade_allowed: bool,
     /// This node confirmed a leader's failsafe request within the last TTL
     /// and promised not to take over meanwhile.
     pub failsafe_hold: bool,

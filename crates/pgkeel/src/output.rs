@@ -29,8 +29,16 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
             .lease_ttl_left
             .map(|t| format!(", lease {t}s left"))
             .unwrap_or_default();
-        let etcd = if etcd_ok { "etcd ok" } else { "etcd UNREACHABLE" };
-        let paused = if status.paused == Some(true) { "  PAUSED" } else { "" };
+        let etcd = if etcd_ok {
+            "etcd ok"
+        } else {
+            "etcd UNREACHABLE"
+        };
+        let paused = if status.paused == Some(true) {
+            "  PAUSED"
+        } else {
+            ""
+        };
         say!("leader {leader}{lease}  {etcd}{paused}");
     }
     let mut nodes = Table::new();

@@ -49,6 +49,7 @@ fn local(name: &str, pg: LocalPg, data: DataState) -> Local {
         nofailover: false,
         failsafe_ok: false,
         failsafe_hold: false,
+        degrade_allowed: true,
         upstream: None,
     }
 }
@@ -146,6 +147,27 @@ fn published_sync_set_narrows_only_after_new_members_caught_up() {
         standbys: vec!["c".into()],
         quorum: 1
     }));
+}
+
+#[test]
+fn no_degrade_before_standbys_had_a_ttl_to_reconnect() {
+    let c = cfg(ReplicationMode::Quorum);
+    let mut me = local("a", primary(100, &[], &["b", "c"]), DataState::Primary);
+    me.degrade_allowed = false;
+    let actions = decide(&view(Some("a"), vec![]), &me, &c);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SetSyncStandbys { .. })),
+        "{actions:?}"
+    );
+    me.degrade_allowed = true;
+    assert!(
+        decide(&view(Some("a"), vec![]), &me, &c).contains(&Action::SetSyncStandbys {
+            standbys: vec![],
+            quorum: 0
+        })
+    );
 }
 
 #[test]

@@ -124,6 +124,7 @@ impl Model {
             nofailover: false,
             failsafe_ok: false,
             failsafe_hold: false,
+            degrade_allowed: true,
             upstream: n.upstream.map(|u| self.nodes[u].name.clone()),
         }
     }
