@@ -167,6 +167,7 @@ async fn iteration(
         pg: obs.pg.clone(),
         data: obs.data,
         dcs_ok,
+        lease_valid: lease.is_some(),
         nofailover: node.nofailover,
         failsafe_ok: shared.leader() && shared.failsafe_ok(),
         failsafe_hold: shared.failsafe_hold(),

@@ -22,6 +22,10 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
             vec![Action::Wait(
                 "etcd unreachable: every member confirms this primary (failsafe)".into(),
             )]
+        } else if running_primary && local.lease_valid {
+            vec![Action::Wait(
+                "etcd unreachable: lease still valid, asking members to confirm".into(),
+            )]
         } else if running_primary {
             vec![Action::Fence]
         } else {

@@ -14,6 +14,9 @@ pub struct Local {
     /// The agent holds a valid lease (renewed within `ttl - margin`) and
     /// etcd answered this loop.
     pub dcs_ok: bool,
+    /// The lease was renewed recently enough (`ttl - margin`), even if this
+    /// loop's read of etcd failed: a primary is not in danger yet.
+    pub lease_valid: bool,
     /// Configured never to be promoted automatically.
     pub nofailover: bool,
     /// Leader without etcd: every other member confirmed it within the

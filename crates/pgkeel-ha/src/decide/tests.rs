@@ -46,6 +46,7 @@ fn local(name: &str, pg: LocalPg, data: DataState) -> Local {
         pg,
         data,
         dcs_ok: true,
+        lease_valid: false,
         nofailover: false,
         failsafe_ok: false,
         failsafe_hold: false,
@@ -203,6 +204,12 @@ fn failsafe_keeps_a_confirmed_primary_and_holds_back_replicas() {
     let c = cfg(ReplicationMode::Async);
     let mut me = local("a", primary(1, &[], &[]), DataState::Primary);
     me.dcs_ok = false;
+    me.lease_valid = true;
+    assert!(matches!(
+        decide(&view(Some("a"), vec![]), &me, &c)[0],
+        Action::Wait(_)
+    ));
+    me.lease_valid = false;
     me.failsafe_ok = true;
     assert!(matches!(
         decide(&view(Some("a"), vec![]), &me, &c)[0],

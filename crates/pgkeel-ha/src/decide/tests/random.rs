@@ -121,6 +121,7 @@ impl Model {
             },
             data: n.data,
             dcs_ok: !n.cut_off,
+            lease_valid: !n.cut_off,
             nofailover: false,
             failsafe_ok: false,
             failsafe_hold: false,
