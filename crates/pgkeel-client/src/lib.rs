@@ -41,6 +41,7 @@
 //! ```
 
 mod addr;
+mod agent_topology;
 mod config;
 mod env;
 mod error;
@@ -58,6 +59,7 @@ mod urls;
 mod write;
 
 pub use addr::NodeAddr;
+pub use agent_topology::AgentTopology;
 pub use config::PoolConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use pgkeel_core::Lsn;
