@@ -412,13 +412,14 @@ impl Session {
         {
             self.to_client.extend_from_slice(&r.held);
         }
-        let releasable = att.relay.is_idle() && att.tx == TxStatus::Idle && !att.open_batch;
-        if !releasable {
+        if !att.relay.is_idle() || att.open_batch {
             return Ok(());
         }
+        // Every answer owed is in: the held answers are final unless the
+        // connection can go back and the unit be retried elsewhere.
         let retry = att.retry.take();
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
-        if self.pinned || session_mode {
+        if att.tx != TxStatus::Idle || self.pinned || session_mode {
             if let Some(r) = retry {
                 self.to_client.extend_from_slice(&r.held);
             }

@@ -56,7 +56,7 @@ fn classify_inner(sql: &str, policy: &FunctionPolicy) -> StatementKind {
 }
 
 /// Several statements in one string: reads only if all are; any session
-/// state pins; a lone BEGIN keeps its read-only flag.
+/// state pins; `BEGIN READ ONLY` followed by reads stays read-only.
 fn combine(kinds: &[StatementKind]) -> StatementKind {
     match kinds {
         [] => StatementKind::Empty,
@@ -69,6 +69,18 @@ fn combine(kinds: &[StatementKind]) -> StatementKind {
                 .all(|k| matches!(k, StatementKind::Read | StatementKind::Empty))
             {
                 StatementKind::Read
+            } else if many.first() == Some(&StatementKind::Begin { read_only: true })
+                && many[1..].iter().all(|k| {
+                    matches!(
+                        k,
+                        StatementKind::Read
+                            | StatementKind::Empty
+                            | StatementKind::TransactionControl
+                    )
+                })
+            {
+                // A whole read-only transaction in one string.
+                StatementKind::Begin { read_only: true }
             } else {
                 StatementKind::Write
             }

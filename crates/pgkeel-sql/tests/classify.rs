@@ -110,6 +110,12 @@ fn transactions() {
         ("ROLLBACK TO SAVEPOINT a", TransactionControl),
         ("SET LOCAL work_mem = '64MB'", TransactionControl),
         ("SET TRANSACTION READ ONLY", TransactionControl),
+        (
+            "BEGIN READ ONLY; SELECT 1; COMMIT",
+            Begin { read_only: true },
+        ),
+        ("BEGIN; SELECT 1", Write),
+        ("BEGIN READ ONLY; INSERT INTO t VALUES (1)", Write),
     ]);
 }
 
