@@ -92,3 +92,77 @@ pub async fn within(secs: u64, body: impl std::future::Future<Output = TestResul
         .await
         .map_err(|_| format!("test did not finish within {secs} s"))?
 }
+
+/// Logs in over a raw socket (SCRAM-SHA-256) and returns the stream ready
+/// for queries, so tests can then send bytes no driver would.
+pub async fn raw_login(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> TestResult<tokio::net::TcpStream> {
+    use pgkeel_wire::backend::Authentication;
+    use pgkeel_wire::{BackendMessage, FrontendMessage, StartupPacket};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut out = Vec::new();
+    StartupPacket::Startup {
+        minor: 0,
+        params: vec![("user", user), ("database", database)],
+    }
+    .encode(&mut out);
+    s.write_all(&out).await?;
+    let mut buf = bytes::BytesMut::new();
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let len = loop {
+            if let Some((_, len)) = pgkeel_wire::split_message(&buf, 1 << 20)? {
+                break len;
+            }
+            if s.read_buf(&mut buf).await? == 0 {
+                return Err("proxy closed during login".into());
+            }
+        };
+        let frame = buf.split_to(len);
+        let mut reply = Vec::new();
+        match BackendMessage::decode(&frame)? {
+            BackendMessage::Authentication(Authentication::Sasl(_)) => {
+                let c = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                let mut body = b"SCRAM-SHA-256\0".to_vec();
+                body.extend_from_slice(&(c.message().len() as i32).to_be_bytes());
+                body.extend_from_slice(c.message());
+                FrontendMessage::Password(&body).encode(&mut reply);
+                scram = Some(c);
+            }
+            BackendMessage::Authentication(Authentication::SaslContinue(d)) => {
+                let c = scram.as_mut().ok_or("no SCRAM")?;
+                c.update(d)?;
+                FrontendMessage::Password(c.message()).encode(&mut reply);
+            }
+            BackendMessage::Authentication(Authentication::SaslFinal(d)) => {
+                scram.as_mut().ok_or("no SCRAM")?.finish(d)?;
+            }
+            BackendMessage::ReadyForQuery(_) => return Ok(s),
+            BackendMessage::ErrorResponse(e) => {
+                return Err(format!("login failed: {:?}", e.message()).into());
+            }
+            _ => {}
+        }
+        if !reply.is_empty() {
+            s.write_all(&reply).await?;
+        }
+    }
+}
+
+/// Reads until the proxy closes the connection (or 10 s pass) and returns
+/// everything it sent.
+pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> TestResult<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .map_err(|_| "proxy kept the connection open")??;
+    Ok(all)
+}
