@@ -1,6 +1,7 @@
 //! The `pgkeel` binary: a thin front over `pgkeel-cluster`.
 
 mod cli;
+mod cmd_proxy;
 mod output;
 mod progress;
 
@@ -142,6 +143,10 @@ async fn run(cli: Cli) -> Result<()> {
             };
             println!("{}", cluster.url(&which, creds).await?);
             Ok(())
+        }
+        Command::Proxy(args) => {
+            let cluster = open(&args.target)?;
+            cmd_proxy::run(&args, cluster.layout.root()).await
         }
     }
 }
