@@ -162,7 +162,8 @@ impl Session {
                 b'd' | b'c' | b'f' if self.unit.is_empty() => {
                     // COPY IN data goes straight to the attached server.
                     if self.attached.is_some() {
-                        self.send_unit(vec![frame]).await?;
+                        self.send_unit(vec![frame], vec![StatementKind::Empty])
+                            .await?;
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
@@ -268,7 +269,7 @@ impl Session {
             }
             return Ok(());
         }
-        let (_, kind) = self.classify_unit(&unit);
+        let (kinds, kind) = self.classify_unit(&unit);
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         if let Some(att) = self.attached.as_mut() {
             let compatible = att.tx != TxStatus::Idle
@@ -287,7 +288,7 @@ impl Session {
             if let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
             }
-            return self.send_unit(unit).await;
+            return self.send_unit(unit, kinds).await;
         }
         let topology = &self.shared.topology;
         let to_replica = !force_primary && !session_mode && kind.replica_ok();
@@ -347,11 +348,14 @@ impl Session {
             is_primary,
             retry,
         });
-        self.send_unit(unit).await
+        self.send_unit(unit, kinds).await
     }
 
-    async fn send_unit(&mut self, unit: Vec<Bytes>) -> Result<(), ProxyError> {
-        let (kinds, _) = self.classify_unit(&unit);
+    async fn send_unit(
+        &mut self,
+        unit: Vec<Bytes>,
+        kinds: Vec<StatementKind>,
+    ) -> Result<(), ProxyError> {
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
