@@ -185,7 +185,18 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 - "$RESULTS" "$keel_rss_idle" "$ROUNDS" "$SECS" <<'PY'
+# pgkeel's memory with 1,000 idle clients (logged in, between statements).
+ulimit -n 8192 2>/dev/null || true
+printf '\\sleep 8 s\n' > "$WORK/idle.sql"
+"$BIN/pgbench" -n -f "$WORK/idle.sql" -c 1000 -j 2 -T 10 -p "$KEEL_PORT" >/dev/null 2>&1 &
+IDLE_PID=$!
+PIDS+=($IDLE_PID)
+sleep 6
+keel_clients="$(grep -c . <(ss -Htn state established "( sport = :$KEEL_PORT )" 2>/dev/null) || true)"
+keel_rss_1000="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
+wait "$IDLE_PID" 2>/dev/null || true
+
+python3 - "$RESULTS" "$keel_rss_idle" "$ROUNDS" "$SECS" "$keel_rss_1000" "$keel_clients" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1]) if l.strip()]
 cases, targets = [], []
@@ -213,5 +224,7 @@ for case in cases:
         note = f" ({fails} failed)" if fails else ""
         print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
               f"{statistics.median(lats):.3f} | {ratio} | {statistics.median(uss) if uss else ''} |")
-print(f"\npgkeel proxy RSS idle: {int(sys.argv[2]) / 1024:.1f} MB")
+idle, busy, n = int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6] or 0)
+print(f"\npgkeel proxy RSS idle: {idle / 1024:.1f} MB; with {n} idle clients: "
+      f"{busy / 1024:.1f} MB (+{(busy - idle) / max(n, 1):.1f} KB per client)")
 PY

@@ -2,9 +2,51 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::Shared;
 use crate::topology::NodeRole;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets, updated without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
 
 /// Monotonic counters the sessions bump.
 #[derive(Debug)]
@@ -21,6 +63,9 @@ pub struct Metrics {
     pub routing_errors: AtomicU64,
     /// Reads retried on the primary after a replica refused them.
     pub retries_on_primary: AtomicU64,
+    /// Time a client held a server connection (one unit of work or one
+    /// transaction, from routing to release).
+    pub hold_time: Histogram,
 }
 
 impl Metrics {
@@ -33,6 +78,7 @@ impl Metrics {
             protocol_errors: AtomicU64::new(0),
             routing_errors: AtomicU64::new(0),
             retries_on_primary: AtomicU64::new(0),
+            hold_time: Histogram::default(),
         }
     }
 }
@@ -81,6 +127,11 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_retries_on_primary_total",
         "Reads retried on the primary after SQLSTATE 25006.",
         m.retries_on_primary.load(Ordering::Relaxed),
+    );
+    m.hold_time.render(
+        &mut out,
+        "pgkeel_proxy_server_hold_seconds",
+        "Time from routing a unit of work or transaction to releasing its server connection.",
     );
     let _ = writeln!(
         out,

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pgkeel_sql::StatementKind;
@@ -44,6 +45,7 @@ struct Attached {
     open_batch: bool,
     is_primary: bool,
     retry: Option<Retry>,
+    since: Instant,
 }
 
 /// A logged-in client.
@@ -94,7 +96,7 @@ impl Session {
             shared,
             client,
             cbuf,
-            to_client: Vec::with_capacity(16 * 1024),
+            to_client: Vec::new(),
             user,
             database,
             password,
@@ -129,6 +131,11 @@ impl Session {
             if !self.to_client.is_empty() {
                 write_all(&mut self.client, &self.to_client).await?;
                 self.to_client.clear();
+                // An idle client should cost little memory after a big
+                // result.
+                if self.to_client.capacity() > 256 * 1024 {
+                    self.to_client.shrink_to(16 * 1024);
+                }
             }
             let want_client = self.queued.is_none();
             tokio::select! {
@@ -347,6 +354,7 @@ impl Session {
             open_batch: false,
             is_primary,
             retry,
+            since: Instant::now(),
         });
         self.send_unit(unit, kinds).await
     }
@@ -452,6 +460,7 @@ impl Session {
     fn detach(&mut self) {
         if let Some(att) = self.attached.take() {
             self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.hold_time.observe(att.since.elapsed());
             if let Ok(mut slot) = self.cancel.lock() {
                 *slot = None;
             }

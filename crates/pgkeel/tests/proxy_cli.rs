@@ -81,6 +81,10 @@ async fn proxy_command_serves_and_stops_on_sigterm() -> TestResult {
         "{metrics}"
     );
     assert!(metrics.contains("pgkeel_proxy_clients 1"), "{metrics}");
+    assert!(
+        metrics.contains("pgkeel_proxy_server_hold_seconds_count "),
+        "{metrics}"
+    );
     let pools = http_get(admin, "/pools")?;
     assert!(pools.contains("user\tdatabase\tnode"), "{pools}");
     drop(client);
