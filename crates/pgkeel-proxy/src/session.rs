@@ -148,7 +148,10 @@ impl Session {
                 r = read_attached(self.attached.as_mut()) => {
                     let n = r.map_err(|e| ProxyError::io("read from server", e))?;
                     if n == 0 {
-                        self.attached = None;
+                        if let Some(att) = self.attached.take() {
+                            self.shared.topology.outstanding[att.lease.node]
+                                .fetch_sub(1, Ordering::Relaxed);
+                        }
                         return Err(ProxyError::io("server closed the connection", std::io::ErrorKind::UnexpectedEof.into()));
                     }
                     self.process_server().await?;
