@@ -71,7 +71,9 @@ impl Pools {
         }
     }
 
-    fn pool(&self, key: &PoolKey) -> Arc<Pool> {
+    /// The pool for `key` (created on first use); sessions keep it to
+    /// skip the lookup on every transaction.
+    pub fn pool(&self, key: &PoolKey) -> Arc<Pool> {
         let mut pools = match self.pools.lock() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
@@ -97,7 +99,18 @@ impl Pools {
         topology: &Topology,
         password: &str,
     ) -> Result<Lease, ProxyError> {
-        let pool = self.pool(key);
+        self.acquire_in(&self.pool(key), topology, password).await
+    }
+
+    /// As [`Pools::acquire`] with the pool already looked up.
+    pub async fn acquire_in(
+        &self,
+        pool: &Arc<Pool>,
+        topology: &Topology,
+        password: &str,
+    ) -> Result<Lease, ProxyError> {
+        let pool = pool.clone();
+        let key = &pool.key;
         let started = Instant::now();
         let node_name = || {
             topology
@@ -106,16 +119,20 @@ impl Pools {
                 .map(|b| b.name.clone())
                 .unwrap_or_default()
         };
-        let permit = tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| ProxyError::PoolExhausted {
-                user: key.user.clone(),
-                database: key.database.clone(),
-                node: node_name(),
-                size: pool.size,
-                waited: started.elapsed(),
-            })?
-            .map_err(|_| ProxyError::NoNode("pooled"))?;
+        // A free connection needs no timer.
+        let permit = match pool.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| ProxyError::PoolExhausted {
+                    user: key.user.clone(),
+                    database: key.database.clone(),
+                    node: node_name(),
+                    size: pool.size,
+                    waited: started.elapsed(),
+                })?
+                .map_err(|_| ProxyError::NoNode("pooled"))?,
+        };
         let generation = topology.generation(key.node);
         let reused = {
             let mut idle = match pool.idle.lock() {

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::config::PoolMode;
-use crate::pool::{Lease, PoolKey};
+use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::server::{read_message, write_all};
 use crate::{CancelTarget, ProxyError, Shared};
@@ -58,6 +58,8 @@ pub struct Session {
     database: String,
     password: String,
     statements: Statements,
+    /// This client's pools by node, looked up once.
+    pools: Vec<Option<Arc<Pool>>>,
     unit: Vec<Bytes>,
     queued: Option<Vec<Bytes>>,
     attached: Option<Attached>,
@@ -101,6 +103,7 @@ impl Session {
             database,
             password,
             statements: Statements::new(),
+            pools: Vec::new(),
             unit: Vec::new(),
             queued: None,
             attached: None,
@@ -313,15 +316,25 @@ impl Session {
             return Ok(());
         };
         let is_primary = topology.primary() == Some(node);
-        let key = PoolKey {
-            user: self.user.clone(),
-            database: self.database.clone(),
-            node,
+        if self.pools.len() <= node {
+            self.pools.resize(node + 1, None);
+        }
+        let pool = match &self.pools[node] {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.shared.pools.pool(&PoolKey {
+                    user: self.user.clone(),
+                    database: self.database.clone(),
+                    node,
+                });
+                self.pools[node] = Some(p.clone());
+                p
+            }
         };
         let lease = match self
             .shared
             .pools
-            .acquire(&key, topology, &self.password)
+            .acquire_in(&pool, topology, &self.password)
             .await
         {
             Ok(l) => l,

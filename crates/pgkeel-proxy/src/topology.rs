@@ -92,25 +92,24 @@ pub fn replica_usable(h: &NodeHealth, rules: &ReplicaRules) -> bool {
 /// primary (or `None` when the rules say error, or nothing is up).
 pub fn choose_read(
     health: &[NodeHealth],
-    outstanding: &[usize],
+    outstanding: impl Fn(usize) -> usize,
     turn: usize,
     rules: &ReplicaRules,
 ) -> Option<usize> {
-    let usable: Vec<usize> = (0..health.len())
-        .filter(|&i| replica_usable(&health[i], rules))
-        .collect();
-    if !usable.is_empty() {
-        return Some(match rules.choice {
-            ReplicaChoice::RoundRobin => usable[turn % usable.len()],
+    // No allocation: this runs for every routed read.
+    let usable = |i: &usize| replica_usable(&health[*i], rules);
+    let count = (0..health.len()).filter(usable).count();
+    if count > 0 {
+        let nth = |k: usize| (0..health.len()).filter(usable).nth(k % count);
+        return match rules.choice {
+            ReplicaChoice::RoundRobin => nth(turn),
             ReplicaChoice::LeastOutstanding => {
-                let start = turn % usable.len();
                 // Ties go round-robin.
-                (0..usable.len())
-                    .map(|k| usable[(start + k) % usable.len()])
-                    .min_by_key(|&i| outstanding.get(i).copied().unwrap_or(0))
-                    .unwrap_or(usable[start])
+                (0..count)
+                    .filter_map(|k| nth(turn + k))
+                    .min_by_key(|&i| outstanding(i))
             }
-        });
+        };
     }
     match rules.no_replica {
         NoReplica::Primary => choose_primary(health),
@@ -149,19 +148,24 @@ impl Topology {
 
     /// Node for a read.
     pub fn read_node(&self, rules: &ReplicaRules) -> Option<usize> {
-        let health = self.snapshot();
-        let outstanding: Vec<usize> = self
-            .outstanding
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect();
         let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
-        choose_read(&health, &outstanding, turn, rules)
+        let health = self.health.read().ok()?;
+        choose_read(
+            &health,
+            |i| {
+                self.outstanding
+                    .get(i)
+                    .map(|o| o.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            },
+            turn,
+            rules,
+        )
     }
 
     /// Node for a write.
     pub fn primary(&self) -> Option<usize> {
-        choose_primary(&self.snapshot())
+        choose_primary(&self.health.read().ok()?)
     }
 
     /// Current generation of a node.
@@ -346,18 +350,18 @@ mod tests {
             replica(0, 0.0),
         ];
         let r = rules(ReplicaChoice::RoundRobin, NoReplica::Primary);
-        let picks: Vec<_> = (0..4).map(|t| choose_read(&h, &[], t, &r)).collect();
+        let picks: Vec<_> = (0..4).map(|t| choose_read(&h, |_| 0, t, &r)).collect();
         assert_eq!(picks, vec![Some(1), Some(4), Some(1), Some(4)]);
         let slow = vec![primary(), replica(0, 60.0)];
-        assert_eq!(choose_read(&slow, &[], 0, &r), Some(0));
+        assert_eq!(choose_read(&slow, |_| 0, 0, &r), Some(0));
     }
 
     #[test]
     fn least_outstanding_prefers_idle_replica() {
         let h = vec![primary(), replica(0, 0.0), replica(0, 0.0)];
         let r = rules(ReplicaChoice::LeastOutstanding, NoReplica::Primary);
-        assert_eq!(choose_read(&h, &[0, 5, 1], 0, &r), Some(2));
-        assert_eq!(choose_read(&h, &[0, 0, 3], 1, &r), Some(1));
+        assert_eq!(choose_read(&h, |i| [0, 5, 1][i], 0, &r), Some(2));
+        assert_eq!(choose_read(&h, |i| [0, 0, 3][i], 1, &r), Some(1));
     }
 
     #[test]
@@ -366,7 +370,7 @@ mod tests {
         assert_eq!(
             choose_read(
                 &h,
-                &[],
+                |_| 0,
                 0,
                 &rules(ReplicaChoice::RoundRobin, NoReplica::Primary)
             ),
@@ -375,7 +379,7 @@ mod tests {
         assert_eq!(
             choose_read(
                 &h,
-                &[],
+                |_| 0,
                 0,
                 &rules(ReplicaChoice::RoundRobin, NoReplica::Error)
             ),
