@@ -56,12 +56,45 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         PoolModeArg::Transaction => PoolMode::Transaction,
         PoolModeArg::Session => PoolMode::Session,
     };
-    let proxy = spawn_for_cluster(root, &options)
+    // The proxy runs on one thread of its own (like PgBouncer): no
+    // work-stealing or cross-thread wake-ups on the per-query path, and
+    // the CPU it may take is bounded to one core.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let dir = root.to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("pgkeel-proxy".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow::anyhow!("cannot start a runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let proxy = match spawn_for_cluster(&dir, &options).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e)
+                            .context(format!("cannot start the proxy for {}", dir.display()))));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(proxy.local_addr()));
+                let _ = stop_rx.await;
+                proxy.shutdown(DRAIN).await;
+            });
+        })
+        .context("cannot start the proxy thread")?;
+    let addr = ready_rx
         .await
-        .with_context(|| format!("cannot start the proxy for {}", root.display()))?;
+        .context("the proxy thread ended before it started")??;
     eprintln!(
-        "pgkeel proxy listening on {} (pid {})",
-        proxy.local_addr(),
+        "pgkeel proxy listening on {addr} (pid {})",
         std::process::id()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -71,6 +104,10 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         _ = term.recv() => {}
     }
     eprintln!("stopping: letting clients finish for up to {DRAIN:?}");
-    proxy.shutdown(DRAIN).await;
+    let _ = stop_tx.send(());
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .context("cannot wait for the proxy thread")?
+        .map_err(|_| anyhow::anyhow!("the proxy thread panicked"))?;
     Ok(())
 }
