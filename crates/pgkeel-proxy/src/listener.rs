@@ -210,12 +210,12 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
         return Err(e);
     }
     let user_entry = shared.config.users.get(&user).cloned();
-    let outcome = authenticate(
+    let outcome = Box::pin(authenticate(
         &mut stream,
         &mut buf,
         &user,
         user_entry.as_ref().map(|u| &u.verifier),
-    )
+    ))
     .await;
     let user_entry = match (outcome, user_entry) {
         (Ok(AuthOutcome::Ok), Some(u)) => u,
@@ -234,7 +234,14 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
             return Err(e);
         }
     };
-    let params = match server_params(&shared, &user, &database, &user_entry.password).await {
+    let params = match Box::pin(server_params(
+        &shared,
+        &user,
+        &database,
+        &user_entry.password,
+    ))
+    .await
+    {
         Ok(p) => p,
         Err(e) => {
             let mut out = Vec::new();
@@ -266,16 +273,18 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
     out.extend_from_slice(b"Z\0\0\0\x05I");
     let result = match write_all(&mut stream, &out).await {
         Ok(()) => {
-            Session::new(
-                shared.clone(),
-                stream,
-                buf,
-                user,
-                database,
-                user_entry.password.clone(),
-                target,
+            Box::pin(
+                Session::new(
+                    shared.clone(),
+                    stream,
+                    buf,
+                    user,
+                    database,
+                    user_entry.password.clone(),
+                    target,
+                )
+                .run(),
             )
-            .run()
             .await
         }
         Err(e) => Err(e),

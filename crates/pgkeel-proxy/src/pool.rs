@@ -150,7 +150,16 @@ impl Pools {
                     .get(key.node)
                     .map(|b| b.addr)
                     .ok_or(ProxyError::NoNode("configured"))?;
-                ServerConn::connect(addr, &key.user, &key.database, password, generation).await?
+                // Boxed: a login's state is large and rarely needed; it
+                // should not size every session's future.
+                Box::pin(ServerConn::connect(
+                    addr,
+                    &key.user,
+                    &key.database,
+                    password,
+                    generation,
+                ))
+                .await?
             }
         };
         Ok(Lease {

@@ -131,21 +131,32 @@ impl Session {
             if self.queued.is_none() && self.process_client().await? {
                 return Ok(());
             }
+            if self.cbuf.is_empty() && self.cbuf.capacity() > 0 {
+                self.cbuf = BytesMut::new();
+            }
             if !self.to_client.is_empty() {
                 write_all(&mut self.client, &self.to_client).await?;
                 self.to_client.clear();
                 // An idle client should cost little memory after a big
                 // result.
-                if self.to_client.capacity() > 256 * 1024 {
-                    self.to_client.shrink_to(16 * 1024);
+                if self.to_client.capacity() > 4096 {
+                    self.to_client = Vec::new();
                 }
             }
             let want_client = self.queued.is_none();
             tokio::select! {
-                r = self.client.read_buf(&mut self.cbuf), if want_client => {
-                    let n = r.map_err(|e| ProxyError::io("read from client", e))?;
-                    if n == 0 {
-                        return Ok(());
+                r = self.client.readable(), if want_client => {
+                    r.map_err(|e| ProxyError::io("read from client", e))?;
+                    // The read buffer exists only while there is input: an
+                    // idle client costs no buffer memory.
+                    if self.cbuf.capacity() - self.cbuf.len() < 4096 {
+                        self.cbuf.reserve(8192);
+                    }
+                    match self.client.try_read_buf(&mut self.cbuf) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(ProxyError::io("read from client", e)),
                     }
                 }
                 r = read_attached(self.attached.as_mut()) => {

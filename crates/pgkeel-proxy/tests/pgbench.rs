@@ -71,17 +71,18 @@ async fn pgbench_runs_through_the_proxy() -> TestResult {
 async fn body() -> TestResult {
     let env = Env::start(2, |_| {}).await?;
     pgbench(&env, &["-i", "-s", "1", "-q"]).await?;
-    // Reads go to replicas: wait until they have the tables.
-    let client = env.client().await?;
-    let ready = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
-        client
-            .query_one("SELECT count(*) FROM pgbench_accounts", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0) == 100_000)
-            .unwrap_or(false)
-    })
-    .await;
-    assert!(ready, "replicas never showed pgbench_accounts");
+    // Reads go to replicas: wait until both have the tables.
+    for replica in ["replica1", "replica2"] {
+        let direct = env.cluster.client(replica).await?;
+        let ready = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
+            direct
+                .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 100_000)
+        })
+        .await;
+        assert!(ready, "{replica} never showed pgbench_accounts");
+    }
     for mode in ["simple", "extended", "prepared"] {
         let report = pgbench(&env, &["-S", "-M", mode, "-c", "4", "-j", "2", "-T", "3"]).await?;
         assert!(processed(&report) > 0, "{mode}: {report}");

@@ -176,6 +176,18 @@ async fn routing_body() -> TestResult {
     client
         .batch_execute("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'INSERT INTO t (v) VALUES (99) RETURNING inet_server_port()'")
         .await?;
+    // Reads go to replicas: wait until both have replayed the function.
+    for replica in ["replica1", "replica2"] {
+        let direct = env.cluster.client(replica).await?;
+        let replayed = TempCluster::eventually(Duration::from_secs(20), || async {
+            direct
+                .query_one("SELECT count(*) FROM pg_proc WHERE proname = 'bump'", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+        })
+        .await;
+        assert!(replayed, "{replica} never replayed CREATE FUNCTION");
+    }
     let retries_before = env
         .proxy
         .as_ref()
