@@ -15,6 +15,7 @@
 # reads to the replicas. Every process started here is stopped by PID.
 #
 # Usage: bench/proxy.sh [ROUNDS] [SECONDS]   (default 3 rounds of 5 s)
+# PGKEEL_PROXY_THREADS=N runs pgkeel proxy with N threads (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -40,11 +41,22 @@ OSUSER=postgres
 WORK="$(mktemp -d /tmp/pgkeel-proxybench-XXXXXX)"
 chmod 755 "$WORK"
 PIDS=()
+THREADS="${PGKEEL_PROXY_THREADS:-1}"
 
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  # Poolers first (pgpool's children spin once their servers are gone),
+  # by the PIDs in their pid files (runuser does not pass signals on),
+  # with their children; then our own children; then the servers.
+  local pooler=() f pid
+  for f in "$WORK/pgbouncer/pgbouncer.pid" "$WORK/pgpool/pgpool.pid"; do
+    [ -f "$f" ] || continue
+    pid="$(tr -d '\0' < "$f" | head -1)"
+    [ -n "$pid" ] || continue
+    pooler+=("$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null))
+  done
+  for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   for pidfile in "$WORK"/cluster/nodes/*/data/postmaster.pid; do
     [ -f "$pidfile" ] || continue
     kill -INT "$(head -1 "$pidfile")" 2>/dev/null || true
@@ -119,7 +131,7 @@ as_pg "$PGPOOL" -n -f "$P/pgpool.conf" -F "$P/pcp.conf" -a "$P/pool_hba.conf" >"
 PIDS+=($!)
 
 # pgkeel proxy.
-"$PGKEEL" proxy --dir "$WORK/cluster" --listen "127.0.0.1:$KEEL_PORT" --pool-size 32 2>"$WORK/pgkeel-proxy.log" &
+"$PGKEEL" proxy --dir "$WORK/cluster" --listen "127.0.0.1:$KEEL_PORT" --pool-size 32 --threads "$THREADS" 2>"$WORK/pgkeel-proxy.log" &
 KEEL_PID=$!
 PIDS+=($KEEL_PID)
 

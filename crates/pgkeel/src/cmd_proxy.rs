@@ -32,6 +32,10 @@ pub struct ProxyArgs {
     /// Server connections per (user, database, node).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub pool_size: usize,
+    /// Threads serving clients (1: a single-threaded event loop, like
+    /// PgBouncer).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
 }
 
 /// `--pool-mode` values.
@@ -56,19 +60,24 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         PoolModeArg::Transaction => PoolMode::Transaction,
         PoolModeArg::Session => PoolMode::Session,
     };
-    // The proxy runs on one thread of its own (like PgBouncer): no
-    // work-stealing or cross-thread wake-ups on the per-query path, and
-    // the CPU it may take is bounded to one core.
+    // The proxy runs on a runtime of its own; by default one thread (like
+    // PgBouncer): no work stealing or cross-thread wake-ups on the
+    // per-query path, and at most one core.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let dir = root.to_path_buf();
+    let threads = args.threads;
     let thread = std::thread::Builder::new()
         .name("pgkeel-proxy".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            };
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(anyhow::anyhow!("cannot start a runtime: {e}")));
