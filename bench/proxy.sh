@@ -44,6 +44,7 @@ PIDS=()
 THREADS="${PGKEEL_PROXY_THREADS:-1}"
 
 cleanup() {
+  set +e
   # Poolers first (pgpool's children spin once their servers are gone),
   # by the PIDs in their pid files (runuser does not pass signals on),
   # with their children; then our own children; then the servers.
