@@ -171,6 +171,9 @@ pub enum Command {
         #[arg(long)]
         superuser: bool,
     },
+    /// Run the pooling proxy that sends reads to replicas and everything
+    /// else to the primary (PostgreSQL protocol; default port 6432).
+    Proxy(crate::cmd_proxy::ProxyArgs),
 }
 
 /// `--mode` values.

@@ -4,6 +4,7 @@
 mod say;
 mod cli;
 mod cmd_ha;
+mod cmd_proxy;
 mod output;
 mod progress;
 
@@ -170,6 +171,10 @@ async fn run(cli: Cli) -> Result<()> {
             };
             say!("{}", cluster.url(&which, creds).await?);
             Ok(())
+        }
+        Command::Proxy(args) => {
+            let cluster = open(&args.target)?;
+            cmd_proxy::run(&args, cluster.layout.root()).await
         }
     }
 }

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Proxy benchmark: pgbench through pgkeel proxy, PgBouncer (transaction
+# mode) and pgpool-II, against the primary directly, in interleaved rounds.
+#
+#   cases    select-only (-S) with -M simple/extended/prepared, 8 and 32
+#            clients; the TPC-B-like default script with 8 clients
+#   targets  direct (the primary), pgbouncer, pgpool, pgkeel
+#   output   per case and target: min/median/max TPS, median ratio to
+#            direct, median CPU time of the pooler per transaction (from
+#            /proc: utime+stime of its processes); pgkeel's RSS idle
+#
+# PgBouncer and pgpool-II come from the OS packages and are installed if
+# missing. All poolers front the same cluster (primary + 2 replicas, async);
+# PgBouncer and pgpool-II send everything to the primary, pgkeel splits
+# reads to the replicas. Every process started here is stopped by PID.
+#
+# Usage: bench/proxy.sh [ROUNDS] [SECONDS]   (default 3 rounds of 5 s)
+# PGKEEL_PROXY_THREADS=N runs pgkeel proxy with N threads (default 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+ROUNDS="${1:-3}"
+SECS="${2:-5}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
+
+missing=()
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v pgpool >/dev/null || [ -x /usr/sbin/pgpool ] || missing+=(pgpool2)
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "need root to install ${missing[*]}" >&2; exit 1; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+PGBOUNCER="$(command -v pgbouncer || echo /usr/sbin/pgbouncer)"
+PGPOOL="$(command -v pgpool || echo /usr/sbin/pgpool)"
+
+cargo build --release -q -p pgkeel
+PGKEEL="$CARGO_TARGET_DIR/release/pgkeel"
+BIN="$(pg_bindir)"
+OSUSER=postgres
+WORK="$(mktemp -d /tmp/pgkeel-proxybench-XXXXXX)"
+chmod 755 "$WORK"
+PIDS=()
+THREADS="${PGKEEL_PROXY_THREADS:-1}"
+
+cleanup() {
+  set +e
+  # Poolers first (pgpool's children spin once their servers are gone),
+  # by the PIDs in their pid files (runuser does not pass signals on),
+  # with their children; then our own children; then the servers.
+  local pooler=() f pid
+  for f in "$WORK/pgbouncer/pgbouncer.pid" "$WORK/pgpool/pgpool.pid"; do
+    [ -f "$f" ] || continue
+    pid="$(tr -d '\0' < "$f" | head -1)"
+    [ -n "$pid" ] || continue
+    pooler+=("$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null))
+  done
+  for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pidfile in "$WORK"/cluster/nodes/*/data/postmaster.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -INT "$(head -1 "$pidfile")" 2>/dev/null || true
+  done
+  sleep 1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$OSUSER" -- "$@"; else "$@"; fi; }
+
+BASE="$(free_ports 6)"
+PG_PORT="$BASE"; BOUNCER_PORT=$((BASE + 3)); POOL_PORT=$((BASE + 4)); KEEL_PORT=$((BASE + 5))
+"$PGKEEL" up --dir "$WORK/cluster" --base-port "$PG_PORT" --replicas 2 --mode async >/dev/null
+PASS="$(cat "$WORK/cluster/secrets/app.password")"
+export PGPASSWORD="$PASS" PGUSER=app PGDATABASE=app PGHOST=127.0.0.1
+"$BIN/pgbench" -i -s 10 -q -p "$PG_PORT" >/dev/null 2>&1
+
+# PgBouncer, transaction mode, 32 server connections.
+B="$WORK/pgbouncer"; mkdir -p "$B"
+printf '"app" "%s"\n' "$PASS" > "$B/userlist.txt"
+cat > "$B/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$PG_PORT dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $B/userlist.txt
+pool_mode = transaction
+default_pool_size = 32
+max_client_conn = 2000
+logfile = $B/pgbouncer.log
+pidfile = $B/pgbouncer.pid
+INI
+chown -R "$OSUSER" "$B"; chmod 600 "$B/userlist.txt"
+as_pg "$PGBOUNCER" "$B/pgbouncer.ini" >/dev/null 2>&1 &
+PIDS+=($!)
+
+# pgpool-II, one backend (the primary), 32 children, connection cache on.
+P="$WORK/pgpool"; mkdir -p "$P"
+printf 'app:TEXT%s\n' "$PASS" > "$P/pool_passwd"
+: > "$P/pcp.conf"
+printf 'host all all 127.0.0.1/32 scram-sha-256\n' > "$P/pool_hba.conf"
+cat > "$P/pgpool.conf" <<CONF
+backend_clustering_mode = 'streaming_replication'
+listen_addresses = '127.0.0.1'
+port = $POOL_PORT
+unix_socket_directories = '$P'
+pcp_listen_addresses = ''
+pcp_port = $((BASE + 2))
+pcp_socket_dir = '$P'
+backend_hostname0 = '127.0.0.1'
+backend_port0 = $PG_PORT
+backend_weight0 = 1
+backend_flag0 = 'ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER'
+enable_pool_hba = on
+pool_passwd = '$P/pool_passwd'
+num_init_children = 32
+max_pool = 1
+connection_cache = on
+load_balance_mode = off
+sr_check_period = 0
+health_check_period = 0
+failover_on_backend_error = off
+pid_file_name = '$P/pgpool.pid'
+logdir = '$P'
+CONF
+chown -R "$OSUSER" "$P"; chmod 600 "$P/pool_passwd"
+as_pg "$PGPOOL" -n -f "$P/pgpool.conf" -F "$P/pcp.conf" -a "$P/pool_hba.conf" >"$P/pgpool.log" 2>&1 &
+PIDS+=($!)
+
+# pgkeel proxy.
+"$PGKEEL" proxy --dir "$WORK/cluster" --listen "127.0.0.1:$KEEL_PORT" --pool-size 32 --threads "$THREADS" 2>"$WORK/pgkeel-proxy.log" &
+KEEL_PID=$!
+PIDS+=($KEEL_PID)
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    "$BIN/psql" -p "$1" -Atc 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "nothing answers on port $1" >&2; return 1
+}
+for p in "$BOUNCER_PORT" "$POOL_PORT" "$KEEL_PORT"; do wait_port "$p"; done
+sleep 1
+keel_rss_idle="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
+
+# Pids whose CPU counts for a target (the pooler and its children).
+pooler_pids() {
+  case "$1" in
+    direct) ;;
+    pgbouncer) pgrep -u "$OSUSER" -x pgbouncer || true ;;
+    pgpool) pgrep -u "$OSUSER" -x pgpool || true ;;
+    pgkeel) echo "$KEEL_PID" ;;
+  esac
+}
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(pooler_pids "$1"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+port_of() {
+  case "$1" in
+    direct) echo "$PG_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;;
+    pgpool) echo "$POOL_PORT" ;; pgkeel) echo "$KEEL_PORT" ;;
+  esac
+}
+HZ="$(getconf CLK_TCK)"
+CASES=("simple 8 -S" "simple 32 -S" "extended 8 -S" "prepared 8 -S" "prepared 8 tpcb")
+TARGETS=(direct pgbouncer pgpool pgkeel)
+RESULTS="$WORK/results"; : > "$RESULTS"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
+    read -r mode clients script <<<"$c"
+    for t in "${TARGETS[@]}"; do
+      args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t")")
+      [ "$script" = "-S" ] && args+=(-S)
+      before="$(cpu_ticks "$t")"
+      out="$("$BIN/pgbench" "${args[@]}" 2>&1)" || true
+      after="$(cpu_ticks "$t")"
+      tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)"
+      txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")"
+      lat="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
+      if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then tps=FAIL; fi
+      us=""
+      if [ "$tps" != FAIL ] && [ "$t" != direct ]; then
+        us="$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / $txns, 1))")"
+      fi
+      echo "$round|$mode $clients ${script/-S/select}|$t|$tps|${lat:-}|$us" >> "$RESULTS"
+      echo "round $round: $mode $clients ${script/-S/select} $t: tps=$tps lat=${lat:-?}ms cpu/txn=${us:-n/a}us" >&2
+    done
+  done
+done
+
+# pgkeel's memory with 1,000 idle clients (logged in, between statements).
+ulimit -n 8192 2>/dev/null || true
+printf '\\sleep 8 s\n' > "$WORK/idle.sql"
+"$BIN/pgbench" -n -f "$WORK/idle.sql" -c 1000 -j 2 -T 10 -p "$KEEL_PORT" >/dev/null 2>&1 &
+IDLE_PID=$!
+PIDS+=($IDLE_PID)
+sleep 6
+keel_clients="$(grep -c . <(ss -Htn state established "( sport = :$KEEL_PORT )" 2>/dev/null) || true)"
+keel_rss_1000="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
+wait "$IDLE_PID" 2>/dev/null || true
+
+python3 - "$RESULTS" "$keel_rss_idle" "$ROUNDS" "$SECS" "$keel_rss_1000" "$keel_clients" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1]) if l.strip()]
+cases, targets = [], []
+data = {}
+for _, case, target, tps, lat, us in rows:
+    if case not in cases: cases.append(case)
+    if target not in targets: targets.append(target)
+    data.setdefault((case, target), []).append((tps, lat, us))
+print(f"pgbench, {sys.argv[3]} interleaved rounds of {sys.argv[4]} s, median (min-max)")
+print("| case | target | TPS | latency ms | ratio to direct | pooler CPU µs/txn |")
+print("| --- | --- | --- | --- | --- | --- |")
+for case in cases:
+    direct = [float(t) for t, _, _ in data.get((case, "direct"), []) if t != "FAIL"]
+    dmed = statistics.median(direct) if direct else None
+    for target in targets:
+        vals = data.get((case, target), [])
+        ok = [float(t) for t, _, _ in vals if t != "FAIL"]
+        if not ok:
+            print(f"| {case} | {target} | fails | | | |"); continue
+        med = statistics.median(ok)
+        lats = [float(l) for t, l, _ in vals if t != "FAIL" and l]
+        uss = [float(u) for t, _, u in vals if t != "FAIL" and u]
+        fails = len(vals) - len(ok)
+        ratio = f"{med / dmed:.2f}" if dmed else ""
+        note = f" ({fails} failed)" if fails else ""
+        print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
+              f"{statistics.median(lats):.3f} | {ratio} | {statistics.median(uss) if uss else ''} |")
+idle, busy, n = int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6] or 0)
+print(f"\npgkeel proxy RSS idle: {idle / 1024:.1f} MB; with {n} idle clients: "
+      f"{busy / 1024:.1f} MB (+{(busy - idle) / max(n, 1):.1f} KB per client)")
+PY

@@ -1,0 +1,162 @@
+//! The proxy's settings and the backends it fronts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pgkeel_wire::scram::ScramVerifier;
+
+use crate::ProxyError;
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// For one transaction (or until session state pins it): reads are
+    /// split to replicas.
+    Transaction,
+    /// For the whole client session, on the primary (no read splitting:
+    /// a session cannot move once it has state).
+    Session,
+}
+
+/// How a replica is picked for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaChoice {
+    /// In turn.
+    RoundRobin,
+    /// The one with the fewest statements in flight from this proxy.
+    LeastOutstanding,
+}
+
+/// What happens to a read when no replica is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoReplica {
+    /// Run it on the primary.
+    Primary,
+    /// Fail it (SQLSTATE 08006).
+    Error,
+}
+
+/// A PostgreSQL server behind the proxy; its role is found by health
+/// checks, never assumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Node name (for logs and errors).
+    pub name: String,
+    /// Address.
+    pub addr: SocketAddr,
+}
+
+/// A role clients log in as. The proxy verifies clients against the SCRAM
+/// verifier and logs in to servers with the password.
+#[derive(Clone)]
+pub struct User {
+    /// Password used towards the servers.
+    pub password: String,
+    /// Verifier clients are checked against.
+    pub verifier: ScramVerifier,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").finish_non_exhaustive()
+    }
+}
+
+impl User {
+    /// A user from a clear-text password (the verifier is derived with a
+    /// fresh salt).
+    pub fn from_password(password: &str) -> Result<Self, ProxyError> {
+        let verifier = ScramVerifier::from_password(password)
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        Ok(User {
+            password: password.to_string(),
+            verifier,
+        })
+    }
+}
+
+/// Everything the proxy needs to run.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where `/metrics` (Prometheus) and `/pools` are served over HTTP,
+    /// if anywhere.
+    pub admin_listen: Option<SocketAddr>,
+    /// The servers.
+    pub backends: Vec<Backend>,
+    /// Roles clients may log in as.
+    pub users: HashMap<String, User>,
+    /// Role used for health checks (must be in `users`).
+    pub health_user: String,
+    /// Database used for health checks.
+    pub health_database: String,
+    /// Transaction or session pooling.
+    pub pool_mode: PoolMode,
+    /// Server connections per (user, database, node).
+    pub pool_size: usize,
+    /// Clients connected at once.
+    pub max_clients: usize,
+    /// How long a client waits for a pooled connection before an error.
+    pub queue_wait: Duration,
+    /// Time between health checks.
+    pub health_interval: Duration,
+    /// Replicas further behind the primary than this many bytes are skipped.
+    pub max_replica_lag_bytes: Option<u64>,
+    /// Replicas further behind than this are skipped.
+    pub max_replica_lag: Option<Duration>,
+    /// Replica selection.
+    pub replica_choice: ReplicaChoice,
+    /// What reads do without a usable replica.
+    pub no_replica: NoReplica,
+    /// Functions (beyond the built-in list) that reads may call.
+    pub read_only_functions: Vec<String>,
+    /// Statement classifications kept.
+    pub classify_cache: usize,
+}
+
+impl ProxyConfig {
+    /// Defaults for everything but the listener, backends and users.
+    pub fn new(listen: SocketAddr, backends: Vec<Backend>, users: HashMap<String, User>) -> Self {
+        let health_user = users.keys().min().cloned().unwrap_or_default();
+        ProxyConfig {
+            listen,
+            admin_listen: None,
+            backends,
+            health_database: health_user.clone(),
+            health_user,
+            users,
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            max_clients: 1000,
+            queue_wait: Duration::from_secs(5),
+            health_interval: Duration::from_millis(500),
+            max_replica_lag_bytes: Some(16 * 1024 * 1024),
+            max_replica_lag: Some(Duration::from_secs(10)),
+            replica_choice: ReplicaChoice::RoundRobin,
+            no_replica: NoReplica::Primary,
+            read_only_functions: Vec::new(),
+            classify_cache: pgkeel_sql::DEFAULT_CACHE_CAPACITY,
+        }
+    }
+
+    /// Checks what cannot work.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        if self.backends.is_empty() {
+            return Err(ProxyError::Config("no backends".into()));
+        }
+        if !self.users.contains_key(&self.health_user) {
+            return Err(ProxyError::Config(format!(
+                "health-check user `{}` is not a configured user",
+                self.health_user
+            )));
+        }
+        if self.pool_size == 0 || self.max_clients == 0 {
+            return Err(ProxyError::Config(
+                "pool_size and max_clients must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

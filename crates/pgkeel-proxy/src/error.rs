@@ -1,0 +1,85 @@
+//! What can go wrong in the proxy, with the SQLSTATE a client is told.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A proxy failure. `sqlstate()` maps each to the code a client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Socket I/O with a client or server.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A malformed or unexpected protocol message.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The codec rejected bytes.
+    #[error("invalid message: {0}")]
+    Wire(#[from] pgkeel_wire::WireError),
+    /// A server refused our connection or login.
+    #[error("server {addr} refused the connection: {message}")]
+    ServerLogin {
+        /// Server.
+        addr: SocketAddr,
+        /// Its error message.
+        message: String,
+    },
+    /// Every connection of a pool stayed busy for the whole queue wait.
+    #[error(
+        "pool for {user}@{database} on {node} is exhausted: {size} connections busy for {waited:?}"
+    )]
+    PoolExhausted {
+        /// Role.
+        user: String,
+        /// Database.
+        database: String,
+        /// Node name.
+        node: String,
+        /// Pool size.
+        size: usize,
+        /// How long the client waited.
+        waited: Duration,
+    },
+    /// No node can take the statement right now.
+    #[error("no {0} node is available")]
+    NoNode(&'static str),
+    /// Too many clients connected.
+    #[error("too many clients: the proxy accepts at most {0}")]
+    TooManyClients(usize),
+    /// Configuration that cannot work.
+    #[error("invalid proxy configuration: {0}")]
+    Config(String),
+    /// Reading the local cluster's description or secrets failed.
+    #[error(transparent)]
+    Cluster(#[from] pgkeel_cluster::ClusterError),
+    /// Reading a secret failed.
+    #[error(transparent)]
+    Pg(#[from] pgkeel_pg::PgError),
+}
+
+impl ProxyError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        ProxyError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The SQLSTATE a client gets for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ProxyError::Protocol(_) | ProxyError::Wire(_) => "08P01",
+            ProxyError::PoolExhausted { .. } | ProxyError::TooManyClients(_) => "53300",
+            ProxyError::ServerLogin { .. } | ProxyError::NoNode(_) | ProxyError::Io { .. } => {
+                "08006"
+            }
+            ProxyError::Config(_) | ProxyError::Cluster(_) | ProxyError::Pg(_) => "XX000",
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Server connection pools, one per (user, database, node), with a size
+//! limit and a bounded wait for a free connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::server::ServerConn;
+use crate::{ProxyError, topology::Topology};
+
+/// Which pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Role.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// Node index.
+    pub node: usize,
+}
+
+/// One pool.
+#[derive(Debug)]
+pub struct Pool {
+    key: PoolKey,
+    size: usize,
+    idle: Mutex<Vec<ServerConn>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection checked out of a pool; give it back with
+/// [`Pools::release`] or drop it to close it.
+#[derive(Debug)]
+pub struct Lease {
+    /// The connection.
+    pub conn: ServerConn,
+    /// Node index.
+    pub node: usize,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Every pool of the proxy.
+#[derive(Debug)]
+pub struct Pools {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    size: usize,
+    queue_wait: Duration,
+}
+
+/// Counters for listings and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool.
+    pub key: PoolKey,
+    /// Connections idle in the pool.
+    pub idle: usize,
+    /// Connections checked out.
+    pub active: usize,
+}
+
+impl Pools {
+    /// Pools of `size` connections; a client waits at most `queue_wait`.
+    pub fn new(size: usize, queue_wait: Duration) -> Self {
+        Pools {
+            pools: Mutex::new(HashMap::new()),
+            size,
+            queue_wait,
+        }
+    }
+
+    /// The pool for `key` (created on first use); sessions keep it to
+    /// skip the lookup on every transaction.
+    pub fn pool(&self, key: &PoolKey) -> Arc<Pool> {
+        let mut pools = match self.pools.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    key: key.clone(),
+                    size: self.size,
+                    idle: Mutex::new(Vec::new()),
+                    permits: Arc::new(Semaphore::new(self.size)),
+                })
+            })
+            .clone()
+    }
+
+    /// A connection to `key.node`: an idle one of the node's current
+    /// generation, or a new login.
+    pub async fn acquire(
+        &self,
+        key: &PoolKey,
+        topology: &Topology,
+        password: &str,
+    ) -> Result<Lease, ProxyError> {
+        self.acquire_in(&self.pool(key), topology, password).await
+    }
+
+    /// As [`Pools::acquire`] with the pool already looked up.
+    pub async fn acquire_in(
+        &self,
+        pool: &Arc<Pool>,
+        topology: &Topology,
+        password: &str,
+    ) -> Result<Lease, ProxyError> {
+        let pool = pool.clone();
+        let key = &pool.key;
+        let started = Instant::now();
+        let node_name = || {
+            topology
+                .backends
+                .get(key.node)
+                .map(|b| b.name.clone())
+                .unwrap_or_default()
+        };
+        // A free connection needs no timer.
+        let permit = match pool.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| ProxyError::PoolExhausted {
+                    user: key.user.clone(),
+                    database: key.database.clone(),
+                    node: node_name(),
+                    size: pool.size,
+                    waited: started.elapsed(),
+                })?
+                .map_err(|_| ProxyError::NoNode("pooled"))?,
+        };
+        let generation = topology.generation(key.node);
+        let reused = {
+            let mut idle = match pool.idle.lock() {
+                Ok(i) => i,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            idle.retain(|c| c.generation == generation);
+            idle.pop()
+        };
+        let conn = match reused {
+            Some(c) => c,
+            None => {
+                let addr = topology
+                    .backends
+                    .get(key.node)
+                    .map(|b| b.addr)
+                    .ok_or(ProxyError::NoNode("configured"))?;
+                // Boxed: a login's state is large and rarely needed; it
+                // should not size every session's future.
+                Box::pin(ServerConn::connect(
+                    addr,
+                    &key.user,
+                    &key.database,
+                    password,
+                    generation,
+                ))
+                .await?
+            }
+        };
+        Ok(Lease {
+            conn,
+            node: key.node,
+            pool,
+            _permit: permit,
+        })
+    }
+
+    /// Puts a connection back for reuse (it must be idle: no transaction,
+    /// nothing in flight).
+    pub fn release(&self, lease: Lease) {
+        let Lease { conn, pool, .. } = lease;
+        if let Ok(mut idle) = pool.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    /// Idle and active connections per pool.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let pools = match self.pools.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out: Vec<PoolStats> = pools
+            .values()
+            .map(|p| PoolStats {
+                key: p.key.clone(),
+                idle: p.idle.lock().map(|i| i.len()).unwrap_or(0),
+                active: p.size - p.permits.available_permits(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.key.user, &a.key.database, a.key.node).cmp(&(
+                &b.key.user,
+                &b.key.database,
+                b.key.node,
+            ))
+        });
+        out
+    }
+}

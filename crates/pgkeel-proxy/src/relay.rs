@@ -1,0 +1,559 @@
+//! The extended-protocol bookkeeping between one client and the server it
+//! is attached to, without I/O.
+//!
+//! Named prepared statements survive transaction pooling: a client's
+//! `Parse` of statement `s1` is recorded per client and sent to servers
+//! under a name derived from its text (`pgkeel_<hash>`), so identical
+//! statements of different clients share one server-side statement and
+//! names never collide. Before a `Bind`/`Describe` of a statement the
+//! server lacks, the `Parse` is injected and its `ParseComplete` hidden;
+//! a `Parse` the server already has, or a `Close` of a named statement, is
+//! answered by the proxy itself. Every request sent is queued as an
+//! expectation so answers reach the client in order, errors skip to the
+//! next `Sync` exactly as PostgreSQL does, and COPY in the extended
+//! protocol (where the server ignores `Sync` while copying) stays counted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgkeel_sql::StatementKind;
+use pgkeel_wire::{FrontendMessage, TxStatus};
+
+use crate::ProxyError;
+
+/// A client's named prepared statement.
+#[derive(Debug)]
+pub struct ClientStatement {
+    /// Id of the statement text (see [`statement_id`]).
+    pub id: u64,
+    /// Name used on servers.
+    pub server_name: String,
+    /// The Parse frame sent to servers (under `server_name`).
+    pub parse: Bytes,
+    /// Where it may run.
+    pub kind: StatementKind,
+}
+
+/// Identity of a statement's text and parameter types.
+pub fn statement_id(hasher: &RandomState, query: &str, param_types: &[u32]) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write(query.as_bytes());
+    h.write_u8(0);
+    for t in param_types {
+        h.write_u32(*t);
+    }
+    h.finish()
+}
+
+impl ClientStatement {
+    /// Builds the server-side form of `Parse(name, query, types)`.
+    pub fn new(
+        hasher: &RandomState,
+        query: &str,
+        param_types: &[u32],
+        kind: StatementKind,
+    ) -> Self {
+        let id = statement_id(hasher, query, param_types);
+        let server_name = format!("pgkeel_{id:016x}");
+        let mut parse = Vec::with_capacity(query.len() + 40);
+        FrontendMessage::Parse {
+            name: &server_name,
+            query,
+            param_types: param_types.to_vec(),
+        }
+        .encode(&mut parse);
+        ClientStatement {
+            id,
+            server_name,
+            parse: parse.into(),
+            kind,
+        }
+    }
+}
+
+/// A client's statements by client-side name.
+pub type Statements = HashMap<String, Arc<ClientStatement>>;
+
+/// An answer the client is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A Parse sent to the server; `prepared` = statement id to forget if
+    /// it fails; `hidden` = injected by the proxy, answer not forwarded.
+    Parse {
+        prepared: Option<u64>,
+        hidden: bool,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    /// Ends at ReadyForQuery.
+    Sync,
+    /// Simple query or function call: ends at ReadyForQuery.
+    Query,
+    /// An answer the proxy makes up (`ParseComplete`, `CloseComplete`).
+    Synth(u8),
+    /// Where the client ended a COPY it sent before the server said it
+    /// was copying.
+    CopyEnd,
+}
+
+/// The expectations for one attached server connection.
+#[derive(Debug, Default)]
+pub struct Relay {
+    queue: VecDeque<Expect>,
+    /// The server is in COPY IN from the extended protocol: it ignores
+    /// Sync until the client ends the copy.
+    copy_ignores_sync: bool,
+}
+
+fn push_empty(out: &mut Vec<u8>, tag: u8) {
+    out.extend_from_slice(&[tag, 0, 0, 0, 4]);
+}
+
+impl Relay {
+    /// True when every answer owed has been delivered.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Number of ReadyForQuery messages still owed.
+    pub fn pending_ready(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|e| matches!(e, Expect::Sync | Expect::Query))
+            .count()
+    }
+
+    fn ensure_prepared(
+        &mut self,
+        stmt: &ClientStatement,
+        prepared: &mut HashSet<u64>,
+        to_server: &mut Vec<u8>,
+    ) {
+        if prepared.insert(stmt.id) {
+            to_server.extend_from_slice(&stmt.parse);
+            self.queue.push_back(Expect::Parse {
+                prepared: Some(stmt.id),
+                hidden: true,
+            });
+        }
+    }
+
+    /// Translates one client message for the server: appends what to send
+    /// to `to_server` and answers made up by the proxy to `to_client`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        frame: &[u8],
+        msg: &FrontendMessage<'_>,
+        kind: StatementKind,
+        statements: &mut Statements,
+        prepared: &mut HashSet<u64>,
+        hasher: &RandomState,
+        to_server: &mut Vec<u8>,
+        to_client: &mut Vec<u8>,
+    ) -> Result<(), ProxyError> {
+        match msg {
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } => {
+                if name.is_empty() {
+                    to_server.extend_from_slice(frame);
+                    self.queue.push_back(Expect::Parse {
+                        prepared: None,
+                        hidden: false,
+                    });
+                } else {
+                    let stmt = Arc::new(ClientStatement::new(hasher, query, param_types, kind));
+                    if prepared.insert(stmt.id) {
+                        to_server.extend_from_slice(&stmt.parse);
+                        self.queue.push_back(Expect::Parse {
+                            prepared: Some(stmt.id),
+                            hidden: false,
+                        });
+                    } else {
+                        self.queue.push_back(Expect::Synth(b'1'));
+                    }
+                    statements.insert((*name).to_string(), stmt);
+                }
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                tail,
+            } => match statements.get(*statement).cloned() {
+                Some(stmt) if !statement.is_empty() => {
+                    self.ensure_prepared(&stmt, prepared, to_server);
+                    FrontendMessage::Bind {
+                        portal,
+                        statement: &stmt.server_name,
+                        tail,
+                    }
+                    .encode(to_server);
+                    self.queue.push_back(Expect::Bind);
+                }
+                _ => {
+                    to_server.extend_from_slice(frame);
+                    self.queue.push_back(Expect::Bind);
+                }
+            },
+            FrontendMessage::Describe { kind: b'S', name } if !name.is_empty() => {
+                match statements.get(*name).cloned() {
+                    Some(stmt) => {
+                        self.ensure_prepared(&stmt, prepared, to_server);
+                        FrontendMessage::Describe {
+                            kind: b'S',
+                            name: &stmt.server_name,
+                        }
+                        .encode(to_server);
+                    }
+                    None => to_server.extend_from_slice(frame),
+                }
+                self.queue.push_back(Expect::Describe);
+            }
+            FrontendMessage::Describe { .. } => {
+                to_server.extend_from_slice(frame);
+                self.queue.push_back(Expect::Describe);
+            }
+            FrontendMessage::Close { kind: b'S', name } if !name.is_empty() => {
+                // Other clients may share the server-side statement: only
+                // the client's name goes.
+                statements.remove(*name);
+                self.queue.push_back(Expect::Synth(b'3'));
+            }
+            FrontendMessage::Close { .. } => {
+                to_server.extend_from_slice(frame);
+                self.queue.push_back(Expect::Close);
+            }
+            FrontendMessage::Execute { .. } => {
+                to_server.extend_from_slice(frame);
+                self.queue.push_back(Expect::Execute);
+            }
+            FrontendMessage::Sync => {
+                to_server.extend_from_slice(frame);
+                if !self.copy_ignores_sync {
+                    self.queue.push_back(Expect::Sync);
+                }
+            }
+            FrontendMessage::Flush | FrontendMessage::CopyData(_) => {
+                to_server.extend_from_slice(frame)
+            }
+            FrontendMessage::CopyDone | FrontendMessage::CopyFail(_) => {
+                to_server.extend_from_slice(frame);
+                if self.copy_ignores_sync {
+                    self.copy_ignores_sync = false;
+                } else {
+                    self.queue.push_back(Expect::CopyEnd);
+                }
+            }
+            FrontendMessage::Query(_) | FrontendMessage::FunctionCall(_) => {
+                to_server.extend_from_slice(frame);
+                self.queue.push_back(Expect::Query);
+            }
+            FrontendMessage::Terminate | FrontendMessage::Password(_) => {
+                return Err(ProxyError::Protocol(format!(
+                    "unexpected {:?} message",
+                    char::from(msg.tag())
+                )));
+            }
+        }
+        self.drain(to_client);
+        Ok(())
+    }
+
+    /// Delivers made-up answers that are next in line.
+    fn drain(&mut self, to_client: &mut Vec<u8>) {
+        while let Some(head) = self.queue.front() {
+            match *head {
+                Expect::Synth(tag) => push_empty(to_client, tag),
+                Expect::CopyEnd => {}
+                _ => return,
+            }
+            self.queue.pop_front();
+        }
+    }
+
+    fn desync(&self, tag: u8) -> ProxyError {
+        ProxyError::Protocol(format!(
+            "server sent {:?} while the proxy expected {:?}",
+            char::from(tag),
+            self.queue.front()
+        ))
+    }
+
+    /// Handles one server message: forwards it (or not) to `to_client`.
+    /// Returns the transaction status when it was a ReadyForQuery.
+    pub fn receive(
+        &mut self,
+        frame: &[u8],
+        prepared: &mut HashSet<u64>,
+        to_client: &mut Vec<u8>,
+    ) -> Result<Option<TxStatus>, ProxyError> {
+        self.drain(to_client);
+        let tag = frame.first().copied().unwrap_or(0);
+        let head = self.queue.front().copied();
+        let mut forward = true;
+        let mut status = None;
+        match tag {
+            b'N' | b'S' | b'A' | b't' | b'D' | b'V' | b'd' | b'c' | b'H' | b'W' => {}
+            b'E' => {
+                self.copy_ignores_sync = false;
+                // The failed request and everything up to the next Sync
+                // are skipped by the server.
+                while let Some(e) = self.queue.front().copied() {
+                    if matches!(e, Expect::Sync | Expect::Query) {
+                        break;
+                    }
+                    if let Expect::Parse {
+                        prepared: Some(id), ..
+                    } = e
+                    {
+                        prepared.remove(&id);
+                    }
+                    self.queue.pop_front();
+                }
+            }
+            b'Z' => {
+                if !matches!(head, Some(Expect::Sync | Expect::Query)) {
+                    return Err(self.desync(tag));
+                }
+                self.queue.pop_front();
+                let byte = frame.get(5).copied().unwrap_or(0);
+                status = Some(TxStatus::from_byte(byte)?);
+            }
+            b'1' => match head {
+                Some(Expect::Parse { hidden, .. }) => {
+                    forward = !hidden;
+                    self.queue.pop_front();
+                }
+                _ => return Err(self.desync(tag)),
+            },
+            b'2' | b'3' => {
+                let ok = matches!(
+                    (tag, head),
+                    (b'2', Some(Expect::Bind)) | (b'3', Some(Expect::Close))
+                );
+                if !ok {
+                    return Err(self.desync(tag));
+                }
+                self.queue.pop_front();
+            }
+            b'T' | b'n' => {
+                if head == Some(Expect::Describe) {
+                    self.queue.pop_front();
+                } else if tag == b'n' {
+                    return Err(self.desync(tag));
+                }
+            }
+            b'C' | b'I' | b's' => {
+                if head == Some(Expect::Execute) {
+                    self.queue.pop_front();
+                }
+            }
+            b'G' => {
+                if head == Some(Expect::Execute) {
+                    // Syncs already sent behind the Execute are ignored by
+                    // the server until the copy ends.
+                    let mut i = 1;
+                    let mut ended = false;
+                    while i < self.queue.len() {
+                        match self.queue[i] {
+                            Expect::Sync => {
+                                self.queue.remove(i);
+                            }
+                            Expect::CopyEnd => {
+                                self.queue.remove(i);
+                                ended = true;
+                                break;
+                            }
+                            _ => i += 1,
+                        }
+                    }
+                    self.copy_ignores_sync = !ended;
+                }
+            }
+            _ => return Err(self.desync(tag)),
+        }
+        if forward {
+            to_client.extend_from_slice(frame);
+        }
+        self.drain(to_client);
+        Ok(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Side {
+        relay: Relay,
+        stmts: Statements,
+        prepared: HashSet<u64>,
+        hasher: RandomState,
+    }
+
+    fn frame(msg: &FrontendMessage<'_>) -> Vec<u8> {
+        let mut v = Vec::new();
+        msg.encode(&mut v);
+        v
+    }
+
+    fn tags(buf: &[u8]) -> String {
+        let mut out = String::new();
+        let mut rest = buf;
+        while let Ok(Some((tag, len))) = pgkeel_wire::split_message(rest, 1 << 20) {
+            out.push(char::from(tag));
+            rest = &rest[len..];
+        }
+        out
+    }
+
+    impl Side {
+        fn new() -> Self {
+            Side {
+                relay: Relay::default(),
+                stmts: Statements::new(),
+                prepared: HashSet::new(),
+                hasher: RandomState::new(),
+            }
+        }
+
+        fn send(&mut self, msgs: &[FrontendMessage<'_>]) -> Result<(String, String), ProxyError> {
+            let (mut s, mut c) = (Vec::new(), Vec::new());
+            for m in msgs {
+                self.relay.send(
+                    &frame(m),
+                    m,
+                    StatementKind::Read,
+                    &mut self.stmts,
+                    &mut self.prepared,
+                    &self.hasher,
+                    &mut s,
+                    &mut c,
+                )?;
+            }
+            Ok((tags(&s), tags(&c)))
+        }
+
+        fn receive(&mut self, server_tags: &str) -> Result<String, ProxyError> {
+            let mut c = Vec::new();
+            for t in server_tags.bytes() {
+                let f: Vec<u8> = if t == b'Z' {
+                    vec![b'Z', 0, 0, 0, 5, b'I']
+                } else {
+                    vec![t, 0, 0, 0, 4]
+                };
+                self.relay.receive(&f, &mut self.prepared, &mut c)?;
+            }
+            Ok(tags(&c))
+        }
+    }
+
+    fn parse(name: &str) -> FrontendMessage<'_> {
+        FrontendMessage::Parse {
+            name,
+            query: "SELECT 1",
+            param_types: vec![],
+        }
+    }
+
+    fn bind(statement: &str) -> FrontendMessage<'_> {
+        FrontendMessage::Bind {
+            portal: "",
+            statement,
+            tail: b"\0\0\0\0\0\0",
+        }
+    }
+
+    const EXEC: FrontendMessage<'static> = FrontendMessage::Execute {
+        portal: "",
+        max_rows: 0,
+    };
+
+    #[test]
+    fn named_statement_is_prepared_once_per_server_and_reinjected_elsewhere()
+    -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        let (s, c) = a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        assert_eq!((s.as_str(), c.as_str()), ("PS", ""));
+        assert_eq!(a.receive("1Z")?, "1Z");
+        assert!(a.relay.is_idle());
+
+        // Same client, a fresh server connection: Bind injects the Parse
+        // and hides its answer.
+        let mut fresh = HashSet::new();
+        std::mem::swap(&mut a.prepared, &mut fresh);
+        let (s, _) = a.send(&[bind("s1"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(s, "PBES");
+        assert_eq!(a.receive("12DCZ")?, "2DCZ");
+
+        // Parse again on a server that has it: answered by the proxy.
+        let (s, c) = a.send(&[parse("s2"), FrontendMessage::Sync])?;
+        assert_eq!((s.as_str(), c.as_str()), ("S", "1"));
+        assert_eq!(a.receive("Z")?, "Z");
+        Ok(())
+    }
+
+    #[test]
+    fn close_of_named_statement_is_answered_in_order() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        a.receive("1Z")?;
+        let (s, c) = a.send(&[
+            bind(""),
+            FrontendMessage::Close {
+                kind: b'S',
+                name: "s1",
+            },
+            FrontendMessage::Sync,
+        ])?;
+        assert_eq!((s.as_str(), c.as_str()), ("BS", ""));
+        assert_eq!(a.receive("2Z")?, "23Z");
+        assert!(!a.stmts.contains_key("s1"));
+        Ok(())
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_forgets_failed_parse() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse("bad"), bind("bad"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(a.prepared.len(), 1);
+        assert_eq!(a.receive("EZ")?, "EZ");
+        assert!(a.prepared.is_empty(), "a failed Parse is not prepared");
+        assert!(a.relay.is_idle());
+        Ok(())
+    }
+
+    #[test]
+    fn extended_copy_in_ignores_syncs_until_copy_done() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[bind(""), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(a.receive("2G")?, "2G");
+        a.send(&[FrontendMessage::CopyData(b"1\n"), FrontendMessage::CopyDone])?;
+        a.send(&[FrontendMessage::Sync])?;
+        assert_eq!(a.relay.pending_ready(), 1);
+        assert_eq!(a.receive("CZ")?, "CZ");
+        assert!(a.relay.is_idle());
+        // Copy data sent before the server's CopyInResponse arrives.
+        a.send(&[bind(""), EXEC, FrontendMessage::Sync])?;
+        a.send(&[FrontendMessage::CopyData(b"1\n"), FrontendMessage::CopyDone])?;
+        a.send(&[FrontendMessage::Sync])?;
+        assert_eq!(a.receive("2GCZ")?, "2GCZ");
+        assert!(a.relay.is_idle());
+        Ok(())
+    }
+
+    #[test]
+    fn unexpected_server_message_is_a_desync() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[FrontendMessage::Query("SELECT 1")])?;
+        assert!(a.receive("2").is_err());
+        Ok(())
+    }
+}

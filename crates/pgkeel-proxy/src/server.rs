@@ -1,0 +1,236 @@
+//! One connection from the proxy to a PostgreSQL server: login with SCRAM
+//! (md5 or clear text only if the server asks), the parameters it
+//! reported, its cancel key, and the statements prepared on it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgkeel_wire::backend::Authentication;
+use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, StartupPacket, split_message};
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::ProxyError;
+
+/// How long a server login may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read but not yet processed.
+    pub buf: BytesMut,
+    /// Server address (for cancel requests).
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Cancel key.
+    pub key: i32,
+    /// ParameterStatus values from login.
+    pub params: Vec<(String, String)>,
+    /// Ids of the statements prepared on this connection (see
+    /// `relay::statement_id`).
+    pub prepared: HashSet<u64>,
+    /// Topology generation the connection was made in; a connection from an
+    /// older generation is not reused (the node restarted or changed role).
+    pub generation: u64,
+}
+
+/// Reads one complete message into `buf`, returning its length.
+pub async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, ProxyError> {
+    loop {
+        if let Some((_, len)) = split_message(buf, MAX_MESSAGE_LEN)? {
+            return Ok(len);
+        }
+        buf.reserve(8192);
+        let n = stream
+            .read_buf(buf)
+            .await
+            .map_err(|e| ProxyError::io("read from server", e))?;
+        if n == 0 {
+            return Err(ProxyError::io(
+                "read from server",
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+    }
+}
+
+fn sasl_body(mech: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(m) = mech {
+        body.extend_from_slice(m.as_bytes());
+        body.push(0);
+        body.extend_from_slice(&i32::try_from(data.len()).unwrap_or(0).to_be_bytes());
+    }
+    body.extend_from_slice(data);
+    body
+}
+
+impl ServerConn {
+    /// Connects and logs in as `user` to `database`.
+    pub async fn connect(
+        addr: SocketAddr,
+        user: &str,
+        database: &str,
+        password: &str,
+        generation: u64,
+    ) -> Result<Self, ProxyError> {
+        tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            Self::connect_inner(addr, user, database, password, generation),
+        )
+        .await
+        .map_err(|_| ProxyError::ServerLogin {
+            addr,
+            message: format!("login took longer than {LOGIN_TIMEOUT:?}"),
+        })?
+    }
+
+    async fn connect_inner(
+        addr: SocketAddr,
+        user: &str,
+        database: &str,
+        password: &str,
+        generation: u64,
+    ) -> Result<Self, ProxyError> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ProxyError::io(format!("connect to {addr}"), e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
+        let mut out = Vec::new();
+        StartupPacket::Startup {
+            minor: 0,
+            params: vec![
+                ("user", user),
+                ("database", database),
+                ("application_name", "pgkeel-proxy"),
+            ],
+        }
+        .encode(&mut out);
+        write_all(&mut stream, &out).await?;
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scram: Option<ScramSha256> = None;
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::new(),
+            addr,
+            pid: 0,
+            key: 0,
+            params: Vec::new(),
+            prepared: HashSet::new(),
+            generation,
+        };
+        loop {
+            let len = read_message(&mut conn.stream, &mut buf).await?;
+            let frame = buf.split_to(len);
+            let mut reply = Vec::new();
+            match BackendMessage::decode(&frame)? {
+                BackendMessage::Authentication(auth) => match auth {
+                    Authentication::Ok => {}
+                    Authentication::Sasl(mechs) => {
+                        if !mechs.contains(&SCRAM_SHA_256) {
+                            return Err(ProxyError::ServerLogin {
+                                addr,
+                                message: format!("unsupported SASL mechanisms {mechs:?}"),
+                            });
+                        }
+                        let s =
+                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                        FrontendMessage::Password(&sasl_body(Some(SCRAM_SHA_256), s.message()))
+                            .encode(&mut reply);
+                        scram = Some(s);
+                    }
+                    Authentication::SaslContinue(data) => {
+                        let s = scram.as_mut().ok_or_else(|| {
+                            ProxyError::Protocol("SASL continue before SASL start".into())
+                        })?;
+                        s.update(data)
+                            .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
+                        FrontendMessage::Password(s.message()).encode(&mut reply);
+                    }
+                    Authentication::SaslFinal(data) => {
+                        let s = scram.as_mut().ok_or_else(|| {
+                            ProxyError::Protocol("SASL final before SASL start".into())
+                        })?;
+                        s.finish(data).map_err(|e| ProxyError::ServerLogin {
+                            addr,
+                            message: format!("server signature rejected: {e}"),
+                        })?;
+                    }
+                    Authentication::Md5Password(salt) => {
+                        let hash = postgres_protocol::authentication::md5_hash(
+                            user.as_bytes(),
+                            password.as_bytes(),
+                            salt,
+                        );
+                        let mut body = hash.into_bytes();
+                        body.push(0);
+                        FrontendMessage::Password(&body).encode(&mut reply);
+                    }
+                    Authentication::CleartextPassword => {
+                        let mut body = password.as_bytes().to_vec();
+                        body.push(0);
+                        FrontendMessage::Password(&body).encode(&mut reply);
+                    }
+                },
+                BackendMessage::ParameterStatus { name, value } => {
+                    conn.params.push((name.to_string(), value.to_string()));
+                }
+                BackendMessage::BackendKeyData { pid, key } => {
+                    conn.pid = pid;
+                    conn.key = key;
+                }
+                BackendMessage::ReadyForQuery(_) => {
+                    conn.buf = buf;
+                    return Ok(conn);
+                }
+                BackendMessage::ErrorResponse(f) => {
+                    return Err(ProxyError::ServerLogin {
+                        addr,
+                        message: f.message().unwrap_or("unknown error").to_string(),
+                    });
+                }
+                BackendMessage::NoticeResponse(_) => {}
+                other => {
+                    return Err(ProxyError::Protocol(format!(
+                        "unexpected message {:?} during server login",
+                        char::from(other.tag())
+                    )));
+                }
+            }
+            if !reply.is_empty() {
+                write_all(&mut conn.stream, &reply).await?;
+            }
+        }
+    }
+}
+
+/// Writes all of `data` to a socket.
+pub async fn write_all(stream: &mut TcpStream, data: &[u8]) -> Result<(), ProxyError> {
+    stream
+        .write_all(data)
+        .await
+        .map_err(|e| ProxyError::io("write", e))
+}
+
+/// Sends a CancelRequest for `pid`/`key` to the server at `addr`.
+pub async fn send_cancel(addr: SocketAddr, pid: i32, key: i32) -> Result<(), ProxyError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ProxyError::io(format!("connect to {addr} to cancel"), e))?;
+    let mut out = Vec::new();
+    StartupPacket::Cancel { pid, key }.encode(&mut out);
+    write_all(&mut stream, &out).await?;
+    // The server closes the connection once it has read the request.
+    let mut sink = [0u8; 16];
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+    Ok(())
+}

@@ -1,0 +1,541 @@
+//! One client connection after login: collects its messages into units
+//! (a simple Query, or extended messages up to Sync/Flush), routes each
+//! unit that starts outside a transaction, keeps the server until the
+//! transaction ends (ReadyForQuery says idle), and relays the answers.
+//!
+//! Session state (SET, LISTEN, SQL PREPARE, temp tables, WITH HOLD
+//! cursors, session advisory locks) pins the client to its server
+//! connection, on the primary, until it disconnects; the connection is
+//! then reset with `DISCARD ALL` before reuse.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use pgkeel_sql::StatementKind;
+use pgkeel_wire::backend::{encode_error, error_code};
+use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::config::PoolMode;
+use crate::pool::{Lease, Pool, PoolKey};
+use crate::relay::{Relay, Statements};
+use crate::server::{read_message, write_all};
+use crate::{CancelTarget, ProxyError, Shared};
+
+/// Responses held back for a possible retry on the primary are flushed
+/// past this size (the retry is then given up).
+const HOLD_LIMIT: usize = 256 * 1024;
+
+/// A unit routed to a replica, kept until its answer is complete in case
+/// the replica refuses it as a write (SQLSTATE 25006).
+struct Retry {
+    unit: Vec<Bytes>,
+    held: Vec<u8>,
+    read_only_error: bool,
+}
+
+struct Attached {
+    lease: Lease,
+    relay: Relay,
+    tx: TxStatus,
+    /// Extended messages were flushed without a Sync yet.
+    open_batch: bool,
+    is_primary: bool,
+    retry: Option<Retry>,
+    since: Instant,
+}
+
+/// A logged-in client.
+pub struct Session {
+    shared: Arc<Shared>,
+    client: TcpStream,
+    cbuf: BytesMut,
+    to_client: Vec<u8>,
+    user: String,
+    database: String,
+    password: String,
+    statements: Statements,
+    /// This client's pools by node, looked up once.
+    pools: Vec<Option<Arc<Pool>>>,
+    unit: Vec<Bytes>,
+    queued: Option<Vec<Bytes>>,
+    attached: Option<Attached>,
+    pinned: bool,
+    discard_until_sync: bool,
+    cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
+}
+
+fn rfq(out: &mut Vec<u8>, status: TxStatus) {
+    out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status.byte()]);
+}
+
+async fn read_attached(a: Option<&mut Attached>) -> std::io::Result<usize> {
+    match a {
+        Some(a) => {
+            a.lease.conn.buf.reserve(16 * 1024);
+            a.lease.conn.stream.read_buf(&mut a.lease.conn.buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// A session for a client that has logged in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: Arc<Shared>,
+        client: TcpStream,
+        cbuf: BytesMut,
+        user: String,
+        database: String,
+        password: String,
+        cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
+    ) -> Self {
+        Session {
+            shared,
+            client,
+            cbuf,
+            to_client: Vec::new(),
+            user,
+            database,
+            password,
+            statements: Statements::new(),
+            pools: Vec::new(),
+            unit: Vec::new(),
+            queued: None,
+            attached: None,
+            pinned: false,
+            discard_until_sync: false,
+            cancel,
+        }
+    }
+
+    /// Serves the client until it leaves or breaks the protocol.
+    pub async fn run(mut self) -> Result<(), ProxyError> {
+        let result = self.serve().await;
+        if let Err(e) = &result {
+            let severity = "FATAL";
+            let mut out = std::mem::take(&mut self.to_client);
+            encode_error(&mut out, severity, e.sqlstate(), &e.to_string());
+            let _ = write_all(&mut self.client, &out).await;
+        }
+        self.detach_on_exit().await;
+        result
+    }
+
+    async fn serve(&mut self) -> Result<(), ProxyError> {
+        loop {
+            if self.queued.is_none() && self.process_client().await? {
+                return Ok(());
+            }
+            if self.cbuf.is_empty() && self.cbuf.capacity() > 0 {
+                self.cbuf = BytesMut::new();
+            }
+            if !self.to_client.is_empty() {
+                write_all(&mut self.client, &self.to_client).await?;
+                self.to_client.clear();
+                // An idle client should cost little memory after a big
+                // result.
+                if self.to_client.capacity() > 4096 {
+                    self.to_client = Vec::new();
+                }
+            }
+            let want_client = self.queued.is_none();
+            tokio::select! {
+                r = self.client.readable(), if want_client => {
+                    r.map_err(|e| ProxyError::io("read from client", e))?;
+                    // The read buffer exists only while there is input: an
+                    // idle client costs no buffer memory.
+                    if self.cbuf.capacity() - self.cbuf.len() < 4096 {
+                        self.cbuf.reserve(8192);
+                    }
+                    match self.client.try_read_buf(&mut self.cbuf) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(ProxyError::io("read from client", e)),
+                    }
+                }
+                r = read_attached(self.attached.as_mut()) => {
+                    let n = r.map_err(|e| ProxyError::io("read from server", e))?;
+                    if n == 0 {
+                        if let Some(att) = self.attached.take() {
+                            self.shared.topology.outstanding[att.lease.node]
+                                .fetch_sub(1, Ordering::Relaxed);
+                        }
+                        return Err(ProxyError::io("server closed the connection", std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    self.process_server().await?;
+                }
+            }
+        }
+    }
+
+    /// Handles complete client messages; true when the client said goodbye.
+    async fn process_client(&mut self) -> Result<bool, ProxyError> {
+        while self.queued.is_none() {
+            let Some((tag, len)) = split_message(&self.cbuf, MAX_MESSAGE_LEN)? else {
+                break;
+            };
+            let frame = self.cbuf.split_to(len).freeze();
+            match tag {
+                b'X' => return Ok(true),
+                b'd' | b'c' | b'f' if self.unit.is_empty() => {
+                    // COPY IN data goes straight to the attached server.
+                    if self.attached.is_some() {
+                        self.send_unit(vec![frame], vec![StatementKind::Empty])
+                            .await?;
+                    }
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' => {
+                    FrontendMessage::decode(&frame)?;
+                    self.unit.push(frame);
+                }
+                b'S' | b'H' | b'Q' | b'F' => {
+                    FrontendMessage::decode(&frame)?;
+                    self.unit.push(frame);
+                    let unit = std::mem::take(&mut self.unit);
+                    self.dispatch(unit, false).await?;
+                }
+                other => {
+                    return Err(ProxyError::Protocol(format!(
+                        "unexpected message type {:?} from client",
+                        char::from(other)
+                    )));
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Kind of each frame (for Parse/Query: the statement's; Bind: its
+    /// statement's) and of the unit as a whole.
+    fn classify_unit(&self, unit: &[Bytes]) -> (Vec<StatementKind>, StatementKind) {
+        let mut kinds = Vec::with_capacity(unit.len());
+        let mut last_unnamed = StatementKind::Empty;
+        let mut session = false;
+        let mut write = false;
+        let mut begin_ro = false;
+        for frame in unit {
+            let kind = match FrontendMessage::decode(frame) {
+                Ok(FrontendMessage::Query(q)) => self.shared.classifier.classify(q),
+                Ok(FrontendMessage::Parse { name, query, .. }) => {
+                    let k = self.shared.classifier.classify(query);
+                    if name.is_empty() {
+                        last_unnamed = k;
+                    }
+                    k
+                }
+                Ok(FrontendMessage::Bind { statement, .. }) => {
+                    if statement.is_empty() {
+                        last_unnamed
+                    } else {
+                        self.statements
+                            .get(statement)
+                            .map(|s| s.kind)
+                            .unwrap_or(StatementKind::Write)
+                    }
+                }
+                Ok(FrontendMessage::FunctionCall(_)) => StatementKind::Write,
+                _ => StatementKind::Empty,
+            };
+            match kind {
+                StatementKind::SessionState => session = true,
+                StatementKind::Begin { read_only: true } => begin_ro = true,
+                k if !k.replica_ok() => write = true,
+                _ => {}
+            }
+            kinds.push(kind);
+        }
+        let overall = if session {
+            StatementKind::SessionState
+        } else if write {
+            StatementKind::Write
+        } else if begin_ro {
+            StatementKind::Begin { read_only: true }
+        } else {
+            StatementKind::Read
+        };
+        (kinds, overall)
+    }
+
+    /// Answers a unit that cannot run with an error (and the
+    /// ReadyForQuery the client waits for).
+    fn fail_unit(&mut self, unit: &[Bytes], err: &ProxyError) {
+        self.shared
+            .metrics
+            .routing_errors
+            .fetch_add(1, Ordering::Relaxed);
+        encode_error(
+            &mut self.to_client,
+            "ERROR",
+            err.sqlstate(),
+            &err.to_string(),
+        );
+        let ends_batch = unit
+            .last()
+            .is_some_and(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')));
+        if ends_batch {
+            rfq(&mut self.to_client, TxStatus::Idle);
+        } else {
+            self.discard_until_sync = true;
+        }
+    }
+
+    async fn dispatch(&mut self, unit: Vec<Bytes>, force_primary: bool) -> Result<(), ProxyError> {
+        if self.discard_until_sync {
+            if unit.last().is_some_and(|f| f.first() == Some(&b'S')) {
+                self.discard_until_sync = false;
+                rfq(&mut self.to_client, TxStatus::Idle);
+            }
+            return Ok(());
+        }
+        let (kinds, kind) = self.classify_unit(&unit);
+        let session_mode = self.shared.config.pool_mode == PoolMode::Session;
+        if let Some(att) = self.attached.as_mut() {
+            let compatible = att.tx != TxStatus::Idle
+                || self.pinned
+                || session_mode
+                || att.open_batch
+                || att.is_primary
+                || kind.replica_ok();
+            if !compatible {
+                self.queued = Some(unit);
+                return Ok(());
+            }
+            if kind == StatementKind::SessionState {
+                self.pinned = true;
+            }
+            if let Some(r) = att.retry.take() {
+                self.to_client.extend_from_slice(&r.held);
+            }
+            return self.send_unit(unit, kinds).await;
+        }
+        let topology = &self.shared.topology;
+        let to_replica = !force_primary && !session_mode && kind.replica_ok();
+        let node = if to_replica {
+            topology.read_node(&self.shared.rules)
+        } else {
+            topology.primary()
+        };
+        let Some(node) = node else {
+            let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
+            self.fail_unit(&unit, &err);
+            return Ok(());
+        };
+        let is_primary = topology.primary() == Some(node);
+        if self.pools.len() <= node {
+            self.pools.resize(node + 1, None);
+        }
+        let pool = match &self.pools[node] {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.shared.pools.pool(&PoolKey {
+                    user: self.user.clone(),
+                    database: self.database.clone(),
+                    node,
+                });
+                self.pools[node] = Some(p.clone());
+                p
+            }
+        };
+        let lease = match self
+            .shared
+            .pools
+            .acquire_in(&pool, topology, &self.password)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot get a server connection");
+                self.fail_unit(&unit, &e);
+                return Ok(());
+            }
+        };
+        if kind == StatementKind::SessionState {
+            self.pinned = true;
+        }
+        if let Ok(mut slot) = self.cancel.lock() {
+            *slot = Some(CancelTarget {
+                addr: lease.conn.addr,
+                pid: lease.conn.pid,
+                key: lease.conn.key,
+            });
+        }
+        topology.outstanding[node].fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.shared.metrics.routed.get(node) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let retry = (!is_primary).then(|| Retry {
+            unit: unit.clone(),
+            held: Vec::new(),
+            read_only_error: false,
+        });
+        self.attached = Some(Attached {
+            lease,
+            relay: Relay::default(),
+            tx: TxStatus::Idle,
+            open_batch: false,
+            is_primary,
+            retry,
+            since: Instant::now(),
+        });
+        self.send_unit(unit, kinds).await
+    }
+
+    async fn send_unit(
+        &mut self,
+        unit: Vec<Bytes>,
+        kinds: Vec<StatementKind>,
+    ) -> Result<(), ProxyError> {
+        let Some(att) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        let mut to_server = Vec::with_capacity(unit.iter().map(|f| f.len()).sum::<usize>() + 64);
+        for (frame, kind) in unit.iter().zip(kinds) {
+            let msg = FrontendMessage::decode(frame)?;
+            match msg {
+                FrontendMessage::Flush => att.open_batch = true,
+                FrontendMessage::Sync => att.open_batch = false,
+                _ => {}
+            }
+            let out = match att.retry.as_mut() {
+                Some(r) => &mut r.held,
+                None => &mut self.to_client,
+            };
+            att.relay.send(
+                frame,
+                &msg,
+                kind,
+                &mut self.statements,
+                &mut att.lease.conn.prepared,
+                &self.shared.hasher,
+                &mut to_server,
+                out,
+            )?;
+        }
+        if !to_server.is_empty() {
+            write_all(&mut att.lease.conn.stream, &to_server).await?;
+        }
+        Ok(())
+    }
+
+    async fn process_server(&mut self) -> Result<(), ProxyError> {
+        let Some(att) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        while let Some((tag, len)) = split_message(&att.lease.conn.buf, MAX_MESSAGE_LEN)? {
+            let frame = att.lease.conn.buf.split_to(len);
+            let out = match att.retry.as_mut() {
+                Some(r) => {
+                    if tag == b'E' && error_code(&frame[5..]) == Some("25006") {
+                        r.read_only_error = true;
+                    }
+                    &mut r.held
+                }
+                None => &mut self.to_client,
+            };
+            if let Some(status) = att
+                .relay
+                .receive(&frame, &mut att.lease.conn.prepared, out)?
+            {
+                att.tx = status;
+            }
+        }
+        if let Some(r) = att.retry.as_ref()
+            && r.held.len() > HOLD_LIMIT
+            && let Some(r) = att.retry.take()
+        {
+            self.to_client.extend_from_slice(&r.held);
+        }
+        if !att.relay.is_idle() || att.open_batch {
+            return Ok(());
+        }
+        // Every answer owed is in: the held answers are final unless the
+        // connection can go back and the unit be retried elsewhere.
+        let retry = att.retry.take();
+        let session_mode = self.shared.config.pool_mode == PoolMode::Session;
+        if att.tx != TxStatus::Idle || self.pinned || session_mode {
+            if let Some(r) = retry {
+                self.to_client.extend_from_slice(&r.held);
+            }
+            return Ok(());
+        }
+        self.detach();
+        match retry {
+            Some(r) if r.read_only_error => {
+                self.shared
+                    .metrics
+                    .retries_on_primary
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("read-only error on a replica: retrying on the primary");
+                self.dispatch(r.unit, true).await?;
+            }
+            Some(r) => self.to_client.extend_from_slice(&r.held),
+            None => {}
+        }
+        if let Some(unit) = self.queued.take() {
+            Box::pin(self.dispatch(unit, false)).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the idle server connection back to its pool.
+    fn detach(&mut self) {
+        if let Some(att) = self.attached.take() {
+            self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.hold_time.observe(att.since.elapsed());
+            if let Ok(mut slot) = self.cancel.lock() {
+                *slot = None;
+            }
+            self.shared.pools.release(att.lease);
+        }
+    }
+
+    /// On disconnect: an idle connection without session state goes back;
+    /// one with session state is reset first; one mid-transaction or
+    /// mid-request is closed.
+    async fn detach_on_exit(&mut self) {
+        let Some(att) = self.attached.as_mut() else {
+            return;
+        };
+        let idle = att.relay.is_idle() && att.tx == TxStatus::Idle && !att.open_batch;
+        if !idle {
+            if let Some(att) = self.attached.take() {
+                self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let needs_reset = self.pinned || self.shared.config.pool_mode == PoolMode::Session;
+        if needs_reset {
+            let conn = &mut att.lease.conn;
+            let mut q = Vec::new();
+            FrontendMessage::Query("DISCARD ALL").encode(&mut q);
+            let ok = async {
+                write_all(&mut conn.stream, &q).await?;
+                loop {
+                    let len = read_message(&mut conn.stream, &mut conn.buf).await?;
+                    let frame = conn.buf.split_to(len);
+                    match frame.first() {
+                        Some(b'Z') => return Ok::<bool, ProxyError>(frame.get(5) == Some(&b'I')),
+                        Some(b'E') => return Ok(false),
+                        _ => {}
+                    }
+                }
+            }
+            .await;
+            if !matches!(ok, Ok(true)) {
+                if let Some(att) = self.attached.take() {
+                    self.shared.topology.outstanding[att.lease.node]
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            conn.prepared.clear();
+        }
+        self.detach();
+    }
+}

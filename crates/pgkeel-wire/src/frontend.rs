@@ -1,0 +1,369 @@
+//! Messages a client sends after startup, as borrowed views of the frame so
+//! the proxy can route and relay without copying.
+
+use crate::WireError;
+use crate::cursor::{Cursor, begin, count_i16, finish, len_i32, put_cstr};
+
+/// A frontend message. Decoded from a complete frame (see
+/// [`crate::split_message`]); `encode` produces the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendMessage<'a> {
+    /// `Q`: simple query (one or more statements).
+    Query(&'a str),
+    /// `P`: prepare `query` as statement `name` ("" = unnamed).
+    Parse {
+        /// Statement name.
+        name: &'a str,
+        /// SQL text.
+        query: &'a str,
+        /// Parameter type OIDs (0 = unspecified).
+        param_types: Vec<u32>,
+    },
+    /// `B`: bind parameters to `statement`, creating `portal`.
+    Bind {
+        /// Portal name.
+        portal: &'a str,
+        /// Statement name.
+        statement: &'a str,
+        /// Formats, values and result formats, kept raw (see [`BindTail`]).
+        tail: &'a [u8],
+    },
+    /// `D`: describe a statement (`b'S'`) or portal (`b'P'`).
+    Describe {
+        /// `S` or `P`.
+        kind: u8,
+        /// Its name.
+        name: &'a str,
+    },
+    /// `E`: run a portal.
+    Execute {
+        /// Portal name.
+        portal: &'a str,
+        /// Row limit (0 = all).
+        max_rows: i32,
+    },
+    /// `C`: close a statement (`S`) or portal (`P`).
+    Close {
+        /// `S` or `P`.
+        kind: u8,
+        /// Its name.
+        name: &'a str,
+    },
+    /// `S`: end of an extended-protocol batch.
+    Sync,
+    /// `H`: ask for pending output without ending the batch.
+    Flush,
+    /// `d`: COPY data.
+    CopyData(&'a [u8]),
+    /// `c`: COPY finished.
+    CopyDone,
+    /// `f`: COPY aborted with a reason.
+    CopyFail(&'a str),
+    /// `X`: the client is leaving.
+    Terminate,
+    /// `p`: password, SASLInitialResponse or SASLResponse (the meaning
+    /// depends on the authentication step; see [`crate::scram`]).
+    Password(&'a [u8]),
+    /// `F`: legacy function call, relayed raw.
+    FunctionCall(&'a [u8]),
+}
+
+fn describe_kind(c: &mut Cursor<'_>) -> Result<u8, WireError> {
+    let kind = c.u8("kind")?;
+    if kind == b'S' || kind == b'P' {
+        Ok(kind)
+    } else {
+        Err(WireError::Invalid {
+            message: "Describe/Close",
+            what: "kind",
+            detail: format!("{:?} is neither 'S' nor 'P'", char::from(kind)),
+        })
+    }
+}
+
+impl<'a> FrontendMessage<'a> {
+    /// Decodes `frame` (tag, length, body).
+    pub fn decode(frame: &'a [u8]) -> Result<Self, WireError> {
+        let (&tag, rest) = frame.split_first().ok_or(WireError::Truncated {
+            message: "frontend",
+            what: "type",
+        })?;
+        let body = rest.get(4..).ok_or(WireError::Truncated {
+            message: "frontend",
+            what: "length",
+        })?;
+        Self::decode_body(tag, body)
+    }
+
+    /// Decodes a body whose tag is known.
+    pub fn decode_body(tag: u8, body: &'a [u8]) -> Result<Self, WireError> {
+        let msg = match tag {
+            b'Q' => {
+                let mut c = Cursor::new(body, "Query");
+                let q = c.cstr("query")?;
+                c.finish()?;
+                FrontendMessage::Query(q)
+            }
+            b'P' => {
+                let mut c = Cursor::new(body, "Parse");
+                let name = c.cstr("statement name")?;
+                let query = c.cstr("query")?;
+                let n = c.count16("parameter count")?;
+                if c.remaining() < n * 4 {
+                    return Err(WireError::Truncated {
+                        message: "Parse",
+                        what: "parameter types",
+                    });
+                }
+                let mut param_types = Vec::with_capacity(n);
+                for _ in 0..n {
+                    param_types.push(c.u32("parameter type")?);
+                }
+                c.finish()?;
+                FrontendMessage::Parse {
+                    name,
+                    query,
+                    param_types,
+                }
+            }
+            b'B' => {
+                let mut c = Cursor::new(body, "Bind");
+                let portal = c.cstr("portal name")?;
+                let statement = c.cstr("statement name")?;
+                let tail = c.rest();
+                BindTail::decode(tail)?;
+                FrontendMessage::Bind {
+                    portal,
+                    statement,
+                    tail,
+                }
+            }
+            b'D' | b'C' => {
+                let mut c = Cursor::new(body, if tag == b'D' { "Describe" } else { "Close" });
+                let kind = describe_kind(&mut c)?;
+                let name = c.cstr("name")?;
+                c.finish()?;
+                if tag == b'D' {
+                    FrontendMessage::Describe { kind, name }
+                } else {
+                    FrontendMessage::Close { kind, name }
+                }
+            }
+            b'E' => {
+                let mut c = Cursor::new(body, "Execute");
+                let portal = c.cstr("portal name")?;
+                let max_rows = c.i32("row limit")?;
+                c.finish()?;
+                FrontendMessage::Execute { portal, max_rows }
+            }
+            b'S' | b'H' | b'c' | b'X' => {
+                Cursor::new(body, "Sync/Flush/CopyDone/Terminate").finish()?;
+                match tag {
+                    b'S' => FrontendMessage::Sync,
+                    b'H' => FrontendMessage::Flush,
+                    b'c' => FrontendMessage::CopyDone,
+                    _ => FrontendMessage::Terminate,
+                }
+            }
+            b'd' => FrontendMessage::CopyData(body),
+            b'f' => {
+                let mut c = Cursor::new(body, "CopyFail");
+                let reason = c.cstr("reason")?;
+                c.finish()?;
+                FrontendMessage::CopyFail(reason)
+            }
+            b'p' => FrontendMessage::Password(body),
+            b'F' => FrontendMessage::FunctionCall(body),
+            byte => return Err(WireError::UnknownTag { byte }),
+        };
+        Ok(msg)
+    }
+
+    /// The type byte.
+    pub fn tag(&self) -> u8 {
+        match self {
+            FrontendMessage::Query(_) => b'Q',
+            FrontendMessage::Parse { .. } => b'P',
+            FrontendMessage::Bind { .. } => b'B',
+            FrontendMessage::Describe { .. } => b'D',
+            FrontendMessage::Execute { .. } => b'E',
+            FrontendMessage::Close { .. } => b'C',
+            FrontendMessage::Sync => b'S',
+            FrontendMessage::Flush => b'H',
+            FrontendMessage::CopyData(_) => b'd',
+            FrontendMessage::CopyDone => b'c',
+            FrontendMessage::CopyFail(_) => b'f',
+            FrontendMessage::Terminate => b'X',
+            FrontendMessage::Password(_) => b'p',
+            FrontendMessage::FunctionCall(_) => b'F',
+        }
+    }
+
+    /// Appends the complete frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let at = begin(out, self.tag());
+        match self {
+            FrontendMessage::Query(q) => put_cstr(out, q),
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } => {
+                put_cstr(out, name);
+                put_cstr(out, query);
+                out.extend_from_slice(&count_i16(param_types.len()));
+                for t in param_types {
+                    out.extend_from_slice(&t.to_be_bytes());
+                }
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                tail,
+            } => {
+                put_cstr(out, portal);
+                put_cstr(out, statement);
+                out.extend_from_slice(tail);
+            }
+            FrontendMessage::Describe { kind, name } | FrontendMessage::Close { kind, name } => {
+                out.push(*kind);
+                put_cstr(out, name);
+            }
+            FrontendMessage::Execute { portal, max_rows } => {
+                put_cstr(out, portal);
+                out.extend_from_slice(&max_rows.to_be_bytes());
+            }
+            FrontendMessage::Sync
+            | FrontendMessage::Flush
+            | FrontendMessage::CopyDone
+            | FrontendMessage::Terminate => {}
+            FrontendMessage::CopyData(b)
+            | FrontendMessage::Password(b)
+            | FrontendMessage::FunctionCall(b) => out.extend_from_slice(b),
+            FrontendMessage::CopyFail(r) => put_cstr(out, r),
+        }
+        finish(out, at);
+    }
+}
+
+/// The part of a Bind after the two names, decoded for validation and
+/// tests (the proxy relays it raw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindTail<'a> {
+    /// Parameter format codes.
+    pub param_formats: Vec<i16>,
+    /// Parameter values (`None` = NULL).
+    pub params: Vec<Option<&'a [u8]>>,
+    /// Result column format codes.
+    pub result_formats: Vec<i16>,
+}
+
+impl<'a> BindTail<'a> {
+    /// Decodes and checks the tail of a Bind body.
+    pub fn decode(tail: &'a [u8]) -> Result<Self, WireError> {
+        let mut c = Cursor::new(tail, "Bind");
+        let n = c.count16("format count")?;
+        if c.remaining() < n * 2 {
+            return Err(WireError::Truncated {
+                message: "Bind",
+                what: "parameter formats",
+            });
+        }
+        let param_formats = (0..n)
+            .map(|_| c.i16("format"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = c.count16("parameter count")?;
+        if c.remaining() < n * 4 {
+            return Err(WireError::Truncated {
+                message: "Bind",
+                what: "parameters",
+            });
+        }
+        let params = (0..n)
+            .map(|_| c.nullable("parameter"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = c.count16("result format count")?;
+        if c.remaining() < n * 2 {
+            return Err(WireError::Truncated {
+                message: "Bind",
+                what: "result formats",
+            });
+        }
+        let result_formats = (0..n)
+            .map(|_| c.i16("result format"))
+            .collect::<Result<Vec<_>, _>>()?;
+        c.finish()?;
+        Ok(BindTail {
+            param_formats,
+            params,
+            result_formats,
+        })
+    }
+
+    /// The raw tail bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&count_i16(self.param_formats.len()));
+        for f in &self.param_formats {
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        out.extend_from_slice(&count_i16(self.params.len()));
+        for p in &self.params {
+            match p {
+                None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    out.extend_from_slice(&len_i32(v.len()));
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+        out.extend_from_slice(&count_i16(self.result_formats.len()));
+        for f in &self.result_formats {
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trips_and_checks_counts() -> Result<(), WireError> {
+        let msg = FrontendMessage::Parse {
+            name: "s1",
+            query: "SELECT $1",
+            param_types: vec![23],
+        };
+        let mut buf = Vec::new();
+        msg.encode(&mut buf);
+        assert_eq!(FrontendMessage::decode(&buf)?, msg);
+        // Claims 1000 parameter types but carries none.
+        let mut bad = Vec::new();
+        let at = begin(&mut bad, b'P');
+        bad.extend_from_slice(b"\0q\0\x03\xe8");
+        finish(&mut bad, at);
+        assert!(FrontendMessage::decode(&bad).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bind_tail_is_validated() {
+        let mut buf = Vec::new();
+        let at = begin(&mut buf, b'B');
+        // portal "", statement "", 0 formats, 1 param of length 100 with 1 byte.
+        buf.extend_from_slice(b"\0\0\0\0\0\x01\0\0\0\x64x");
+        finish(&mut buf, at);
+        assert!(matches!(
+            FrontendMessage::decode(&buf),
+            Err(WireError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_tags_are_errors() {
+        assert_eq!(
+            FrontendMessage::decode(b"z\0\0\0\x04"),
+            Err(WireError::UnknownTag { byte: b'z' })
+        );
+    }
+}

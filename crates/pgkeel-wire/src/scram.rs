@@ -1,0 +1,372 @@
+//! The server side of SCRAM-SHA-256 (RFC 5802/7677 as PostgreSQL uses it):
+//! the proxy authenticates clients against stored verifiers and never
+//! needs to see a password on the wire.
+//!
+//! Passwords are used as given (PostgreSQL applies SASLprep; for ASCII
+//! passwords, which pgkeel generates, the two are the same).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+/// The mechanism name announced in AuthenticationSASL.
+pub const MECHANISM: &str = "SCRAM-SHA-256";
+
+/// Iterations used for verifiers pgkeel computes (PostgreSQL's default).
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+
+/// Why an exchange failed. `BadProof` is the wrong-password case (FATAL
+/// 28P01); the others are protocol violations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScramError {
+    /// The client's proof does not match the verifier.
+    #[error("password authentication failed")]
+    BadProof,
+    /// A malformed or out-of-order message.
+    #[error("malformed SCRAM message: {0}")]
+    Protocol(String),
+    /// A verifier string that is not `SCRAM-SHA-256$iter:salt$stored:server`.
+    #[error("invalid SCRAM verifier: {0}")]
+    BadVerifier(String),
+    /// No randomness for the server nonce.
+    #[error("cannot generate a nonce: {0}")]
+    Random(String),
+}
+
+fn protocol(msg: &str) -> ScramError {
+    ScramError::Protocol(msg.to_string())
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// PBKDF2-HMAC-SHA-256 with one output block: SCRAM's `Hi`.
+fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
+    let mut out = u;
+    for _ in 1..iterations {
+        u = hmac(password, &[&u]);
+        for (o, b) in out.iter_mut().zip(u.iter()) {
+            *o ^= b;
+        }
+    }
+    out
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the server stores instead of a password (`pg_authid.rolpassword`
+/// form): salt, iterations and the two derived keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    iterations: u32,
+    salt: Vec<u8>,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramVerifier")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramVerifier {
+    /// Derives a verifier from a password with a fresh random salt.
+    pub fn from_password(password: &str) -> Result<Self, ScramError> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| ScramError::Random(e.to_string()))?;
+        Ok(Self::with_salt(password, &salt, DEFAULT_ITERATIONS))
+    }
+
+    /// Derives a verifier with a given salt (deterministic, for tests).
+    pub fn with_salt(password: &str, salt: &[u8], iterations: u32) -> Self {
+        let salted = hi(password.as_bytes(), salt, iterations.max(1));
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        ScramVerifier {
+            iterations: iterations.max(1),
+            salt: salt.to_vec(),
+            stored_key: sha256(&client_key),
+            server_key: hmac(&salted, &[b"Server Key"]),
+        }
+    }
+
+    /// Parses `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+    pub fn parse(s: &str) -> Result<Self, ScramError> {
+        let bad = |why: &str| ScramError::BadVerifier(why.to_string());
+        let rest = s
+            .strip_prefix("SCRAM-SHA-256$")
+            .ok_or_else(|| bad("does not start with SCRAM-SHA-256$"))?;
+        let (params, keys) = rest.split_once('$').ok_or_else(|| bad("missing keys"))?;
+        let (iter, salt) = params.split_once(':').ok_or_else(|| bad("missing salt"))?;
+        let (stored, server) = keys
+            .split_once(':')
+            .ok_or_else(|| bad("missing server key"))?;
+        let iterations: u32 = iter.parse().map_err(|_| bad("bad iteration count"))?;
+        let salt = STANDARD
+            .decode(salt)
+            .map_err(|_| bad("salt is not base64"))?;
+        let key = |k: &str| -> Result<[u8; 32], ScramError> {
+            STANDARD
+                .decode(k)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+                .ok_or_else(|| bad("key is not 32 base64 bytes"))
+        };
+        if iterations == 0 {
+            return Err(bad("zero iterations"));
+        }
+        Ok(ScramVerifier {
+            iterations,
+            salt,
+            stored_key: key(stored)?,
+            server_key: key(server)?,
+        })
+    }
+}
+
+impl std::fmt::Display for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            STANDARD.encode(&self.salt),
+            STANDARD.encode(self.stored_key),
+            STANDARD.encode(self.server_key)
+        )
+    }
+}
+
+enum State {
+    Initial,
+    SentFirst {
+        client_first_bare: String,
+        server_first: String,
+        gs2_header: String,
+        nonce: String,
+    },
+    Done,
+}
+
+/// One server-side exchange: feed it the client's two messages, send back
+/// what it returns.
+pub struct ScramServer {
+    verifier: ScramVerifier,
+    state: State,
+}
+
+impl ScramServer {
+    /// An exchange against `verifier`.
+    pub fn new(verifier: ScramVerifier) -> Self {
+        ScramServer {
+            verifier,
+            state: State::Initial,
+        }
+    }
+
+    /// Handles client-first-message with a random server nonce; returns
+    /// server-first-message.
+    pub fn client_first(&mut self, msg: &[u8]) -> Result<String, ScramError> {
+        let mut raw = [0u8; 18];
+        getrandom::fill(&mut raw).map_err(|e| ScramError::Random(e.to_string()))?;
+        self.client_first_with_nonce(msg, &STANDARD.encode(raw))
+    }
+
+    /// As [`Self::client_first`] with a given server nonce (tests).
+    pub fn client_first_with_nonce(
+        &mut self,
+        msg: &[u8],
+        server_nonce: &str,
+    ) -> Result<String, ScramError> {
+        if !matches!(self.state, State::Initial) {
+            return Err(protocol("client-first-message out of order"));
+        }
+        let msg = std::str::from_utf8(msg).map_err(|_| protocol("not UTF-8"))?;
+        // gs2-header: cbind-flag "," [authzid] ","
+        let (flag, rest) = msg
+            .split_once(',')
+            .ok_or_else(|| protocol("no GS2 header"))?;
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => {
+                return Err(protocol("channel binding is not supported"));
+            }
+            _ => return Err(protocol("bad channel binding flag")),
+        }
+        let (authzid, bare) = rest
+            .split_once(',')
+            .ok_or_else(|| protocol("no GS2 header"))?;
+        if !authzid.is_empty() {
+            return Err(protocol("authorization identities are not supported"));
+        }
+        let mut client_nonce = None;
+        for attr in bare.split(',') {
+            if let Some(r) = attr.strip_prefix("r=") {
+                client_nonce = Some(r);
+            } else if attr.starts_with("m=") {
+                return Err(protocol("mandatory extensions are not supported"));
+            }
+        }
+        let client_nonce = client_nonce
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+            .ok_or_else(|| protocol("missing or invalid client nonce"))?;
+        let nonce = format!("{client_nonce}{server_nonce}");
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&self.verifier.salt),
+            self.verifier.iterations
+        );
+        self.state = State::SentFirst {
+            client_first_bare: bare.to_string(),
+            server_first: server_first.clone(),
+            gs2_header: format!("{flag},{authzid},"),
+            nonce,
+        };
+        Ok(server_first)
+    }
+
+    /// Handles client-final-message; returns server-final-message when the
+    /// proof matches, [`ScramError::BadProof`] when it does not.
+    pub fn client_final(&mut self, msg: &[u8]) -> Result<String, ScramError> {
+        let State::SentFirst {
+            client_first_bare,
+            server_first,
+            gs2_header,
+            nonce,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            return Err(protocol("client-final-message out of order"));
+        };
+        let msg = std::str::from_utf8(msg).map_err(|_| protocol("not UTF-8"))?;
+        let (without_proof, proof) = msg
+            .rsplit_once(",p=")
+            .ok_or_else(|| protocol("missing proof"))?;
+        let mut channel = None;
+        let mut final_nonce = None;
+        for attr in without_proof.split(',') {
+            if let Some(c) = attr.strip_prefix("c=") {
+                channel = Some(c);
+            } else if let Some(r) = attr.strip_prefix("r=") {
+                final_nonce = Some(r);
+            }
+        }
+        if channel != Some(STANDARD.encode(gs2_header.as_bytes()).as_str()) {
+            return Err(protocol("channel binding data does not match"));
+        }
+        if final_nonce != Some(nonce.as_str()) {
+            return Err(protocol("nonce does not match"));
+        }
+        let proof = STANDARD
+            .decode(proof)
+            .map_err(|_| protocol("proof is not base64"))?;
+        if proof.len() != 32 {
+            return Err(protocol("proof has the wrong length"));
+        }
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = hmac(&self.verifier.stored_key, &[auth_message.as_bytes()]);
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        if !constant_time_eq(&sha256(&client_key), &self.verifier.stored_key) {
+            return Err(ScramError::BadProof);
+        }
+        let server_signature = hmac(&self.verifier.server_key, &[auth_message.as_bytes()]);
+        Ok(format!("v={}", STANDARD.encode(server_signature)))
+    }
+}
+
+/// Splits a SASLInitialResponse body into mechanism and client data.
+pub fn parse_initial_response(body: &[u8]) -> Result<(&str, &[u8]), ScramError> {
+    let end = body
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| protocol("unterminated mechanism"))?;
+    let mech = std::str::from_utf8(&body[..end]).map_err(|_| protocol("mechanism not UTF-8"))?;
+    let rest = &body[end + 1..];
+    if rest.len() < 4 {
+        return Err(protocol("truncated initial response"));
+    }
+    let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let data = &rest[4..];
+    if len == -1 {
+        return Ok((mech, &[]));
+    }
+    if usize::try_from(len).ok() != Some(data.len()) {
+        return Err(protocol("initial response length mismatch"));
+    }
+    Ok((mech, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    fn exchange(verifier: &ScramVerifier, password: &str) -> Result<(), ScramError> {
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let mut server = ScramServer::new(verifier.clone());
+        let first = server.client_first(client.message())?;
+        client
+            .update(first.as_bytes())
+            .map_err(|e| protocol(&e.to_string()))?;
+        let last = server.client_final(client.message())?;
+        client
+            .finish(last.as_bytes())
+            .map_err(|e| protocol(&format!("client rejected server: {e}")))
+    }
+
+    #[test]
+    fn postgres_protocol_client_authenticates() -> Result<(), ScramError> {
+        let v = ScramVerifier::from_password("s3cret")?;
+        exchange(&v, "s3cret")
+    }
+
+    #[test]
+    fn wrong_password_is_bad_proof() -> Result<(), ScramError> {
+        let v = ScramVerifier::from_password("s3cret")?;
+        assert_eq!(exchange(&v, "nope"), Err(ScramError::BadProof));
+        Ok(())
+    }
+
+    #[test]
+    fn verifier_text_round_trips_and_matches_postgres() -> Result<(), ScramError> {
+        let text = postgres_protocol::password::scram_sha_256(b"pw");
+        let v = ScramVerifier::parse(&text)?;
+        assert_eq!(v.to_string(), text);
+        exchange(&v, "pw")?;
+        assert!(ScramVerifier::parse("md5abc").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_channel_binding_and_replayed_steps() -> Result<(), ScramError> {
+        let v = ScramVerifier::with_salt("pw", b"salt", 4096);
+        let mut s = ScramServer::new(v.clone());
+        assert!(s.client_first(b"p=tls-server-end-point,,n=,r=abc").is_err());
+        let mut s = ScramServer::new(v.clone());
+        assert!(s.client_final(b"c=biws,r=x,p=AAAA").is_err());
+        // A failed step ends the exchange.
+        assert!(s.client_first(b"n,,n=,r=abc").is_err());
+        let mut s = ScramServer::new(v);
+        s.client_first_with_nonce(b"n,,n=,r=abc", "def")?;
+        assert!(s.client_final(b"c=biws,r=abcXXX,p=AAAA").is_err());
+        Ok(())
+    }
+}

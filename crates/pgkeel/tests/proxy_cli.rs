@@ -1,0 +1,106 @@
+//! `pgkeel proxy --dir D --listen ADDR` as a process: serves reads from a
+//! replica, exposes /metrics, and exits cleanly on SIGTERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CliCluster, TestResult};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgkeel_testkit::{connect_url, free_port_block};
+
+/// The proxy process, killed by PID if the test ends early.
+struct ProxyProcess(Child);
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> TestResult<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+#[tokio::test]
+async fn proxy_command_serves_and_stops_on_sigterm() -> TestResult {
+    let c = CliCluster::new(3)?;
+    c.up(&[]);
+    let ports = free_port_block(2);
+    let (port, admin) = (ports, ports + 1);
+    let root = c.root.display().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgkeel"))
+        .args(["proxy", "--dir", &root])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut proxy = ProxyProcess(child);
+
+    // The primary's URL with the proxy's port.
+    let direct = c.url(&[])?;
+    let at = direct.rfind('@').ok_or("no @ in url")?;
+    let slash = direct[at..].find('/').ok_or("no / in url")? + at;
+    let url = format!("{}@127.0.0.1:{port}{}", &direct[..at], &direct[slash..]);
+
+    let started = Instant::now();
+    let client = loop {
+        if let Ok(client) = connect_url(&url).await
+            && client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, bool>(0))
+        {
+            break client;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the proxy never served a read from a replica".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let row = client.query_one("SELECT inet_server_port()", &[]).await?;
+    assert_ne!(
+        row.get::<_, i32>(0),
+        i32::from(c.base_port),
+        "a read ran on the primary"
+    );
+
+    let metrics = http_get(admin, "/metrics")?;
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(
+        metrics.contains("pgkeel_proxy_routed_total{node=\"replica1\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pgkeel_proxy_clients 1"), "{metrics}");
+    assert!(
+        metrics.contains("pgkeel_proxy_server_hold_seconds_count "),
+        "{metrics}"
+    );
+    let pools = http_get(admin, "/pools")?;
+    assert!(pools.contains("user\tdatabase\tnode"), "{pools}");
+    drop(client);
+
+    let pid = Pid::from_raw(i32::try_from(proxy.0.id())?);
+    kill(pid, Signal::SIGTERM)?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = proxy.0.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err("the proxy did not exit after SIGTERM".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    Ok(())
+}
