@@ -366,7 +366,7 @@ mod tests {
         assert!(s.client_first(b"n,,n=,r=abc").is_err());
         let mut s = ScramServer::new(v);
         s.client_first_with_nonce(b"n,,n=,r=abc", "def")?;
-        assert!(s.client_final(b"c=biws,r=abcXXX,p=AAAA").is_err());
+        assert!(s.client_final(b"c=biws,r=abcZZZ,p=AAAA").is_err());
         Ok(())
     }
 }
