@@ -295,6 +295,13 @@ fn authorized(s: &ApiState, headers: &HeaderMap) -> bool {
     !s.token.is_empty() && given == Some(s.token.as_str())
 }
 
+fn unauthorized() -> Response {
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into(),
+    )
+}
+
 fn refuse(code: StatusCode, message: String) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
@@ -305,10 +312,7 @@ async fn switchover(
     body: Option<Json<HandoverRequest>>,
 ) -> Response {
     if !authorized(&s, &headers) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into(),
-        );
+        return unauthorized();
     }
     let to = body.map(|b| b.0.to).unwrap_or_default();
     match request_switchover(&s.dcs, &s.cluster, to).await {
@@ -326,10 +330,7 @@ async fn failover(
     body: Option<Json<HandoverRequest>>,
 ) -> Response {
     if !authorized(&s, &headers) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token (Authorization: Bearer <secrets/api.token>)".into(),
-        );
+        return unauthorized();
     }
     let Some(to) = body.and_then(|b| b.0.to) else {
         return refuse(

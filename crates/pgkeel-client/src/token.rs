@@ -105,23 +105,10 @@ impl AfterCommit {
     }
 }
 
-/// A size as `current_setting()` shows it (`8192`, `16MB`, `1GB`).
+/// A size as `current_setting()` shows it (`8192`, `16MB`, `1GB`): the
+/// same syntax as `postgresql.conf`, parsed by pgkeel-core.
 pub(crate) fn parse_setting_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        _ => return None,
-    };
-    number.checked_mul(factor)
+    pgkeel_core::size::parse_pg_size(text)
 }
 
 #[cfg(test)]
