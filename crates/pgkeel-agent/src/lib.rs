@@ -15,9 +15,11 @@ pub mod http;
 pub mod lease;
 pub mod observe;
 pub mod orchestrate;
-pub mod pidfile;
+pub mod proxy_daemon;
 pub mod runner;
 pub mod shared;
 
 pub use error::AgentError;
+/// PID files live in `pgkeel-cluster` (status reads them too).
+pub use pgkeel_cluster::pidfile;
 pub use runner::run_agent;

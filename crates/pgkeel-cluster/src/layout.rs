@@ -119,6 +119,21 @@ impl Layout {
         self.secrets_dir().join("api.token")
     }
 
+    /// The proxy's directory (PID file, log).
+    pub fn proxy_dir(&self) -> PathBuf {
+        self.root.join("proxy")
+    }
+
+    /// PID file of the proxy `up` started.
+    pub fn proxy_pid_file(&self) -> PathBuf {
+        self.proxy_dir().join("proxy.pid")
+    }
+
+    /// The proxy's log.
+    pub fn proxy_log(&self) -> PathBuf {
+        self.proxy_dir().join("proxy.log")
+    }
+
     /// A node's Unix socket directory.
     pub fn socket_dir(&self, node: &str) -> PathBuf {
         self.node_dir(node).join("run")

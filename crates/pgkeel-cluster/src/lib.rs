@@ -8,6 +8,7 @@ pub mod compare;
 pub mod context;
 pub mod error;
 pub mod layout;
+pub mod pidfile;
 pub mod preflight;
 pub mod progress;
 pub mod render;

@@ -99,6 +99,36 @@ pub fn check_ha_ports(cluster: &Cluster) -> Result<(), ClusterError> {
     })
 }
 
+/// Checks the proxy's client and admin ports (when the cluster has a
+/// proxy).
+pub fn check_proxy_ports(cluster: &Cluster) -> Result<(), ClusterError> {
+    let c = &cluster.config;
+    let Some(first) = cluster.nodes().first() else {
+        return Ok(());
+    };
+    if !c.proxy.enabled {
+        return Ok(());
+    }
+    let wanted: Vec<NodeConfig> = [c.proxy_port(), c.proxy_admin_port()]
+        .into_iter()
+        .map(|port| NodeConfig {
+            name: first.name.clone(),
+            host: c.proxy.host.clone(),
+            port,
+            api_port: None,
+            nofailover: false,
+        })
+        .collect();
+    check_ports(wanted.iter()).map_err(|e| match e {
+        ClusterError::PortInUse { host, port, .. } => ClusterError::PortInUse {
+            node: "the proxy (`proxy.port`/`proxy.admin_port`, or `pgkeel up --proxy-port`)".into(),
+            host,
+            port,
+        },
+        other => other,
+    })
+}
+
 /// Everything `up` checks before creating a new cluster.
 pub fn check_new_cluster(cluster: &Cluster) -> Result<(), ClusterError> {
     check_data_root(&cluster.layout)?;

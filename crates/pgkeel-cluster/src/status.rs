@@ -3,7 +3,7 @@
 
 use futures_util::future::join_all;
 use pgkeel_core::NodeConfig;
-use pgkeel_core::status::{ClusterStatus, NodeStatus, Role, SlotStatus};
+use pgkeel_core::status::{ClusterStatus, NodeStatus, ProxyStatus, Role, SlotStatus};
 use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
 use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
 
@@ -57,7 +57,20 @@ impl Cluster {
             lease_ttl_left: None,
             paused: None,
             etcd_ok: None,
+            proxy: self.proxy_status(),
         }
+    }
+
+    /// The proxy's address and PID (from its PID file), when the cluster
+    /// has one.
+    pub fn proxy_status(&self) -> Option<ProxyStatus> {
+        let p = &self.config.proxy;
+        p.enabled.then(|| ProxyStatus {
+            host: connect_host(&p.host),
+            port: self.config.proxy_port(),
+            admin_port: self.config.proxy_admin_port(),
+            pid: crate::pidfile::alive_pid(&self.layout.proxy_pid_file()),
+        })
     }
 
     async fn inspect(&self, node: &NodeConfig) -> NodeReport {
@@ -178,5 +191,15 @@ fn slot_status(slot: &SlotRow) -> SlotStatus {
         restart_lsn: slot.restart_lsn,
         retained_bytes: slot.retained_bytes,
         wal_status: slot.wal_status.clone(),
+    }
+}
+
+/// The address clients use for a listener bound to `host`: a wildcard
+/// bind is reached on loopback.
+pub fn connect_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".into(),
+        Ok(ip) if ip.is_unspecified() => "::1".into(),
+        _ => host.to_string(),
     }
 }

@@ -33,6 +33,21 @@ pub enum UpOutcome {
     Resumed(Vec<String>),
 }
 
+impl UpOutcome {
+    /// The outcome once `action` (a step beyond PostgreSQL: agents, the
+    /// proxy) was also done.
+    pub fn with_action(self, action: String) -> UpOutcome {
+        match self {
+            UpOutcome::Created => UpOutcome::Created,
+            UpOutcome::AlreadyRunning => UpOutcome::Resumed(vec![action]),
+            UpOutcome::Resumed(mut done) => {
+                done.push(action);
+                UpOutcome::Resumed(done)
+            }
+        }
+    }
+}
+
 /// Brings `cluster` up and returns only once every replica streams.
 pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutcome, ClusterError> {
     let layout = &cluster.layout;

@@ -17,6 +17,9 @@ pub enum UrlTarget {
     Replica,
     /// A named node.
     Node(String),
+    /// The cluster's proxy (reads split to replicas, writes to the
+    /// primary, through failovers).
+    Proxy,
 }
 
 /// Whose credentials go in the URL.
@@ -51,7 +54,23 @@ impl Cluster {
         target: &UrlTarget,
         creds: Credentials,
     ) -> Result<String, ClusterError> {
-        let node = self.resolve_target(target).await?;
+        let (host, port) = match target {
+            UrlTarget::Proxy => {
+                if !self.config.proxy.enabled {
+                    return Err(ClusterError::NoSuitableNode {
+                        detail: "this cluster has no proxy (`proxy.enabled = false`)".into(),
+                    });
+                }
+                (
+                    crate::status::connect_host(&self.config.proxy.host),
+                    self.config.proxy_port(),
+                )
+            }
+            _ => {
+                let node = self.resolve_target(target).await?;
+                (node.host.clone(), node.port)
+            }
+        };
         let (user, secret, database) = match creds {
             Credentials::App => (
                 self.config.roles.app.as_str(),
@@ -61,7 +80,7 @@ impl Cluster {
             Credentials::Superuser => (self.superuser.as_str(), Secret::Superuser, "postgres"),
         };
         let password = read_password(&self.layout.password_file(secret))?;
-        Ok(format_url(user, &password, &node.host, node.port, database))
+        Ok(format_url(user, &password, &host, port, database))
     }
 
     async fn resolve_target(&self, target: &UrlTarget) -> Result<&NodeConfig, ClusterError> {

@@ -14,4 +14,4 @@ pub use config::{Config, ConfigError, NodeConfig};
 pub use lsn::Lsn;
 pub use mode::ReplicationMode;
 pub use names::{NameError, NodeName};
-pub use status::{ClusterStatus, NodeStatus, Role, SlotStatus};
+pub use status::{ClusterStatus, NodeStatus, ProxyStatus, Role, SlotStatus};

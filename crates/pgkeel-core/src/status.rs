@@ -40,6 +40,22 @@ pub struct ClusterStatus {
     /// etcd answered.
     #[serde(default)]
     pub etcd_ok: Option<bool>,
+    /// The pooling proxy, when the cluster has one.
+    #[serde(default)]
+    pub proxy: Option<ProxyStatus>,
+}
+
+/// Where applications connect to the proxy, and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProxyStatus {
+    /// Listen address.
+    pub host: String,
+    /// Client port.
+    pub port: u16,
+    /// HTTP admin port (`/metrics`, `/pools`).
+    pub admin_port: u16,
+    /// Its PID, when running.
+    pub pid: Option<u32>,
 }
 
 /// One node.

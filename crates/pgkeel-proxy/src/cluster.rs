@@ -5,77 +5,109 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::time::Duration;
 
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::layout::Secret;
+use pgkeel_core::size::parse_pg_size;
 use pgkeel_pg::secrets::read_password;
 
 use crate::config::{Backend, ProxyConfig, User};
 use crate::listener::{ProxyHandle, start};
 use crate::{PoolMode, ProxyError};
 
-/// Default client port of the proxy.
+/// Default client port of the proxy (for the default base port).
 pub const DEFAULT_PORT: u16 = 6432;
 
-/// Options for a proxy in front of a local cluster.
-#[derive(Debug, Clone)]
+/// Overrides of the cluster's `[proxy]` section (command-line flags,
+/// tests); `None` keeps the section's value.
+#[derive(Debug, Clone, Default)]
 pub struct ClusterProxyOptions {
-    /// Client listener.
-    pub listen: SocketAddr,
-    /// Admin HTTP listener (`/metrics`, `/pools`).
+    /// Client listener; `None`: the section's `host:port`.
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP listener (`/metrics`, `/pools`). `None`: the section's
+    /// `host:admin_port` when `listen` is also `None`, else no admin
+    /// endpoint.
     pub admin_listen: Option<SocketAddr>,
     /// Pool mode.
-    pub pool_mode: PoolMode,
+    pub pool_mode: Option<PoolMode>,
     /// Server connections per (user, database, node).
-    pub pool_size: usize,
+    pub pool_size: Option<usize>,
 }
 
 impl ClusterProxyOptions {
-    /// Transaction pooling, 20 connections per pool, no admin endpoint.
+    /// Listens on `listen`, no admin endpoint, everything else from the
+    /// cluster's `[proxy]` section.
     pub fn new(listen: SocketAddr) -> Self {
         ClusterProxyOptions {
-            listen,
-            admin_listen: None,
-            pool_mode: PoolMode::Transaction,
-            pool_size: 20,
+            listen: Some(listen),
+            ..Default::default()
         }
     }
 }
 
-/// The proxy configuration for the cluster stored in `dir`.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProxyError> {
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ProxyError::Config(format!("cannot resolve {host}:{port}")))
+}
+
+/// The proxy configuration for the cluster stored in `dir`: backends and
+/// the application role from the cluster, settings from its `[proxy]`
+/// section, then `options`.
 pub fn config_for_cluster(
     dir: &Path,
     options: &ClusterProxyOptions,
 ) -> Result<ProxyConfig, ProxyError> {
     let cluster = Cluster::open(dir)?;
-    let backends = cluster
-        .config
+    let c = &cluster.config;
+    let section = &c.proxy;
+    let backends = c
         .nodes
         .iter()
         .map(|n| {
-            let addr = (n.host.as_str(), n.port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    ProxyError::Config(format!("cannot resolve {}:{}", n.host, n.port))
-                })?;
             Ok(Backend {
                 name: n.name.to_string(),
-                addr,
+                addr: resolve(&n.host, n.port)?,
             })
         })
         .collect::<Result<Vec<_>, ProxyError>>()?;
-    let app = cluster.config.roles.app.clone();
+    let app = c.roles.app.clone();
     let password = read_password(&cluster.layout.password_file(Secret::App))?;
     let mut users = HashMap::new();
     users.insert(app.clone(), User::from_password(&password)?);
-    let mut config = ProxyConfig::new(options.listen, backends, users);
+    let (listen, admin_listen) = match options.listen {
+        Some(listen) => (listen, options.admin_listen),
+        None => (
+            resolve(&section.host, c.proxy_port())?,
+            Some(match options.admin_listen {
+                Some(a) => a,
+                None => resolve(&section.host, c.proxy_admin_port())?,
+            }),
+        ),
+    };
+    let mut config = ProxyConfig::new(listen, backends, users);
+    config.admin_listen = admin_listen;
     config.health_user = app;
-    config.health_database = cluster.config.roles.database.clone();
-    config.pool_mode = options.pool_mode;
-    config.pool_size = options.pool_size;
-    config.admin_listen = options.admin_listen;
+    config.health_database = c.roles.database.clone();
+    config.pool_mode = options.pool_mode.unwrap_or(section.pool_mode);
+    config.pool_size = options.pool_size.unwrap_or(section.pool_size);
+    config.max_clients = section.max_clients;
+    config.queue_wait = Duration::from_secs_f64(section.queue_wait);
+    config.max_replica_lag_bytes =
+        Some(parse_pg_size(&section.max_replica_lag).ok_or_else(|| {
+            ProxyError::Config(format!(
+                "`proxy.max_replica_lag` = \"{}\" is not a size",
+                section.max_replica_lag
+            ))
+        })?);
+    config.max_replica_lag = (section.max_replica_lag_seconds > 0.0)
+        .then(|| Duration::from_secs_f64(section.max_replica_lag_seconds));
+    config.replica_choice = section.replica_choice;
+    config.no_replica = section.no_replica;
+    config.read_only_functions = section.read_only_functions.clone();
     Ok(config)
 }
 

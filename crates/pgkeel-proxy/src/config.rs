@@ -8,34 +8,9 @@ use pgkeel_wire::scram::ScramVerifier;
 
 use crate::ProxyError;
 
-/// How long a client keeps a server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolMode {
-    /// For one transaction (or until session state pins it): reads are
-    /// split to replicas.
-    Transaction,
-    /// For the whole client session, on the primary (no read splitting:
-    /// a session cannot move once it has state).
-    Session,
-}
-
-/// How a replica is picked for a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaChoice {
-    /// In turn.
-    RoundRobin,
-    /// The one with the fewest statements in flight from this proxy.
-    LeastOutstanding,
-}
-
-/// What happens to a read when no replica is usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoReplica {
-    /// Run it on the primary.
-    Primary,
-    /// Fail it (SQLSTATE 08006).
-    Error,
-}
+// The routing enums are shared with the `[proxy]` section of the cluster
+// configuration.
+pub use pgkeel_core::config::{NoReplica, PoolMode, ReplicaChoice};
 
 /// A PostgreSQL server behind the proxy; its role is found by health
 /// checks, never assumed.

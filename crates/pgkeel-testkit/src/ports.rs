@@ -28,9 +28,11 @@ pub fn free_port_block(n: u16) -> u16 {
         } else {
             base
         };
-        // The PostgreSQL ports, the agents' API ports (+2000) and the
-        // local etcd's two ports (+3000) that `pgkeel up` derives from them.
+        // The PostgreSQL ports, the proxy's client and admin ports
+        // (+1000), the agents' API ports (+2000) and the local etcd's two
+        // ports (+3000) that `pgkeel up` derives from them.
         let ports = (base..base + n)
+            .chain(base + 1000..base + 1002)
             .chain(base + 2000..base + 2000 + n)
             .chain(base + 3000..base + 3002);
         if base < 60_000 - 3002

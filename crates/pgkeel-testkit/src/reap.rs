@@ -59,6 +59,9 @@ pub fn pid_in(file: &Path) -> Option<u32> {
 
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
+        if let Some(pid) = pid_in(&self.root.join("proxy").join("proxy.pid")) {
+            stop_pid(pid, Signal::SIGKILL);
+        }
         for pid in self.agent_pids() {
             stop_pid(pid, Signal::SIGKILL);
         }

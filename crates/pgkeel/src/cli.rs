@@ -75,6 +75,13 @@ pub enum Command {
         /// Only PostgreSQL: no etcd and no agents (no automatic failover).
         #[arg(long)]
         no_ha: bool,
+        /// Port of the pooling proxy (default: first node's port + 1000,
+        /// i.e. 6432; its admin endpoint takes the next port).
+        #[arg(long, value_name = "PORT", conflicts_with = "no_proxy")]
+        proxy_port: Option<u16>,
+        /// Do not start the pooling proxy.
+        #[arg(long)]
+        no_proxy: bool,
     },
     /// Stop every node cleanly (primary first, so replicas get all its WAL).
     Down {
@@ -158,11 +165,15 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
         /// A specific node.
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["primary", "replica"])]
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["primary", "replica", "proxy"])]
         node: Option<String>,
         /// The node currently running as primary (the default).
-        #[arg(long, conflicts_with = "replica")]
+        #[arg(long, conflicts_with_all = ["replica", "proxy"])]
         primary: bool,
+        /// The pooling proxy: reads go to replicas, writes to the primary,
+        /// through failovers (what applications should use).
+        #[arg(long, conflicts_with = "replica")]
+        proxy: bool,
         /// A running, streaming replica.
         #[arg(long)]
         replica: bool,

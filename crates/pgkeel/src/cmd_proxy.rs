@@ -1,41 +1,54 @@
 //! `pgkeel proxy`: runs the read/write-splitting pooler in front of a
 //! local cluster until SIGINT/SIGTERM, then drains clients.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pgkeel_proxy::{ClusterProxyOptions, PoolMode, spawn_for_cluster};
 
+use pgkeel_cluster::Cluster;
+
 use crate::cli::Target;
 
 /// How long connected clients may finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Flags of `pgkeel proxy`.
+/// Flags of `pgkeel proxy`. Every setting defaults to the cluster's
+/// `[proxy]` section (see `pgkeel init`); a flag overrides it.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Address clients connect to.
-    #[arg(long, default_value = "127.0.0.1:6432", value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// Serve Prometheus `/metrics` and a `/pools` listing over HTTP here.
+    /// Address clients connect to [default: proxy.host:proxy.port, e.g.
+    /// 127.0.0.1:6432]. With --listen, no admin endpoint is served unless
+    /// --admin-listen is given too.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Serve Prometheus `/metrics` and a `/pools` listing over HTTP here
+    /// [default: proxy.host:proxy.admin_port].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// transaction: a server per transaction, reads split to replicas;
-    /// session: a primary connection per client.
-    #[arg(long, value_enum, default_value = "transaction")]
-    pub pool_mode: PoolModeArg,
-    /// Server connections per (user, database, node).
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    pub pool_size: usize,
+    /// session: a primary connection per client [default: proxy.pool_mode].
+    #[arg(long, value_enum)]
+    pub pool_mode: Option<PoolModeArg>,
+    /// Server connections per (user, database, node) [default:
+    /// proxy.pool_size].
+    #[arg(long, value_name = "N")]
+    pub pool_size: Option<usize>,
     /// Threads serving clients (1: a single-threaded event loop, like
-    /// PgBouncer).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threads: usize,
+    /// PgBouncer) [default: proxy.threads].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Write this process's PID here while it runs (`pgkeel up` starts
+    /// the proxy with the cluster's proxy/proxy.pid, which `status`,
+    /// `down` and `destroy` use).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `--pool-mode` values.
@@ -48,17 +61,21 @@ pub enum PoolModeArg {
 }
 
 /// Runs the proxy for the cluster at `root` until a stop signal.
-pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
+pub async fn run(args: &ProxyArgs, cluster: &Cluster) -> Result<()> {
+    let root = cluster.layout.root();
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    let mut options = ClusterProxyOptions::new(args.listen);
-    options.admin_listen = args.admin_listen;
-    options.pool_size = args.pool_size;
-    options.pool_mode = match args.pool_mode {
-        PoolModeArg::Transaction => PoolMode::Transaction,
-        PoolModeArg::Session => PoolMode::Session,
+    let options = ClusterProxyOptions {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        pool_size: args.pool_size,
+        pool_mode: args.pool_mode.map(|m| match m {
+            PoolModeArg::Transaction => PoolMode::Transaction,
+            PoolModeArg::Session => PoolMode::Session,
+        }),
     };
     // The proxy runs on a runtime of its own; by default one thread (like
     // PgBouncer): no work stealing or cross-thread wake-ups on the
@@ -66,7 +83,7 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let dir = root.to_path_buf();
-    let threads = args.threads;
+    let threads = args.threads.unwrap_or(cluster.config.proxy.threads);
     let thread = std::thread::Builder::new()
         .name("pgkeel-proxy".into())
         .spawn(move || {
@@ -106,6 +123,10 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         "pgkeel proxy listening on {addr} (pid {})",
         std::process::id()
     );
+    let _pid_file = match &args.pid_file {
+        Some(path) => Some(OwnPidFile::write(path)?),
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
     tokio::select! {
@@ -119,4 +140,26 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         .context("cannot wait for the proxy thread")?
         .map_err(|_| anyhow::anyhow!("the proxy thread panicked"))?;
     Ok(())
+}
+
+/// Our PID in a file for as long as we run; removed on exit unless
+/// another process has taken the file over.
+struct OwnPidFile(PathBuf);
+
+impl OwnPidFile {
+    fn write(path: &Path) -> Result<Self> {
+        pgkeel_agent::pidfile::write_own(path)
+            .with_context(|| format!("cannot write the PID file {}", path.display()))?;
+        Ok(OwnPidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for OwnPidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cli::{Cli, Command, Target};
-use pgkeel_agent::orchestrate;
+use pgkeel_agent::{orchestrate, proxy_daemon};
 use pgkeel_cluster::compare::config_differences;
 use pgkeel_cluster::up::current_primary;
 use pgkeel_cluster::url::{Credentials, UrlTarget};
@@ -53,6 +53,8 @@ async fn run(cli: Cli) -> Result<()> {
             base_port,
             json,
             no_ha,
+            proxy_port,
+            no_proxy,
         } => {
             let mut flags = vec![];
             if let Some(n) = replicas {
@@ -71,6 +73,12 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(p) = base_port {
                 flags.push(("cluster", "base_port", toml::Value::Integer(i64::from(p))));
             }
+            if let Some(p) = proxy_port {
+                flags.push(("proxy", "port", toml::Value::Integer(i64::from(p))));
+            }
+            if no_proxy {
+                flags.push(("proxy", "enabled", toml::Value::Boolean(false)));
+            }
             cmd_up(&target, flags, json, !no_ha).await
         }
         Command::Agent { target, node } => {
@@ -87,6 +95,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Resume { target } => cmd_ha::set_paused(&open(&target)?, false).await,
         Command::Down { target } => {
             let cluster = open(&target)?;
+            if proxy_daemon::stop_proxy(&cluster).await {
+                say!("stopped the proxy");
+            }
             let agents = orchestrate::stop_agents(&cluster).await;
             if !agents.is_empty() {
                 say!("stopped agents: {}", agents.join(", "));
@@ -117,6 +128,7 @@ async fn run(cli: Cli) -> Result<()> {
                     cluster.layout.root().display()
                 );
             }
+            proxy_daemon::stop_proxy(&cluster).await;
             orchestrate::stop_agents(&cluster).await;
             orchestrate::stop_etcd(&cluster).await;
             cluster.destroy().await?;
@@ -156,13 +168,15 @@ async fn run(cli: Cli) -> Result<()> {
             node,
             primary: _,
             replica,
+            proxy,
             superuser,
         } => {
             let cluster = open(&target)?;
-            let which = match (node, replica) {
-                (Some(name), _) => UrlTarget::Node(name),
-                (None, true) => UrlTarget::Replica,
-                (None, false) => UrlTarget::Primary,
+            let which = match (node, replica, proxy) {
+                (Some(name), _, _) => UrlTarget::Node(name),
+                (None, true, _) => UrlTarget::Replica,
+                (None, false, true) => UrlTarget::Proxy,
+                (None, false, false) => UrlTarget::Primary,
             };
             let creds = if superuser {
                 Credentials::Superuser
@@ -174,7 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Proxy(args) => {
             let cluster = open(&args.target)?;
-            cmd_proxy::run(&args, cluster.layout.root()).await
+            cmd_proxy::run(&args, &cluster).await
         }
     }
 }
@@ -333,6 +347,9 @@ async fn cmd_up(
     if ha && !exists {
         pgkeel_cluster::preflight::check_ha_ports(&cluster)?;
     }
+    if !exists {
+        pgkeel_cluster::preflight::check_proxy_ports(&cluster)?;
+    }
     let agents_running = cluster
         .nodes()
         .iter()
@@ -362,17 +379,24 @@ async fn cmd_up(
             let primary = current_primary(&cluster)?.name.to_string();
             let actions = orchestrate::start_ha(&cluster, &exe, Some(&primary)).await?;
             wait_for_leader_replication(&cluster).await?;
-            match outcome {
-                UpOutcome::AlreadyRunning if !actions.is_empty() => UpOutcome::Resumed(actions),
-                UpOutcome::Resumed(mut done) => {
-                    done.extend(actions);
-                    UpOutcome::Resumed(done)
-                }
-                other => other,
-            }
+            actions
+                .into_iter()
+                .fold(outcome, |outcome, action| outcome.with_action(action))
         } else {
             outcome
         }
+    };
+    let outcome = if cluster.config.proxy.enabled {
+        use pgkeel_cluster::Progress;
+        progress.step("proxy", "starting the pooling proxy");
+        let exe = std::env::current_exe()
+            .context("cannot locate the pgkeel binary to start the proxy")?;
+        match proxy_daemon::start_proxy(&cluster, &exe).await? {
+            Some(done) => outcome.with_action(done),
+            None => outcome,
+        }
+    } else {
+        outcome
     };
     let elapsed = started.elapsed().as_secs_f64();
     let status = full_status(&cluster).await;

@@ -41,6 +41,19 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
         };
         say!("leader {leader}{lease}  {etcd}{paused}");
     }
+    if let Some(p) = &status.proxy {
+        let state = match p.pid {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "NOT RUNNING (`pgkeel up` starts it)".into(),
+        };
+        say!(
+            "proxy {}:{} {state}  metrics http://{}:{}/metrics",
+            p.host,
+            p.port,
+            p.host,
+            p.admin_port
+        );
+    }
     let mut nodes = Table::new();
     nodes.load_preset(UTF8_FULL_CONDENSED).set_header([
         "node", "role", "state", "pid", "address", "tl", "lsn", "received", "lag", "lag time",
@@ -121,11 +134,27 @@ pub fn print_ready_table(cluster: &Cluster, status: &ClusterStatus) {
             url,
         ]);
     }
+    if let Some(p) = status.proxy.as_ref().filter(|p| p.pid.is_some()) {
+        let url = format_url(&roles.app, "PASSWORD", &p.host, p.port, &roles.database)
+            .replace(":PASSWORD@", "@");
+        table.add_row([
+            "proxy".to_string(),
+            "reads→replicas, writes→primary".to_string(),
+            format!("{}:{}", p.host, p.port),
+            url,
+        ]);
+    }
     say!("{table}");
     let dir = cluster.layout.root().display();
-    say!(
-        "connect: psql \"$(pgkeel url --dir {dir})\"   (replica: --replica, superuser: --superuser)"
-    );
+    if status.proxy.as_ref().is_some_and(|p| p.pid.is_some()) {
+        say!(
+            "connect: psql \"$(pgkeel url --proxy --dir {dir})\"   (primary: --primary, replica: --replica, superuser: --superuser)"
+        );
+    } else {
+        say!(
+            "connect: psql \"$(pgkeel url --dir {dir})\"   (replica: --replica, superuser: --superuser)"
+        );
+    }
     say!("status:  pgkeel status --dir {dir}   stop: pgkeel down --dir {dir}");
 }
 

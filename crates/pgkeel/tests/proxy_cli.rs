@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CliCluster, TestResult};
+use common::{CliCluster, TestResult, http_get};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pgkeel_testkit::{connect_url, free_port_block};
@@ -20,14 +19,6 @@ impl Drop for ProxyProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn http_get(port: u16, path: &str) -> TestResult<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
 }
 
 #[tokio::test]

@@ -7,7 +7,16 @@ use toml::{Table, Value};
 use super::{Config, ConfigError, validate};
 
 /// Sections an environment variable `PGKEEL_<SECTION>_<KEY>` may address.
-const SECTIONS: [&str; 5] = ["cluster", "replication", "roles", "access", "tuning"];
+const SECTIONS: [&str; 8] = [
+    "cluster",
+    "replication",
+    "roles",
+    "access",
+    "tuning",
+    "ha",
+    "etcd",
+    "proxy",
+];
 
 /// Short environment names kept for convenience, with the key they set.
 const ALIASES: [(&str, &str, &str); 1] = [("PGKEEL_DIR", "cluster", "data_dir")];
@@ -193,6 +202,73 @@ mod tests {
         let err = load(&sources).expect_err("bad mode").to_string();
         assert!(err.contains("semisync"), "{err}");
         assert!(err.contains("quorum"), "{err}");
+    }
+
+    #[test]
+    fn proxy_defaults_follow_the_first_node_and_env_overrides_them() {
+        let cfg = load(&ConfigSources {
+            env: env(&[("PGKEEL_CLUSTER_BASE_PORT", "7000")]),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((cfg.proxy_port(), cfg.proxy_admin_port()), (8000, 8001));
+        let cfg = load(&ConfigSources {
+            env: env(&[
+                ("PGKEEL_PROXY_PORT", "6500"),
+                ("PGKEEL_PROXY_REPLICA_CHOICE", "least-outstanding"),
+            ]),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!((cfg.proxy_port(), cfg.proxy_admin_port()), (6500, 6501));
+        assert_eq!(
+            cfg.proxy.replica_choice,
+            crate::config::ReplicaChoice::LeastOutstanding
+        );
+    }
+
+    #[test]
+    fn proxy_port_clashing_with_a_node_is_refused_unless_disabled() {
+        let clash = [("PGKEEL_PROXY_PORT", "5433")];
+        let err = load(&ConfigSources {
+            env: env(&clash),
+            ..Default::default()
+        })
+        .expect_err("clash")
+        .to_string();
+        assert!(
+            err.contains("port 5433") && err.contains("proxy.port"),
+            "{err}"
+        );
+        load(&ConfigSources {
+            env: env(&[clash[0], ("PGKEEL_PROXY_ENABLED", "false")]),
+            ..Default::default()
+        })
+        .expect("a disabled proxy claims no port");
+    }
+
+    #[test]
+    fn bad_proxy_values_name_the_key_and_the_fix() {
+        for (var, value, needle) in [
+            ("PGKEEL_PROXY_POOL_SIZE", "0", "proxy.pool_size"),
+            (
+                "PGKEEL_PROXY_MAX_REPLICA_LAG",
+                "lots",
+                "proxy.max_replica_lag",
+            ),
+            ("PGKEEL_PROXY_HOST", "localhost", "proxy.host"),
+            ("PGKEEL_PROXY_THREADS", "0", "proxy.threads"),
+            ("PGKEEL_PROXY_QUEUE_WAIT", "0", "proxy.queue_wait"),
+            ("PGKEEL_PROXY_POOL_MODE", "statement", "transaction"),
+        ] {
+            let err = load(&ConfigSources {
+                env: env(&[(var, value)]),
+                ..Default::default()
+            })
+            .expect_err(var)
+            .to_string();
+            assert!(err.contains(needle), "{var}={value}: {err}");
+        }
     }
 
     #[test]

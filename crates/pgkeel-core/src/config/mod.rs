@@ -6,6 +6,7 @@
 mod error;
 mod layers;
 mod model;
+mod proxy;
 mod template;
 mod validate;
 
@@ -15,5 +16,6 @@ pub use model::{
     AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue,
     ReplicationSection, RolesSection, TuningSection,
 };
+pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice};
 pub use template::annotated_default;
 pub use validate::MANAGED_PARAMETERS;

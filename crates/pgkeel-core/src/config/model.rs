@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use super::proxy::ProxySection;
 use crate::{NodeName, ReplicationMode};
 
 /// A whole `pgkeel.toml`.
@@ -26,6 +27,8 @@ pub struct Config {
     pub ha: HaSection,
     /// The consensus store.
     pub etcd: EtcdSection,
+    /// The pooling, read/write-splitting proxy.
+    pub proxy: ProxySection,
     /// Members, first one is the bootstrap primary. Empty = generated from
     /// `cluster.replicas` and `cluster.base_port`.
     pub nodes: Vec<NodeConfig>,
@@ -314,6 +317,23 @@ impl Config {
             Some(port) => vec![format!("http://127.0.0.1:{port}")],
             None => self.etcd.endpoints.clone(),
         }
+    }
+
+    /// The proxy's client port.
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy.port_for(self.first_port())
+    }
+
+    /// The proxy's admin HTTP port.
+    pub fn proxy_admin_port(&self) -> u16 {
+        self.proxy.admin_port_for(self.first_port())
+    }
+
+    fn first_port(&self) -> u16 {
+        self.nodes
+            .first()
+            .map(|n| n.port)
+            .unwrap_or(DEFAULT_BASE_PORT)
     }
 
     /// Looks a node up by name.

@@ -98,6 +98,40 @@ endpoints = []
 # clusters.
 namespace = "/pgkeel"
 
+[proxy]
+# `pgkeel up` starts a pooling proxy: reads (outside explicit transactions)
+# go to healthy replicas, everything else to the primary, which it follows
+# through failovers. Applications connect to it instead of a node.
+enabled = true
+# Address it listens on ("0.0.0.0" for every interface).
+host = "127.0.0.1"
+# Client port (default: first node's port + 1000, i.e. 6432) and the HTTP
+# admin port serving /metrics and /pools (default: port + 1).
+# port = 6432
+# admin_port = 6433
+# "transaction": a server connection per transaction, reads split to
+# replicas; "session": a primary connection per client.
+pool_mode = "transaction"
+# Server connections per (user, database, node).
+pool_size = 20
+# Clients connected at once; more are refused (53300).
+max_clients = 1000
+# Seconds a client waits for a free server connection before an error.
+queue_wait = 5.0
+# Replicas further behind than this (WAL) or whose last replayed
+# transaction is older than this many seconds take no reads (0: no limit).
+max_replica_lag = "16MB"
+max_replica_lag_seconds = 10.0
+# "round-robin" or "least-outstanding" among usable replicas.
+replica_choice = "round-robin"
+# Without a usable replica reads go to the "primary", or fail ("error").
+no_replica = "primary"
+# Functions a read may call and still go to a replica (built-in read-only
+# functions are known already); anything else goes to the primary.
+read_only_functions = []
+# Threads serving clients (1: one event loop, like PgBouncer).
+threads = 1
+
 # Members. The first is the bootstrap primary. Names are lower-case
 # identifiers: each is also the member's replication slot name and its
 # application_name. Listing nodes replaces replicas/base_port above.
@@ -152,6 +186,7 @@ mod tests {
             "base_port",
             "superuser",
             "client_port",
+            "admin_port",
             "api_port",
             "nofailover",
         ] {

@@ -73,6 +73,7 @@ pub(crate) fn finalize(mut cfg: Config) -> Result<Config, ConfigError> {
     check_networks(&cfg.access.networks)?;
     check_tuning(&cfg)?;
     check_ha(&cfg)?;
+    check_proxy(&cfg)?;
     check_parameters(&cfg)?;
     Ok(cfg)
 }
@@ -266,6 +267,20 @@ fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
             ha.ttl / 2.0
         )));
     }
+    check_ports(cfg)?;
+    for url in &cfg.etcd.endpoints {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(format!(
+                "`etcd.endpoints` entry `{url}` is not a URL: write it like \"http://10.0.0.5:2379\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every port pgkeel listens on beside the nodes' own must be distinct
+/// (on one host).
+fn check_ports(cfg: &Config) -> Result<(), ConfigError> {
     let mut ports: HashMap<u16, String> = HashMap::new();
     for node in &cfg.nodes {
         ports.insert(node.port, format!("node `{}`", node.name));
@@ -273,7 +288,7 @@ fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
     let mut claim = |port: u16, what: String| match ports.insert(port, what.clone()) {
         Some(other) if cfg.nodes.iter().all(|n| n.host == cfg.nodes[0].host) => {
             Err(ConfigError::invalid(format!(
-                "port {port} is used by both {other} and {what}: set `api_port` / `etcd.client_port` to free ports"
+                "port {port} is used by both {other} and {what}: set `api_port` / `etcd.client_port` / `proxy.port` / `proxy.admin_port` to free ports"
             )))
         }
         _ => Ok(()),
@@ -285,10 +300,63 @@ fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
         claim(port, "the local etcd".into())?;
         claim(port.saturating_add(1), "the local etcd's peer port".into())?;
     }
-    for url in &cfg.etcd.endpoints {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+    if cfg.proxy.enabled {
+        let first = cfg
+            .nodes
+            .first()
+            .map(|n| n.port)
+            .unwrap_or(DEFAULT_BASE_PORT);
+        claim(cfg.proxy.port_for(first), "the proxy".into())?;
+        claim(
+            cfg.proxy.admin_port_for(first),
+            "the proxy's admin endpoint".into(),
+        )?;
+    }
+    Ok(())
+}
+
+fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
+    let p = &cfg.proxy;
+    if p.host.parse::<IpAddr>().is_err() {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.host` = \"{}\" is not an IP address: use e.g. \"127.0.0.1\" or \"0.0.0.0\"",
+            p.host
+        )));
+    }
+    if p.pool_size == 0 || p.pool_size > 10_000 {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.pool_size` = {}: use 1-10000 server connections per (user, database, node)",
+            p.pool_size
+        )));
+    }
+    if p.max_clients == 0 {
+        return Err(ConfigError::invalid(
+            "`proxy.max_clients` = 0 refuses every client: use at least 1",
+        ));
+    }
+    if !(p.queue_wait > 0.0 && p.queue_wait <= 3600.0) {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.queue_wait` = {} s: use more than 0 and at most 3600 s",
+            p.queue_wait
+        )));
+    }
+    size(&p.max_replica_lag, "proxy.max_replica_lag")?;
+    if !(p.max_replica_lag_seconds >= 0.0 && p.max_replica_lag_seconds.is_finite()) {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.max_replica_lag_seconds` = {}: use 0 (no limit) or a number of seconds",
+            p.max_replica_lag_seconds
+        )));
+    }
+    if p.threads == 0 || p.threads > 64 {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.threads` = {}: use 1-64 (1 is usually fastest)",
+            p.threads
+        )));
+    }
+    for f in &p.read_only_functions {
+        if f.is_empty() || f.chars().any(|c| c.is_whitespace() || c == '(') {
             return Err(ConfigError::invalid(format!(
-                "`etcd.endpoints` entry `{url}` is not a URL: write it like \"http://10.0.0.5:2379\""
+                "`proxy.read_only_functions` entry \"{f}\" is not a function name: write names like \"my_report\" or \"app.total\""
             )));
         }
     }

@@ -96,3 +96,13 @@ impl CliCluster {
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 }
+
+/// A plain HTTP/1.0 GET on loopback (status line, headers and body).
+pub fn http_get(port: u16, path: &str) -> TestResult<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}

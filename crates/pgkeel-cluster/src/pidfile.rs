@@ -10,7 +10,14 @@ use nix::unistd::Pid;
 /// The PID in `path` if that process is alive.
 pub fn alive_pid(path: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    let raw = i32::try_from(pid).ok()?;
+    pid_alive(pid).then_some(pid)
+}
+
+/// Whether `pid` runs (a zombie does not count: it has exited).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     let alive = kill(Pid::from_raw(raw), None).is_ok();
     // A zombie still answers signals; its /proc status says so.
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -20,7 +27,7 @@ pub fn alive_pid(path: &Path) -> Option<u32> {
                 .is_some_and(|rest| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true);
-    (alive && !zombie).then_some(pid)
+    alive && !zombie
 }
 
 /// Writes our own PID.

@@ -1,0 +1,119 @@
+//! `[proxy]`: the pooling, read/write-splitting proxy `pgkeel up` starts
+//! in front of the cluster. The routing enums live here (not in the proxy
+//! crate) so the configuration file and the proxy share one definition.
+
+use serde::{Deserialize, Serialize};
+
+/// How long a client keeps a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// For one transaction (or until session state pins it): reads are
+    /// split to replicas. The default.
+    #[default]
+    Transaction,
+    /// For the whole client session, on the primary (no read splitting:
+    /// a session cannot move once it has state).
+    Session,
+}
+
+/// How a replica is picked for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaChoice {
+    /// In turn. The default.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest statements in flight from this proxy.
+    LeastOutstanding,
+}
+
+/// What happens to a read when no replica is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoReplica {
+    /// Run it on the primary. The default.
+    #[default]
+    Primary,
+    /// Fail it (SQLSTATE 08006).
+    Error,
+}
+
+/// Offset of the proxy's default port from the first node's port (5432 ->
+/// 6432, PgBouncer's customary port).
+pub const PROXY_PORT_OFFSET: u16 = 1000;
+
+/// `[proxy]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// `pgkeel up` starts the proxy.
+    pub enabled: bool,
+    /// Address the proxy listens on.
+    pub host: String,
+    /// Client port (default: the first node's port + 1000, i.e. 6432).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Port of its HTTP admin endpoint (`/metrics`, `/pools`; default:
+    /// `port + 1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
+    /// Transaction pooling (reads split) or session pooling.
+    pub pool_mode: PoolMode,
+    /// Server connections per (user, database, node).
+    pub pool_size: usize,
+    /// Clients connected at once; more are refused with 53300.
+    pub max_clients: usize,
+    /// Seconds a client waits for a pooled connection before an error.
+    pub queue_wait: f64,
+    /// Replicas further behind the primary than this (WAL size, e.g.
+    /// "16MB") take no reads.
+    pub max_replica_lag: String,
+    /// Replicas whose last replayed transaction is older than this many
+    /// seconds (while WAL is pending) take no reads; 0 = no time limit.
+    pub max_replica_lag_seconds: f64,
+    /// Replica selection.
+    pub replica_choice: ReplicaChoice,
+    /// What reads do without a usable replica.
+    pub no_replica: NoReplica,
+    /// Functions (beyond the built-in list) a read may call and still go
+    /// to a replica.
+    pub read_only_functions: Vec<String>,
+    /// Threads serving clients (1: one event loop, like PgBouncer).
+    pub threads: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: None,
+            admin_port: None,
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            max_clients: 1000,
+            queue_wait: 5.0,
+            max_replica_lag: "16MB".into(),
+            max_replica_lag_seconds: 10.0,
+            replica_choice: ReplicaChoice::RoundRobin,
+            no_replica: NoReplica::Primary,
+            read_only_functions: vec![],
+            threads: 1,
+        }
+    }
+}
+
+impl ProxySection {
+    /// The client port, given the first node's port.
+    pub fn port_for(&self, first_node_port: u16) -> u16 {
+        self.port
+            .unwrap_or(first_node_port.saturating_add(PROXY_PORT_OFFSET))
+    }
+
+    /// The admin HTTP port, given the first node's port.
+    pub fn admin_port_for(&self, first_node_port: u16) -> u16 {
+        self.admin_port
+            .unwrap_or(self.port_for(first_node_port).saturating_add(1))
+    }
+}
