@@ -13,6 +13,7 @@ use pgkeel_core::size::parse_pg_size;
 use pgkeel_pg::secrets::read_password;
 
 use crate::config::{Backend, ProxyConfig, User};
+use crate::leader::LeaderSource;
 use crate::listener::{ProxyHandle, start};
 use crate::{PoolMode, ProxyError};
 
@@ -108,6 +109,16 @@ pub fn config_for_cluster(
     config.replica_choice = section.replica_choice;
     config.no_replica = section.no_replica;
     config.read_only_functions = section.read_only_functions.clone();
+    // A cluster with agents (an etcd of its own or configured): follow
+    // their leader key.
+    if !c.etcd.endpoints.is_empty() || cluster.layout.etcd_dir().exists() {
+        config.leader_source = Some(LeaderSource {
+            endpoints: c.etcd_endpoints(),
+            namespace: c.etcd.namespace.clone(),
+            cluster: c.cluster.name.clone(),
+            timeout: Duration::from_secs_f64(c.ha.retry_timeout.max(0.5)),
+        });
+    }
     Ok(config)
 }
 

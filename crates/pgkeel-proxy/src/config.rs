@@ -89,6 +89,8 @@ pub struct ProxyConfig {
     pub read_only_functions: Vec<String>,
     /// Statement classifications kept.
     pub classify_cache: usize,
+    /// The agents' leader key, followed when the cluster has agents.
+    pub leader_source: Option<crate::leader::LeaderSource>,
 }
 
 impl ProxyConfig {
@@ -113,6 +115,7 @@ impl ProxyConfig {
             no_replica: NoReplica::Primary,
             read_only_functions: Vec::new(),
             classify_cache: pgkeel_sql::DEFAULT_CACHE_CAPACITY,
+            leader_source: None,
         }
     }
 

@@ -63,6 +63,12 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The server could not be reached (refused, reset): it is down and
+    /// routing elsewhere may work. A login the server refused is not this.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ProxyError::Io { .. })
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         ProxyError::Io {

@@ -108,6 +108,12 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     if let Some(admin) = admin {
         background.push(tokio::spawn(serve_admin(admin, shared.clone())));
     }
+    if let Some(source) = shared.config.leader_source.clone() {
+        background.push(tokio::spawn(crate::leader::follow_leader(
+            shared.topology.clone(),
+            source,
+        )));
+    }
     let (stop, stop_rx) = watch::channel(None);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
     tracing::info!(%addr, "proxy listening");

@@ -113,6 +113,25 @@ impl Session {
         }
     }
 
+    /// This client's pool on `node`, looked up once per node.
+    fn pool_for(&mut self, node: usize) -> Arc<Pool> {
+        if self.pools.len() <= node {
+            self.pools.resize(node + 1, None);
+        }
+        match &self.pools[node] {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.shared.pools.pool(&PoolKey {
+                    user: self.user.clone(),
+                    database: self.database.clone(),
+                    node,
+                });
+                self.pools[node] = Some(p.clone());
+                p
+            }
+        }
+    }
+
     /// Serves the client until it leaves or breaks the protocol.
     pub async fn run(mut self) -> Result<(), ProxyError> {
         let result = self.serve().await;
@@ -314,45 +333,49 @@ impl Session {
             }
             return self.send_unit(unit, kinds).await;
         }
-        let topology = &self.shared.topology;
+        let shared = self.shared.clone();
+        let topology = &shared.topology;
         let to_replica = !force_primary && !session_mode && kind.replica_ok();
-        let node = if to_replica {
-            topology.read_node(&self.shared.rules)
-        } else {
-            topology.primary()
-        };
-        let Some(node) = node else {
-            let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
-            self.fail_unit(&unit, &err);
-            return Ok(());
-        };
-        let is_primary = topology.primary() == Some(node);
-        if self.pools.len() <= node {
-            self.pools.resize(node + 1, None);
-        }
-        let pool = match &self.pools[node] {
-            Some(p) => p.clone(),
-            None => {
-                let p = self.shared.pools.pool(&PoolKey {
-                    user: self.user.clone(),
-                    database: self.database.clone(),
-                    node,
-                });
-                self.pools[node] = Some(p.clone());
-                p
-            }
-        };
-        let lease = match self
-            .shared
-            .pools
-            .acquire_in(&pool, topology, &self.password)
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot get a server connection");
-                self.fail_unit(&unit, &e);
+        // A node that refuses connections is marked down and the unit is
+        // routed once more: during a failover the dead primary is found
+        // here before the next health check, and the write waits for the
+        // new one instead of failing.
+        let mut attempt = 0;
+        let (node, is_primary, lease) = loop {
+            attempt += 1;
+            let node = if to_replica {
+                topology.read_node(&self.shared.rules)
+            } else {
+                // During a failover there is briefly no primary: hold the
+                // write (like a full pool) rather than fail it.
+                match topology.primary() {
+                    Some(p) => Some(p),
+                    None => topology.wait_primary(self.shared.config.queue_wait).await,
+                }
+            };
+            let Some(node) = node else {
+                let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
+                self.fail_unit(&unit, &err);
                 return Ok(());
+            };
+            let is_primary = topology.primary() == Some(node);
+            let pool = self.pool_for(node);
+            match self
+                .shared
+                .pools
+                .acquire_in(&pool, topology, &self.password)
+                .await
+            {
+                Ok(lease) => break (node, is_primary, lease),
+                Err(e) if attempt == 1 && e.is_unreachable() => {
+                    tracing::info!(error = %e, "server unreachable; marking it down and routing again");
+                    topology.suspect(node);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot get a server connection");
+                    self.fail_unit(&unit, &e);
+                    return Ok(());
+                }
             }
         };
         if kind == StatementKind::SessionState {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
 use crate::config::{Backend, NoReplica, ProxyConfig, ReplicaChoice};
@@ -53,6 +54,13 @@ pub struct Topology {
     /// Statements in flight per node (for least-outstanding choice).
     pub outstanding: Vec<AtomicUsize>,
     round_robin: AtomicUsize,
+    leader: RwLock<Leader>,
+    /// Woken on every role or leader change (writers waiting for a
+    /// primary during a failover).
+    changed: Notify,
+    /// Woken when the leader changes, so health checks run at once
+    /// instead of at the next interval.
+    recheck: Notify,
 }
 
 /// The routing rules the chooser needs.
@@ -92,6 +100,7 @@ pub fn replica_usable(h: &NodeHealth, rules: &ReplicaRules) -> bool {
 /// primary (or `None` when the rules say error, or nothing is up).
 pub fn choose_read(
     health: &[NodeHealth],
+    leader: Leader,
     outstanding: impl Fn(usize) -> usize,
     turn: usize,
     rules: &ReplicaRules,
@@ -112,20 +121,40 @@ pub fn choose_read(
         };
     }
     match rules.no_replica {
-        NoReplica::Primary => choose_primary(health),
+        NoReplica::Primary => choose_primary(health, leader),
         NoReplica::Error => None,
     }
 }
 
-/// The primary, if exactly one node claims to be it (two would be split
-/// brain: then nothing is written).
-pub fn choose_primary(health: &[NodeHealth]) -> Option<usize> {
-    let mut primaries = (0..health.len()).filter(|&i| health[i].role == NodeRole::Primary);
-    let first = primaries.next()?;
-    if primaries.next().is_some() {
-        return None;
+/// Who holds the leader key in etcd, as the proxy last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leader {
+    /// No leader source (a cluster without agents), or etcd cannot be
+    /// reached: the health checks alone decide (the agents' failsafe keeps
+    /// a primary writable only while every member confirms it).
+    Unknown,
+    /// The key is vacant: a failover is under way; nothing is written.
+    Vacant,
+    /// This node holds it.
+    Node(usize),
+}
+
+/// The primary: the one node that is writable by its health check and,
+/// when the leader key is known, holds it. A writable node that is not
+/// the leader is an old primary about to be demoted; two writable nodes
+/// without a leader to tell them apart would be split brain. Either way
+/// nothing is written there.
+pub fn choose_primary(health: &[NodeHealth], leader: Leader) -> Option<usize> {
+    let writable = |i: &usize| health[*i].role == NodeRole::Primary;
+    match leader {
+        Leader::Node(i) => (i < health.len() && writable(&i)).then_some(i),
+        Leader::Vacant => None,
+        Leader::Unknown => {
+            let mut primaries = (0..health.len()).filter(writable);
+            let first = primaries.next()?;
+            primaries.next().is_none().then_some(first)
+        }
     }
-    Some(first)
 }
 
 impl Topology {
@@ -138,6 +167,60 @@ impl Topology {
             generations: (0..n).map(|_| AtomicU64::new(0)).collect(),
             outstanding: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             round_robin: AtomicUsize::new(0),
+            leader: RwLock::new(Leader::Unknown),
+            changed: Notify::new(),
+            recheck: Notify::new(),
+        }
+    }
+
+    /// The leader as last seen.
+    pub fn leader(&self) -> Leader {
+        self.leader.read().map(|l| *l).unwrap_or(Leader::Unknown)
+    }
+
+    /// Records who holds the leader key (by node name; a name that is not
+    /// a backend counts as vacant: nothing of ours may be written).
+    pub fn set_leader(&self, name: Option<&str>, known: bool) {
+        let new = match (known, name) {
+            (false, _) => Leader::Unknown,
+            (true, None) => Leader::Vacant,
+            (true, Some(n)) => self
+                .backends
+                .iter()
+                .position(|b| b.name == n)
+                .map_or(Leader::Vacant, Leader::Node),
+        };
+        let old = match self.leader.write() {
+            Ok(mut l) => std::mem::replace(&mut *l, new),
+            Err(_) => return,
+        };
+        if old != new {
+            tracing::info!(from = ?old, to = ?new, "leader changed");
+            self.recheck.notify_one();
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Marks `node` down after a failed connection (its pooled
+    /// connections are dropped) and runs the health checks at once: they
+    /// restore it if it answers.
+    pub fn suspect(&self, node: usize) {
+        self.update(node, NodeHealth::DOWN);
+        self.recheck.notify_one();
+    }
+
+    /// The primary, waiting up to `timeout` for one to appear (a
+    /// failover in progress) before giving up.
+    pub async fn wait_primary(&self, timeout: Duration) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(p) = self.primary() {
+                return Some(p);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.primary();
+            }
         }
     }
 
@@ -149,9 +232,11 @@ impl Topology {
     /// Node for a read.
     pub fn read_node(&self, rules: &ReplicaRules) -> Option<usize> {
         let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let leader = self.leader();
         let health = self.health.read().ok()?;
         choose_read(
             &health,
+            leader,
             |i| {
                 self.outstanding
                     .get(i)
@@ -165,7 +250,8 @@ impl Topology {
 
     /// Node for a write.
     pub fn primary(&self) -> Option<usize> {
-        choose_primary(&self.health.read().ok()?)
+        let leader = self.leader();
+        choose_primary(&self.health.read().ok()?, leader)
     }
 
     /// Current generation of a node.
@@ -182,13 +268,16 @@ impl Topology {
         if let Ok(mut h) = self.health.write()
             && let Some(slot) = h.get_mut(node)
         {
-            if slot.role != new.role
-                && let Some(g) = self.generations.get(node)
-            {
+            let changed = slot.role != new.role;
+            if changed && let Some(g) = self.generations.get(node) {
                 g.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(node = %self.backends[node].name, from = ?slot.role, to = ?new.role, "node role changed");
             }
             *slot = new;
+            drop(h);
+            if changed {
+                self.changed.notify_waiters();
+            }
         }
     }
 }
@@ -288,7 +377,10 @@ pub async fn run_health_checks(topology: Arc<Topology>, config: Arc<ProxyConfig>
             };
             topology.update(i, health);
         }
-        tokio::time::sleep(config.health_interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(config.health_interval) => {}
+            _ = topology.recheck.notified() => {}
+        }
     }
 }
 
@@ -350,18 +442,26 @@ mod tests {
             replica(0, 0.0),
         ];
         let r = rules(ReplicaChoice::RoundRobin, NoReplica::Primary);
-        let picks: Vec<_> = (0..4).map(|t| choose_read(&h, |_| 0, t, &r)).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|t| choose_read(&h, Leader::Unknown, |_| 0, t, &r))
+            .collect();
         assert_eq!(picks, vec![Some(1), Some(4), Some(1), Some(4)]);
         let slow = vec![primary(), replica(0, 60.0)];
-        assert_eq!(choose_read(&slow, |_| 0, 0, &r), Some(0));
+        assert_eq!(choose_read(&slow, Leader::Unknown, |_| 0, 0, &r), Some(0));
     }
 
     #[test]
     fn least_outstanding_prefers_idle_replica() {
         let h = vec![primary(), replica(0, 0.0), replica(0, 0.0)];
         let r = rules(ReplicaChoice::LeastOutstanding, NoReplica::Primary);
-        assert_eq!(choose_read(&h, |i| [0, 5, 1][i], 0, &r), Some(2));
-        assert_eq!(choose_read(&h, |i| [0, 0, 3][i], 1, &r), Some(1));
+        assert_eq!(
+            choose_read(&h, Leader::Unknown, |i| [0, 5, 1][i], 0, &r),
+            Some(2)
+        );
+        assert_eq!(
+            choose_read(&h, Leader::Unknown, |i| [0, 0, 3][i], 1, &r),
+            Some(1)
+        );
     }
 
     #[test]
@@ -370,6 +470,7 @@ mod tests {
         assert_eq!(
             choose_read(
                 &h,
+                Leader::Unknown,
                 |_| 0,
                 0,
                 &rules(ReplicaChoice::RoundRobin, NoReplica::Primary)
@@ -379,6 +480,7 @@ mod tests {
         assert_eq!(
             choose_read(
                 &h,
+                Leader::Unknown,
                 |_| 0,
                 0,
                 &rules(ReplicaChoice::RoundRobin, NoReplica::Error)
@@ -389,7 +491,78 @@ mod tests {
 
     #[test]
     fn two_primaries_mean_no_primary() {
-        assert_eq!(choose_primary(&[primary(), primary()]), None);
-        assert_eq!(choose_primary(&[NodeHealth::DOWN, primary()]), Some(1));
+        assert_eq!(
+            choose_primary(&[primary(), primary()], Leader::Unknown),
+            None
+        );
+        assert_eq!(
+            choose_primary(&[NodeHealth::DOWN, primary()], Leader::Unknown),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn the_leader_key_decides_between_writable_nodes() {
+        // Two writable nodes: the leader is the primary, the other is an
+        // old primary about to be demoted.
+        let both = [primary(), primary()];
+        assert_eq!(choose_primary(&both, Leader::Node(1)), Some(1));
+        // The new leader is still promoting: wait, never the old one.
+        let promoting = [primary(), replica(0, 0.0)];
+        assert_eq!(choose_primary(&promoting, Leader::Node(1)), None);
+        // Vacant key: a failover is under way.
+        assert_eq!(choose_primary(&promoting, Leader::Vacant), None);
+        // Reads falling back to "the primary" follow the same rule, and a
+        // stale old primary never serves reads.
+        let r = rules(ReplicaChoice::RoundRobin, NoReplica::Primary);
+        assert_eq!(choose_read(&both, Leader::Node(1), |_| 0, 0, &r), Some(1));
+        assert_eq!(
+            choose_read(&promoting, Leader::Vacant, |_| 0, 0, &r),
+            Some(1)
+        );
+        let down_replica = [primary(), NodeHealth::DOWN];
+        assert_eq!(
+            choose_read(&down_replica, Leader::Vacant, |_| 0, 0, &r),
+            None
+        );
+    }
+
+    #[test]
+    fn leader_names_map_to_backends() {
+        let t = Topology::new(vec![
+            Backend {
+                name: "a".into(),
+                addr: ([127, 0, 0, 1], 1).into(),
+            },
+            Backend {
+                name: "b".into(),
+                addr: ([127, 0, 0, 1], 2).into(),
+            },
+        ]);
+        assert_eq!(t.leader(), Leader::Unknown);
+        t.set_leader(Some("b"), true);
+        assert_eq!(t.leader(), Leader::Node(1));
+        t.set_leader(Some("elsewhere"), true);
+        assert_eq!(t.leader(), Leader::Vacant);
+        t.set_leader(None, true);
+        assert_eq!(t.leader(), Leader::Vacant);
+        t.set_leader(Some("a"), false);
+        assert_eq!(t.leader(), Leader::Unknown);
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_a_primary_to_appear() {
+        let t = Arc::new(Topology::new(vec![Backend {
+            name: "a".into(),
+            addr: ([127, 0, 0, 1], 1).into(),
+        }]));
+        assert_eq!(t.wait_primary(Duration::from_millis(10)).await, None);
+        let waiter = tokio::spawn({
+            let t = t.clone();
+            async move { t.wait_primary(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        t.update(0, primary());
+        assert_eq!(waiter.await.ok().flatten(), Some(0));
     }
 }

@@ -49,15 +49,34 @@ async fn connect_primary(urls: &[String]) -> Option<Client> {
     None
 }
 
-/// A client inserting 1, 2, 3, ... into `w` on whichever node is primary,
-/// reconnecting after errors; returns the ids whose commit was acknowledged.
+/// An acknowledged insert: its id, the server port that committed it and
+/// when.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    id: i64,
+    port: i32,
+    at: Instant,
+}
+
+/// A client inserting 1, 2, 3, ... into `w`, reconnecting after errors:
+/// directly on whichever node is primary, or always through one URL (the
+/// proxy); returns the acknowledged inserts.
 struct Writer {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<i64>>,
+    task: tokio::task::JoinHandle<Vec<Ack>>,
 }
 
 impl Writer {
     fn start(urls: Vec<String>) -> Self {
+        Self::spawn(urls, true)
+    }
+
+    /// Writes through `url` only, never checking where it lands.
+    fn through(url: String) -> Self {
+        Self::spawn(vec![url], false)
+    }
+
+    fn spawn(urls: Vec<String>, find_primary: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
@@ -66,7 +85,11 @@ impl Writer {
             let mut client: Option<Client> = None;
             while !flag.load(Ordering::SeqCst) {
                 if client.is_none() {
-                    client = connect_primary(&urls).await;
+                    client = if find_primary {
+                        connect_primary(&urls).await
+                    } else {
+                        connect_url(&urls[0]).await.ok()
+                    };
                     if client.is_none() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -75,9 +98,16 @@ impl Writer {
                 let Some(c) = &client else { continue };
                 let id = next;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
-                let insert = c.execute("INSERT INTO w (id) VALUES ($1)", &params);
-                match tokio::time::timeout(Duration::from_secs(2), insert).await {
-                    Ok(Ok(_)) => acked.push(next),
+                let insert = c.query_one(
+                    "INSERT INTO w (id) VALUES ($1) RETURNING inet_server_port()",
+                    &params,
+                );
+                match tokio::time::timeout(Duration::from_secs(8), insert).await {
+                    Ok(Ok(row)) => acked.push(Ack {
+                        id,
+                        port: row.get(0),
+                        at: Instant::now(),
+                    }),
                     _ => client = None,
                 }
                 next += 1;
@@ -89,6 +119,10 @@ impl Writer {
     }
 
     async fn finish(self) -> TestResult<Vec<i64>> {
+        Ok(self.acks().await?.iter().map(|a| a.id).collect())
+    }
+
+    async fn acks(self) -> TestResult<Vec<Ack>> {
         self.stop.store(true, Ordering::SeqCst);
         Ok(self.task.await?)
     }
@@ -220,6 +254,77 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
         }
     };
     assert!(missing.is_empty(), "rejoined node lacks rows: {missing:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_proxy_follows_a_crash_failover_without_losing_acknowledged_writes() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    let c = CliCluster::new(3)?;
+    c.up(&["--mode", "quorum"]);
+    let proxy = c.url(&["--proxy"])?;
+    connect_url(&proxy)
+        .await?
+        .batch_execute("CREATE TABLE w (id bigint PRIMARY KEY)")
+        .await?;
+    let status = c.status()?;
+    let old_port = i32::from(c.base_port);
+    let writer = Writer::through(proxy.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let p = &status["nodes"][node_index(&status, "primary")?];
+    sigkill(&p["agent_pid"])?;
+    sigkill(&p["pid"])?;
+    let crashed = Instant::now();
+    wait_until("a new leader", Duration::from_secs(30), || async {
+        c.status()
+            .ok()
+            .and_then(|s| leader(&s))
+            .is_some_and(|l| l != "primary")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acks = writer.acks().await?;
+    let status = c.status()?;
+    let new_leader = leader(&status).ok_or("no leader")?;
+    let new_port = status["nodes"][node_index(&status, &new_leader)?]["port"]
+        .as_i64()
+        .ok_or("no port")?;
+    let before = acks.iter().filter(|a| a.at < crashed).count();
+    let after: Vec<&Ack> = acks.iter().filter(|a| a.at > crashed).collect();
+    assert!(
+        before > 10,
+        "the writer barely wrote before the crash: {before}"
+    );
+    assert!(
+        after.iter().all(|a| i64::from(a.port) == new_port),
+        "a write after the crash landed elsewhere than the new leader: {after:?}"
+    );
+    assert!(
+        after.len() > 10,
+        "writes through the proxy did not resume on {new_leader}: {}",
+        after.len()
+    );
+    assert!(
+        acks.iter()
+            .filter(|a| a.at < crashed)
+            .all(|a| a.port == old_port)
+    );
+    let window = acks
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at))
+        .max()
+        .unwrap_or_default();
+    let attempted = acks.last().map_or(0, |a| a.id);
+    eprintln!(
+        "through the proxy: {} writes acknowledged of {attempted} attempted, longest gap {window:?}",
+        acks.len()
+    );
+    let ids: Vec<i64> = acks.iter().map(|a| a.id).collect();
+    let missing = missing_on(&c.url(&["--node", &new_leader])?, &ids).await?;
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost through the proxy: {missing:?}"
+    );
     Ok(())
 }
 
