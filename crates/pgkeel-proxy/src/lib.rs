@@ -24,6 +24,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod topology;
@@ -75,8 +76,10 @@ pub struct Shared {
     pub pools: pool::Pools,
     /// Statement classification with its cache.
     pub classifier: Classifier,
-    /// Replica selection rules.
-    pub rules: topology::ReplicaRules,
+    /// What a reload can change (users, limits, routing rules).
+    pub live: std::sync::RwLock<reload::Live>,
+    /// The configuration of the last reload.
+    pub last_config: Mutex<Option<Arc<ProxyConfig>>>,
     /// Keyed hasher for server-side statement names.
     pub hasher: RandomState,
     /// Cancel keys of connected clients by proxy pid.
@@ -103,12 +106,8 @@ impl Shared {
                 FunctionPolicy::with_read_only(&config.read_only_functions),
                 config.classify_cache,
             ),
-            rules: topology::ReplicaRules {
-                choice: config.replica_choice,
-                max_lag_bytes: config.max_replica_lag_bytes,
-                max_lag: config.max_replica_lag,
-                no_replica: config.no_replica,
-            },
+            live: std::sync::RwLock::new(reload::Live::of(&config)),
+            last_config: Mutex::new(None),
             hasher: RandomState::new(),
             cancels: Mutex::new(HashMap::new()),
             next_pid: AtomicI32::new(1),

@@ -207,7 +207,7 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
     shared.metrics.clients_total.fetch_add(1, Ordering::Relaxed);
     let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let _guard = ClientCount(shared.clone());
-    let max = shared.config.max_clients;
+    let max = shared.live().max_clients;
     if count > max {
         let mut out = Vec::new();
         let e = ProxyError::TooManyClients(max);
@@ -215,7 +215,7 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
         let _ = write_all(&mut stream, &out).await;
         return Err(e);
     }
-    let user_entry = shared.config.users.get(&user).cloned();
+    let user_entry = shared.live().users.get(&user).cloned();
     let outcome = Box::pin(authenticate(
         &mut stream,
         &mut buf,
@@ -327,7 +327,7 @@ async fn server_params(
     let node = shared
         .topology
         .primary()
-        .or_else(|| shared.topology.read_node(&shared.rules))
+        .or_else(|| shared.topology.read_node(&shared.rules()))
         .ok_or(ProxyError::NoNode("reachable"))?;
     let key = PoolKey {
         user: user.to_string(),

@@ -2,6 +2,7 @@
 //! limit and a bounded wait for a free connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,9 +26,39 @@ pub struct PoolKey {
 #[derive(Debug)]
 pub struct Pool {
     key: PoolKey,
-    size: usize,
+    size: AtomicUsize,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
+}
+
+impl Pool {
+    /// Grows or shrinks the number of connections the pool may hold.
+    fn resize(&self, new: usize) {
+        let old = self.size.swap(new, Ordering::Relaxed);
+        if new > old {
+            self.permits.add_permits(new - old);
+        } else if new < old {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.truncate(new);
+            }
+            let excess = old - new;
+            let forgotten = self.permits.forget_permits(excess);
+            if forgotten < excess {
+                // The rest are in use: take them as they come back.
+                let permits = self.permits.clone();
+                let left = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(left).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection checked out of a pool; give it back with
@@ -46,8 +77,8 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct Pools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
-    size: usize,
-    queue_wait: Duration,
+    size: AtomicUsize,
+    queue_wait_ms: AtomicU64,
 }
 
 /// Counters for listings and metrics.
@@ -66,8 +97,29 @@ impl Pools {
     pub fn new(size: usize, queue_wait: Duration) -> Self {
         Pools {
             pools: Mutex::new(HashMap::new()),
-            size,
-            queue_wait,
+            size: AtomicUsize::new(size),
+            queue_wait_ms: AtomicU64::new(millis(queue_wait)),
+        }
+    }
+
+    /// How long a client waits for a connection (or, for a write during a
+    /// failover, for a primary).
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// New limits (a reload): every pool grows or shrinks to `size`;
+    /// connections in use above a smaller size are closed when returned.
+    pub fn set_limits(&self, size: usize, queue_wait: Duration) {
+        self.size.store(size, Ordering::Relaxed);
+        self.queue_wait_ms
+            .store(millis(queue_wait), Ordering::Relaxed);
+        let pools = match self.pools.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for pool in pools.values() {
+            pool.resize(size);
         }
     }
 
@@ -81,11 +133,12 @@ impl Pools {
         pools
             .entry(key.clone())
             .or_insert_with(|| {
+                let size = self.size.load(Ordering::Relaxed);
                 Arc::new(Pool {
                     key: key.clone(),
-                    size: self.size,
+                    size: AtomicUsize::new(size),
                     idle: Mutex::new(Vec::new()),
-                    permits: Arc::new(Semaphore::new(self.size)),
+                    permits: Arc::new(Semaphore::new(size)),
                 })
             })
             .clone()
@@ -122,13 +175,13 @@ impl Pools {
         // A free connection needs no timer.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
+            Err(_) => tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| ProxyError::PoolExhausted {
                     user: key.user.clone(),
                     database: key.database.clone(),
                     node: node_name(),
-                    size: pool.size,
+                    size: pool.size.load(Ordering::Relaxed),
                     waited: started.elapsed(),
                 })?
                 .map_err(|_| ProxyError::NoNode("pooled"))?,
@@ -175,7 +228,10 @@ impl Pools {
     pub fn release(&self, lease: Lease) {
         let Lease { conn, pool, .. } = lease;
         if let Ok(mut idle) = pool.idle.lock() {
-            idle.push(conn);
+            // After a shrink, connections beyond the new size are closed.
+            if idle.len() < pool.size.load(Ordering::Relaxed) {
+                idle.push(conn);
+            }
         }
     }
 
@@ -190,7 +246,10 @@ impl Pools {
             .map(|p| PoolStats {
                 key: p.key.clone(),
                 idle: p.idle.lock().map(|i| i.len()).unwrap_or(0),
-                active: p.size - p.permits.available_permits(),
+                active: p
+                    .size
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(p.permits.available_permits()),
             })
             .collect();
         out.sort_by(|a, b| {

@@ -344,13 +344,13 @@ impl Session {
         let (node, is_primary, lease) = loop {
             attempt += 1;
             let node = if to_replica {
-                topology.read_node(&self.shared.rules)
+                topology.read_node(&shared.rules())
             } else {
                 // During a failover there is briefly no primary: hold the
                 // write (like a full pool) rather than fail it.
                 match topology.primary() {
                     Some(p) => Some(p),
-                    None => topology.wait_primary(self.shared.config.queue_wait).await,
+                    None => topology.wait_primary(shared.queue_wait()).await,
                 }
             };
             let Some(node) = node else {
