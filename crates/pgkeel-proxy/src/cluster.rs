@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::layout::Secret;
@@ -12,7 +12,7 @@ use pgkeel_pg::secrets::read_password;
 
 use crate::config::{Backend, ProxyConfig, User};
 use crate::listener::{ProxyHandle, start};
-use crate::{PoolMode, ProxyError};
+use crate::{PoolMode, ProxyError, TlsMode};
 
 /// Default client port of the proxy.
 pub const DEFAULT_PORT: u16 = 6432;
@@ -28,6 +28,15 @@ pub struct ClusterProxyOptions {
     pub pool_mode: PoolMode,
     /// Server connections per (user, database, node).
     pub pool_size: usize,
+    /// PEM certificate chain and key for client TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether plaintext logins are still accepted with TLS configured.
+    pub tls_mode: TlsMode,
+    /// Ask md5-password roles (from the auth query) for MD5.
+    pub allow_md5: bool,
+    /// Let roles other than the application role log in, looked up on the
+    /// primary as the cluster's superuser.
+    pub auth_query: bool,
 }
 
 impl ClusterProxyOptions {
@@ -38,6 +47,10 @@ impl ClusterProxyOptions {
             admin_listen: None,
             pool_mode: PoolMode::Transaction,
             pool_size: 20,
+            tls: None,
+            tls_mode: TlsMode::Allow,
+            allow_md5: false,
+            auth_query: false,
         }
     }
 }
@@ -76,6 +89,20 @@ pub fn config_for_cluster(
     config.pool_mode = options.pool_mode;
     config.pool_size = options.pool_size;
     config.admin_listen = options.admin_listen;
+    if let Some((cert, key)) = &options.tls {
+        config.tls_cert = Some(cert.clone());
+        config.tls_key = Some(key.clone());
+    }
+    config.tls_mode = options.tls_mode;
+    config.allow_md5 = options.allow_md5;
+    if options.auth_query {
+        // Reading pg_authid needs a superuser.
+        let password = read_password(&cluster.layout.password_file(Secret::Superuser))?;
+        config
+            .users
+            .insert(cluster.superuser.clone(), User::from_password(&password)?);
+        config.auth_user = Some(cluster.superuser.clone());
+    }
     Ok(config)
 }
 

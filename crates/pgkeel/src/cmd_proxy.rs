@@ -2,12 +2,12 @@
 //! local cluster until SIGINT/SIGTERM, then drains clients.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use pgkeel_proxy::{ClusterProxyOptions, PoolMode, spawn_for_cluster};
+use pgkeel_proxy::{ClusterProxyOptions, PoolMode, TlsMode, spawn_for_cluster};
 
 use crate::cli::Target;
 
@@ -36,6 +36,34 @@ pub struct ProxyArgs {
     /// PgBouncer).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
+    /// PEM certificate chain (leaf first) offered to clients that ask for
+    /// TLS (sslmode=prefer/require). Server connections stay plaintext.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// allow: plaintext logins still accepted; require: refused (FATAL
+    /// 28000) so every client uses TLS.
+    #[arg(long, value_enum, default_value = "allow", requires = "tls_cert")]
+    pub tls_mode: TlsModeArg,
+    /// Let roles other than the application role log in: their secrets
+    /// are looked up on the primary (as the superuser) and cached 30 s.
+    #[arg(long)]
+    pub auth_query: bool,
+    /// Ask roles whose stored password is an md5 hash for MD5 (default:
+    /// SCRAM-SHA-256 only; md5 roles cannot log in).
+    #[arg(long)]
+    pub allow_md5: bool,
+}
+
+/// `--tls-mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TlsModeArg {
+    /// TLS offered, plaintext accepted.
+    Allow,
+    /// TLS required.
+    Require,
 }
 
 /// `--pool-mode` values.
@@ -60,6 +88,13 @@ pub async fn run(args: &ProxyArgs, root: &Path) -> Result<()> {
         PoolModeArg::Transaction => PoolMode::Transaction,
         PoolModeArg::Session => PoolMode::Session,
     };
+    options.tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    options.tls_mode = match args.tls_mode {
+        TlsModeArg::Allow => TlsMode::Allow,
+        TlsModeArg::Require => TlsMode::Require,
+    };
+    options.auth_query = args.auth_query;
+    options.allow_md5 = args.allow_md5;
     // The proxy runs on a runtime of its own; by default one thread (like
     // PgBouncer): no work stealing or cross-thread wake-ups on the
     // per-query path, and at most one core.
