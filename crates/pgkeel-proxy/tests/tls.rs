@@ -24,18 +24,28 @@ struct TestCert {
     cert: PathBuf,
     key: PathBuf,
     ca: CertificateDer<'static>,
+    ca_pem: String,
     _dir: TestDir,
 }
 
 fn make_cert() -> TestResult<TestCert> {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let dir = TestDir::new()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a leaf whose issuer is its own subject
+    // for self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "pgkeel test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
     let leaf_key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
-        .signed_by(&leaf_key, &ca)?;
+    let mut leaf_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "pgkeel proxy");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca)?;
     let cert = dir.path().join("proxy.crt");
     let key = dir.path().join("proxy.key");
     std::fs::write(&cert, leaf.pem())?;
@@ -44,6 +54,7 @@ fn make_cert() -> TestResult<TestCert> {
         cert,
         key,
         ca: ca.der().clone(),
+        ca_pem: ca.pem(),
         _dir: dir,
     })
 }
@@ -105,6 +116,14 @@ async fn tls_body() -> TestResult {
         )
         .await?;
     assert_eq!(rows.len(), 5000);
+    // Large input: one message spans many TLS records and reads.
+    let big = "y".repeat(2 << 20);
+    let row = client
+        .query_one("SELECT length($1::text)", &[&big.as_str()])
+        .await?;
+    assert_eq!(row.get::<_, i32>(0), 2 << 20);
+    // libpq (psql) verifying the certificate against the CA.
+    psql_over_tls(&env.url(), &cert).await?;
     let sleeper = tls_client(&env.url(), connector(&cert)?).await?;
     let token = sleeper.cancel_token();
     let running = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(60)").await });
@@ -168,5 +187,40 @@ async fn tls_body() -> TestResult {
     config.tls_key = Some(cert.cert.with_extension("missing"));
     let err = start(config).await.err().ok_or("missing key accepted")?;
     assert!(err.to_string().contains("proxy.missing"), "{err}");
+    Ok(())
+}
+
+/// Runs `SELECT 1` with psql and `sslmode=verify-full` (skipped where no
+/// psql is installed).
+async fn psql_over_tls(url: &str, cert: &TestCert) -> TestResult {
+    let ca = cert.cert.with_file_name("ca.crt");
+    std::fs::write(&ca, &cert.ca_pem)?;
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "{url}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        ))
+        .args([
+            "-XAtc",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("psql not installed: skipping the libpq check");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The proxy's own server connection is plaintext: PostgreSQL reports
+    // `f` for it, which is what reaching the query proves.
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f");
     Ok(())
 }
