@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgkeel_cluster::Cluster;
@@ -15,7 +15,7 @@ use pgkeel_pg::secrets::read_password;
 use crate::config::{Backend, ProxyConfig, User};
 use crate::leader::LeaderSource;
 use crate::listener::{ProxyHandle, start};
-use crate::{PoolMode, ProxyError};
+use crate::{PoolMode, ProxyError, TlsMode};
 
 /// Default client port of the proxy (for the default base port).
 pub const DEFAULT_PORT: u16 = 6432;
@@ -34,6 +34,15 @@ pub struct ClusterProxyOptions {
     pub pool_mode: Option<PoolMode>,
     /// Server connections per (user, database, node).
     pub pool_size: Option<usize>,
+    /// PEM certificate chain and key for client TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether plaintext logins are still accepted with TLS configured.
+    pub tls_mode: Option<TlsMode>,
+    /// Ask md5-password roles (from the auth query) for MD5.
+    pub allow_md5: Option<bool>,
+    /// Let roles other than the application role log in, looked up on the
+    /// primary as the cluster's superuser.
+    pub auth_query: Option<bool>,
 }
 
 impl ClusterProxyOptions {
@@ -118,6 +127,23 @@ pub fn config_for_cluster(
             cluster: c.cluster.name.clone(),
             timeout: Duration::from_secs_f64(c.ha.retry_timeout.max(0.5)),
         });
+    }
+    if let Some((cert, key)) = &options.tls {
+        config.tls_cert = Some(cert.clone());
+        config.tls_key = Some(key.clone());
+    } else {
+        config.tls_cert = section.tls_cert.clone();
+        config.tls_key = section.tls_key.clone();
+    }
+    config.tls_mode = options.tls_mode.unwrap_or(section.tls_mode);
+    config.allow_md5 = options.allow_md5.unwrap_or(section.allow_md5);
+    if options.auth_query.unwrap_or(section.auth_query) {
+        // Reading pg_authid needs a superuser.
+        let password = read_password(&cluster.layout.password_file(Secret::Superuser))?;
+        config
+            .users
+            .insert(cluster.superuser.clone(), User::from_password(&password)?);
+        config.auth_user = Some(cluster.superuser.clone());
     }
     Ok(config)
 }

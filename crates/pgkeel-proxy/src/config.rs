@@ -2,11 +2,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use pgkeel_wire::scram::ScramVerifier;
 
 use crate::ProxyError;
+use crate::tls::TlsMode;
+
+/// PgBouncer-style default auth query: the role's stored secret, if it
+/// may log in and has not expired. Reading `pg_authid` needs a superuser
+/// `auth_user`; give another query (for example a SECURITY DEFINER
+/// function) to use a less privileged one.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, rolpassword FROM pg_catalog.pg_authid \
+     WHERE rolname = $1 AND rolcanlogin \
+     AND (rolvaliduntil IS NULL OR rolvaliduntil > now())";
 
 // The routing enums are shared with the `[proxy]` section of the cluster
 // configuration.
@@ -91,6 +101,25 @@ pub struct ProxyConfig {
     pub classify_cache: usize,
     /// The agents' leader key, followed when the cluster has agents.
     pub leader_source: Option<crate::leader::LeaderSource>,
+    /// PEM certificate chain offered to clients that ask for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Whether plaintext logins are accepted when TLS is configured.
+    pub tls_mode: TlsMode,
+    /// Ask for MD5 (instead of SCRAM-SHA-256) when the only secret known
+    /// for a role is an md5 hash from the auth query. Off: such roles
+    /// cannot log in through the proxy.
+    pub allow_md5: bool,
+    /// Role (from `users`) the auth query runs as; `None` disables the
+    /// lookup of roles that are not in `users`.
+    pub auth_user: Option<String>,
+    /// Query returning the role's name and stored secret for `$1`.
+    pub auth_query: String,
+    /// Database the auth query runs in (default: `health_database`).
+    pub auth_database: Option<String>,
+    /// How long a looked-up secret is reused before asking the primary again.
+    pub auth_cache_ttl: Duration,
 }
 
 impl ProxyConfig {
@@ -116,6 +145,14 @@ impl ProxyConfig {
             read_only_functions: Vec::new(),
             classify_cache: pgkeel_sql::DEFAULT_CACHE_CAPACITY,
             leader_source: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_mode: TlsMode::Allow,
+            allow_md5: false,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_string(),
+            auth_database: None,
+            auth_cache_ttl: Duration::from_secs(30),
         }
     }
 
@@ -128,6 +165,26 @@ impl ProxyConfig {
             return Err(ProxyError::Config(format!(
                 "health-check user `{}` is not a configured user",
                 self.health_user
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ProxyError::Config(
+                "TLS needs both a certificate chain and its private key (--tls-cert and --tls-key)"
+                    .into(),
+            ));
+        }
+        if self.tls_mode == TlsMode::Require && self.tls_cert.is_none() {
+            return Err(ProxyError::Config(
+                "TLS is required but no certificate is configured: give --tls-cert and --tls-key"
+                    .into(),
+            ));
+        }
+        if let Some(a) = &self.auth_user
+            && !self.users.contains_key(a)
+        {
+            return Err(ProxyError::Config(format!(
+                "auth user `{a}` is not a configured user: the auth query runs as a role \
+                 whose password the proxy knows"
             )));
         }
         if self.pool_size == 0 || self.max_clients == 0 {

@@ -54,6 +54,28 @@ pub enum ProxyError {
     /// Configuration that cannot work.
     #[error("invalid proxy configuration: {0}")]
     Config(String),
+    /// A TLS certificate or key file that cannot be used.
+    #[error("cannot use {} for TLS: {problem}", path.display())]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A plaintext login while TLS is required.
+    #[error(
+        "SSL required: this proxy accepts only encrypted connections; connect with \
+         sslmode=require (or verify-ca/verify-full)"
+    )]
+    SslRequired,
+    /// The auth query could not be run for a role not in the user list.
+    #[error("cannot look up the password of user \"{user}\": {reason}")]
+    AuthLookup {
+        /// Role.
+        user: String,
+        /// Why (no primary, connection or query error).
+        reason: String,
+    },
     /// Reading the local cluster's description or secrets failed.
     #[error(transparent)]
     Cluster(#[from] pgkeel_cluster::ClusterError),
@@ -82,10 +104,15 @@ impl ProxyError {
         match self {
             ProxyError::Protocol(_) | ProxyError::Wire(_) => "08P01",
             ProxyError::PoolExhausted { .. } | ProxyError::TooManyClients(_) => "53300",
-            ProxyError::ServerLogin { .. } | ProxyError::NoNode(_) | ProxyError::Io { .. } => {
-                "08006"
-            }
-            ProxyError::Config(_) | ProxyError::Cluster(_) | ProxyError::Pg(_) => "XX000",
+            ProxyError::ServerLogin { .. }
+            | ProxyError::NoNode(_)
+            | ProxyError::Io { .. }
+            | ProxyError::AuthLookup { .. } => "08006",
+            ProxyError::SslRequired => "28000",
+            ProxyError::Config(_)
+            | ProxyError::TlsFile { .. }
+            | ProxyError::Cluster(_)
+            | ProxyError::Pg(_) => "XX000",
         }
     }
 }

@@ -1,8 +1,12 @@
 //! `pgkeel proxy`: a PostgreSQL protocol 3 pooler that sends reads to
 //! healthy replicas and everything else to the primary.
 //!
-//! - Clients log in with SCRAM-SHA-256 against verifiers ([`auth`]); TLS
-//!   is not offered yet (SSLRequest is answered `N`).
+//! - Clients log in with SCRAM-SHA-256 against verifiers ([`auth`]);
+//!   roles not configured are looked up on the primary ([`auth_query`])
+//!   and logged in to servers by SCRAM pass-through ([`credential`]); md5
+//!   only when `allow_md5` is on.
+//! - TLS with rustls when a certificate is configured ([`tls`],
+//!   [`stream`]), optionally required; server connections stay plaintext.
 //! - Server connections are pooled per (user, database, node) in
 //!   transaction mode (default) or session mode ([`pool`]).
 //! - Each unit of work that starts outside a transaction is classified
@@ -16,8 +20,10 @@
 //!   ([`session`]).
 
 pub mod auth;
+pub mod auth_query;
 pub mod cluster;
 pub mod config;
+pub mod credential;
 pub mod error;
 pub mod leader;
 pub mod listener;
@@ -27,6 +33,8 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod stream;
+pub mod tls;
 pub mod topology;
 
 use std::collections::HashMap;
@@ -37,8 +45,10 @@ use std::sync::{Arc, Mutex};
 
 pub use cluster::{ClusterProxyOptions, config_for_cluster, spawn_for_cluster};
 pub use config::{Backend, NoReplica, PoolMode, ProxyConfig, ReplicaChoice, User};
+pub use credential::Credential;
 pub use error::ProxyError;
 pub use listener::{ProxyHandle, start};
+pub use tls::TlsMode;
 
 use pgkeel_sql::{Classifier, FunctionPolicy};
 
@@ -92,6 +102,12 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Server parameters reported to clients, per (user, database).
     pub params: Mutex<HashMap<(String, String), ServerParams>>,
+    /// TLS towards clients, if configured (loaded by [`start`]).
+    pub tls: Option<tls::ClientTls>,
+    /// Key of the mock SCRAM salts for unknown roles (random per proxy).
+    pub mock_key: [u8; 32],
+    /// Secrets found by the auth query.
+    pub secrets: auth_query::SecretCache,
 }
 
 impl Shared {
@@ -114,6 +130,9 @@ impl Shared {
             clients: AtomicUsize::new(0),
             metrics: metrics::Metrics::new(n),
             params: Mutex::new(HashMap::new()),
+            tls: None,
+            mock_key: [0; 32],
+            secrets: auth_query::SecretCache::default(),
             topology,
             config,
         }

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgkeel_wire::BackendMessage;
-use pgkeel_wire::backend::encode_error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::auth::{AuthOutcome, Startup, authenticate, read_startup};
+use crate::auth::{Startup, fatal, login, startup};
 use crate::pool::PoolKey;
 use crate::server::{send_cancel, write_all};
 use crate::session::Session;
-use crate::{CancelEntry, ProxyConfig, ProxyError, Shared, metrics, topology};
+use crate::stream::ClientStream;
+use crate::{CancelEntry, Credential, ProxyConfig, ProxyError, Shared, metrics, tls, topology};
 
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
 #[derive(Debug)]
@@ -85,6 +85,13 @@ impl ProxyHandle {
 /// Binds the listener(s) and starts health checks and the accept loop.
 pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     config.validate()?;
+    let client_tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut mock_key = [0u8; 32];
+    getrandom::fill(&mut mock_key)
+        .map_err(|e| ProxyError::Config(format!("no randomness: {e}")))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ProxyError::io(format!("listen on {}", config.listen), e))?;
@@ -100,7 +107,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shared = Arc::new(Shared::new(config));
+    let mut shared = Shared::new(config);
+    shared.tls = client_tls;
+    shared.mock_key = mock_key;
+    let shared = Arc::new(shared);
     let mut background = vec![tokio::spawn(topology::run_health_checks(
         shared.topology.clone(),
         shared.config.clone(),
@@ -172,21 +182,19 @@ impl Drop for ClientCount {
     }
 }
 
-async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), ProxyError> {
+async fn handle_client(stream: TcpStream, shared: Arc<Shared>) -> Result<(), ProxyError> {
     stream
         .set_nodelay(true)
         .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
     let mut buf = BytesMut::with_capacity(1024);
-    let startup = match read_startup(&mut stream, &mut buf).await {
+    let (mut stream, startup) = match startup(ClientStream::Plain(stream), &mut buf, &shared).await
+    {
         Ok(s) => s,
         Err(e) => {
             shared
                 .metrics
                 .protocol_errors
                 .fetch_add(1, Ordering::Relaxed);
-            let mut out = Vec::new();
-            encode_error(&mut out, "FATAL", e.sqlstate(), &e.to_string());
-            let _ = write_all(&mut stream, &out).await;
             return Err(e);
         }
     };
@@ -209,52 +217,28 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
     let _guard = ClientCount(shared.clone());
     let max = shared.live().max_clients;
     if count > max {
-        let mut out = Vec::new();
-        let e = ProxyError::TooManyClients(max);
-        encode_error(&mut out, "FATAL", e.sqlstate(), &e.to_string());
-        let _ = write_all(&mut stream, &out).await;
-        return Err(e);
+        return Err(fatal(&mut stream, ProxyError::TooManyClients(max)).await);
     }
-    let user_entry = shared.live().users.get(&user).cloned();
-    let outcome = Box::pin(authenticate(
-        &mut stream,
-        &mut buf,
-        &user,
-        user_entry.as_ref().map(|u| &u.verifier),
-    ))
-    .await;
-    let user_entry = match (outcome, user_entry) {
-        (Ok(AuthOutcome::Ok), Some(u)) => u,
-        (Ok(_), _) => {
+    let credential: Credential = match Box::pin(login(&mut stream, &mut buf, &shared, &user)).await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => {
             shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        (Err(e), _) => {
-            shared
-                .metrics
-                .protocol_errors
-                .fetch_add(1, Ordering::Relaxed);
-            let mut out = Vec::new();
-            encode_error(&mut out, "FATAL", e.sqlstate(), &e.to_string());
-            let _ = write_all(&mut stream, &out).await;
-            return Err(e);
+        Err(e) => {
+            if matches!(e, ProxyError::Protocol(_) | ProxyError::Wire(_)) {
+                shared
+                    .metrics
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(fatal(&mut stream, e).await);
         }
     };
-    let params = match Box::pin(server_params(
-        &shared,
-        &user,
-        &database,
-        &user_entry.password,
-    ))
-    .await
-    {
+    let params = match Box::pin(server_params(&shared, &user, &database, &credential)).await {
         Ok(p) => p,
-        Err(e) => {
-            let mut out = Vec::new();
-            encode_error(&mut out, "FATAL", e.sqlstate(), &e.to_string());
-            let _ = write_all(&mut stream, &out).await;
-            return Err(e);
-        }
+        Err(e) => return Err(fatal(&mut stream, e).await),
     };
     let pid = shared.next_pid.fetch_add(1, Ordering::Relaxed);
     let mut key_bytes = [0u8; 4];
@@ -286,7 +270,7 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
                     buf,
                     user,
                     database,
-                    user_entry.password.clone(),
+                    credential,
                     target,
                 )
                 .run(),
@@ -313,7 +297,7 @@ async fn server_params(
     shared: &Shared,
     user: &str,
     database: &str,
-    password: &str,
+    credential: &Credential,
 ) -> Result<Vec<(String, String)>, ProxyError> {
     let cache_key = (user.to_string(), database.to_string());
     if let Some(p) = shared
@@ -336,7 +320,7 @@ async fn server_params(
     };
     let lease = shared
         .pools
-        .acquire(&key, &shared.topology, password)
+        .acquire(&key, &shared.topology, credential)
         .await?;
     let params: Vec<(String, String)> = lease
         .conn

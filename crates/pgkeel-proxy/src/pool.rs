@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::server::ServerConn;
-use crate::{ProxyError, topology::Topology};
+use crate::{Credential, ProxyError, topology::Topology};
 
 /// Which pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -150,9 +150,9 @@ impl Pools {
         &self,
         key: &PoolKey,
         topology: &Topology,
-        password: &str,
+        credential: &Credential,
     ) -> Result<Lease, ProxyError> {
-        self.acquire_in(&self.pool(key), topology, password).await
+        self.acquire_in(&self.pool(key), topology, credential).await
     }
 
     /// As [`Pools::acquire`] with the pool already looked up.
@@ -160,7 +160,7 @@ impl Pools {
         &self,
         pool: &Arc<Pool>,
         topology: &Topology,
-        password: &str,
+        credential: &Credential,
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
@@ -209,7 +209,7 @@ impl Pools {
                     addr,
                     &key.user,
                     &key.database,
-                    password,
+                    credential,
                     generation,
                 ))
                 .await?

@@ -1,6 +1,8 @@
-//! One connection from the proxy to a PostgreSQL server: login with SCRAM
-//! (md5 or clear text only if the server asks), the parameters it
-//! reported, its cancel key, and the statements prepared on it.
+//! One connection from the proxy to a PostgreSQL server (plaintext: the
+//! servers are on loopback or a trusted network): login with SCRAM from a
+//! password or pass-through keys (md5 or clear text only if the server
+//! asks and the credential allows), the parameters it reported, its
+//! cancel key, and the statements prepared on it.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -8,12 +10,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgkeel_wire::backend::Authentication;
+use pgkeel_wire::scram::MECHANISM as SCRAM_SHA_256;
+use pgkeel_wire::scram_client::ScramClient;
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, StartupPacket, split_message};
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::ProxyError;
+use crate::{Credential, ProxyError};
 
 /// How long a server login may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,12 +81,12 @@ impl ServerConn {
         addr: SocketAddr,
         user: &str,
         database: &str,
-        password: &str,
+        credential: &Credential,
         generation: u64,
     ) -> Result<Self, ProxyError> {
         tokio::time::timeout(
             LOGIN_TIMEOUT,
-            Self::connect_inner(addr, user, database, password, generation),
+            Self::connect_inner(addr, user, database, credential, generation),
         )
         .await
         .map_err(|_| ProxyError::ServerLogin {
@@ -96,9 +99,10 @@ impl ServerConn {
         addr: SocketAddr,
         user: &str,
         database: &str,
-        password: &str,
+        credential: &Credential,
         generation: u64,
     ) -> Result<Self, ProxyError> {
+        let refused = |message: String| ProxyError::ServerLogin { addr, message };
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| ProxyError::io(format!("connect to {addr}"), e))?;
@@ -117,7 +121,7 @@ impl ServerConn {
         .encode(&mut out);
         write_all(&mut stream, &out).await?;
         let mut buf = BytesMut::with_capacity(8192);
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::new(),
@@ -137,45 +141,61 @@ impl ServerConn {
                     Authentication::Ok => {}
                     Authentication::Sasl(mechs) => {
                         if !mechs.contains(&SCRAM_SHA_256) {
-                            return Err(ProxyError::ServerLogin {
-                                addr,
-                                message: format!("unsupported SASL mechanisms {mechs:?}"),
-                            });
+                            return Err(refused(format!("unsupported SASL mechanisms {mechs:?}")));
                         }
-                        let s =
-                            ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                        FrontendMessage::Password(&sasl_body(Some(SCRAM_SHA_256), s.message()))
-                            .encode(&mut reply);
+                        let secret = credential.scram_secret().ok_or_else(|| {
+                            refused(
+                                "the server asks for SCRAM but the proxy only knows the \
+                                 role's md5 secret"
+                                    .into(),
+                            )
+                        })?;
+                        let s = ScramClient::new(secret)
+                            .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
+                        let first = s.client_first();
+                        FrontendMessage::Password(&sasl_body(
+                            Some(SCRAM_SHA_256),
+                            first.as_bytes(),
+                        ))
+                        .encode(&mut reply);
                         scram = Some(s);
                     }
                     Authentication::SaslContinue(data) => {
                         let s = scram.as_mut().ok_or_else(|| {
                             ProxyError::Protocol("SASL continue before SASL start".into())
                         })?;
-                        s.update(data)
-                            .map_err(|e| ProxyError::Protocol(format!("SCRAM: {e}")))?;
-                        FrontendMessage::Password(s.message()).encode(&mut reply);
+                        let last = s
+                            .server_first(data)
+                            .map_err(|e| refused(format!("SCRAM: {e}")))?;
+                        FrontendMessage::Password(last.as_bytes()).encode(&mut reply);
                     }
                     Authentication::SaslFinal(data) => {
                         let s = scram.as_mut().ok_or_else(|| {
                             ProxyError::Protocol("SASL final before SASL start".into())
                         })?;
-                        s.finish(data).map_err(|e| ProxyError::ServerLogin {
-                            addr,
-                            message: format!("server signature rejected: {e}"),
-                        })?;
+                        s.server_final(data)
+                            .map_err(|e| refused(format!("server signature rejected: {e}")))?;
                     }
                     Authentication::Md5Password(salt) => {
-                        let hash = postgres_protocol::authentication::md5_hash(
-                            user.as_bytes(),
-                            password.as_bytes(),
-                            salt,
-                        );
-                        let mut body = hash.into_bytes();
+                        let answer = credential.md5_answer(user, salt).ok_or_else(|| {
+                            refused(
+                                "the server asks for md5 but the proxy only has SCRAM keys \
+                                 for the role"
+                                    .into(),
+                            )
+                        })?;
+                        let mut body = answer.into_bytes();
                         body.push(0);
                         FrontendMessage::Password(&body).encode(&mut reply);
                     }
                     Authentication::CleartextPassword => {
+                        let Credential::Password(password) = credential else {
+                            return Err(refused(
+                                "the server asks for a clear-text password, which the proxy \
+                                 does not know for the role"
+                                    .into(),
+                            ));
+                        };
                         let mut body = password.as_bytes().to_vec();
                         body.push(0);
                         FrontendMessage::Password(&body).encode(&mut reply);
@@ -213,12 +233,16 @@ impl ServerConn {
     }
 }
 
-/// Writes all of `data` to a socket.
-pub async fn write_all(stream: &mut TcpStream, data: &[u8]) -> Result<(), ProxyError> {
+/// Writes all of `data` to a socket (flushed: a TLS stream buffers).
+pub async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+) -> Result<(), ProxyError> {
     stream
         .write_all(data)
         .await
-        .map_err(|e| ProxyError::io("write", e))
+        .map_err(|e| ProxyError::io("write", e))?;
+    stream.flush().await.map_err(|e| ProxyError::io("write", e))
 }
 
 /// Sends a CancelRequest for `pid`/`key` to the server at `addr`.

@@ -17,13 +17,13 @@ use pgkeel_sql::StatementKind;
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use crate::config::PoolMode;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::server::{read_message, write_all};
-use crate::{CancelTarget, ProxyError, Shared};
+use crate::stream::ClientStream;
+use crate::{CancelTarget, Credential, ProxyError, Shared};
 
 /// Responses held back for a possible retry on the primary are flushed
 /// past this size (the retry is then given up).
@@ -51,12 +51,12 @@ struct Attached {
 /// A logged-in client.
 pub struct Session {
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: ClientStream,
     cbuf: BytesMut,
     to_client: Vec<u8>,
     user: String,
     database: String,
-    password: String,
+    credential: Credential,
     statements: Statements,
     /// This client's pools by node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
@@ -87,11 +87,11 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
-        client: TcpStream,
+        client: ClientStream,
         cbuf: BytesMut,
         user: String,
         database: String,
-        password: String,
+        credential: Credential,
         cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
     ) -> Self {
         Session {
@@ -101,7 +101,7 @@ impl Session {
             to_client: Vec::new(),
             user,
             database,
-            password,
+            credential,
             statements: Statements::new(),
             pools: Vec::new(),
             unit: Vec::new(),
@@ -363,7 +363,7 @@ impl Session {
             match self
                 .shared
                 .pools
-                .acquire_in(&pool, topology, &self.password)
+                .acquire_in(&pool, topology, &self.credential)
                 .await
             {
                 Ok(lease) => break (node, is_primary, lease),

@@ -12,7 +12,9 @@ mod cursor;
 pub mod error;
 pub mod frame;
 pub mod frontend;
+pub mod md5;
 pub mod scram;
+pub mod scram_client;
 pub mod startup;
 
 pub use backend::{BackendMessage, ErrorFields, TxStatus};

@@ -38,7 +38,7 @@ fn protocol(msg: &str) -> ScramError {
     ScramError::Protocol(msg.to_string())
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
         Ok(m) => m,
@@ -50,12 +50,12 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
 /// PBKDF2-HMAC-SHA-256 with one output block: SCRAM's `Hi`.
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+pub(crate) fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
     let mut out = u;
     for _ in 1..iterations {
@@ -67,8 +67,52 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     out
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn xor(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = *b;
+    for (o, x) in out.iter_mut().zip(a) {
+        *o ^= x;
+    }
+    out
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a proxy keeps after a client proved its password against a
+/// verifier it cannot reverse: enough to log in to PostgreSQL servers
+/// holding that verifier (SCRAM pass-through, as PgBouncer does).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramKeys {
+    /// ClientKey = HMAC(SaltedPassword, "Client Key").
+    pub client_key: [u8; 32],
+    /// ServerKey, to check the server's signature.
+    pub server_key: [u8; 32],
+    /// Salt of the verifier the keys belong to.
+    pub salt: Vec<u8>,
+    /// Iteration count of that verifier.
+    pub iterations: u32,
+}
+
+impl std::fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramKeys")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramKeys {
+    /// The keys for `password` with a server-chosen salt and count.
+    pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> Self {
+        let salted = hi(password.as_bytes(), salt, iterations.max(1));
+        ScramKeys {
+            client_key: hmac(&salted, &[b"Client Key"]),
+            server_key: hmac(&salted, &[b"Server Key"]),
+            salt: salt.to_vec(),
+            iterations: iterations.max(1),
+        }
+    }
 }
 
 /// What the server stores instead of a password (`pg_authid.rolpassword`
@@ -106,6 +150,33 @@ impl ScramVerifier {
             salt: salt.to_vec(),
             stored_key: sha256(&client_key),
             server_key: hmac(&salted, &[b"Server Key"]),
+        }
+    }
+
+    /// A stand-in for a role that does not exist, so the exchange looks
+    /// the same as for a real one: the salt is derived from `secret` (kept
+    /// for the proxy's lifetime) and the user name, as PostgreSQL's mock
+    /// authentication does, so repeated attempts see the same salt. No
+    /// proof matches it.
+    pub fn mock(secret: &[u8], user: &str) -> Self {
+        let salt = hmac(secret, &[b"salt", user.as_bytes()]);
+        ScramVerifier {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt[..16].to_vec(),
+            stored_key: hmac(secret, &[b"stored", user.as_bytes()]),
+            server_key: hmac(secret, &[b"server", user.as_bytes()]),
+        }
+    }
+
+    /// The keys a proxy may use to log in to servers holding this
+    /// verifier, once a client has proven `client_key` (see
+    /// [`ScramServer::client_final_with_key`]).
+    pub fn keys(&self, client_key: [u8; 32]) -> ScramKeys {
+        ScramKeys {
+            client_key,
+            server_key: self.server_key,
+            salt: self.salt.clone(),
+            iterations: self.iterations,
         }
     }
 
@@ -247,6 +318,15 @@ impl ScramServer {
     /// Handles client-final-message; returns server-final-message when the
     /// proof matches, [`ScramError::BadProof`] when it does not.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<String, ScramError> {
+        self.client_final_with_key(msg)
+            .map(|(server_final, _)| server_final)
+    }
+
+    /// As [`Self::client_final`], also returning the ClientKey the proof
+    /// revealed (ClientProof XOR HMAC(StoredKey, AuthMessage), checked
+    /// against StoredKey): with it and the ServerKey a proxy can log in to
+    /// servers that hold the same verifier without knowing the password.
+    pub fn client_final_with_key(&mut self, msg: &[u8]) -> Result<(String, [u8; 32]), ScramError> {
         let State::SentFirst {
             client_first_bare,
             server_first,
@@ -283,12 +363,15 @@ impl ScramServer {
         }
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = hmac(&self.verifier.stored_key, &[auth_message.as_bytes()]);
-        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        let client_key = xor(&proof, &signature);
         if !constant_time_eq(&sha256(&client_key), &self.verifier.stored_key) {
             return Err(ScramError::BadProof);
         }
         let server_signature = hmac(&self.verifier.server_key, &[auth_message.as_bytes()]);
-        Ok(format!("v={}", STANDARD.encode(server_signature)))
+        Ok((
+            format!("v={}", STANDARD.encode(server_signature)),
+            client_key,
+        ))
     }
 }
 

@@ -16,6 +16,6 @@ pub use model::{
     AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue,
     ReplicationSection, RolesSection, TuningSection,
 };
-pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice};
+pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice, TlsMode};
 pub use template::annotated_default;
 pub use validate::MANAGED_PARAMETERS;

@@ -2,6 +2,8 @@
 //! in front of the cluster. The routing enums live here (not in the proxy
 //! crate) so the configuration file and the proxy share one definition.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// How long a client keeps a server connection.
@@ -37,6 +39,18 @@ pub enum NoReplica {
     Primary,
     /// Fail it (SQLSTATE 08006).
     Error,
+}
+
+/// Whether clients must use TLS once a certificate is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS is offered; plaintext logins are still accepted. The default.
+    #[default]
+    Allow,
+    /// Plaintext logins get FATAL 28000 (cancel requests excepted, as in
+    /// PostgreSQL).
+    Require,
 }
 
 /// Offset of the proxy's default port from the first node's port (5432 ->
@@ -81,6 +95,22 @@ pub struct ProxySection {
     pub read_only_functions: Vec<String>,
     /// Threads serving clients (1: one event loop, like PgBouncer).
     pub threads: usize,
+    /// PEM certificate chain offered to clients asking for TLS (with
+    /// `tls_key`); unset: TLS is declined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// With a certificate: "allow" plaintext logins too, or "require" TLS.
+    pub tls_mode: TlsMode,
+    /// Roles other than the application role may log in: their secret is
+    /// looked up on the primary (as the superuser) and SCRAM is passed
+    /// through to the servers.
+    pub auth_query: bool,
+    /// Ask roles whose stored secret is an md5 hash for MD5 (otherwise
+    /// only SCRAM-SHA-256 is offered).
+    pub allow_md5: bool,
 }
 
 impl Default for ProxySection {
@@ -100,6 +130,11 @@ impl Default for ProxySection {
             no_replica: NoReplica::Primary,
             read_only_functions: vec![],
             threads: 1,
+            tls_cert: None,
+            tls_key: None,
+            tls_mode: TlsMode::Allow,
+            auth_query: false,
+            allow_md5: false,
         }
     }
 }

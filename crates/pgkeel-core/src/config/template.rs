@@ -131,6 +131,19 @@ no_replica = "primary"
 read_only_functions = []
 # Threads serving clients (1: one event loop, like PgBouncer).
 threads = 1
+# TLS for clients: a PEM certificate chain and key (unset: TLS declined),
+# and whether plaintext logins are still accepted ("allow") or not
+# ("require"). The proxy reaches the nodes in plaintext on their network.
+# tls_cert = "/etc/pgkeel/proxy.crt"
+# tls_key = "/etc/pgkeel/proxy.key"
+tls_mode = "allow"
+# Let roles other than the application role log in: their stored secret
+# is looked up on the primary (as the superuser, cached 30 s) and SCRAM is
+# passed through to the nodes.
+auth_query = false
+# Ask roles whose stored secret is an md5 hash for MD5; otherwise only
+# SCRAM-SHA-256 is offered.
+allow_md5 = false
 
 # Members. The first is the bootstrap primary. Names are lower-case
 # identifiers: each is also the member's replication slot name and its
@@ -187,6 +200,8 @@ mod tests {
             "superuser",
             "client_port",
             "admin_port",
+            "tls_cert",
+            "tls_key",
             "api_port",
             "nofailover",
         ] {

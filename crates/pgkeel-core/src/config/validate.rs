@@ -353,6 +353,16 @@ fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
             p.threads
         )));
     }
+    if p.tls_cert.is_some() != p.tls_key.is_some() {
+        return Err(ConfigError::invalid(
+            "`proxy.tls_cert` and `proxy.tls_key` go together: set both (PEM files) or neither",
+        ));
+    }
+    if p.tls_mode == super::TlsMode::Require && p.tls_cert.is_none() {
+        return Err(ConfigError::invalid(
+            "`proxy.tls_mode = \"require\"` needs `proxy.tls_cert` and `proxy.tls_key`",
+        ));
+    }
     for f in &p.read_only_functions {
         if f.is_empty() || f.chars().any(|c| c.is_whitespace() || c == '(') {
             return Err(ConfigError::invalid(format!(

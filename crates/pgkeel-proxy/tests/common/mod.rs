@@ -27,16 +27,21 @@ impl Env {
     /// A cluster with `replicas` replicas (async) and a proxy whose
     /// configuration `adjust` may change.
     pub async fn start(replicas: usize, adjust: impl FnOnce(&mut ProxyConfig)) -> TestResult<Env> {
+        Self::start_with(replicas, |_| {}, adjust).await
+    }
+
+    /// As [`Env::start`], with the cluster-level proxy options adjusted
+    /// first (`auth_query`, TLS files...).
+    pub async fn start_with(
+        replicas: usize,
+        options: impl FnOnce(&mut ClusterProxyOptions),
+        adjust: impl FnOnce(&mut ProxyConfig),
+    ) -> TestResult<Env> {
         let cluster = TempCluster::start(replicas, "async").await?;
         let port = free_port_block(1);
-        let options = ClusterProxyOptions::new(([127, 0, 0, 1], port).into());
-        let mut config = config_for_cluster(cluster.cluster.layout.root(), &options)?;
-        config.health_interval = Duration::from_millis(200);
-        adjust(&mut config);
-        let proxy = start(config).await?;
-        if !proxy.wait_ready(replicas, Duration::from_secs(30)).await {
-            return Err("proxy did not see the primary and replicas within 30 s".into());
-        }
+        let mut opts = ClusterProxyOptions::new(([127, 0, 0, 1], port).into());
+        options(&mut opts);
+        let proxy = Self::proxy_for(&cluster, &opts, replicas, adjust).await?;
         let password = read_password(&cluster.cluster.layout.password_file(Secret::App))?;
         Ok(Env {
             proxy: Some(proxy),
@@ -46,6 +51,35 @@ impl Env {
             password,
             cluster,
         })
+    }
+
+    /// Starts a proxy in front of `cluster` and waits for its health checks.
+    pub async fn proxy_for(
+        cluster: &TempCluster,
+        options: &ClusterProxyOptions,
+        replicas: usize,
+        adjust: impl FnOnce(&mut ProxyConfig),
+    ) -> TestResult<ProxyHandle> {
+        let mut config = config_for_cluster(cluster.cluster.layout.root(), options)?;
+        config.health_interval = Duration::from_millis(200);
+        adjust(&mut config);
+        let proxy = start(config).await?;
+        if !proxy.wait_ready(replicas, Duration::from_secs(30)).await {
+            return Err("proxy did not see the primary and replicas within 30 s".into());
+        }
+        Ok(proxy)
+    }
+
+    /// The superuser's name and password.
+    pub fn superuser(&self) -> TestResult<(String, String)> {
+        let password =
+            read_password(&self.cluster.cluster.layout.password_file(Secret::Superuser))?;
+        Ok((self.cluster.cluster.superuser.clone(), password))
+    }
+
+    /// URL of the proxy at `port` for any role.
+    pub fn url_as(&self, port: u16, user: &str, password: &str) -> String {
+        format_url(user, password, "127.0.0.1", port, &self.database)
     }
 
     /// URL of the proxy for the application role.
