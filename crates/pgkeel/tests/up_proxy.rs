@@ -123,3 +123,77 @@ async fn busy_proxy_port_is_refused_and_no_proxy_leaves_it_out() -> TestResult {
     );
     Ok(())
 }
+
+/// Polls the proxy's log until it contains `needle` `times` times.
+async fn log_shows(c: &CliCluster, needle: &str, times: usize) -> TestResult<String> {
+    let log = c.root.join("proxy").join("proxy.log");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches(needle).count() >= times {
+            return Ok(text);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "the proxy log never said {needle:?}:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    )
+    .into())
+}
+
+fn hup(pid: u64) -> TestResult {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sighup_reloads_limits_without_dropping_clients_and_refuses_a_broken_file() -> TestResult {
+    let c = CliCluster::new(3)?;
+    c.up(&["--no-ha"]);
+    let (_, pid) = proxy_of(&c.status()?)?;
+    let pid = pid.ok_or("proxy not running")?;
+    let url = c.url(&["--proxy"])?;
+    let first = connect_url(&url).await?;
+    let second = connect_url(&url).await?;
+
+    let file = c.root.join("cluster.toml");
+    let original = std::fs::read_to_string(&file)?;
+    assert!(original.contains("max_clients = 1000"), "{original}");
+    std::fs::write(
+        &file,
+        original.replace("max_clients = 1000", "max_clients = 2"),
+    )?;
+    hup(pid)?;
+    log_shows(&c, "reloaded: max_clients now in effect", 1).await?;
+    // Connected clients carry on; a third is refused.
+    first.simple_query("SELECT 1").await?;
+    second.simple_query("SELECT 1").await?;
+    let third = connect_url(&url).await;
+    let err = third
+        .err()
+        .ok_or("a third client got in with max_clients = 2")?;
+    assert!(format!("{err:?}").contains("too many clients"), "{err:?}");
+
+    // A broken file is refused; the running settings and clients stay.
+    std::fs::write(
+        &file,
+        original.replace("max_clients = 1000", "max_clients = 0"),
+    )?;
+    hup(pid)?;
+    log_shows(&c, "reload refused", 1).await?;
+    first.simple_query("SELECT 1").await?;
+    drop(second);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = connect_url(&url).await?;
+    again.simple_query("SELECT 1").await?;
+
+    std::fs::write(&file, &original)?;
+    hup(pid)?;
+    log_shows(&c, "reloaded: max_clients now in effect", 2).await?;
+    let (_, still) = proxy_of(&c.status()?)?;
+    assert_eq!(still, Some(pid), "the proxy restarted instead of reloading");
+    Ok(())
+}
