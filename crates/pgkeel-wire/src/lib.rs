@@ -12,6 +12,7 @@ mod cursor;
 pub mod error;
 pub mod frame;
 pub mod frontend;
+pub mod fuzz;
 pub mod md5;
 pub mod scram;
 pub mod scram_client;
