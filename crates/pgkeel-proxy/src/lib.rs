@@ -19,6 +19,7 @@
 //! - Session state pins the client to its primary connection
 //!   ([`session`]).
 
+pub mod admin;
 pub mod auth;
 pub mod auth_query;
 pub mod cluster;
@@ -70,6 +71,14 @@ pub struct CancelEntry {
     pub key: i32,
     /// The server it is attached to, if any.
     pub target: Arc<Mutex<Option<CancelTarget>>>,
+    /// Role it logged in as (for `/clients`).
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// Its address.
+    pub peer: SocketAddr,
+    /// When it logged in.
+    pub since: std::time::Instant,
 }
 
 /// ParameterStatus name/value pairs a server reported at login.

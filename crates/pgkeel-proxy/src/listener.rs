@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgkeel_wire::BackendMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -18,7 +17,7 @@ use crate::pool::PoolKey;
 use crate::server::{send_cancel, write_all};
 use crate::session::Session;
 use crate::stream::ClientStream;
-use crate::{CancelEntry, Credential, ProxyConfig, ProxyError, Shared, metrics, tls, topology};
+use crate::{CancelEntry, Credential, ProxyConfig, ProxyError, Shared, tls, topology};
 
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
 #[derive(Debug)]
@@ -116,7 +115,10 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         shared.config.clone(),
     ))];
     if let Some(admin) = admin {
-        background.push(tokio::spawn(serve_admin(admin, shared.clone())));
+        background.push(tokio::spawn(crate::admin::serve_admin(
+            admin,
+            shared.clone(),
+        )));
     }
     if let Some(source) = shared.config.leader_source.clone() {
         background.push(tokio::spawn(crate::leader::follow_leader(
@@ -149,7 +151,7 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
                     clients.spawn(async move {
-                        if let Err(e) = handle_client(stream, shared).await {
+                        if let Err(e) = handle_client(stream, peer, shared).await {
                             tracing::debug!(%peer, error = %e, "client session ended with an error");
                         }
                     });
@@ -182,7 +184,11 @@ impl Drop for ClientCount {
     }
 }
 
-async fn handle_client(stream: TcpStream, shared: Arc<Shared>) -> Result<(), ProxyError> {
+async fn handle_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<(), ProxyError> {
     stream
         .set_nodelay(true)
         .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
@@ -252,6 +258,10 @@ async fn handle_client(stream: TcpStream, shared: Arc<Shared>) -> Result<(), Pro
             CancelEntry {
                 key,
                 target: target.clone(),
+                user: user.clone(),
+                database: database.clone(),
+                peer,
+                since: std::time::Instant::now(),
             },
         );
     }
@@ -338,58 +348,4 @@ async fn server_params(
         p.insert(cache_key, params.clone());
     }
     Ok(params)
-}
-
-/// A minimal HTTP/1.0 endpoint: `GET /metrics` (Prometheus text) and
-/// `GET /pools` (one line per pool).
-async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut req)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let line = String::from_utf8_lossy(&req[..n]);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match path {
-                "/metrics" => ("200 OK", metrics::render(&shared)),
-                "/pools" => ("200 OK", pools_listing(&shared)),
-                _ => (
-                    "404 Not Found",
-                    "not found: try /metrics or /pools\n".to_string(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(resp.as_bytes()).await;
-        });
-    }
-}
-
-fn pools_listing(shared: &Shared) -> String {
-    let mut out = format!(
-        "clients {}\nuser\tdatabase\tnode\tactive\tidle\n",
-        shared.clients.load(Ordering::Relaxed)
-    );
-    for p in shared.pools.stats() {
-        let node = shared
-            .topology
-            .backends
-            .get(p.key.node)
-            .map(|b| b.name.as_str())
-            .unwrap_or("?");
-        out.push_str(&format!(
-            "{}\t{}\t{node}\t{}\t{}\n",
-            p.key.user, p.key.database, p.active, p.idle
-        ));
-    }
-    out
 }

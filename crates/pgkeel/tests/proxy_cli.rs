@@ -78,6 +78,19 @@ async fn proxy_command_serves_and_stops_on_sigterm() -> TestResult {
     );
     let pools = http_get(admin, "/pools")?;
     assert!(pools.contains("user\tdatabase\tnode"), "{pools}");
+    let clients = http_get(admin, "/clients")?;
+    assert!(clients.contains("\tapp\tapp\t127.0.0.1:"), "{clients}");
+    let servers = http_get(admin, "/servers?json")?;
+    let body = servers.split("\r\n\r\n").nth(1).ok_or("no body")?;
+    let rows: serde_json::Value = serde_json::from_str(body)?;
+    let roles: Vec<&str> = rows
+        .as_array()
+        .ok_or("not an array")?
+        .iter()
+        .filter_map(|r| r["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["primary", "replica", "replica"], "{servers}");
+    assert!(http_get(admin, "/nope")?.starts_with("HTTP/1.0 404"));
     drop(client);
 
     let pid = Pid::from_raw(i32::try_from(proxy.0.id())?);
