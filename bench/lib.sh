@@ -6,10 +6,14 @@ free_ports() {
 import random, socket, sys
 n = int(sys.argv[1])
 for _ in range(1000):
-    base = random.randint(20000, 60000 - n)
+    base = random.randint(20000, 60000 - 3002 - n)
     socks = []
+    # Also the ports `pgkeel up` derives from the first node's: the proxy
+    # (+1000, +1001), the agents' APIs (+2000...) and etcd (+3000, +3001).
+    ports = [*range(base, base + n), base + 1000, base + 1001,
+             *range(base + 2000, base + 2000 + n), base + 3000, base + 3001]
     try:
-        for p in range(base, base + n):
+        for p in ports:
             s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
     except OSError:
         continue
