@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod pool;

@@ -271,7 +271,11 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
     }
     BackendMessage::BackendKeyData { pid, key }.encode(&mut out);
     out.extend_from_slice(b"Z\0\0\0\x05I");
-    let result = match write_all(&mut stream, &out).await {
+    let written = write_all(&mut stream, &out).await;
+    // Nothing from the login stays allocated for the session's lifetime.
+    let password = user_entry.password.clone();
+    drop((params, out, user_entry));
+    let result = match written {
         Ok(()) => {
             Box::pin(
                 Session::new(
@@ -280,7 +284,7 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
                     buf,
                     user,
                     database,
-                    user_entry.password.clone(),
+                    password,
                     target,
                 )
                 .run(),

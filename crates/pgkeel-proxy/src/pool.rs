@@ -10,6 +10,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::server::ServerConn;
 use crate::{ProxyError, topology::Topology};
 
+/// Read buffer an idle pooled connection may keep.
+const IDLE_BUF_MAX: usize = 64 * 1024;
+
 /// Which pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -173,7 +176,11 @@ impl Pools {
     /// Puts a connection back for reuse (it must be idle: no transaction,
     /// nothing in flight).
     pub fn release(&self, lease: Lease) {
-        let Lease { conn, pool, .. } = lease;
+        let Lease { mut conn, pool, .. } = lease;
+        if conn.buf.is_empty() && conn.buf.capacity() > IDLE_BUF_MAX {
+            // A big result should not stay allocated in an idle connection.
+            conn.buf = bytes::BytesMut::new();
+        }
         if let Ok(mut idle) = pool.idle.lock() {
             idle.push(conn);
         }

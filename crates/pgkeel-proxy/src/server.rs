@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use pgkeel_wire::backend::Authentication;
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, StartupPacket, split_message};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::ProxyError;
@@ -213,8 +213,11 @@ impl ServerConn {
     }
 }
 
-/// Writes all of `data` to a socket.
-pub async fn write_all(stream: &mut TcpStream, data: &[u8]) -> Result<(), ProxyError> {
+/// Writes all of `data` to a socket (client or server, plain or TLS).
+pub async fn write_all<S>(stream: &mut S, data: &[u8]) -> Result<(), ProxyError>
+where
+    S: AsyncWrite + Unpin + ?Sized,
+{
     stream
         .write_all(data)
         .await
