@@ -276,19 +276,19 @@ async fn handle_client(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(),
     let password = user_entry.password.clone();
     drop((params, out, user_entry));
     let result = match written {
+        // Not boxed: the session's state overlaps the login's in this
+        // future, one allocation per client.
         Ok(()) => {
-            Box::pin(
-                Session::new(
-                    shared.clone(),
-                    stream,
-                    buf,
-                    user,
-                    database,
-                    password,
-                    target,
-                )
-                .run(),
+            Session::new(
+                shared.clone(),
+                stream,
+                buf,
+                user,
+                database,
+                password,
+                target,
             )
+            .run()
             .await
         }
         Err(e) => Err(e),
