@@ -114,7 +114,6 @@ impl Pools {
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
-        let started = Instant::now();
         let node_name = || {
             topology
                 .backends
@@ -125,16 +124,19 @@ impl Pools {
         // A free connection needs no timer.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| ProxyError::PoolExhausted {
-                    user: key.user.clone(),
-                    database: key.database.clone(),
-                    node: node_name(),
-                    size: pool.size,
-                    waited: started.elapsed(),
-                })?
-                .map_err(|_| ProxyError::NoNode("pooled"))?,
+            Err(_) => {
+                let started = Instant::now();
+                tokio::time::timeout(self.queue_wait, pool.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| ProxyError::PoolExhausted {
+                        user: key.user.clone(),
+                        database: key.database.clone(),
+                        node: node_name(),
+                        size: pool.size,
+                        waited: started.elapsed(),
+                    })?
+                    .map_err(|_| ProxyError::NoNode("pooled"))?
+            }
         };
         let generation = topology.generation(key.node);
         let reused = {

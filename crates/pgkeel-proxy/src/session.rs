@@ -334,17 +334,11 @@ impl Session {
         }
         let topology = &self.shared.topology;
         let to_replica = !force_primary && !session_mode && kind.replica_ok();
-        let node = if to_replica {
-            topology.read_node(&self.shared.rules)
-        } else {
-            topology.primary()
-        };
-        let Some(node) = node else {
+        let Some((node, is_primary)) = topology.route(to_replica, &self.shared.rules) else {
             let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
             self.fail_unit(&unit, &err);
             return Ok(());
         };
-        let is_primary = topology.primary() == Some(node);
         if self.pools.len() <= node {
             self.pools.resize(node + 1, None);
         }
