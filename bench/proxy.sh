@@ -4,7 +4,8 @@
 #
 #   cases    select-only (-S) with -M simple/extended/prepared, 8 and 32
 #            clients; the TPC-B-like default script with 8 clients
-#   targets  direct (the primary), pgbouncer, pgpool, pgkeel
+#   targets  direct (the primary), replica (one replica directly: where
+#            pgkeel's selects run; not for TPC-B), pgbouncer, pgpool, pgkeel
 #   output   per case and target: min/median/max TPS, median ratio to
 #            direct and to PgBouncer and pgpool-II, median CPU time of the
 #            pooler per transaction (from /proc: utime+stime of its
@@ -61,6 +62,14 @@ cleanup() {
   for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   sleep 1
   for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  # The cluster's HA agents and etcd (daemons of `pgkeel up`), by their pid
+  # files, before the servers so nothing restarts them.
+  for f in "$WORK"/cluster/nodes/*/agent.pid "$WORK"/cluster/etcd/supervisor.pid "$WORK"/cluster/etcd/etcd.pid; do
+    [ -f "$f" ] || continue
+    pid="$(tr -d '\0' < "$f" | head -1)"
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  sleep 1
   for pidfile in "$WORK"/cluster/nodes/*/data/postmaster.pid; do
     [ -f "$pidfile" ] || continue
     kill -INT "$(head -1 "$pidfile")" 2>/dev/null || true
@@ -147,6 +156,11 @@ wait_port() {
   echo "nothing answers on port $1" >&2; return 1
 }
 for p in "$BOUNCER_PORT" "$POOL_PORT" "$KEEL_PORT"; do wait_port "$p"; done
+# Warm every server's caches alike: `pgbench -i` warmed only the primary,
+# and pgkeel sends the selects to the replicas.
+for p in "$PG_PORT" $((PG_PORT + 1)) $((PG_PORT + 2)); do
+  "$BIN/pgbench" -S -c 4 -j 2 -T 5 -p "$p" >/dev/null 2>&1 || true
+done
 sleep 1
 keel_rss_idle="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
 
@@ -158,7 +172,7 @@ cpu_split() {
 }
 pooler_pids() {
   case "$1" in
-    direct) ;;
+    direct|replica) ;;
     pgbouncer) pgrep -u "$OSUSER" -x pgbouncer || true ;;
     pgpool) pgrep -u "$OSUSER" -x pgpool || true ;;
     pgkeel) echo "$KEEL_PID" ;;
@@ -174,19 +188,20 @@ cpu_ticks() {
 }
 port_of() {
   case "$1" in
-    direct) echo "$PG_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;;
+    direct) echo "$PG_PORT" ;; replica) echo $((PG_PORT + 1)) ;; pgbouncer) echo "$BOUNCER_PORT" ;;
     pgpool) echo "$POOL_PORT" ;; pgkeel) echo "$KEEL_PORT" ;;
   esac
 }
 HZ="$(getconf CLK_TCK)"
 CASES=("simple 8 -S" "simple 32 -S" "extended 8 -S" "prepared 8 -S" "prepared 8 tpcb")
-TARGETS=(direct pgbouncer pgpool pgkeel)
+TARGETS=(direct replica pgbouncer pgpool pgkeel)
 RESULTS="$WORK/results"; : > "$RESULTS"
 
 for round in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     read -r mode clients script <<<"$c"
     for t in "${TARGETS[@]}"; do
+      [ "$t" = replica ] && [ "$script" != "-S" ] && continue
       args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t")")
       [ "$script" = "-S" ] && args+=(-S)
       before="$(cpu_ticks "$t")"
@@ -199,7 +214,7 @@ for round in $(seq 1 "$ROUNDS"); do
       lat="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
       if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then tps=FAIL; fi
       us=""; split=""
-      if [ "$tps" != FAIL ] && [ "$t" != direct ]; then
+      if [ "$tps" != FAIL ] && [ "$t" != direct ] && [ "$t" != replica ]; then
         us="$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / $txns, 1))")"
         [ "$t" = pgkeel ] && split="$(python3 -c "print(round(($ua - $ub) / $HZ * 1e6 / $txns, 1), round(($sa - $sb) / $HZ * 1e6 / $txns, 1))")"
       fi
@@ -242,6 +257,8 @@ for case in cases:
     dmed = median_tps(case, "direct")
     for target in targets:
         vals = data.get((case, target), [])
+        if not vals:
+            continue
         ok = [float(v[0]) for v in vals if v[0] != "FAIL"]
         if not ok:
             print(f"| {case} | {target} | fails | | | | | |"); continue
@@ -254,11 +271,11 @@ for case in cases:
         rel = []
         for other in ("pgbouncer", "pgpool"):
             o = median_tps(case, other)
-            rel.append(f"{med / o:.2f}" if o and target not in ("direct", other) else "")
-        cpu = f"{statistics.median(uss)}" if uss else ""
+            rel.append(f"{med / o:.2f}" if o and target not in ("direct", "replica", other) else "")
+        cpu = f"{statistics.median(uss):.1f}" if uss else ""
         if splits:
-            cpu += (f" ({statistics.median(float(s[0]) for s in splits)}"
-                    f"+{statistics.median(float(s[1]) for s in splits)})")
+            cpu += (f" ({statistics.median(float(s[0]) for s in splits):.1f}"
+                    f"+{statistics.median(float(s[1]) for s in splits):.1f})")
         note = f" ({fails} failed)" if fails else ""
         print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
               f"{statistics.median(lats):.3f} | {ratio} | {rel[0]} | {rel[1]} | {cpu} |")
