@@ -607,7 +607,13 @@ mod tests {
             String::new(),
             Arc::default(),
         );
-        assert!(std::mem::size_of::<Session>() <= 768);
+        // A large client stream (e.g. a TLS connection held inline) belongs
+        // in a box: every idle client pays for this size.
+        assert!(
+            std::mem::size_of::<Session>() <= 768,
+            "Session is {} bytes",
+            std::mem::size_of::<Session>()
+        );
         let run = s.run();
         assert!(
             std::mem::size_of_val(&run) <= 1024,
