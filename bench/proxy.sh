@@ -4,10 +4,14 @@
 #
 #   cases    select-only (-S) with -M simple/extended/prepared, 8 and 32
 #            clients; the TPC-B-like default script with 8 clients
-#   targets  direct (the primary), pgbouncer, pgpool, pgkeel
+#   targets  direct (the primary), replica (one replica directly: where
+#            pgkeel's selects run; not for TPC-B), pgbouncer, pgpool, pgkeel
 #   output   per case and target: min/median/max TPS, median ratio to
-#            direct, median CPU time of the pooler per transaction (from
-#            /proc: utime+stime of its processes); pgkeel's RSS idle
+#            direct and to PgBouncer and pgpool-II, median CPU time of the
+#            pooler per transaction (from /proc: utime+stime of its
+#            processes, and for pgkeel the user/system split); pgkeel's RSS
+#            idle at start, idle after the rounds, and with 1,000 idle
+#            clients (per client: against the idle RSS after the rounds)
 #
 # PgBouncer and pgpool-II come from the OS packages and are installed if
 # missing. All poolers front the same cluster (primary + 2 replicas, async);
@@ -58,6 +62,14 @@ cleanup() {
   for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   sleep 1
   for pid in "${pooler[@]}" "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  # The cluster's HA agents and etcd (daemons of `pgkeel up`), by their pid
+  # files, before the servers so nothing restarts them.
+  for f in "$WORK"/cluster/nodes/*/agent.pid "$WORK"/cluster/etcd/supervisor.pid "$WORK"/cluster/etcd/etcd.pid; do
+    [ -f "$f" ] || continue
+    pid="$(tr -d '\0' < "$f" | head -1)"
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  sleep 1
   for pidfile in "$WORK"/cluster/nodes/*/data/postmaster.pid; do
     [ -f "$pidfile" ] || continue
     kill -INT "$(head -1 "$pidfile")" 2>/dev/null || true
@@ -71,7 +83,7 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$OSUSER" -- "$@"; else "$@";
 
 BASE="$(free_ports 6)"
 PG_PORT="$BASE"; BOUNCER_PORT=$((BASE + 3)); POOL_PORT=$((BASE + 4)); KEEL_PORT=$((BASE + 5))
-"$PGKEEL" up --dir "$WORK/cluster" --base-port "$PG_PORT" --replicas 2 --mode async >/dev/null
+"$PGKEEL" up --dir "$WORK/cluster" --base-port "$PG_PORT" --replicas 2 --mode async --no-proxy >/dev/null
 PASS="$(cat "$WORK/cluster/secrets/app.password")"
 export PGPASSWORD="$PASS" PGUSER=app PGDATABASE=app PGHOST=127.0.0.1
 "$BIN/pgbench" -i -s 10 -q -p "$PG_PORT" >/dev/null 2>&1
@@ -144,13 +156,23 @@ wait_port() {
   echo "nothing answers on port $1" >&2; return 1
 }
 for p in "$BOUNCER_PORT" "$POOL_PORT" "$KEEL_PORT"; do wait_port "$p"; done
+# Warm every server's caches alike: `pgbench -i` warmed only the primary,
+# and pgkeel sends the selects to the replicas.
+for p in "$PG_PORT" $((PG_PORT + 1)) $((PG_PORT + 2)); do
+  "$BIN/pgbench" -S -c 4 -j 2 -T 5 -p "$p" >/dev/null 2>&1 || true
+done
 sleep 1
 keel_rss_idle="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
 
 # Pids whose CPU counts for a target (the pooler and its children).
+cpu_split() {
+  local pid
+  pid="$(pooler_pids "$1" | head -1)"
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && awk '{print $14, $15}' "/proc/$pid/stat" || echo "0 0"
+}
 pooler_pids() {
   case "$1" in
-    direct) ;;
+    direct|replica) ;;
     pgbouncer) pgrep -u "$OSUSER" -x pgbouncer || true ;;
     pgpool) pgrep -u "$OSUSER" -x pgpool || true ;;
     pgkeel) echo "$KEEL_PID" ;;
@@ -166,39 +188,46 @@ cpu_ticks() {
 }
 port_of() {
   case "$1" in
-    direct) echo "$PG_PORT" ;; pgbouncer) echo "$BOUNCER_PORT" ;;
+    direct) echo "$PG_PORT" ;; replica) echo $((PG_PORT + 1)) ;; pgbouncer) echo "$BOUNCER_PORT" ;;
     pgpool) echo "$POOL_PORT" ;; pgkeel) echo "$KEEL_PORT" ;;
   esac
 }
 HZ="$(getconf CLK_TCK)"
 CASES=("simple 8 -S" "simple 32 -S" "extended 8 -S" "prepared 8 -S" "prepared 8 tpcb")
-TARGETS=(direct pgbouncer pgpool pgkeel)
+TARGETS=(direct replica pgbouncer pgpool pgkeel)
 RESULTS="$WORK/results"; : > "$RESULTS"
 
 for round in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     read -r mode clients script <<<"$c"
     for t in "${TARGETS[@]}"; do
+      [ "$t" = replica ] && [ "$script" != "-S" ] && continue
       args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t")")
       [ "$script" = "-S" ] && args+=(-S)
       before="$(cpu_ticks "$t")"
+      read -r ub sb <<<"$(cpu_split "$t")"
       out="$("$BIN/pgbench" "${args[@]}" 2>&1)" || true
       after="$(cpu_ticks "$t")"
+      read -r ua sa <<<"$(cpu_split "$t")"
       tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)"
       txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")"
       lat="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
       if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then tps=FAIL; fi
-      us=""
-      if [ "$tps" != FAIL ] && [ "$t" != direct ]; then
+      us=""; split=""
+      if [ "$tps" != FAIL ] && [ "$t" != direct ] && [ "$t" != replica ]; then
         us="$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / $txns, 1))")"
+        [ "$t" = pgkeel ] && split="$(python3 -c "print(round(($ua - $ub) / $HZ * 1e6 / $txns, 1), round(($sa - $sb) / $HZ * 1e6 / $txns, 1))")"
       fi
-      echo "$round|$mode $clients ${script/-S/select}|$t|$tps|${lat:-}|$us" >> "$RESULTS"
+      echo "$round|$mode $clients ${script/-S/select}|$t|$tps|${lat:-}|$us|$split" >> "$RESULTS"
       echo "round $round: $mode $clients ${script/-S/select} $t: tps=$tps lat=${lat:-?}ms cpu/txn=${us:-n/a}us" >&2
     done
   done
 done
 
-# pgkeel's memory with 1,000 idle clients (logged in, between statements).
+# pgkeel's memory with 1,000 idle clients (logged in, between statements),
+# against its idle RSS after the rounds (pools filled, code paths touched).
+sleep 1
+keel_rss_after="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
 ulimit -n 8192 2>/dev/null || true
 printf '\\sleep 8 s\n' > "$WORK/idle.sql"
 "$BIN/pgbench" -n -f "$WORK/idle.sql" -c 1000 -j 2 -T 10 -p "$KEEL_PORT" >/dev/null 2>&1 &
@@ -209,35 +238,50 @@ keel_clients="$(grep -c . <(ss -Htn state established "( sport = :$KEEL_PORT )" 
 keel_rss_1000="$(awk '/VmRSS/ {print $2}' /proc/$KEEL_PID/status)"
 wait "$IDLE_PID" 2>/dev/null || true
 
-python3 - "$RESULTS" "$keel_rss_idle" "$ROUNDS" "$SECS" "$keel_rss_1000" "$keel_clients" <<'PY'
+python3 - "$RESULTS" "$keel_rss_idle" "$ROUNDS" "$SECS" "$keel_rss_1000" "$keel_clients" "$keel_rss_after" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1]) if l.strip()]
 cases, targets = [], []
 data = {}
-for _, case, target, tps, lat, us in rows:
+for _, case, target, tps, lat, us, split in rows:
     if case not in cases: cases.append(case)
     if target not in targets: targets.append(target)
-    data.setdefault((case, target), []).append((tps, lat, us))
+    data.setdefault((case, target), []).append((tps, lat, us, split))
+def median_tps(case, target):
+    ok = [float(v[0]) for v in data.get((case, target), []) if v[0] != "FAIL"]
+    return statistics.median(ok) if ok else None
 print(f"pgbench, {sys.argv[3]} interleaved rounds of {sys.argv[4]} s, median (min-max)")
-print("| case | target | TPS | latency ms | ratio to direct | pooler CPU µs/txn |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| case | target | TPS | latency ms | ratio to direct | to PgBouncer | to pgpool-II | pooler CPU µs/txn (user+sys) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for case in cases:
-    direct = [float(t) for t, _, _ in data.get((case, "direct"), []) if t != "FAIL"]
-    dmed = statistics.median(direct) if direct else None
+    dmed = median_tps(case, "direct")
     for target in targets:
         vals = data.get((case, target), [])
-        ok = [float(t) for t, _, _ in vals if t != "FAIL"]
+        if not vals:
+            continue
+        ok = [float(v[0]) for v in vals if v[0] != "FAIL"]
         if not ok:
-            print(f"| {case} | {target} | fails | | | |"); continue
+            print(f"| {case} | {target} | fails | | | | | |"); continue
         med = statistics.median(ok)
-        lats = [float(l) for t, l, _ in vals if t != "FAIL" and l]
-        uss = [float(u) for t, _, u in vals if t != "FAIL" and u]
+        lats = [float(v[1]) for v in vals if v[0] != "FAIL" and v[1]]
+        uss = [float(v[2]) for v in vals if v[0] != "FAIL" and v[2]]
+        splits = [v[3].split() for v in vals if v[0] != "FAIL" and v[3]]
         fails = len(vals) - len(ok)
         ratio = f"{med / dmed:.2f}" if dmed else ""
+        rel = []
+        for other in ("pgbouncer", "pgpool"):
+            o = median_tps(case, other)
+            rel.append(f"{med / o:.2f}" if o and target not in ("direct", "replica", other) else "")
+        cpu = f"{statistics.median(uss):.1f}" if uss else ""
+        if splits:
+            cpu += (f" ({statistics.median(float(s[0]) for s in splits):.1f}"
+                    f"+{statistics.median(float(s[1]) for s in splits):.1f})")
         note = f" ({fails} failed)" if fails else ""
         print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
-              f"{statistics.median(lats):.3f} | {ratio} | {statistics.median(uss) if uss else ''} |")
+              f"{statistics.median(lats):.3f} | {ratio} | {rel[0]} | {rel[1]} | {cpu} |")
 idle, busy, n = int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6] or 0)
-print(f"\npgkeel proxy RSS idle: {idle / 1024:.1f} MB; with {n} idle clients: "
-      f"{busy / 1024:.1f} MB (+{(busy - idle) / max(n, 1):.1f} KB per client)")
+after = int(sys.argv[7])
+print(f"\npgkeel proxy RSS idle: {idle / 1024:.1f} MB at start, {after / 1024:.1f} MB after the rounds; "
+      f"with {n} idle clients: {busy / 1024:.1f} MB (+{(busy - after) / max(n, 1):.1f} KB per client "
+      f"over the idle RSS after the rounds, +{(busy - idle) / max(n, 1):.1f} KB over the RSS at start)")
 PY

@@ -271,20 +271,23 @@ async fn handle_client(
     }
     BackendMessage::BackendKeyData { pid, key }.encode(&mut out);
     out.extend_from_slice(b"Z\0\0\0\x05I");
-    let result = match write_all(&mut stream, &out).await {
+    let written = write_all(&mut stream, &out).await;
+    // Nothing from the login stays allocated for the session's lifetime.
+    drop((params, out));
+    let result = match written {
+        // Not boxed: the session's state overlaps the login's in this
+        // future, one allocation per client.
         Ok(()) => {
-            Box::pin(
-                Session::new(
-                    shared.clone(),
-                    stream,
-                    buf,
-                    user,
-                    database,
-                    credential,
-                    target,
-                )
-                .run(),
+            Session::new(
+                shared.clone(),
+                stream,
+                buf,
+                user,
+                database,
+                credential,
+                target,
             )
+            .run()
             .await
         }
         Err(e) => Err(e),

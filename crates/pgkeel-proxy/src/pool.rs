@@ -11,6 +11,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::server::ServerConn;
 use crate::{Credential, ProxyError, topology::Topology};
 
+/// Read buffer an idle pooled connection may keep.
+const IDLE_BUF_MAX: usize = 64 * 1024;
+
 /// Which pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -164,7 +167,6 @@ impl Pools {
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
-        let started = Instant::now();
         let node_name = || {
             topology
                 .backends
@@ -175,16 +177,19 @@ impl Pools {
         // A free connection needs no timer.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| ProxyError::PoolExhausted {
-                    user: key.user.clone(),
-                    database: key.database.clone(),
-                    node: node_name(),
-                    size: pool.size.load(Ordering::Relaxed),
-                    waited: started.elapsed(),
-                })?
-                .map_err(|_| ProxyError::NoNode("pooled"))?,
+            Err(_) => {
+                let started = Instant::now();
+                tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| ProxyError::PoolExhausted {
+                        user: key.user.clone(),
+                        database: key.database.clone(),
+                        node: node_name(),
+                        size: pool.size.load(Ordering::Relaxed),
+                        waited: started.elapsed(),
+                    })?
+                    .map_err(|_| ProxyError::NoNode("pooled"))?
+            }
         };
         let generation = topology.generation(key.node);
         let reused = {
@@ -226,7 +231,11 @@ impl Pools {
     /// Puts a connection back for reuse (it must be idle: no transaction,
     /// nothing in flight).
     pub fn release(&self, lease: Lease) {
-        let Lease { conn, pool, .. } = lease;
+        let Lease { mut conn, pool, .. } = lease;
+        if conn.buf.is_empty() && conn.buf.capacity() > IDLE_BUF_MAX {
+            // A big result should not stay allocated in an idle connection.
+            conn.buf = bytes::BytesMut::new();
+        }
         if let Ok(mut idle) = pool.idle.lock() {
             // After a shrink, connections beyond the new size are closed.
             if idle.len() < pool.size.load(Ordering::Relaxed) {

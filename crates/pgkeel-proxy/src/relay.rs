@@ -186,9 +186,9 @@ impl Relay {
                 portal,
                 statement,
                 tail,
-            } => match statements.get(*statement).cloned() {
+            } => match statements.get(*statement) {
                 Some(stmt) if !statement.is_empty() => {
-                    self.ensure_prepared(&stmt, prepared, to_server);
+                    self.ensure_prepared(stmt, prepared, to_server);
                     FrontendMessage::Bind {
                         portal,
                         statement: &stmt.server_name,
@@ -203,9 +203,9 @@ impl Relay {
                 }
             },
             FrontendMessage::Describe { kind: b'S', name } if !name.is_empty() => {
-                match statements.get(*name).cloned() {
+                match statements.get(*name) {
                     Some(stmt) => {
-                        self.ensure_prepared(&stmt, prepared, to_server);
+                        self.ensure_prepared(stmt, prepared, to_server);
                         FrontendMessage::Describe {
                             kind: b'S',
                             name: &stmt.server_name,

@@ -233,11 +233,11 @@ impl ServerConn {
     }
 }
 
-/// Writes all of `data` to a socket (flushed: a TLS stream buffers).
-pub async fn write_all<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    data: &[u8],
-) -> Result<(), ProxyError> {
+/// Writes all of `data` to a socket (client or server, plain or TLS).
+pub async fn write_all<S>(stream: &mut S, data: &[u8]) -> Result<(), ProxyError>
+where
+    S: AsyncWrite + Unpin + ?Sized,
+{
     stream
         .write_all(data)
         .await

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pgkeel_sql::StatementKind;
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
-use tokio::io::AsyncReadExt;
 
 use crate::config::PoolMode;
+use crate::io::read_into;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::server::{read_message, write_all};
@@ -32,7 +32,7 @@ const HOLD_LIMIT: usize = 256 * 1024;
 /// A unit routed to a replica, kept until its answer is complete in case
 /// the replica refuses it as a write (SQLSTATE 25006).
 struct Retry {
-    unit: Vec<Bytes>,
+    unit: Bytes,
     held: Vec<u8>,
     read_only_error: bool,
 }
@@ -53,6 +53,9 @@ pub struct Session {
     shared: Arc<Shared>,
     client: ClientStream,
     cbuf: BytesMut,
+    /// Length of the complete messages at the start of `cbuf` that belong
+    /// to the unit being collected (not yet ended by Sync/Flush/Query).
+    unit_len: usize,
     to_client: Vec<u8>,
     user: String,
     database: String,
@@ -60,8 +63,8 @@ pub struct Session {
     statements: Statements,
     /// This client's pools by node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
-    unit: Vec<Bytes>,
-    queued: Option<Vec<Bytes>>,
+    /// A unit that must wait until the attached server is released.
+    queued: Option<Bytes>,
     attached: Option<Attached>,
     pinned: bool,
     discard_until_sync: bool,
@@ -72,12 +75,27 @@ fn rfq(out: &mut Vec<u8>, status: TxStatus) {
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status.byte()]);
 }
 
+/// The messages of a unit (checked complete when the unit was cut).
+fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = unit;
+    std::iter::from_fn(move || {
+        let (_, len) = split_message(rest, MAX_MESSAGE_LEN).ok().flatten()?;
+        let (frame, tail) = rest.split_at(len);
+        rest = tail;
+        Some(frame)
+    })
+}
+
+/// True when the unit ends with a message that gets a ReadyForQuery.
+fn ends_batch(unit: &[u8]) -> bool {
+    frames(unit)
+        .last()
+        .is_some_and(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')))
+}
+
 async fn read_attached(a: Option<&mut Attached>) -> std::io::Result<usize> {
     match a {
-        Some(a) => {
-            a.lease.conn.buf.reserve(16 * 1024);
-            a.lease.conn.stream.read_buf(&mut a.lease.conn.buf).await
-        }
+        Some(a) => read_into(&mut a.lease.conn.stream, &mut a.lease.conn.buf).await,
         None => std::future::pending().await,
     }
 }
@@ -98,13 +116,13 @@ impl Session {
             shared,
             client,
             cbuf,
+            unit_len: 0,
             to_client: Vec::new(),
             user,
             database,
             credential,
             statements: Statements::new(),
             pools: Vec::new(),
-            unit: Vec::new(),
             queued: None,
             attached: None,
             pinned: false,
@@ -133,7 +151,13 @@ impl Session {
     }
 
     /// Serves the client until it leaves or breaks the protocol.
-    pub async fn run(mut self) -> Result<(), ProxyError> {
+    pub fn run(self) -> impl Future<Output = Result<(), ProxyError>> {
+        // The session lives in a box of its own: an `async fn` taking
+        // `self` by value would keep two copies of it in its state.
+        Box::new(self).run_boxed()
+    }
+
+    async fn run_boxed(mut self: Box<Self>) -> Result<(), ProxyError> {
         let result = self.serve().await;
         if let Err(e) = &result {
             let severity = "FATAL";
@@ -156,28 +180,16 @@ impl Session {
             if !self.to_client.is_empty() {
                 write_all(&mut self.client, &self.to_client).await?;
                 self.to_client.clear();
-                // An idle client should cost little memory after a big
-                // result.
-                if self.to_client.capacity() > 4096 {
-                    self.to_client = Vec::new();
-                }
+            }
+            if self.attached.is_none() && self.to_client.capacity() > 0 {
+                // An idle client holds no buffers.
+                self.to_client = Vec::new();
             }
             let want_client = self.queued.is_none();
+            // Reads land in a per-thread buffer and only what arrived is
+            // kept: an idle client costs no read buffer.
             tokio::select! {
-                r = self.client.readable(), if want_client => {
-                    r.map_err(|e| ProxyError::io("read from client", e))?;
-                    // The read buffer exists only while there is input: an
-                    // idle client costs no buffer memory.
-                    if self.cbuf.capacity() - self.cbuf.len() < 4096 {
-                        self.cbuf.reserve(8192);
-                    }
-                    match self.client.try_read_buf(&mut self.cbuf) {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(ProxyError::io("read from client", e)),
-                    }
-                }
+                biased;
                 r = read_attached(self.attached.as_mut()) => {
                     let n = r.map_err(|e| ProxyError::io("read from server", e))?;
                     if n == 0 {
@@ -189,6 +201,12 @@ impl Session {
                     }
                     self.process_server().await?;
                 }
+                r = read_into(&mut self.client, &mut self.cbuf), if want_client => {
+                    let n = r.map_err(|e| ProxyError::io("read from client", e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -196,27 +214,29 @@ impl Session {
     /// Handles complete client messages; true when the client said goodbye.
     async fn process_client(&mut self) -> Result<bool, ProxyError> {
         while self.queued.is_none() {
-            let Some((tag, len)) = split_message(&self.cbuf, MAX_MESSAGE_LEN)? else {
+            let start = self.unit_len;
+            let Some((tag, len)) = split_message(&self.cbuf[start..], MAX_MESSAGE_LEN)? else {
                 break;
             };
-            let frame = self.cbuf.split_to(len).freeze();
             match tag {
                 b'X' => return Ok(true),
-                b'd' | b'c' | b'f' if self.unit.is_empty() => {
+                b'd' | b'c' | b'f' if start == 0 => {
                     // COPY IN data goes straight to the attached server.
+                    let frame = self.cbuf.split_to(len).freeze();
                     if self.attached.is_some() {
-                        self.send_unit(vec![frame], vec![StatementKind::Empty])
-                            .await?;
+                        self.send_unit(frame).await?;
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
-                    FrontendMessage::decode(&frame)?;
-                    self.unit.push(frame);
+                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
+                    self.unit_len += len;
                 }
                 b'S' | b'H' | b'Q' | b'F' => {
-                    FrontendMessage::decode(&frame)?;
-                    self.unit.push(frame);
-                    let unit = std::mem::take(&mut self.unit);
+                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
+                    // The unit is contiguous in the buffer: one slice, no
+                    // copy, shared with a possible retry.
+                    let unit = self.cbuf.split_to(start + len).freeze();
+                    self.unit_len = 0;
                     self.dispatch(unit, false).await?;
                 }
                 other => {
@@ -230,15 +250,15 @@ impl Session {
         Ok(false)
     }
 
-    /// Kind of each frame (for Parse/Query: the statement's; Bind: its
-    /// statement's) and of the unit as a whole.
-    fn classify_unit(&self, unit: &[Bytes]) -> (Vec<StatementKind>, StatementKind) {
-        let mut kinds = Vec::with_capacity(unit.len());
+    /// Where a unit may run: the strongest kind among its statements
+    /// (for Parse/Query: the statement's; Bind: its statement's, looked
+    /// up, not classified again).
+    fn classify_unit(&self, unit: &[u8]) -> StatementKind {
         let mut last_unnamed = StatementKind::Empty;
         let mut session = false;
         let mut write = false;
         let mut begin_ro = false;
-        for frame in unit {
+        for frame in frames(unit) {
             let kind = match FrontendMessage::decode(frame) {
                 Ok(FrontendMessage::Query(q)) => self.shared.classifier.classify(q),
                 Ok(FrontendMessage::Parse { name, query, .. }) => {
@@ -267,9 +287,8 @@ impl Session {
                 k if !k.replica_ok() => write = true,
                 _ => {}
             }
-            kinds.push(kind);
         }
-        let overall = if session {
+        if session {
             StatementKind::SessionState
         } else if write {
             StatementKind::Write
@@ -277,13 +296,12 @@ impl Session {
             StatementKind::Begin { read_only: true }
         } else {
             StatementKind::Read
-        };
-        (kinds, overall)
+        }
     }
 
     /// Answers a unit that cannot run with an error (and the
     /// ReadyForQuery the client waits for).
-    fn fail_unit(&mut self, unit: &[Bytes], err: &ProxyError) {
+    fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
         self.shared
             .metrics
             .routing_errors
@@ -294,25 +312,25 @@ impl Session {
             err.sqlstate(),
             &err.to_string(),
         );
-        let ends_batch = unit
-            .last()
-            .is_some_and(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')));
-        if ends_batch {
+        if ends_batch(unit) {
             rfq(&mut self.to_client, TxStatus::Idle);
         } else {
             self.discard_until_sync = true;
         }
     }
 
-    async fn dispatch(&mut self, unit: Vec<Bytes>, force_primary: bool) -> Result<(), ProxyError> {
+    async fn dispatch(&mut self, unit: Bytes, force_primary: bool) -> Result<(), ProxyError> {
         if self.discard_until_sync {
-            if unit.last().is_some_and(|f| f.first() == Some(&b'S')) {
+            if frames(&unit)
+                .last()
+                .is_some_and(|f| f.first() == Some(&b'S'))
+            {
                 self.discard_until_sync = false;
                 rfq(&mut self.to_client, TxStatus::Idle);
             }
             return Ok(());
         }
-        let (kinds, kind) = self.classify_unit(&unit);
+        let kind = self.classify_unit(&unit);
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         if let Some(att) = self.attached.as_mut() {
             let compatible = att.tx != TxStatus::Idle
@@ -331,7 +349,7 @@ impl Session {
             if let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
             }
-            return self.send_unit(unit, kinds).await;
+            return self.send_unit(unit).await;
         }
         let shared = self.shared.clone();
         let topology = &shared.topology;
@@ -343,22 +361,21 @@ impl Session {
         let mut attempt = 0;
         let (node, is_primary, lease) = loop {
             attempt += 1;
-            let node = if to_replica {
-                topology.read_node(&shared.rules())
-            } else {
+            let routed = match topology.route(to_replica, &shared.rules()) {
+                Some(r) => Some(r),
                 // During a failover there is briefly no primary: hold the
                 // write (like a full pool) rather than fail it.
-                match topology.primary() {
-                    Some(p) => Some(p),
-                    None => topology.wait_primary(shared.queue_wait()).await,
-                }
+                None if !to_replica => topology
+                    .wait_primary(shared.queue_wait())
+                    .await
+                    .map(|p| (p, true)),
+                None => None,
             };
-            let Some(node) = node else {
+            let Some((node, is_primary)) = routed else {
                 let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
                 self.fail_unit(&unit, &err);
                 return Ok(());
             };
-            let is_primary = topology.primary() == Some(node);
             let pool = self.pool_for(node);
             match self
                 .shared
@@ -406,25 +423,32 @@ impl Session {
             retry,
             since: Instant::now(),
         });
-        self.send_unit(unit, kinds).await
+        self.send_unit(unit).await
     }
 
-    async fn send_unit(
-        &mut self,
-        unit: Vec<Bytes>,
-        kinds: Vec<StatementKind>,
-    ) -> Result<(), ProxyError> {
+    async fn send_unit(&mut self, unit: Bytes) -> Result<(), ProxyError> {
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
-        let mut to_server = Vec::with_capacity(unit.iter().map(|f| f.len()).sum::<usize>() + 64);
-        for (frame, kind) in unit.iter().zip(kinds) {
+        let mut to_server = Vec::with_capacity(unit.len() + 64);
+        for frame in frames(&unit) {
             let msg = FrontendMessage::decode(frame)?;
-            match msg {
-                FrontendMessage::Flush => att.open_batch = true,
-                FrontendMessage::Sync => att.open_batch = false,
-                _ => {}
-            }
+            let kind = match &msg {
+                FrontendMessage::Flush => {
+                    att.open_batch = true;
+                    StatementKind::Empty
+                }
+                FrontendMessage::Sync => {
+                    att.open_batch = false;
+                    StatementKind::Empty
+                }
+                // Only a named statement keeps its kind (for its Binds);
+                // a cache hit, classified when the unit was routed.
+                FrontendMessage::Parse { name, query, .. } if !name.is_empty() => {
+                    self.shared.classifier.classify(query)
+                }
+                _ => StatementKind::Empty,
+            };
             let out = match att.retry.as_mut() {
                 Some(r) => &mut r.held,
                 None => &mut self.to_client,
@@ -450,8 +474,19 @@ impl Session {
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
-        while let Some((tag, len)) = split_message(&att.lease.conn.buf, MAX_MESSAGE_LEN)? {
-            let frame = att.lease.conn.buf.split_to(len);
+        let conn = &mut att.lease.conn;
+        let mut done = 0;
+        {
+            let out = match att.retry.as_mut() {
+                Some(r) => &mut r.held,
+                None => &mut self.to_client,
+            };
+            // Most of what arrived goes to the client: one allocation.
+            out.reserve(conn.buf.len());
+        }
+        while let Some((tag, len)) = split_message(&conn.buf[done..], MAX_MESSAGE_LEN)? {
+            let frame = &conn.buf[done..done + len];
+            done += len;
             let out = match att.retry.as_mut() {
                 Some(r) => {
                     if tag == b'E' && error_code(&frame[5..]) == Some("25006") {
@@ -461,13 +496,11 @@ impl Session {
                 }
                 None => &mut self.to_client,
             };
-            if let Some(status) = att
-                .relay
-                .receive(&frame, &mut att.lease.conn.prepared, out)?
-            {
+            if let Some(status) = att.relay.receive(frame, &mut conn.prepared, out)? {
                 att.tx = status;
             }
         }
+        conn.buf.advance(done);
         if let Some(r) = att.retry.as_ref()
             && r.held.len() > HOLD_LIMIT
             && let Some(r) = att.retry.take()
@@ -497,6 +530,7 @@ impl Session {
                 tracing::debug!("read-only error on a replica: retrying on the primary");
                 self.dispatch(r.unit, true).await?;
             }
+            Some(r) if self.to_client.is_empty() => self.to_client = r.held,
             Some(r) => self.to_client.extend_from_slice(&r.held),
             None => {}
         }
@@ -560,5 +594,60 @@ impl Session {
             conn.prepared.clear();
         }
         self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_frames_and_batch_end() {
+        let mut unit = Vec::new();
+        FrontendMessage::Parse {
+            name: "",
+            query: "SELECT 1",
+            param_types: vec![],
+        }
+        .encode(&mut unit);
+        FrontendMessage::Sync.encode(&mut unit);
+        let tags: Vec<u8> = frames(&unit).filter_map(|f| f.first().copied()).collect();
+        assert_eq!(tags, b"PS");
+        assert!(ends_batch(&unit));
+        let mut flush = Vec::new();
+        FrontendMessage::Flush.encode(&mut flush);
+        assert!(!ends_batch(&flush));
+    }
+
+    /// Every connected client keeps its session future in memory: it
+    /// must stay small (a regression shows up as memory per idle client).
+    #[tokio::test]
+    async fn session_future_stays_small() -> Result<(), Box<dyn std::error::Error>> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let c = ClientStream::Plain(tokio::net::TcpStream::connect(l.local_addr()?).await?);
+        let config = crate::ProxyConfig::new(l.local_addr()?, Vec::new(), Default::default());
+        let s = Session::new(
+            Arc::new(Shared::new(config)),
+            c,
+            BytesMut::new(),
+            String::new(),
+            String::new(),
+            crate::Credential::password(""),
+            Arc::default(),
+        );
+        // A large client stream (e.g. a TLS connection held inline) belongs
+        // in a box: every idle client pays for this size.
+        assert!(
+            std::mem::size_of::<Session>() <= 768,
+            "Session is {} bytes",
+            std::mem::size_of::<Session>()
+        );
+        let run = s.run();
+        assert!(
+            std::mem::size_of_val(&run) <= 1024,
+            "{}",
+            std::mem::size_of_val(&run)
+        );
+        Ok(())
     }
 }

@@ -231,21 +231,38 @@ impl Topology {
 
     /// Node for a read.
     pub fn read_node(&self, rules: &ReplicaRules) -> Option<usize> {
-        let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        self.route(true, rules).map(|(node, _)| node)
+    }
+
+    /// Node for a unit (a read, or anything for the primary) and whether
+    /// it is the primary, from one look at the health table (this runs
+    /// for every routed unit).
+    pub fn route(&self, read: bool, rules: &ReplicaRules) -> Option<(usize, bool)> {
+        let turn = if read {
+            self.round_robin.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         let leader = self.leader();
         let health = self.health.read().ok()?;
-        choose_read(
-            &health,
-            leader,
-            |i| {
-                self.outstanding
-                    .get(i)
-                    .map(|o| o.load(Ordering::Relaxed))
-                    .unwrap_or(0)
-            },
-            turn,
-            rules,
-        )
+        let primary = choose_primary(&health, leader);
+        let node = if read {
+            choose_read(
+                &health,
+                leader,
+                |i| {
+                    self.outstanding
+                        .get(i)
+                        .map(|o| o.load(Ordering::Relaxed))
+                        .unwrap_or(0)
+                },
+                turn,
+                rules,
+            )?
+        } else {
+            primary?
+        };
+        Some((node, primary == Some(node)))
     }
 
     /// Node for a write.

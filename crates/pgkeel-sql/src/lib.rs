@@ -14,6 +14,7 @@ mod classify;
 pub mod functions;
 pub mod normalize;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -79,21 +80,35 @@ impl Classifier {
     /// grammar rejects is a [`StatementKind::Write`], so the primary
     /// reports the syntax error.
     pub fn classify(&self, sql: &str) -> StatementKind {
-        let key = normalize::cache_key(sql);
-        let key_str: &str = key.as_deref().unwrap_or(sql);
-        if let Ok(cache) = self.cache.lock()
-            && let Some(kind) = cache.get(key_str)
-        {
-            return *kind;
+        // The masked key is built in a per-thread buffer: a cache hit
+        // allocates nothing and never calls the parser.
+        thread_local! {
+            static KEY: RefCell<String> = const { RefCell::new(String::new()) };
         }
-        let kind = classify::classify(sql, &self.policy);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= self.capacity {
-                cache.clear();
+        KEY.with_borrow_mut(|key| {
+            let key_str: &str = if normalize::cache_key_into(sql, key) {
+                key
+            } else {
+                sql
+            };
+            if let Ok(cache) = self.cache.lock()
+                && let Some(kind) = cache.get(key_str)
+            {
+                return *kind;
             }
-            cache.insert(key_str.into(), kind);
-        }
-        kind
+            let kind = classify::classify(sql, &self.policy);
+            if let Ok(mut cache) = self.cache.lock() {
+                if cache.len() >= self.capacity {
+                    cache.clear();
+                }
+                cache.insert(key_str.into(), kind);
+            }
+            if key.capacity() > 4096 {
+                // A huge statement should not keep its buffer.
+                *key = String::new();
+            }
+            kind
+        })
     }
 
     /// Entries currently cached.

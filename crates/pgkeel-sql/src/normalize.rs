@@ -9,22 +9,31 @@
 /// The masked text, or `None` when the text is its own key (nothing to
 /// mask, or constructs the scanner leaves alone).
 pub fn cache_key(sql: &str) -> Option<String> {
+    let mut out = String::new();
+    cache_key_into(sql, &mut out).then_some(out)
+}
+
+/// As [`cache_key`], into a buffer the caller reuses (no allocation per
+/// statement): true when `out` holds the masked text, false when `sql`
+/// is its own key (`out` is then unspecified).
+pub fn cache_key_into(sql: &str, out: &mut String) -> bool {
+    out.clear();
     let b = sql.as_bytes();
     if !b.iter().any(|c| c.is_ascii_digit() || *c == b'\'') {
-        return None;
+        return false;
     }
-    let mut out = String::with_capacity(sql.len());
+    out.reserve(sql.len());
     let mut i = 0;
     let mut last = 0; // start of the not yet copied text
     while i < b.len() {
         let c = b[i];
         match c {
-            b'-' if b.get(i + 1) == Some(&b'-') => return None,
-            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            b'-' if b.get(i + 1) == Some(&b'-') => return false,
+            b'/' if b.get(i + 1) == Some(&b'*') => return false,
             b'$' => {
                 // $1 parameters are kept; $tag$ quoting is left alone.
                 if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                    return None;
+                    return false;
                 }
                 i += 1;
                 while i < b.len() && b[i].is_ascii_digit() {
@@ -35,7 +44,7 @@ pub fn cache_key(sql: &str) -> Option<String> {
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None => return None,
+                        None => return false,
                         Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
                         Some(b'"') => {
                             i += 1;
@@ -48,13 +57,13 @@ pub fn cache_key(sql: &str) -> Option<String> {
             b'\'' => {
                 // A prefix letter (E'', B'', X'', U&'') changes the rules.
                 if i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'&') {
-                    return None;
+                    return false;
                 }
                 let start = i;
                 i += 1;
                 loop {
                     match b.get(i) {
-                        None => return None,
+                        None => return false,
                         Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
                         Some(b'\'') => {
                             i += 1;
@@ -98,7 +107,7 @@ pub fn cache_key(sql: &str) -> Option<String> {
         }
     }
     out.push_str(&sql[last..]);
-    Some(out)
+    true
 }
 
 #[cfg(test)]
