@@ -20,7 +20,9 @@ WORK="$(mktemp -d /tmp/pgkeel-bench-client-XXXXXX)"
 chmod 755 "$WORK"
 
 cleanup() {
-  # Stop every server this script started, by PID.
+  # pgkeel stops what it started (proxy, agents, etcd, servers) by PID;
+  # then any server left over, by its postmaster.pid.
+  [ -f "$WORK/c/cluster.toml" ] && "$PGKEEL" destroy --dir "$WORK/c" --yes >/dev/null 2>&1
   for pidfile in "$WORK"/c/nodes/*/data/postmaster.pid; do
     [ -f "$pidfile" ] || continue
     kill -QUIT "$(head -1 "$pidfile")" 2>/dev/null || true
