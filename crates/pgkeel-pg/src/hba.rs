@@ -41,9 +41,13 @@ pub fn render_hba(input: &HbaInput<'_>) -> String {
         "local   replication  {su:<17} {:<22} peer map={IDENT_MAP}",
         ""
     );
+    // Ordinary roles may use the socket with SCRAM (the pooling proxy
+    // does: it is cheaper than loopback TCP); the socket directory is
+    // private to the OS user, so this opens nothing TCP does not.
+    let _ = writeln!(out, "local   all          {repl:<17} {:<22} reject", "");
     let _ = writeln!(
         out,
-        "local   all          all               {:<22} reject",
+        "local   all          all               {:<22} scram-sha-256",
         ""
     );
     for addr in input.member_addresses {
@@ -119,6 +123,16 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn local_socket_is_peer_for_the_superuser_and_scram_for_others() {
+        let text = sample();
+        let local: Vec<&str> = text.lines().filter(|l| l.starts_with("local")).collect();
+        assert!(local[0].contains("postgres") && local[0].ends_with("peer map=pgkeel"));
+        assert!(local[2].contains("replicator") && local[2].ends_with("reject"));
+        assert!(local[3].contains(" all ") && local[3].ends_with("scram-sha-256"));
+        assert_eq!(local.len(), 4, "{text}");
     }
 
     #[test]

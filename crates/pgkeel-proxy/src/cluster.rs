@@ -78,9 +78,14 @@ pub fn config_for_cluster(
         .nodes
         .iter()
         .map(|n| {
+            let name = n.name.to_string();
+            // A node whose data directory is here listens on a Unix
+            // socket the proxy can use instead of loopback TCP.
+            let local = section.server_socket && cluster.layout.data_dir(&name).exists();
             Ok(Backend {
-                name: n.name.to_string(),
+                socket: local.then(|| cluster.layout.socket_path(&name, n.port)),
                 addr: resolve(&n.host, n.port)?,
+                name,
             })
         })
         .collect::<Result<Vec<_>, ProxyError>>()?;

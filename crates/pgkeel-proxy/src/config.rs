@@ -30,6 +30,10 @@ pub struct Backend {
     pub name: String,
     /// Address.
     pub addr: SocketAddr,
+    /// Its Unix socket, when the node runs on this machine: server
+    /// connections use it (falling back to TCP), which costs the proxy
+    /// far less CPU than loopback TCP.
+    pub socket: Option<PathBuf>,
 }
 
 /// A role clients log in as. The proxy verifies clients against the SCRAM

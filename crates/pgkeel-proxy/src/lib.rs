@@ -34,6 +34,7 @@ pub mod pool;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod server_stream;
 pub mod session;
 pub mod stream;
 pub mod tls;

@@ -203,15 +203,15 @@ impl Pools {
         let conn = match reused {
             Some(c) => c,
             None => {
-                let addr = topology
+                let backend = topology
                     .backends
                     .get(key.node)
-                    .map(|b| b.addr)
                     .ok_or(ProxyError::NoNode("configured"))?;
                 // Boxed: a login's state is large and rarely needed; it
                 // should not size every session's future.
                 Box::pin(ServerConn::connect(
-                    addr,
+                    backend.addr,
+                    backend.socket.as_deref(),
                     &key.user,
                     &key.database,
                     credential,

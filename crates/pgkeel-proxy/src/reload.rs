@@ -178,6 +178,7 @@ mod tests {
             vec![Backend {
                 name: "a".into(),
                 addr: ([127, 0, 0, 1], 5432).into(),
+                socket: None,
             }],
             users,
         )
@@ -216,6 +217,7 @@ mod tests {
         new.backends.push(Backend {
             name: "b".into(),
             addr: ([127, 0, 0, 1], 5433).into(),
+            socket: None,
         });
         let r = plan_reload(&old, &new);
         assert!(r.applied.is_empty(), "{r:?}");

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,9 +14,10 @@ use pgkeel_wire::backend::Authentication;
 use pgkeel_wire::scram::MECHANISM as SCRAM_SHA_256;
 use pgkeel_wire::scram_client::ScramClient;
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, StartupPacket, split_message};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::server_stream::ServerStream;
 use crate::{Credential, ProxyError};
 
 /// How long a server login may take.
@@ -25,7 +27,7 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct ServerConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read but not yet processed.
     pub buf: BytesMut,
     /// Server address (for cancel requests).
@@ -45,7 +47,10 @@ pub struct ServerConn {
 }
 
 /// Reads one complete message into `buf`, returning its length.
-pub async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, ProxyError> {
+pub async fn read_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<usize, ProxyError> {
     loop {
         if let Some((_, len)) = split_message(buf, MAX_MESSAGE_LEN)? {
             return Ok(len);
@@ -79,6 +84,7 @@ impl ServerConn {
     /// Connects and logs in as `user` to `database`.
     pub async fn connect(
         addr: SocketAddr,
+        socket: Option<&Path>,
         user: &str,
         database: &str,
         credential: &Credential,
@@ -86,7 +92,7 @@ impl ServerConn {
     ) -> Result<Self, ProxyError> {
         tokio::time::timeout(
             LOGIN_TIMEOUT,
-            Self::connect_inner(addr, user, database, credential, generation),
+            Self::connect_inner(addr, socket, user, database, credential, generation),
         )
         .await
         .map_err(|_| ProxyError::ServerLogin {
@@ -97,18 +103,16 @@ impl ServerConn {
 
     async fn connect_inner(
         addr: SocketAddr,
+        socket: Option<&Path>,
         user: &str,
         database: &str,
         credential: &Credential,
         generation: u64,
     ) -> Result<Self, ProxyError> {
         let refused = |message: String| ProxyError::ServerLogin { addr, message };
-        let mut stream = TcpStream::connect(addr)
+        let mut stream = ServerStream::connect(addr, socket)
             .await
             .map_err(|e| ProxyError::io(format!("connect to {addr}"), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
         let mut out = Vec::new();
         StartupPacket::Startup {
             minor: 0,

@@ -550,10 +550,12 @@ mod tests {
             Backend {
                 name: "a".into(),
                 addr: ([127, 0, 0, 1], 1).into(),
+                socket: None,
             },
             Backend {
                 name: "b".into(),
                 addr: ([127, 0, 0, 1], 2).into(),
+                socket: None,
             },
         ]);
         assert_eq!(t.leader(), Leader::Unknown);
@@ -572,6 +574,7 @@ mod tests {
         let t = Arc::new(Topology::new(vec![Backend {
             name: "a".into(),
             addr: ([127, 0, 0, 1], 1).into(),
+            socket: None,
         }]));
         assert_eq!(t.wait_primary(Duration::from_millis(10)).await, None);
         let waiter = tokio::spawn({

@@ -33,7 +33,7 @@ fn values(msgs: &[SimpleQueryMessage]) -> Vec<String> {
 /// Port, recovery flag and user of where `SELECT` ran.
 async fn where_read(c: &Client) -> TestResult<(u16, String, String)> {
     let v = values(
-        &c.simple_query("SELECT inet_server_port(), pg_is_in_recovery(), current_user")
+        &c.simple_query("SELECT current_setting('port')::int, pg_is_in_recovery(), current_user")
             .await?,
     );
     let [port, recovery, user] = v.as_slice() else {
@@ -180,7 +180,7 @@ async fn auth_query_body() -> TestResult {
     assert_eq!(seen, replica_ports);
     let row = alice
         .query_one(
-            "INSERT INTO notes VALUES (1) RETURNING inet_server_port(), current_user::text",
+            "INSERT INTO notes VALUES (1) RETURNING current_setting('port')::int, current_user::text",
             &[],
         )
         .await?;
@@ -255,7 +255,7 @@ async fn md5_body() -> TestResult {
     .await?;
     let primary_port = env.node_port("primary")?;
     let replica_port = env.node_port("replica1")?;
-    // The servers accept md5 for carol (pgkeel writes scram-sha-256 only).
+    // The servers accept md5 for carol (pgkeel writes scram-sha-256 only), over the socket and TCP.
     for node in ["primary", "replica1"] {
         let hba = env
             .cluster
@@ -264,7 +264,10 @@ async fn md5_body() -> TestResult {
             .data_dir(node)
             .join("pg_hba.conf");
         let text = std::fs::read_to_string(&hba)?;
-        std::fs::write(&hba, format!("host all carol all md5\n{text}"))?;
+        std::fs::write(
+            &hba,
+            format!("local all carol md5\nhost all carol all md5\n{text}"),
+        )?;
         let url = env
             .cluster
             .cluster
@@ -305,7 +308,7 @@ async fn md5_body() -> TestResult {
     );
     let row = carol
         .query_one(
-            "INSERT INTO notes VALUES (1) RETURNING inet_server_port()",
+            "INSERT INTO notes VALUES (1) RETURNING current_setting('port')::int",
             &[],
         )
         .await?;

@@ -29,15 +29,21 @@ async fn promotion() -> TestResult {
         let Ok(c) = env.client().await else {
             return false;
         };
-        c.query_one("INSERT INTO f VALUES (1) RETURNING inet_server_port()", &[])
-            .await
-            .is_ok_and(|r| r.get::<_, i32>(0) == replica_port)
+        c.query_one(
+            "INSERT INTO f VALUES (1) RETURNING current_setting('port')::int",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get::<_, i32>(0) == replica_port)
     })
     .await;
     assert!(moved, "writes never reached the promoted replica");
     // A client connected before the change carries on, on the new primary.
     let r = client
-        .query_one("INSERT INTO f VALUES (2) RETURNING inet_server_port()", &[])
+        .query_one(
+            "INSERT INTO f VALUES (2) RETURNING current_setting('port')::int",
+            &[],
+        )
         .await?;
     assert_eq!(r.get::<_, i32>(0), replica_port);
     Ok(())

@@ -39,7 +39,7 @@ async fn routing_body() -> TestResult {
     let mut seen = HashSet::new();
     for _ in 0..6 {
         let msgs = client
-            .simple_query("SELECT inet_server_port(), pg_is_in_recovery()")
+            .simple_query("SELECT current_setting('port')::int, pg_is_in_recovery()")
             .await?;
         let row = msgs.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(r) => {
@@ -61,33 +61,45 @@ async fn routing_body() -> TestResult {
         .await?;
     let row = client
         .query_one(
-            "INSERT INTO t (v) VALUES (1) RETURNING inet_server_port()",
+            "INSERT INTO t (v) VALUES (1) RETURNING current_setting('port')::int",
             &[],
         )
         .await?;
     assert_eq!(row.get::<_, i32>(0), i32::from(primary_port));
     let locked = client
-        .simple_query("SELECT inet_server_port() FROM t FOR UPDATE")
+        .simple_query("SELECT current_setting('port')::int FROM t FOR UPDATE")
         .await?;
     assert_eq!(first_value(&locked), Some(primary_port.to_string()));
 
     // Extended protocol: a read on a replica, a sequence call on the primary.
     let row = client
-        .query_one("SELECT inet_server_port(), $1::int + 1", &[&41i32])
+        .query_one(
+            "SELECT current_setting('port')::int, $1::int + 1",
+            &[&41i32],
+        )
         .await?;
     assert!(replica_ports.contains(&(row.get::<_, i32>(0) as u16)));
     assert_eq!(row.get::<_, i32>(1), 42);
     let row = client
-        .query_one("SELECT inet_server_port(), nextval('t_id_seq')", &[])
+        .query_one(
+            "SELECT current_setting('port')::int, nextval('t_id_seq')",
+            &[],
+        )
         .await?;
     assert_eq!(row.get::<_, i32>(0), i32::from(primary_port));
 
     // A transaction stays on one node; plain BEGIN is the primary.
     let mut c2 = env.client().await?;
     let tx = c2.transaction().await?;
-    let a: i32 = tx.query_one("SELECT inet_server_port()", &[]).await?.get(0);
+    let a: i32 = tx
+        .query_one("SELECT current_setting('port')::int", &[])
+        .await?
+        .get(0);
     tx.execute("INSERT INTO t (v) VALUES (2)", &[]).await?;
-    let b: i32 = tx.query_one("SELECT inet_server_port()", &[]).await?.get(0);
+    let b: i32 = tx
+        .query_one("SELECT current_setting('port')::int", &[])
+        .await?
+        .get(0);
     let count: i64 = tx.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
     tx.commit().await?;
     assert_eq!((a, b), (i32::from(primary_port), i32::from(primary_port)));
@@ -95,10 +107,12 @@ async fn routing_body() -> TestResult {
 
     // BEGIN READ ONLY may run on a replica, and stays there.
     let msgs = client
-        .simple_query("BEGIN READ ONLY; SELECT inet_server_port();")
+        .simple_query("BEGIN READ ONLY; SELECT current_setting('port')::int;")
         .await?;
     let ro_port: u16 = first_value(&msgs).ok_or("no row")?.parse()?;
-    let again = client.simple_query("SELECT inet_server_port()").await?;
+    let again = client
+        .simple_query("SELECT current_setting('port')::int")
+        .await?;
     client.simple_query("COMMIT").await?;
     assert!(replica_ports.contains(&ro_port));
     assert_eq!(first_value(&again), Some(ro_port.to_string()));
@@ -106,11 +120,11 @@ async fn routing_body() -> TestResult {
     // Named prepared statements survive transaction pooling: used many
     // times, from two clients, on whichever replica serves each run.
     let stmt = client
-        .prepare("SELECT inet_server_port(), $1::int * 2")
+        .prepare("SELECT current_setting('port')::int, $1::int * 2")
         .await?;
     let other = env.client().await?;
     let stmt2 = other
-        .prepare("SELECT inet_server_port(), $1::int * 2")
+        .prepare("SELECT current_setting('port')::int, $1::int * 2")
         .await?;
     let mut ports = HashSet::new();
     for i in 0..10i32 {
@@ -123,7 +137,7 @@ async fn routing_body() -> TestResult {
     }
     assert_eq!(ports, replica_ports, "prepared reads ran on both replicas");
     let insert = client
-        .prepare("INSERT INTO t (v) VALUES ($1) RETURNING inet_server_port()")
+        .prepare("INSERT INTO t (v) VALUES ($1) RETURNING current_setting('port')::int")
         .await?;
     for v in 0..3i32 {
         let r = client.query_one(&insert, &[&v]).await?;
@@ -174,7 +188,7 @@ async fn routing_body() -> TestResult {
     // A function on the read-only list that writes: the replica refuses
     // it (25006), the proxy retries on the primary.
     client
-        .batch_execute("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'INSERT INTO t (v) VALUES (99) RETURNING inet_server_port()'")
+        .batch_execute("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'INSERT INTO t (v) VALUES (99) RETURNING current_setting(''port'')::int'")
         .await?;
     // Reads go to replicas: wait until both have replayed the function.
     for replica in ["replica1", "replica2"] {
@@ -214,7 +228,9 @@ async fn routing_body() -> TestResult {
         .await?;
     for _ in 0..4 {
         let msgs = client
-            .simple_query("SELECT current_setting('application_name'), inet_server_port()")
+            .simple_query(
+                "SELECT current_setting('application_name'), current_setting('port')::int",
+            )
             .await?;
         assert_eq!(first_value(&msgs).as_deref(), Some("pinned"));
     }

@@ -102,7 +102,10 @@ async fn tls_body() -> TestResult {
     // result, and a cancel (which also goes over TLS).
     let client = tls_client(&env.url(), connector(&cert)?).await?;
     let row = client
-        .query_one("SELECT inet_server_port(), pg_is_in_recovery()", &[])
+        .query_one(
+            "SELECT current_setting('port')::int, pg_is_in_recovery()",
+            &[],
+        )
         .await?;
     assert_eq!(row.get::<_, i32>(0), i32::from(replica_port));
     assert!(row.get::<_, bool>(1));

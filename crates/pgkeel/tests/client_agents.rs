@@ -37,7 +37,7 @@ async fn pool_follows_the_agents_through_a_switchover() -> TestResult {
             let tx = pool.write().await?;
             let row = tx
                 .query_one(
-                    "INSERT INTO t SELECT inet_server_port() RETURNING port",
+                    "INSERT INTO t SELECT current_setting('port')::int RETURNING port",
                     &[],
                 )
                 .await?;

@@ -99,7 +99,7 @@ impl Writer {
                 let id = next;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
                 let insert = c.query_one(
-                    "INSERT INTO w (id) VALUES ($1) RETURNING inet_server_port()",
+                    "INSERT INTO w (id) VALUES ($1) RETURNING current_setting('port')::int",
                     &params,
                 );
                 match tokio::time::timeout(Duration::from_secs(8), insert).await {

@@ -58,7 +58,9 @@ async fn proxy_command_serves_and_stops_on_sigterm() -> TestResult {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let row = client.query_one("SELECT inet_server_port()", &[]).await?;
+    let row = client
+        .query_one("SELECT current_setting('port')::int", &[])
+        .await?;
     assert_ne!(
         row.get::<_, i32>(0),
         i32::from(c.base_port),

@@ -28,7 +28,10 @@ async fn up_starts_the_proxy_and_down_stops_it() -> TestResult {
     let client = connect_url(&url).await?;
     for _ in 0..4 {
         let row = client
-            .query_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('port')::int",
+                &[],
+            )
             .await?;
         assert!(row.get::<_, bool>(0), "a plain read ran on the primary");
         assert_ne!(row.get::<_, i32>(1), i32::from(c.base_port));
@@ -38,7 +41,7 @@ async fn up_starts_the_proxy_and_down_stops_it() -> TestResult {
         .await?;
     let row = client
         .query_one(
-            "INSERT INTO up_proxy VALUES (2) RETURNING inet_server_port()",
+            "INSERT INTO up_proxy VALUES (2) RETURNING current_setting('port')::int",
             &[],
         )
         .await?;
@@ -46,6 +49,15 @@ async fn up_starts_the_proxy_and_down_stops_it() -> TestResult {
         row.get::<_, i32>(0),
         i32::from(c.base_port),
         "write not on the primary"
+    );
+    // Local nodes are reached through their Unix socket (no server
+    // address), not loopback TCP.
+    let row = client
+        .query_one("SELECT inet_server_addr() IS NULL", &[])
+        .await?;
+    assert!(
+        row.get::<_, bool>(0),
+        "the proxy reached a local node over TCP"
     );
     drop(client);
 

@@ -95,6 +95,9 @@ pub struct ProxySection {
     pub read_only_functions: Vec<String>,
     /// Threads serving clients (1: one event loop, like PgBouncer).
     pub threads: usize,
+    /// Reach nodes on this machine through their Unix socket (SCRAM, like
+    /// TCP) rather than loopback TCP: much less CPU per statement.
+    pub server_socket: bool,
     /// PEM certificate chain offered to clients asking for TLS (with
     /// `tls_key`); unset: TLS is declined.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +133,7 @@ impl Default for ProxySection {
             no_replica: NoReplica::Primary,
             read_only_functions: vec![],
             threads: 1,
+            server_socket: true,
             tls_cert: None,
             tls_key: None,
             tls_mode: TlsMode::Allow,
