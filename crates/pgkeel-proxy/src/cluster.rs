@@ -111,6 +111,7 @@ pub fn config_for_cluster(
     config.pool_size = options.pool_size.unwrap_or(section.pool_size);
     config.max_clients = section.max_clients;
     config.queue_wait = Duration::from_secs_f64(section.queue_wait);
+    config.login_timeout = Duration::from_secs_f64(section.login_timeout);
     config.max_replica_lag_bytes =
         Some(parse_pg_size(&section.max_replica_lag).ok_or_else(|| {
             ProxyError::Config(format!(

@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     pub max_clients: usize,
     /// How long a client waits for a pooled connection before an error.
     pub queue_wait: Duration,
+    /// How long a client may take from connecting to being logged in
+    /// (TLS handshake, startup packet, password exchange).
+    pub login_timeout: Duration,
     /// Time between health checks.
     pub health_interval: Duration,
     /// Replicas further behind the primary than this many bytes are skipped.
@@ -141,6 +144,7 @@ impl ProxyConfig {
             pool_size: 20,
             max_clients: 1000,
             queue_wait: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(60),
             health_interval: Duration::from_millis(500),
             max_replica_lag_bytes: Some(16 * 1024 * 1024),
             max_replica_lag: Some(Duration::from_secs(10)),

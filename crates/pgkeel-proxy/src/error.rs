@@ -51,6 +51,12 @@ pub enum ProxyError {
     /// Too many clients connected.
     #[error("too many clients: the proxy accepts at most {0}")]
     TooManyClients(usize),
+    /// A client took longer than `login_timeout` to log in (PostgreSQL's
+    /// `authentication_timeout`): a stalled client must not hold a slot.
+    #[error(
+        "canceling authentication due to timeout ({0:?}): the client did not finish logging in"
+    )]
+    LoginTimeout(Duration),
     /// Configuration that cannot work.
     #[error("invalid proxy configuration: {0}")]
     Config(String),
@@ -109,6 +115,7 @@ impl ProxyError {
             | ProxyError::Io { .. }
             | ProxyError::AuthLookup { .. } => "08006",
             ProxyError::SslRequired => "28000",
+            ProxyError::LoginTimeout(_) => "57014",
             ProxyError::Config(_)
             | ProxyError::TlsFile { .. }
             | ProxyError::Cluster(_)

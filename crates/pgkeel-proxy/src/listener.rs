@@ -193,9 +193,20 @@ async fn handle_client(
         .set_nodelay(true)
         .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
     let mut buf = BytesMut::with_capacity(1024);
-    let (mut stream, startup) = match startup(ClientStream::Plain(stream), &mut buf, &shared).await
-    {
+    // Connecting to logged in is bounded as a whole, like PostgreSQL's
+    // authentication_timeout: a client that stalls (or never speaks)
+    // gives its slot back.
+    let limit = shared.config.login_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    let first = tokio::time::timeout_at(
+        deadline,
+        startup(ClientStream::Plain(stream), &mut buf, &shared),
+    )
+    .await
+    .unwrap_or(Err(ProxyError::LoginTimeout(limit)));
+    let (mut stream, startup) = match first {
         Ok(s) => s,
+        Err(ProxyError::LoginTimeout(_)) => return Err(ProxyError::LoginTimeout(limit)),
         Err(e) => {
             shared
                 .metrics
@@ -225,8 +236,13 @@ async fn handle_client(
     if count > max {
         return Err(fatal(&mut stream, ProxyError::TooManyClients(max)).await);
     }
-    let credential: Credential = match Box::pin(login(&mut stream, &mut buf, &shared, &user)).await
-    {
+    let login = tokio::time::timeout_at(
+        deadline,
+        Box::pin(login(&mut stream, &mut buf, &shared, &user)),
+    )
+    .await
+    .unwrap_or(Err(ProxyError::LoginTimeout(limit)));
+    let credential: Credential = match login {
         Ok(Some(c)) => c,
         Ok(None) => {
             shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);

@@ -94,6 +94,11 @@ pub fn plan_reload(old: &ProxyConfig, new: &ProxyConfig) -> ReloadReport {
     check(old.backends != new.backends, "nodes", false);
     check(old.pool_mode != new.pool_mode, "pool_mode", false);
     check(
+        old.login_timeout != new.login_timeout,
+        "login_timeout",
+        false,
+    );
+    check(
         old.read_only_functions != new.read_only_functions,
         "read_only_functions",
         false,

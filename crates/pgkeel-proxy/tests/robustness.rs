@@ -114,3 +114,45 @@ async fn body() -> TestResult {
     assert_eq!(metrics.auth_failures.load(Ordering::Relaxed), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn stalled_logins_time_out_and_give_their_slot_back() -> TestResult {
+    common::within(180, stalled_body()).await
+}
+
+async fn stalled_body() -> TestResult {
+    let env = Env::start(1, |c| {
+        c.login_timeout = Duration::from_secs(1);
+        c.max_clients = 2;
+    })
+    .await?;
+    let within = |s| tokio::time::timeout(Duration::from_secs(15), s);
+
+    // Connects and never speaks: closed after the timeout, silently.
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", env.port)).await?;
+    // Sends its startup packet, then never answers the password request:
+    // FATAL 57014, then closed.
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", env.port)).await?;
+    let mut startup = Vec::new();
+    pgkeel_wire::StartupPacket::Startup {
+        minor: 0,
+        params: vec![
+            ("user", env.user.as_str()),
+            ("database", env.database.as_str()),
+        ],
+    }
+    .encode(&mut startup);
+    stalled.write_all(&startup).await?;
+
+    let silent_reply = within(read_to_close(&mut silent)).await??;
+    assert!(silent_reply.is_empty(), "{silent_reply:?}");
+    let stalled_reply = within(read_to_close(&mut stalled)).await??;
+    assert_eq!(first_error_code(&stalled_reply).as_deref(), Some("57014"));
+
+    // Both slots are free again (max_clients = 2): two clients get in.
+    let a = env.client().await?;
+    let b = env.client().await?;
+    assert_eq!(a.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
+    assert_eq!(b.query_one("SELECT 2", &[]).await?.get::<_, i32>(0), 2);
+    Ok(())
+}

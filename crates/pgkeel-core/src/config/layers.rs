@@ -259,6 +259,7 @@ mod tests {
             ("PGKEEL_PROXY_HOST", "localhost", "proxy.host"),
             ("PGKEEL_PROXY_THREADS", "0", "proxy.threads"),
             ("PGKEEL_PROXY_QUEUE_WAIT", "0", "proxy.queue_wait"),
+            ("PGKEEL_PROXY_LOGIN_TIMEOUT", "0.1", "proxy.login_timeout"),
             ("PGKEEL_PROXY_POOL_MODE", "statement", "transaction"),
         ] {
             let err = load(&ConfigSources {

@@ -80,6 +80,9 @@ pub struct ProxySection {
     pub max_clients: usize,
     /// Seconds a client waits for a pooled connection before an error.
     pub queue_wait: f64,
+    /// Seconds a client may take from connecting to being logged in
+    /// (PostgreSQL's `authentication_timeout`).
+    pub login_timeout: f64,
     /// Replicas further behind the primary than this (WAL size, e.g.
     /// "16MB") take no reads.
     pub max_replica_lag: String,
@@ -127,6 +130,7 @@ impl Default for ProxySection {
             pool_size: 20,
             max_clients: 1000,
             queue_wait: 5.0,
+            login_timeout: 60.0,
             max_replica_lag: "16MB".into(),
             max_replica_lag_seconds: 10.0,
             replica_choice: ReplicaChoice::RoundRobin,

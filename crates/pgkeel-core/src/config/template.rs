@@ -118,6 +118,9 @@ pool_size = 20
 max_clients = 1000
 # Seconds a client waits for a free server connection before an error.
 queue_wait = 5.0
+# Seconds a client may take from connecting to being logged in (TLS,
+# startup, password exchange), like PostgreSQL's authentication_timeout.
+login_timeout = 60.0
 # Replicas further behind than this (WAL) or whose last replayed
 # transaction is older than this many seconds take no reads (0: no limit).
 max_replica_lag = "16MB"

@@ -340,6 +340,12 @@ fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
             p.queue_wait
         )));
     }
+    if !(p.login_timeout >= 1.0 && p.login_timeout <= 600.0) {
+        return Err(ConfigError::invalid(format!(
+            "`proxy.login_timeout` = {} s: use 1-600 s (PostgreSQL's authentication_timeout default is 60)",
+            p.login_timeout
+        )));
+    }
     size(&p.max_replica_lag, "proxy.max_replica_lag")?;
     if !(p.max_replica_lag_seconds >= 0.0 && p.max_replica_lag_seconds.is_finite()) {
         return Err(ConfigError::invalid(format!(
