@@ -184,6 +184,10 @@ pub enum Command {
     },
     /// Run the pooling proxy that sends reads to replicas and everything
     /// else to the primary (PostgreSQL protocol; default port 6432).
+    ///
+    /// `pgkeel up` starts one; run more yourself. Settings come from the
+    /// cluster's `[proxy]` section, flags override them; SIGHUP re-reads
+    /// the section and the secrets without dropping clients.
     Proxy(crate::cmd_proxy::ProxyArgs),
 }
 

@@ -32,8 +32,9 @@ pub struct ProxyArgs {
     /// --admin-listen is given too.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Serve Prometheus `/metrics` and a `/pools` listing over HTTP here
-    /// [default: proxy.host:proxy.admin_port].
+    /// Serve Prometheus `/metrics` and the `/pools`, `/clients` and
+    /// `/servers` listings (`?json` for JSON) over HTTP here [default:
+    /// proxy.host:proxy.admin_port].
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// transaction: a server per transaction, reads split to replicas;
@@ -54,7 +55,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
     /// PEM certificate chain (leaf first) offered to clients that ask for
-    /// TLS (sslmode=prefer/require). Server connections stay plaintext.
+    /// TLS (sslmode=prefer/require). Server connections stay plaintext (Unix
+    /// socket for nodes on this machine, TCP otherwise).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
