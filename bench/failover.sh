@@ -134,25 +134,6 @@ for s in socks: s.close()
 PY
 }
 
-# A base port P with P..P+2, P+2000..P+2002, P+3000..P+3001 all free (pgkeel's layout).
-free_pgkeel_base() {
-  python3 - <<'PY'
-import random, socket
-for _ in range(2000):
-    b = random.randint(20000, 29000)
-    ports = [b, b+1, b+2, b+2000, b+2001, b+2002, b+3000, b+3001]
-    socks = []
-    try:
-        for p in ports:
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-    except OSError:
-        continue
-    finally:
-        for s in socks: s.close()
-    print(b); break
-PY
-}
-
 # ---------------------------------------------------------------- probe
 
 # run_probe out_json timeout node=dsn... -- kill args
@@ -169,7 +150,7 @@ run_probe() {
 run_pgkeel() { # cfg round -> writes $1.json
   local cfg="$1" round="$2" mode_args=() base d st="" leader="" pid="" apid="" nodes=() n
   [ "$cfg" = pgkeel-async ] && mode_args=(--mode async)
-  base="$(free_pgkeel_base)"
+  base="$(free_ports 3)"
   d="$WORK/run-$round-$cfg"
   ACTIVE="$d"
   if ! "$PGKEEL" up --dir "$d" --base-port "$base" "${mode_args[@]}" >"$WORK/up.log" 2>&1; then
