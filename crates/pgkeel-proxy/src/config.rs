@@ -148,7 +148,7 @@ impl ProxyConfig {
             health_interval: Duration::from_millis(500),
             max_replica_lag_bytes: Some(16 * 1024 * 1024),
             max_replica_lag: Some(Duration::from_secs(10)),
-            replica_choice: ReplicaChoice::RoundRobin,
+            replica_choice: ReplicaChoice::Sticky,
             no_replica: NoReplica::Primary,
             read_only_functions: Vec::new(),
             classify_cache: pgkeel_sql::DEFAULT_CACHE_CAPACITY,

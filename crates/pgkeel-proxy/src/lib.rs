@@ -20,6 +20,7 @@
 //!   ([`session`]).
 
 pub mod admin;
+pub mod affinity;
 pub mod auth;
 pub mod auth_query;
 pub mod cluster;

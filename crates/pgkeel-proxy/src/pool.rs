@@ -198,7 +198,21 @@ impl Pools {
                 Err(poisoned) => poisoned.into_inner(),
             };
             idle.retain(|c| c.generation == generation);
-            idle.pop()
+            // Most recently used first (its backend is warm); one the
+            // server closed while it sat idle is dropped, not handed out.
+            let mut found = None;
+            while let Some(mut c) = idle.pop() {
+                if c.stream.idle_is_clean() {
+                    found = Some(c);
+                    break;
+                }
+                tracing::debug!(
+                    node = key.node,
+                    pid = c.pid,
+                    "dropping a pooled connection the server closed"
+                );
+            }
+            found
         };
         let conn = match reused {
             Some(c) => c,

@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -36,6 +36,32 @@ impl ServerStream {
     /// Whether this is the local socket.
     pub fn is_unix(&self) -> bool {
         matches!(self, ServerStream::Unix(_))
+    }
+
+    /// Whether an idle pooled connection may be handed out: an idle server
+    /// owes nothing, so anything readable (the FATAL and close of a
+    /// server shutting down or terminating the backend, an end of stream)
+    /// means the connection is gone. Free for a healthy connection: the
+    /// reactor's readiness is consulted first and the socket is read only
+    /// when it saw something arrive.
+    pub fn idle_is_clean(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let ready = match self {
+            ServerStream::Tcp(s) => s.poll_read_ready(&mut cx),
+            ServerStream::Unix(s) => s.poll_read_ready(&mut cx),
+        };
+        match ready {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                let read = match self {
+                    ServerStream::Tcp(s) => s.try_read(&mut probe),
+                    ServerStream::Unix(s) => s.try_read(&mut probe),
+                };
+                matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
     }
 }
 

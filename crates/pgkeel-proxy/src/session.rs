@@ -17,7 +17,8 @@ use pgkeel_sql::StatementKind;
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
-use crate::config::PoolMode;
+use crate::affinity::ReadAffinity;
+use crate::config::{PoolMode, ReplicaChoice};
 use crate::io::read_into;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
@@ -63,6 +64,8 @@ pub struct Session {
     statements: Statements,
     /// This client's pools by node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
+    /// The replica this client's reads stick to (sticky choice).
+    reader: Option<ReadAffinity>,
     /// A unit that must wait until the attached server is released.
     queued: Option<Bytes>,
     attached: Option<Attached>,
@@ -123,6 +126,7 @@ impl Session {
             credential,
             statements: Statements::new(),
             pools: Vec::new(),
+            reader: None,
             queued: None,
             attached: None,
             pinned: false,
@@ -358,10 +362,12 @@ impl Session {
         // routed once more: during a failover the dead primary is found
         // here before the next health check, and the write waits for the
         // new one instead of failing.
+        let rules = shared.rules();
         let mut attempt = 0;
         let (node, is_primary, lease) = loop {
             attempt += 1;
-            let routed = match topology.route(to_replica, &shared.rules()) {
+            let current = self.reader.as_ref().map(ReadAffinity::node);
+            let routed = match topology.route(to_replica, &rules, current) {
                 Some(r) => Some(r),
                 // During a failover there is briefly no primary: hold the
                 // write (like a full pool) rather than fail it.
@@ -371,6 +377,16 @@ impl Session {
                     .map(|p| (p, true)),
                 None => None,
             };
+            if let Some((node, false)) = routed
+                && to_replica
+                && rules.choice == ReplicaChoice::Sticky
+                && current != Some(node)
+            {
+                // First read, or the old replica became unusable: the
+                // client moves (a fallback to the primary keeps the claim,
+                // so it returns once its replica is usable again).
+                self.reader = Some(ReadAffinity::new(topology.clone(), node));
+            }
             let Some((node, is_primary)) = routed else {
                 let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
                 self.fail_unit(&unit, &err);

@@ -53,6 +53,9 @@ pub struct Topology {
     generations: Vec<AtomicU64>,
     /// Statements in flight per node (for least-outstanding choice).
     pub outstanding: Vec<AtomicUsize>,
+    /// Clients whose reads stick to each node (for the sticky choice;
+    /// kept by [`crate::affinity::ReadAffinity`]).
+    pub readers: Vec<AtomicUsize>,
     round_robin: AtomicUsize,
     leader: RwLock<Leader>,
     /// Woken on every role or leader change (writers waiting for a
@@ -98,25 +101,35 @@ pub fn replica_usable(h: &NodeHealth, rules: &ReplicaRules) -> bool {
 
 /// Picks a node for a read: a usable replica by the rules, else the
 /// primary (or `None` when the rules say error, or nothing is up).
+///
+/// `load` is what the choice balances: statements in flight for
+/// least-outstanding, clients reading from the node for sticky. `current`
+/// is the client's replica under the sticky choice, kept while usable.
 pub fn choose_read(
     health: &[NodeHealth],
     leader: Leader,
-    outstanding: impl Fn(usize) -> usize,
+    load: impl Fn(usize) -> usize,
     turn: usize,
     rules: &ReplicaRules,
+    current: Option<usize>,
 ) -> Option<usize> {
     // No allocation: this runs for every routed read.
-    let usable = |i: &usize| replica_usable(&health[*i], rules);
+    let usable = |i: &usize| *i < health.len() && replica_usable(&health[*i], rules);
+    if rules.choice == ReplicaChoice::Sticky
+        && let Some(c) = current.filter(usable)
+    {
+        return Some(c);
+    }
     let count = (0..health.len()).filter(usable).count();
     if count > 0 {
         let nth = |k: usize| (0..health.len()).filter(usable).nth(k % count);
         return match rules.choice {
             ReplicaChoice::RoundRobin => nth(turn),
-            ReplicaChoice::LeastOutstanding => {
+            ReplicaChoice::LeastOutstanding | ReplicaChoice::Sticky => {
                 // Ties go round-robin.
                 (0..count)
                     .filter_map(|k| nth(turn + k))
-                    .min_by_key(|&i| outstanding(i))
+                    .min_by_key(|&i| load(i))
             }
         };
     }
@@ -166,6 +179,7 @@ impl Topology {
             health: RwLock::new(vec![NodeHealth::DOWN; n]),
             generations: (0..n).map(|_| AtomicU64::new(0)).collect(),
             outstanding: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            readers: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             round_robin: AtomicUsize::new(0),
             leader: RwLock::new(Leader::Unknown),
             changed: Notify::new(),
@@ -231,13 +245,18 @@ impl Topology {
 
     /// Node for a read.
     pub fn read_node(&self, rules: &ReplicaRules) -> Option<usize> {
-        self.route(true, rules).map(|(node, _)| node)
+        self.route(true, rules, None).map(|(node, _)| node)
     }
 
     /// Node for a unit (a read, or anything for the primary) and whether
     /// it is the primary, from one look at the health table (this runs
-    /// for every routed unit).
-    pub fn route(&self, read: bool, rules: &ReplicaRules) -> Option<(usize, bool)> {
+    /// for every routed unit). `current` is the client's sticky replica.
+    pub fn route(
+        &self,
+        read: bool,
+        rules: &ReplicaRules,
+        current: Option<usize>,
+    ) -> Option<(usize, bool)> {
         let turn = if read {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         } else {
@@ -247,17 +266,22 @@ impl Topology {
         let health = self.health.read().ok()?;
         let primary = choose_primary(&health, leader);
         let node = if read {
+            let counts = match rules.choice {
+                ReplicaChoice::Sticky => &self.readers,
+                _ => &self.outstanding,
+            };
             choose_read(
                 &health,
                 leader,
                 |i| {
-                    self.outstanding
+                    counts
                         .get(i)
                         .map(|o| o.load(Ordering::Relaxed))
                         .unwrap_or(0)
                 },
                 turn,
                 rules,
+                current,
             )?
         } else {
             primary?
@@ -460,11 +484,14 @@ mod tests {
         ];
         let r = rules(ReplicaChoice::RoundRobin, NoReplica::Primary);
         let picks: Vec<_> = (0..4)
-            .map(|t| choose_read(&h, Leader::Unknown, |_| 0, t, &r))
+            .map(|t| choose_read(&h, Leader::Unknown, |_| 0, t, &r, None))
             .collect();
         assert_eq!(picks, vec![Some(1), Some(4), Some(1), Some(4)]);
         let slow = vec![primary(), replica(0, 60.0)];
-        assert_eq!(choose_read(&slow, Leader::Unknown, |_| 0, 0, &r), Some(0));
+        assert_eq!(
+            choose_read(&slow, Leader::Unknown, |_| 0, 0, &r, None),
+            Some(0)
+        );
     }
 
     #[test]
@@ -472,12 +499,44 @@ mod tests {
         let h = vec![primary(), replica(0, 0.0), replica(0, 0.0)];
         let r = rules(ReplicaChoice::LeastOutstanding, NoReplica::Primary);
         assert_eq!(
-            choose_read(&h, Leader::Unknown, |i| [0, 5, 1][i], 0, &r),
+            choose_read(&h, Leader::Unknown, |i| [0, 5, 1][i], 0, &r, None),
             Some(2)
         );
         assert_eq!(
-            choose_read(&h, Leader::Unknown, |i| [0, 0, 3][i], 1, &r),
+            choose_read(&h, Leader::Unknown, |i| [0, 0, 3][i], 1, &r, None),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn sticky_keeps_a_usable_replica_and_balances_new_clients() {
+        let h = vec![primary(), replica(0, 0.0), replica(0, 0.0)];
+        let r = rules(ReplicaChoice::Sticky, NoReplica::Primary);
+        // A new client goes where the fewest clients read.
+        assert_eq!(
+            choose_read(&h, Leader::Unknown, |i| [0, 3, 1][i], 0, &r, None),
+            Some(2)
+        );
+        // A client keeps its replica even when it has more readers.
+        assert_eq!(
+            choose_read(&h, Leader::Unknown, |i| [0, 3, 1][i], 0, &r, Some(1)),
+            Some(1)
+        );
+        // ... until it lags too far or goes down: then it moves.
+        let lagging = vec![primary(), replica(5000, 0.0), replica(0, 0.0)];
+        assert_eq!(
+            choose_read(&lagging, Leader::Unknown, |_| 0, 0, &r, Some(1)),
+            Some(2)
+        );
+        let down = vec![primary(), NodeHealth::DOWN, NodeHealth::DOWN];
+        assert_eq!(
+            choose_read(&down, Leader::Unknown, |_| 0, 0, &r, Some(1)),
+            Some(0)
+        );
+        // A stale node id (the node list shrank) is ignored.
+        assert_eq!(
+            choose_read(&h, Leader::Unknown, |_| 0, 1, &r, Some(9)),
+            Some(2)
         );
     }
 
@@ -490,7 +549,8 @@ mod tests {
                 Leader::Unknown,
                 |_| 0,
                 0,
-                &rules(ReplicaChoice::RoundRobin, NoReplica::Primary)
+                &rules(ReplicaChoice::RoundRobin, NoReplica::Primary),
+                None
             ),
             Some(0)
         );
@@ -500,7 +560,8 @@ mod tests {
                 Leader::Unknown,
                 |_| 0,
                 0,
-                &rules(ReplicaChoice::RoundRobin, NoReplica::Error)
+                &rules(ReplicaChoice::RoundRobin, NoReplica::Error),
+                None
             ),
             None
         );
@@ -532,14 +593,17 @@ mod tests {
         // Reads falling back to "the primary" follow the same rule, and a
         // stale old primary never serves reads.
         let r = rules(ReplicaChoice::RoundRobin, NoReplica::Primary);
-        assert_eq!(choose_read(&both, Leader::Node(1), |_| 0, 0, &r), Some(1));
         assert_eq!(
-            choose_read(&promoting, Leader::Vacant, |_| 0, 0, &r),
+            choose_read(&both, Leader::Node(1), |_| 0, 0, &r, None),
+            Some(1)
+        );
+        assert_eq!(
+            choose_read(&promoting, Leader::Vacant, |_| 0, 0, &r, None),
             Some(1)
         );
         let down_replica = [primary(), NodeHealth::DOWN];
         assert_eq!(
-            choose_read(&down_replica, Leader::Vacant, |_| 0, 0, &r),
+            choose_read(&down_replica, Leader::Vacant, |_| 0, 0, &r, None),
             None
         );
     }

@@ -142,7 +142,12 @@ async fn auth_query_body() -> TestResult {
     let env = Env::start_with(
         2,
         |o| o.auth_query = Some(true),
-        |c| c.auth_cache_ttl = Duration::from_secs(300),
+        |c| {
+            c.auth_cache_ttl = Duration::from_secs(300);
+            // One client's reads visit both replicas (each login there
+            // uses the recovered keys).
+            c.replica_choice = pgkeel_proxy::ReplicaChoice::RoundRobin;
+        },
     )
     .await?;
     let primary_port = env.node_port("primary")?;

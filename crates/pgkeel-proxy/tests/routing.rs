@@ -20,6 +20,92 @@ fn first_value(msgs: &[SimpleQueryMessage]) -> Option<String> {
     })
 }
 
+/// The node a read ran on, through `client`.
+async fn read_port(client: &tokio_postgres::Client) -> TestResult<u16> {
+    let msgs = client
+        .simple_query("SELECT current_setting('port')")
+        .await?;
+    Ok(first_value(&msgs).ok_or("no row")?.parse()?)
+}
+
+#[tokio::test]
+async fn sticky_reads_stay_on_one_replica_per_client_and_move_when_it_stops() -> TestResult {
+    common::within(180, sticky_body()).await
+}
+
+async fn sticky_body() -> TestResult {
+    // The default choice.
+    let env = Env::start(2, |_| {}).await?;
+    let replicas = [env.node_port("replica1")?, env.node_port("replica2")?];
+    let mut clients = Vec::new();
+    let mut homes = Vec::new();
+    for _ in 0..4 {
+        let client = env.client().await?;
+        let home = read_port(&client).await?;
+        for _ in 0..5 {
+            assert_eq!(read_port(&client).await?, home, "a client's reads stay put");
+        }
+        clients.push(client);
+        homes.push(home);
+    }
+    for r in replicas {
+        let n = homes.iter().filter(|&&h| h == r).count();
+        assert_eq!(n, 2, "clients spread evenly: {homes:?} over {replicas:?}");
+    }
+
+    // The first client's replica stops: its next read runs on the other
+    // one, without an error (the pooled connections the server closed are
+    // not handed out, the refused connection marks the node down), and
+    // it stays there.
+    let gone = homes[0];
+    let name = if gone == replicas[0] {
+        "replica1"
+    } else {
+        "replica2"
+    };
+    env.cluster.stop_node(name).await?;
+    let other = if gone == replicas[0] {
+        replicas[1]
+    } else {
+        replicas[0]
+    };
+    for client in &clients {
+        assert_eq!(read_port(client).await?, other);
+    }
+    for _ in 0..3 {
+        assert_eq!(read_port(&clients[0]).await?, other);
+    }
+
+    // Pooled connections whose backends were terminated while idle (a
+    // DBA, idle_session_timeout) are not handed out: reads go on without
+    // an error on the same, healthy replica.
+    let (su, su_password) = env.superuser()?;
+    let dba = pgkeel_testkit::connect_url(&env.url_as(other, &su, &su_password)).await?;
+    let killed = dba
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'pgkeel-proxy'",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0);
+    assert!(killed > 0, "the proxy keeps pooled connections on {other}");
+    let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
+        dba.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
+            &[],
+        )
+        .await
+        .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+    })
+    .await;
+    assert!(gone, "terminated backends exit");
+    for client in &clients {
+        assert_eq!(read_port(client).await?, other);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn routes_reads_writes_and_transactions() -> TestResult {
     common::within(240, routing_body()).await
@@ -28,6 +114,7 @@ async fn routes_reads_writes_and_transactions() -> TestResult {
 async fn routing_body() -> TestResult {
     let mut env = Env::start(2, |c| {
         c.read_only_functions = vec!["bump".into()];
+        c.replica_choice = pgkeel_proxy::ReplicaChoice::RoundRobin;
     })
     .await?;
     let primary_port = env.node_port("primary")?;

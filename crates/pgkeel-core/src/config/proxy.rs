@@ -23,8 +23,15 @@ pub enum PoolMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplicaChoice {
-    /// In turn. The default.
+    /// Each client keeps reading from one replica (the one with the
+    /// fewest such clients when it first reads) for as long as that
+    /// replica stays usable: a client never sees an older state after a
+    /// newer one (monotonic reads), and each replica's backends serve a
+    /// stable set of clients. The default (pgpool-II also balances per
+    /// session by default).
     #[default]
+    Sticky,
+    /// In turn, statement by statement.
     RoundRobin,
     /// The one with the fewest statements in flight from this proxy.
     LeastOutstanding,
@@ -133,7 +140,7 @@ impl Default for ProxySection {
             login_timeout: 60.0,
             max_replica_lag: "16MB".into(),
             max_replica_lag_seconds: 10.0,
-            replica_choice: ReplicaChoice::RoundRobin,
+            replica_choice: ReplicaChoice::Sticky,
             no_replica: NoReplica::Primary,
             read_only_functions: vec![],
             threads: 1,

@@ -125,8 +125,10 @@ login_timeout = 60.0
 # transaction is older than this many seconds take no reads (0: no limit).
 max_replica_lag = "16MB"
 max_replica_lag_seconds = 10.0
-# "round-robin" or "least-outstanding" among usable replicas.
-replica_choice = "round-robin"
+# Among usable replicas: "sticky" (each client keeps one replica while it
+# stays usable: monotonic reads; clients spread evenly), "round-robin"
+# (statement by statement) or "least-outstanding" (fewest in flight).
+replica_choice = "sticky"
 # Without a usable replica reads go to the "primary", or fail ("error").
 no_replica = "primary"
 # Functions a read may call and still go to a replica (built-in read-only
