@@ -125,7 +125,7 @@ pub fn render(shared: &Shared) -> String {
     counter(
         &mut out,
         "pgkeel_proxy_retries_on_primary_total",
-        "Reads retried on the primary after SQLSTATE 25006.",
+        "Reads retried on the primary: a replica refused them as writes (25006) or its connection broke before they finished.",
         m.retries_on_primary.load(Ordering::Relaxed),
     );
     m.hold_time.render(

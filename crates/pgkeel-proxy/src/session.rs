@@ -195,15 +195,18 @@ impl Session {
             tokio::select! {
                 biased;
                 r = read_attached(self.attached.as_mut()) => {
-                    let n = r.map_err(|e| ProxyError::io("read from server", e))?;
-                    if n == 0 {
-                        if let Some(att) = self.attached.take() {
-                            self.shared.topology.outstanding[att.lease.node]
-                                .fetch_sub(1, Ordering::Relaxed);
+                    let lost = match r {
+                        Ok(0) => ProxyError::io(
+                            "server closed the connection",
+                            std::io::ErrorKind::UnexpectedEof.into(),
+                        ),
+                        Err(e) => ProxyError::io("read from server", e),
+                        Ok(_) => {
+                            self.process_server().await?;
+                            continue;
                         }
-                        return Err(ProxyError::io("server closed the connection", std::io::ErrorKind::UnexpectedEof.into()));
-                    }
-                    self.process_server().await?;
+                    };
+                    self.server_lost(lost).await?;
                 }
                 r = read_into(&mut self.client, &mut self.cbuf), if want_client => {
                     let n = r.map_err(|e| ProxyError::io("read from client", e))?;
@@ -439,7 +442,10 @@ impl Session {
             retry,
             since: Instant::now(),
         });
-        self.send_unit(unit).await
+        match self.send_unit(unit).await {
+            Err(e) if e.is_unreachable() => self.server_lost(e).await,
+            other => other,
+        }
     }
 
     async fn send_unit(&mut self, unit: Bytes) -> Result<(), ProxyError> {
@@ -554,6 +560,31 @@ impl Session {
             Box::pin(self.dispatch(unit, false)).await?;
         }
         Ok(())
+    }
+
+    /// The attached server connection broke (the backend was terminated,
+    /// the server crashed or went away). A read routed to a replica whose
+    /// answers are all still held (nothing reached the client) runs again
+    /// on the primary, once; anything else fails the client as before.
+    async fn server_lost(&mut self, err: ProxyError) -> Result<(), ProxyError> {
+        let Some(att) = self.attached.take() else {
+            return Err(err);
+        };
+        self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut slot) = self.cancel.lock() {
+            *slot = None;
+        }
+        let node = att.lease.node;
+        // Dropping the lease closes the socket and frees its pool slot.
+        let Some(retry) = att.retry else {
+            return Err(err);
+        };
+        self.shared
+            .metrics
+            .retries_on_primary
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node, error = %err, "lost a replica connection during a read: running it on the primary");
+        Box::pin(self.dispatch(retry.unit, true)).await
     }
 
     /// Gives the idle server connection back to its pool.

@@ -107,6 +107,42 @@ async fn sticky_body() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_read_whose_replica_connection_breaks_runs_again_on_the_primary() -> TestResult {
+    common::within(180, lost_read_body()).await
+}
+
+async fn lost_read_body() -> TestResult {
+    // pg_sleep is not on the built-in read-only list.
+    let env = Env::start(1, |c| c.read_only_functions = vec!["pg_sleep".into()]).await?;
+    let (replica, primary) = (env.node_port("replica1")?, env.node_port("primary")?);
+    let client = env.client().await?;
+    assert_eq!(read_port(&client).await?, replica);
+    let (su, su_password) = env.superuser()?;
+    let dba = pgkeel_testkit::connect_url(&env.url_as(replica, &su, &su_password)).await?;
+    let slow = tokio::spawn(async move {
+        client
+            .simple_query("SELECT current_setting('port'), pg_sleep(2)")
+            .await
+            .map(|m| first_value(&m))
+    });
+    const RUNNING: &str = "FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy' \
+        AND state = 'active' AND query LIKE '%pg_sleep(2)%'";
+    let running = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
+        dba.query_one(&format!("SELECT count(*) = 1 {RUNNING}"), &[])
+            .await
+            .is_ok_and(|r| r.get::<_, bool>(0))
+    })
+    .await;
+    assert!(running, "the read runs on the replica");
+    dba.batch_execute(&format!("SELECT pg_terminate_backend(pid) {RUNNING}"))
+        .await?;
+    // The client sees no error: the read ran again on the primary.
+    let port = slow.await??;
+    assert_eq!(port, Some(primary.to_string()));
+    Ok(())
+}
+
+#[tokio::test]
 async fn routes_reads_writes_and_transactions() -> TestResult {
     common::within(240, routing_body()).await
 }
