@@ -2,8 +2,9 @@
 //! the proxy authenticates clients against stored verifiers and never
 //! needs to see a password on the wire.
 //!
-//! Passwords are used as given (PostgreSQL applies SASLprep; for ASCII
-//! passwords, which pgkeel generates, the two are the same).
+//! Passwords go through SASLprep first, as PostgreSQL does (see
+//! [`prepared_password`]), so roles with non-ASCII passwords log in
+//! through the proxy exactly as they do directly.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -55,6 +56,20 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// PBKDF2-HMAC-SHA-256 with one output block: SCRAM's `Hi`.
+/// The bytes SCRAM hashes for `password`: its SASLprep form (RFC 4013:
+/// NFKC, non-ASCII spaces to space, ignorable characters dropped), or the
+/// password as given when SASLprep rejects it (prohibited or unassigned
+/// characters), which is what PostgreSQL's `pg_saslprep` callers do. A
+/// client and a server that disagree here fail every login of a role whose
+/// password SASLprep changes.
+pub fn prepared_password(password: &str) -> std::borrow::Cow<'_, [u8]> {
+    match stringprep::saslprep(password) {
+        Ok(std::borrow::Cow::Borrowed(p)) => std::borrow::Cow::Borrowed(p.as_bytes()),
+        Ok(std::borrow::Cow::Owned(p)) if !p.is_empty() => std::borrow::Cow::Owned(p.into_bytes()),
+        _ => std::borrow::Cow::Borrowed(password.as_bytes()),
+    }
+}
+
 pub(crate) fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut u = hmac(password, &[salt, &1u32.to_be_bytes()]);
     let mut out = u;
@@ -105,7 +120,7 @@ impl std::fmt::Debug for ScramKeys {
 impl ScramKeys {
     /// The keys for `password` with a server-chosen salt and count.
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> Self {
-        let salted = hi(password.as_bytes(), salt, iterations.max(1));
+        let salted = hi(&prepared_password(password), salt, iterations.max(1));
         ScramKeys {
             client_key: hmac(&salted, &[b"Client Key"]),
             server_key: hmac(&salted, &[b"Server Key"]),
@@ -143,7 +158,7 @@ impl ScramVerifier {
 
     /// Derives a verifier with a given salt (deterministic, for tests).
     pub fn with_salt(password: &str, salt: &[u8], iterations: u32) -> Self {
-        let salted = hi(password.as_bytes(), salt, iterations.max(1));
+        let salted = hi(&prepared_password(password), salt, iterations.max(1));
         let client_key = hmac(&salted, &[b"Client Key"]);
         ScramVerifier {
             iterations: iterations.max(1),
@@ -419,6 +434,31 @@ mod tests {
     fn postgres_protocol_client_authenticates() -> Result<(), ScramError> {
         let v = ScramVerifier::from_password("s3cret")?;
         exchange(&v, "s3cret")
+    }
+
+    #[test]
+    fn non_ascii_passwords_are_prepared_like_postgres() -> Result<(), ScramError> {
+        // NFKC (the roman numeral), a no-break space mapped to a space, a
+        // soft hyphen dropped: postgres-protocol's client applies SASLprep,
+        // as libpq does.
+        let password = "\u{2168} pa\u{00A0}ss\u{00AD}word \u{e4}";
+        assert_eq!(
+            &*prepared_password(password),
+            "IX pa ssword \u{e4}".as_bytes()
+        );
+        exchange(&ScramVerifier::from_password(password)?, password)?;
+        // A verifier PostgreSQL would store for it.
+        let text = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        exchange(&ScramVerifier::parse(&text)?, password)?;
+        // The proxy's own client side derives the same keys.
+        let salt = b"0123456789abcdef";
+        assert_eq!(
+            ScramKeys::from_password(password, salt, 4096).client_key,
+            ScramKeys::from_password("IX pa ssword \u{e4}", salt, 4096).client_key
+        );
+        // SASLprep refuses prohibited characters: used as given.
+        assert_eq!(&*prepared_password("a\u{0007}b"), b"a\x07b");
+        Ok(())
     }
 
     #[test]
