@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use super::EtcdError;
-use super::http::{Body, post};
+use super::http::{Body, bounded, post};
 
 /// A key read at a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +42,7 @@ pub async fn range<'a>(
     for endpoint in endpoints {
         let attempt = async {
             let mut body = post(endpoint, "/v3/kv/range", &request, timeout).await?;
-            let bytes = tokio::time::timeout(timeout, body.read_all())
-                .await
-                .map_err(|_| EtcdError::Timeout {
-                    endpoint: endpoint.clone(),
-                    millis: timeout.as_millis(),
-                })?
-                .map_err(|source| EtcdError::Io {
-                    endpoint: endpoint.clone(),
-                    source,
-                })?;
+            let bytes = bounded(endpoint, timeout, body.read_all()).await?;
             let answer: RangeAnswer =
                 serde_json::from_slice(&bytes).map_err(|e| protocol(endpoint, &e))?;
             decode_range(answer).map_err(|detail| EtcdError::Protocol {
@@ -96,10 +87,7 @@ impl Watch {
         };
         let created = tokio::time::timeout(timeout, watch.message())
             .await
-            .map_err(|_| EtcdError::Timeout {
-                endpoint: endpoint.into(),
-                millis: timeout.as_millis(),
-            })??;
+            .map_err(|_| EtcdError::timeout(endpoint, timeout))??;
         if !created.created {
             return Err(EtcdError::Protocol {
                 endpoint: endpoint.into(),

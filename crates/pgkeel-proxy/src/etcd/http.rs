@@ -72,16 +72,7 @@ pub async fn post(
             },
         ))
     };
-    let (status, mut body) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| EtcdError::Timeout {
-            endpoint: endpoint.into(),
-            millis: timeout.as_millis(),
-        })?
-        .map_err(|source| EtcdError::Io {
-            endpoint: endpoint.into(),
-            source,
-        })?;
+    let (status, mut body) = bounded(endpoint, timeout, exchange).await?;
     if status != 200 {
         let text = tokio::time::timeout(timeout, body.read_all())
             .await
@@ -95,6 +86,21 @@ pub async fn post(
         });
     }
     Ok(body)
+}
+
+/// Runs `io` within `timeout`; errors name `endpoint`.
+pub async fn bounded<T>(
+    endpoint: &str,
+    timeout: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(timeout, io)
+        .await
+        .map_err(|_| EtcdError::timeout(endpoint, timeout))?
+        .map_err(|source| EtcdError::Io {
+            endpoint: endpoint.into(),
+            source,
+        })
 }
 
 impl Body {

@@ -59,3 +59,13 @@ pub enum EtcdError {
         detail: String,
     },
 }
+
+impl EtcdError {
+    /// No answer from `endpoint` within `bound`.
+    pub fn timeout(endpoint: &str, bound: std::time::Duration) -> Self {
+        EtcdError::Timeout {
+            endpoint: endpoint.into(),
+            millis: bound.as_millis(),
+        }
+    }
+}
