@@ -51,10 +51,19 @@ impl Cluster {
 
     /// Opens the cluster stored at `dir`.
     pub fn open(dir: &Path) -> Result<Self, ClusterError> {
-        let stored = Self::stored_config(dir)?.ok_or_else(|| ClusterError::NoCluster {
+        Self::prepare(Self::open_stored(dir)?.0)
+    }
+
+    /// The configuration stored at `dir` and its paths, without resolving
+    /// the OS user or PostgreSQL's binaries: for readers such as the proxy
+    /// that need neither (`cluster.toml` pins the users).
+    pub fn open_stored(dir: &Path) -> Result<(Config, Layout), ClusterError> {
+        let config = Self::stored_config(dir)?.ok_or_else(|| ClusterError::NoCluster {
             dir: dir.to_path_buf(),
         })?;
-        Self::prepare(stored)
+        let layout = Layout::new(&config.cluster.data_dir)
+            .map_err(|e| ClusterError::io("resolve", &config.cluster.data_dir, e))?;
+        Ok((config, layout))
     }
 
     /// The configuration stored in `dir/cluster.toml`, if there is one.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::layout::Secret;
+use pgkeel_core::config::ProxySection;
 use pgkeel_core::size::parse_pg_size;
 use pgkeel_pg::secrets::read_password;
 
@@ -64,6 +65,12 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProxyError> {
         .ok_or_else(|| ProxyError::Config(format!("cannot resolve {host}:{port}")))
 }
 
+/// The `[proxy]` section of the cluster stored in `dir` (what must be
+/// known before the proxy starts, such as its thread count).
+pub fn proxy_section(dir: &Path) -> Result<ProxySection, ProxyError> {
+    Ok(Cluster::open_stored(dir)?.0.proxy)
+}
+
 /// The proxy configuration for the cluster stored in `dir`: backends and
 /// the application role from the cluster, settings from its `[proxy]`
 /// section, then `options`.
@@ -71,8 +78,14 @@ pub fn config_for_cluster(
     dir: &Path,
     options: &ClusterProxyOptions,
 ) -> Result<ProxyConfig, ProxyError> {
-    let cluster = Cluster::open(dir)?;
-    let c = &cluster.config;
+    let (c, layout) = Cluster::open_stored(dir)?;
+    let c = &c;
+    // Pinned in cluster.toml when the cluster was created; resolved like
+    // every other command does only if a hand-written file left it out.
+    let superuser = match &c.roles.superuser {
+        Some(name) => name.clone(),
+        None => Cluster::open(dir)?.superuser,
+    };
     let section = &c.proxy;
     let backends = c
         .nodes
@@ -81,16 +94,16 @@ pub fn config_for_cluster(
             let name = n.name.to_string();
             // A node whose data directory is here listens on a Unix
             // socket the proxy can use instead of loopback TCP.
-            let local = section.server_socket && cluster.layout.data_dir(&name).exists();
+            let local = section.server_socket && layout.data_dir(&name).exists();
             Ok(Backend {
-                socket: local.then(|| cluster.layout.socket_path(&name, n.port)),
+                socket: local.then(|| layout.socket_path(&name, n.port)),
                 addr: resolve(&n.host, n.port)?,
                 name,
             })
         })
         .collect::<Result<Vec<_>, ProxyError>>()?;
     let app = c.roles.app.clone();
-    let password = read_password(&cluster.layout.password_file(Secret::App))?;
+    let password = read_password(&layout.password_file(Secret::App))?;
     let mut users = HashMap::new();
     users.insert(app.clone(), User::from_password(&password)?);
     let (listen, admin_listen) = match options.listen {
@@ -126,7 +139,7 @@ pub fn config_for_cluster(
     config.read_only_functions = section.read_only_functions.clone();
     // A cluster with agents (an etcd of its own or configured): follow
     // their leader key.
-    if !c.etcd.endpoints.is_empty() || cluster.layout.etcd_dir().exists() {
+    if !c.etcd.endpoints.is_empty() || layout.etcd_dir().exists() {
         config.leader_source = Some(LeaderSource {
             endpoints: c.etcd_endpoints(),
             namespace: c.etcd.namespace.clone(),
@@ -145,11 +158,11 @@ pub fn config_for_cluster(
     config.allow_md5 = options.allow_md5.unwrap_or(section.allow_md5);
     if options.auth_query.unwrap_or(section.auth_query) {
         // Reading pg_authid needs a superuser.
-        let password = read_password(&cluster.layout.password_file(Secret::Superuser))?;
+        let password = read_password(&layout.password_file(Secret::Superuser))?;
         config
             .users
-            .insert(cluster.superuser.clone(), User::from_password(&password)?);
-        config.auth_user = Some(cluster.superuser.clone());
+            .insert(superuser.clone(), User::from_password(&password)?);
+        config.auth_user = Some(superuser.clone());
     }
     Ok(config)
 }

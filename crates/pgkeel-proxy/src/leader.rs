@@ -1,13 +1,13 @@
 //! Following the agents' leader key in etcd, so the proxy writes only to
 //! the node the agents elected: an old primary that has not been demoted
 //! yet is never written to, and a leader change triggers health checks at
-//! once instead of at the next interval.
+//! once instead of at the next interval. The key is read and watched
+//! through etcd's JSON gateway ([`crate::etcd`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgkeel_dcs::{Dcs, LeaderEvent};
-
+use crate::etcd::{Change, EtcdError, Watch, range};
 use crate::topology::Topology;
 
 /// Where the cluster's keys live in etcd.
@@ -23,6 +23,17 @@ pub struct LeaderSource {
     pub timeout: Duration,
 }
 
+impl LeaderSource {
+    /// The leader key, as the agents write it.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/leader",
+            self.namespace.trim_end_matches('/'),
+            self.cluster
+        )
+    }
+}
+
 /// How often the leader key is read even without watch events (a watch
 /// can silently stall when etcd restarts).
 const REREAD: Duration = Duration::from_secs(1);
@@ -31,23 +42,10 @@ const REREAD: Duration = Duration::from_secs(1);
 /// cannot be reached the leader is `Unknown` and the health checks alone
 /// decide; the agents fence a primary that cannot confirm its lease.
 pub async fn follow_leader(topology: Arc<Topology>, source: LeaderSource) {
+    let key = source.key();
     loop {
-        match Dcs::connect(
-            &source.endpoints,
-            &source.namespace,
-            &source.cluster,
-            source.timeout,
-        )
-        .await
-        {
-            Ok(dcs) => {
-                if let Err(e) = follow(&topology, &dcs).await {
-                    tracing::warn!(error = %e, "lost the leader key in etcd; routing by health checks alone");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reach etcd; routing by health checks alone")
-            }
+        if let Err(e) = follow(&topology, &source, &key).await {
+            tracing::warn!(error = %e, "cannot follow the leader key in etcd; routing by health checks alone");
         }
         topology.set_leader(None, false);
         tokio::time::sleep(REREAD).await;
@@ -56,20 +54,34 @@ pub async fn follow_leader(topology: Arc<Topology>, source: LeaderSource) {
 
 /// Reads the key, then applies watch events, re-reading every
 /// [`REREAD`]; returns when etcd fails.
-async fn follow(topology: &Topology, dcs: &Dcs) -> Result<(), pgkeel_dcs::DcsError> {
-    let mut events = dcs.watch_leader().await?;
+async fn follow(topology: &Topology, source: &LeaderSource, key: &str) -> Result<(), EtcdError> {
+    let mut watch: Option<Watch> = None;
     loop {
-        let view = dcs.view().await?;
-        topology.set_leader(view.leader.as_deref(), true);
+        let (read, endpoint) = range(&source.endpoints, key, source.timeout).await?;
+        topology.set_leader(read.value.as_deref(), true);
+        let events = match watch.as_mut() {
+            Some(w) => w,
+            // From the revision just read on: no change is missed.
+            None => {
+                watch.insert(Watch::start(endpoint, key, read.revision + 1, source.timeout).await?)
+            }
+        };
         let deadline = tokio::time::sleep(REREAD);
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(LeaderEvent::Taken(name)) => topology.set_leader(Some(&name), true),
-                    Some(LeaderEvent::Gone) => topology.set_leader(None, true),
-                    None => {
-                        events = dcs.watch_leader().await?;
+                changes = events.next() => match changes {
+                    Ok(changes) => {
+                        for change in changes {
+                            match change {
+                                Change::Put(name) => topology.set_leader(Some(&name), true),
+                                Change::Delete => topology.set_leader(None, true),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "leader watch ended; watching again");
+                        watch = None;
                         break;
                     }
                 },

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod error;
+pub mod etcd;
 pub mod io;
 pub mod leader;
 pub mod listener;

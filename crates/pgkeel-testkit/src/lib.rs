@@ -1,12 +1,14 @@
-//! Helpers for tests that need real PostgreSQL: temporary directories the
-//! `postgres` user can reach, blocks of free loopback ports, and cluster
-//! guards that stop every server they started by PID, also when a test
-//! panics.
+//! Helpers for tests that need real PostgreSQL or etcd: temporary
+//! directories the `postgres` user can reach, blocks of free loopback
+//! ports, a lone etcd, and cluster guards that stop every server they
+//! started by PID, also when a test panics.
 
 mod cluster;
+mod etcd;
 mod ports;
 mod reap;
 
-pub use cluster::{TempCluster, TestDir, connect_url};
+pub use cluster::{TempCluster, TestDir, TestResult, connect_url};
+pub use etcd::TempEtcd;
 pub use ports::free_port_block;
 pub use reap::{ClusterGuard, pid_in, stop_pid};

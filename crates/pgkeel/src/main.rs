@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Proxy(args) => {
             let cluster = open(&args.target)?;
-            cmd_proxy::run(&args, &cluster).await
+            cmd_proxy::run(&args, &cluster)
         }
     }
 }
