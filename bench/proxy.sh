@@ -19,7 +19,8 @@
 # reads to the replicas. Every process started here is stopped by PID.
 #
 # Usage: bench/proxy.sh [ROUNDS] [SECONDS]   (default 3 rounds of 5 s)
-# PGKEEL_PROXY_THREADS=N runs pgkeel proxy with N threads (default 1).
+# PGKEEL_PROXY_THREADS=N runs pgkeel proxy with N threads (default 1);
+# PGKEEL_BENCH_CASES selects cases (see CASES below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -194,6 +195,8 @@ port_of() {
 }
 HZ="$(getconf CLK_TCK)"
 CASES=("simple 8 -S" "simple 32 -S" "extended 8 -S" "prepared 8 -S" "prepared 8 tpcb")
+# PGKEEL_BENCH_CASES="prepared 8 -S;simple 32 -S" runs only those cases.
+if [ -n "${PGKEEL_BENCH_CASES:-}" ]; then IFS=';' read -ra CASES <<<"$PGKEEL_BENCH_CASES"; fi
 TARGETS=(direct replica pgbouncer pgpool pgkeel)
 RESULTS="$WORK/results"; : > "$RESULTS"
 
@@ -212,7 +215,11 @@ for round in $(seq 1 "$ROUNDS"); do
       tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)"
       txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")"
       lat="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
-      if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then tps=FAIL; fi
+      if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then
+        tps=FAIL
+        # Say why (pgbench's first errors).
+        grep -E "error|abort|FATAL|ERROR" <<<"$out" | head -3 | sed "s/^/  $t: /" >&2 || true
+      fi
       us=""; split=""
       if [ "$tps" != FAIL ] && [ "$t" != direct ] && [ "$t" != replica ]; then
         us="$(python3 -c "print(round(($after - $before) / $HZ * 1e6 / $txns, 1))")"

@@ -184,11 +184,48 @@ impl Drop for ClientCount {
     }
 }
 
+/// A client that logged in: its session, and what to undo when it leaves.
+struct LoggedIn {
+    session: Session,
+    pid: i32,
+    _count: ClientCount,
+}
+
 async fn handle_client(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> Result<(), ProxyError> {
+    // The login's state is large and short-lived: boxed, so that the task
+    // of a connected client holds only its session's state.
+    let Some(LoggedIn {
+        session,
+        pid,
+        _count,
+    }) = Box::pin(log_in(stream, peer, &shared)).await?
+    else {
+        return Ok(());
+    };
+    let result = session.run().await;
+    if let Ok(mut c) = shared.cancels.lock() {
+        c.remove(&pid);
+    }
+    if let Err(ProxyError::Protocol(_) | ProxyError::Wire(_)) = &result {
+        shared
+            .metrics
+            .protocol_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// Startup, TLS, password exchange and the login reply; `None` when the
+/// connection ends there (a cancel request, a failed password).
+async fn log_in(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Result<Option<LoggedIn>, ProxyError> {
     stream
         .set_nodelay(true)
         .map_err(|e| ProxyError::io("set TCP_NODELAY", e))?;
@@ -200,7 +237,7 @@ async fn handle_client(
     let deadline = tokio::time::Instant::now() + limit;
     let first = tokio::time::timeout_at(
         deadline,
-        startup(ClientStream::Plain(stream), &mut buf, &shared),
+        startup(ClientStream::Plain(stream), &mut buf, shared),
     )
     .await
     .unwrap_or(Err(ProxyError::LoginTimeout(limit)));
@@ -225,20 +262,20 @@ async fn handle_client(
             if let Some(t) = target {
                 send_cancel(t.addr, t.pid, t.key).await?;
             }
-            return Ok(());
+            return Ok(None);
         }
         Startup::Login { user, database } => (user, database),
     };
     shared.metrics.clients_total.fetch_add(1, Ordering::Relaxed);
     let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
-    let _guard = ClientCount(shared.clone());
+    let count_guard = ClientCount(shared.clone());
     let max = shared.live().max_clients;
     if count > max {
         return Err(fatal(&mut stream, ProxyError::TooManyClients(max)).await);
     }
     let login = tokio::time::timeout_at(
         deadline,
-        Box::pin(login(&mut stream, &mut buf, &shared, &user)),
+        Box::pin(login(&mut stream, &mut buf, shared, &user)),
     )
     .await
     .unwrap_or(Err(ProxyError::LoginTimeout(limit)));
@@ -246,7 +283,7 @@ async fn handle_client(
         Ok(Some(c)) => c,
         Ok(None) => {
             shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => {
             if matches!(e, ProxyError::Protocol(_) | ProxyError::Wire(_)) {
@@ -258,7 +295,7 @@ async fn handle_client(
             return Err(fatal(&mut stream, e).await);
         }
     };
-    let params = match Box::pin(server_params(&shared, &user, &database, &credential)).await {
+    let params = match Box::pin(server_params(shared, &user, &database, &credential)).await {
         Ok(p) => p,
         Err(e) => return Err(fatal(&mut stream, e).await),
     };
@@ -290,34 +327,25 @@ async fn handle_client(
     let written = write_all(&mut stream, &out).await;
     // Nothing from the login stays allocated for the session's lifetime.
     drop((params, out));
-    let result = match written {
-        // Not boxed: the session's state overlaps the login's in this
-        // future, one allocation per client.
-        Ok(()) => {
-            Session::new(
-                shared.clone(),
-                stream,
-                buf,
-                user,
-                database,
-                credential,
-                target,
-            )
-            .run()
-            .await
+    if let Err(e) = written {
+        if let Ok(mut c) = shared.cancels.lock() {
+            c.remove(&pid);
         }
-        Err(e) => Err(e),
-    };
-    if let Ok(mut c) = shared.cancels.lock() {
-        c.remove(&pid);
+        return Err(e);
     }
-    if let Err(ProxyError::Protocol(_) | ProxyError::Wire(_)) = &result {
-        shared
-            .metrics
-            .protocol_errors
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    result
+    Ok(Some(LoggedIn {
+        session: Session::new(
+            shared.clone(),
+            stream,
+            buf,
+            user,
+            database,
+            credential,
+            target,
+        ),
+        pid,
+        _count: count_guard,
+    }))
 }
 
 /// The parameters a server reports at login, fetched once per (user,
@@ -367,4 +395,24 @@ async fn server_params(
         p.insert(cache_key, params.clone());
     }
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connected client keeps its task's future in memory for as
+    /// long as it stays connected: the login's larger, short-lived state
+    /// must not size it (a regression shows up as memory per idle client).
+    #[tokio::test]
+    async fn client_task_holds_little_more_than_the_session()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let stream = TcpStream::connect(l.local_addr()?).await?;
+        let config = crate::ProxyConfig::new(l.local_addr()?, Vec::new(), Default::default());
+        let task = handle_client(stream, l.local_addr()?, Arc::new(Shared::new(config)));
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1280, "client task future is {size} bytes");
+        Ok(())
+    }
 }

@@ -179,16 +179,21 @@ impl Pools {
             Ok(p) => p,
             Err(_) => {
                 let started = Instant::now();
-                tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned())
-                    .await
-                    .map_err(|_| ProxyError::PoolExhausted {
-                        user: key.user.clone(),
-                        database: key.database.clone(),
-                        node: node_name(),
-                        size: pool.size.load(Ordering::Relaxed),
-                        waited: started.elapsed(),
-                    })?
-                    .map_err(|_| ProxyError::NoNode("pooled"))?
+                // Boxed: the timer and the wait would otherwise size every
+                // session's future, though a free connection needs neither.
+                Box::pin(tokio::time::timeout(
+                    self.queue_wait(),
+                    pool.permits.clone().acquire_owned(),
+                ))
+                .await
+                .map_err(|_| ProxyError::PoolExhausted {
+                    user: key.user.clone(),
+                    database: key.database.clone(),
+                    node: node_name(),
+                    size: pool.size.load(Ordering::Relaxed),
+                    waited: started.elapsed(),
+                })?
+                .map_err(|_| ProxyError::NoNode("pooled"))?
             }
         };
         let generation = topology.generation(key.node);

@@ -374,8 +374,9 @@ impl Session {
                 Some(r) => Some(r),
                 // During a failover there is briefly no primary: hold the
                 // write (like a full pool) rather than fail it.
-                None if !to_replica => topology
-                    .wait_primary(shared.queue_wait())
+                // Boxed: rare, and its timer would otherwise size every
+                // session's future.
+                None if !to_replica => Box::pin(topology.wait_primary(shared.queue_wait()))
                     .await
                     .map(|p| (p, true)),
                 None => None,
@@ -567,15 +568,23 @@ impl Session {
     /// answers are all still held (nothing reached the client) runs again
     /// on the primary, once; anything else fails the client as before.
     async fn server_lost(&mut self, err: ProxyError) -> Result<(), ProxyError> {
+        // Decided without awaiting: nothing of the broken connection is
+        // kept in the session's future (every idle client pays its size).
+        let unit = self.take_lost_read(err)?;
+        Box::pin(self.dispatch(unit, true)).await
+    }
+
+    /// Detaches the broken connection (closing it, freeing its pool slot)
+    /// and returns the read to run again, or `err` when there is none.
+    fn take_lost_read(&mut self, err: ProxyError) -> Result<Bytes, ProxyError> {
         let Some(att) = self.attached.take() else {
             return Err(err);
         };
-        self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
+        let node = att.lease.node;
+        self.shared.topology.outstanding[node].fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut slot) = self.cancel.lock() {
             *slot = None;
         }
-        let node = att.lease.node;
-        // Dropping the lease closes the socket and frees its pool slot.
         let Some(retry) = att.retry else {
             return Err(err);
         };
@@ -584,7 +593,7 @@ impl Session {
             .retries_on_primary
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node, error = %err, "lost a replica connection during a read: running it on the primary");
-        Box::pin(self.dispatch(retry.unit, true)).await
+        Ok(retry.unit)
     }
 
     /// Gives the idle server connection back to its pool.
