@@ -95,6 +95,14 @@ async fn proxy_command_serves_and_stops_on_sigterm() -> TestResult {
     assert!(http_get(admin, "/nope")?.starts_with("HTTP/1.0 404"));
     drop(client);
 
+    // [proxy] sched_batch (default): a batch task (SCHED_BATCH = 3).
+    let sched = std::fs::read_to_string(format!("/proc/{}/sched", proxy.0.id()))?;
+    let policy = sched
+        .lines()
+        .find_map(|l| l.strip_prefix("policy"))
+        .and_then(|v| v.trim().trim_start_matches(':').trim().parse::<u32>().ok());
+    assert_eq!(policy, Some(3), "{sched}");
+
     let pid = Pid::from_raw(i32::try_from(proxy.0.id())?);
     kill(pid, Signal::SIGTERM)?;
     let started = Instant::now();

@@ -105,6 +105,12 @@ pub struct ProxySection {
     pub read_only_functions: Vec<String>,
     /// Threads serving clients (1: one event loop, like PgBouncer).
     pub threads: usize,
+    /// Run the proxy as a batch task (Linux `SCHED_BATCH`): its wake-ups
+    /// do not preempt PostgreSQL or the clients, so under load it handles
+    /// many sockets per wake-up instead of sleeping and waking for each
+    /// (measured: a third less CPU per statement at 32 clients, the same
+    /// at 8).
+    pub sched_batch: bool,
     /// Reach nodes on this machine through their Unix socket (SCRAM, like
     /// TCP) rather than loopback TCP: much less CPU per statement.
     pub server_socket: bool,
@@ -144,6 +150,7 @@ impl Default for ProxySection {
             no_replica: NoReplica::Primary,
             read_only_functions: vec![],
             threads: 1,
+            sched_batch: true,
             server_socket: true,
             tls_cert: None,
             tls_key: None,

@@ -4,6 +4,7 @@
 //! proxy keeps resident are a fraction of the full `pgkeel` binary's.
 
 mod args;
+mod sched;
 mod serve;
 
 use std::io::IsTerminal;
@@ -34,6 +35,9 @@ fn run() -> Result<()> {
         .try_init();
     let section = pgkeel_proxy::cluster::proxy_section(&args.dir)?;
     let threads = args.threads.unwrap_or(section.threads);
+    if section.sched_batch {
+        sched::use_batch_policy();
+    }
     // One runtime for everything; by default one thread (like PgBouncer):
     // no work stealing or cross-thread wake-ups on the per-query path, at
     // most one core, and one malloc arena.
