@@ -16,7 +16,7 @@ pub mod normalize;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use functions::FunctionPolicy;
 
@@ -57,11 +57,27 @@ impl StatementKind {
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
 /// Classifies statements and remembers the answers.
+///
+/// The function allow-list can be replaced while the classifier is in use
+/// ([`Classifier::set_policy`], a proxy reload): answers cached under the
+/// old list are dropped with it, and a classification that was running
+/// while the list changed is not cached, so no statement is routed by a
+/// list that is no longer configured.
 #[derive(Debug)]
 pub struct Classifier {
-    policy: FunctionPolicy,
     capacity: usize,
-    cache: Mutex<HashMap<Box<str>, StatementKind>>,
+    state: RwLock<State>,
+}
+
+/// The policy and the answers given under it, behind one lock so that a
+/// policy change and the emptying of the cache are a single step.
+#[derive(Debug)]
+struct State {
+    policy: Arc<FunctionPolicy>,
+    /// Bumped by every policy change: a miss classified under an older
+    /// generation is not inserted.
+    generation: u64,
+    cache: HashMap<Box<str>, StatementKind>,
 }
 
 impl Classifier {
@@ -70,10 +86,24 @@ impl Classifier {
     /// coming back cheaply).
     pub fn new(policy: FunctionPolicy, capacity: usize) -> Self {
         Classifier {
-            policy,
             capacity: capacity.max(1),
-            cache: Mutex::new(HashMap::new()),
+            state: RwLock::new(State {
+                policy: Arc::new(policy),
+                generation: 0,
+                cache: HashMap::new(),
+            }),
         }
+    }
+
+    // Nothing under the lock can panic halfway through an update (a map
+    // insert or clear, two field stores), so a poisoned lock still holds
+    // consistent state and is used as is.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The kind of `sql` (one or more statements). Never fails: text the
@@ -81,7 +111,8 @@ impl Classifier {
     /// reports the syntax error.
     pub fn classify(&self, sql: &str) -> StatementKind {
         // The masked key is built in a per-thread buffer: a cache hit
-        // allocates nothing and never calls the parser.
+        // allocates nothing, takes only a shared (read) lock and never
+        // calls the parser.
         thread_local! {
             static KEY: RefCell<String> = const { RefCell::new(String::new()) };
         }
@@ -91,18 +122,16 @@ impl Classifier {
             } else {
                 sql
             };
-            if let Ok(cache) = self.cache.lock()
-                && let Some(kind) = cache.get(key_str)
-            {
-                return *kind;
-            }
-            let kind = classify::classify(sql, &self.policy);
-            if let Ok(mut cache) = self.cache.lock() {
-                if cache.len() >= self.capacity {
-                    cache.clear();
+            let (policy, generation) = {
+                let state = self.read();
+                if let Some(kind) = state.cache.get(key_str) {
+                    return *kind;
                 }
-                cache.insert(key_str.into(), kind);
-            }
+                (state.policy.clone(), state.generation)
+            };
+            // Parsed without the lock: a slow statement holds up nobody.
+            let kind = classify::classify(sql, &policy);
+            self.remember(key_str, kind, generation);
             if key.capacity() > 4096 {
                 // A huge statement should not keep its buffer.
                 *key = String::new();
@@ -111,14 +140,58 @@ impl Classifier {
         })
     }
 
+    /// Caches `kind` for `key` if the policy is still the one of
+    /// `generation`. If it changed meanwhile, the answer still serves the
+    /// statement that asked (it was asked before the change) but must not
+    /// outlive the old policy.
+    fn remember(&self, key: &str, kind: StatementKind, generation: u64) {
+        let mut state = self.write();
+        if state.generation != generation {
+            return;
+        }
+        if state.cache.len() >= self.capacity {
+            state.cache.clear();
+        }
+        state.cache.insert(key.into(), kind);
+    }
+
+    /// Replaces the function allow-list (a reload changed
+    /// `read_only_functions`): statements are classified with `policy`
+    /// from now on, and every answer cached under the old one is dropped.
+    pub fn set_policy(&self, policy: FunctionPolicy) {
+        let mut state = self.write();
+        state.policy = Arc::new(policy);
+        state.generation = state.generation.wrapping_add(1);
+        state.cache.clear();
+    }
+
     /// Entries currently cached.
     pub fn cached(&self) -> usize {
-        self.cache.lock().map(|c| c.len()).unwrap_or(0)
+        self.read().cache.len()
     }
 }
 
 impl Default for Classifier {
     fn default() -> Self {
         Classifier::new(FunctionPolicy::default(), DEFAULT_CACHE_CAPACITY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classification that was running when the policy changed must not
+    /// put its (old-policy) answer into the new cache.
+    #[test]
+    fn an_answer_from_before_a_policy_change_is_not_cached() {
+        let c = Classifier::default();
+        let before = c.read().generation;
+        c.set_policy(FunctionPolicy::with_read_only(["f"]));
+        c.remember("SELECT f()", StatementKind::Write, before);
+        assert_eq!(c.cached(), 0);
+        let now = c.read().generation;
+        c.remember("SELECT f()", StatementKind::Read, now);
+        assert_eq!(c.cached(), 1);
     }
 }

@@ -153,3 +153,21 @@ fn literals_share_a_cache_entry() {
     assert_eq!(c.classify("SELECT * FROM t WHERE name = 'y'"), Read);
     assert_eq!(c.cached(), 2);
 }
+
+#[test]
+fn a_new_function_policy_applies_to_cached_statements() {
+    let c = Classifier::new(FunctionPolicy::default(), 100);
+    let sql = "SELECT app_lookup(id) FROM t WHERE id = 1";
+    assert_eq!(c.classify(sql), Write);
+    assert_eq!(c.classify(sql), Write, "cached");
+    assert_eq!(c.cached(), 1);
+    c.set_policy(FunctionPolicy::with_read_only(["app_lookup"]));
+    assert_eq!(c.cached(), 0, "answers under the old list were kept");
+    assert_eq!(c.classify(sql), Read);
+    assert_eq!(c.classify("SELECT app_lookup(id) FROM t WHERE id = 2"), Read);
+    c.set_policy(FunctionPolicy::default());
+    assert_eq!(c.classify(sql), Write);
+    // Writers stay writers whatever the list says.
+    c.set_policy(FunctionPolicy::with_read_only(["nextval"]));
+    assert_eq!(c.classify("SELECT nextval('s')"), Write);
+}
