@@ -109,7 +109,7 @@ pub async fn startup(
                     return Err(fatal(&mut stream, e).await);
                 }
                 write_all(&mut stream, b"S").await?;
-                stream = stream.upgrade(&tls.0).await?;
+                stream = stream.upgrade(&tls.acceptor()).await?;
             }
             StartupPacket::GssEncRequest => write_all(&mut stream, b"N").await?,
             StartupPacket::Cancel { pid, key } => {

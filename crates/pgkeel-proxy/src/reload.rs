@@ -1,11 +1,15 @@
 //! Applying a new configuration to a running proxy (SIGHUP) without
-//! dropping a client: users, limits and routing rules change in place;
-//! what is bound at start (listeners, backends, pool mode, threads) is
-//! reported as needing a restart.
+//! dropping a client: users, limits, routing rules and the read-only
+//! function list change in place, and the TLS certificate and key are read
+//! again (renewals replace the files in place); what is bound at start
+//! (listeners, backends, pool mode, threads, TLS on or off) is reported as
+//! needing a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use pgkeel_sql::FunctionPolicy;
 
 use crate::config::{ProxyConfig, User};
 use crate::topology::ReplicaRules;
@@ -45,6 +49,10 @@ pub struct ReloadReport {
     pub applied: Vec<String>,
     /// Settings that differ but only take effect after a restart.
     pub needs_restart: Vec<String>,
+    /// Settings that could not be applied, each with the error naming
+    /// the file or value and the fix; what was in effect before stays
+    /// (a renewed certificate that does not load keeps the old one).
+    pub failed: Vec<String>,
 }
 
 /// Compares the running configuration with a new one: which changes a
@@ -101,8 +109,16 @@ pub fn plan_reload(old: &ProxyConfig, new: &ProxyConfig) -> ReloadReport {
     check(
         old.read_only_functions != new.read_only_functions,
         "read_only_functions",
+        true,
+    );
+    // The certificate files themselves are read again by every reload
+    // (`Shared::reload`); turning TLS on or off is not live.
+    check(
+        old.tls_cert.is_some() != new.tls_cert.is_some(),
+        "tls on/off",
         false,
     );
+    check(old.tls_mode != new.tls_mode, "tls_mode", false);
     check(
         old.health_user != new.health_user || old.health_database != new.health_database,
         "health-check role",
@@ -140,21 +156,53 @@ impl Shared {
 
     /// Applies `new` (validated first: a bad configuration changes
     /// nothing). Connected clients keep their sessions; new limits apply
-    /// to what they do next.
+    /// to what they do next, a new read-only function list to the next
+    /// statement classified, a renewed certificate to the next TLS
+    /// handshake. A certificate that cannot be loaded is reported in
+    /// [`ReloadReport::failed`] (and logged) while everything else applies:
+    /// the certificate in use stays.
     pub fn reload(&self, new: ProxyConfig) -> Result<ReloadReport, ProxyError> {
         new.validate()?;
         let base = self.reloaded_config();
-        let report = plan_reload(&base, &new);
+        let mut report = plan_reload(&base, &new);
         self.pools.set_limits(new.pool_size, new.queue_wait);
         let live = Live::of(&new);
         match self.live.write() {
             Ok(mut l) => *l = live,
             Err(poisoned) => *poisoned.into_inner() = live,
         }
+        if base.read_only_functions != new.read_only_functions {
+            self.classifier
+                .set_policy(FunctionPolicy::with_read_only(&new.read_only_functions));
+        }
+        self.reload_tls(&new, &mut report);
         if let Ok(mut last) = self.last_config.lock() {
             *last = Some(Arc::new(new));
         }
         Ok(report)
+    }
+
+    /// Reads the certificate chain and key of `new` again when TLS is on
+    /// now and stays on (on/off changes need a restart: `plan_reload`).
+    fn reload_tls(&self, new: &ProxyConfig, report: &mut ReloadReport) {
+        let (Some(tls), Some(cert), Some(key)) = (&self.tls, &new.tls_cert, &new.tls_key) else {
+            return;
+        };
+        match tls.reload(cert, key) {
+            Ok(true) => {
+                tracing::info!(cert = %cert.display(), "new TLS certificate in use for new connections");
+                report.applied.push("tls certificate".to_string());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let message = format!(
+                    "tls certificate: {e}; the previous certificate stays in use (fix the file \
+                     and reload again)"
+                );
+                tracing::error!("{message}");
+                report.failed.push(message);
+            }
+        }
     }
 
     /// The configuration of the last reload (or the one started with).
@@ -197,6 +245,7 @@ mod tests {
         new.max_clients = 7;
         new.replica_choice = ReplicaChoice::LeastOutstanding;
         new.max_replica_lag_bytes = Some(1);
+        new.read_only_functions = vec!["app.lookup".into()];
         new.users
             .insert("app".into(), User::from_password("two").expect("verifier"));
         let r = plan_reload(&old, &new);
@@ -207,7 +256,8 @@ mod tests {
                 "pool_size",
                 "max_clients",
                 "max_replica_lag",
-                "replica_choice"
+                "replica_choice",
+                "read_only_functions"
             ]
         );
         assert!(r.needs_restart.is_empty(), "{r:?}");
@@ -224,12 +274,35 @@ mod tests {
             addr: ([127, 0, 0, 1], 5433).into(),
             socket: None,
         });
+        new.tls_cert = Some("proxy.crt".into());
+        new.tls_key = Some("proxy.key".into());
+        new.tls_mode = crate::TlsMode::Require;
         let r = plan_reload(&old, &new);
         assert!(r.applied.is_empty(), "{r:?}");
         assert_eq!(
             r.needs_restart,
-            ["listen address/port", "nodes", "pool_mode"]
+            [
+                "listen address/port",
+                "nodes",
+                "pool_mode",
+                "tls on/off",
+                "tls_mode"
+            ]
         );
         assert_eq!(plan_reload(&old, &base()), ReloadReport::default());
+    }
+
+    /// Certificate files are compared by content when the proxy reloads
+    /// them, not by path: a renewed file under the same path, or the same
+    /// file under a new path, is no on/off change.
+    #[test]
+    fn certificate_paths_are_no_restart() {
+        let mut old = base();
+        old.tls_cert = Some("a.crt".into());
+        old.tls_key = Some("a.key".into());
+        let mut new = old.clone();
+        new.tls_cert = Some("b.crt".into());
+        new.tls_key = Some("b.key".into());
+        assert_eq!(plan_reload(&old, &new), ReloadReport::default());
     }
 }

@@ -56,8 +56,15 @@ pub async fn serve(args: &ProxyArgs) -> Result<()> {
 }
 
 fn log_reload(report: &ReloadReport) {
+    // A setting that could not be applied (a renewed certificate that does
+    // not load) is an error; the rest of the reload applied.
+    for failure in &report.failed {
+        eprintln!("reload could not apply {failure}");
+    }
     if report.applied.is_empty() && report.needs_restart.is_empty() {
-        eprintln!("reloaded: nothing changed");
+        if report.failed.is_empty() {
+            eprintln!("reloaded: nothing changed");
+        }
         return;
     }
     if !report.applied.is_empty() {
