@@ -57,6 +57,10 @@ pub struct Metrics {
     pub clients_total: AtomicU64,
     /// Failed logins.
     pub auth_failures: AtomicU64,
+    /// Auth queries run on the primary (cache misses; concurrent logins
+    /// of one role share one), to see what logins of roles not in the
+    /// user list cost the primary.
+    pub auth_queries: AtomicU64,
     /// Clients dropped for protocol violations.
     pub protocol_errors: AtomicU64,
     /// Units answered with an error by the proxy (no node, pool exhausted).
@@ -75,6 +79,7 @@ impl Metrics {
             routed: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             clients_total: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            auth_queries: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             routing_errors: AtomicU64::new(0),
             retries_on_primary: AtomicU64::new(0),
@@ -109,6 +114,12 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_auth_failures_total",
         "Failed client logins.",
         m.auth_failures.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_auth_queries_total",
+        "Auth queries run on the primary for roles not in the user list (concurrent logins of one role share one).",
+        m.auth_queries.load(Ordering::Relaxed),
     );
     counter(
         &mut out,
