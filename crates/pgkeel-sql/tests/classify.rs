@@ -164,7 +164,10 @@ fn a_new_function_policy_applies_to_cached_statements() {
     c.set_policy(FunctionPolicy::with_read_only(["app_lookup"]));
     assert_eq!(c.cached(), 0, "answers under the old list were kept");
     assert_eq!(c.classify(sql), Read);
-    assert_eq!(c.classify("SELECT app_lookup(id) FROM t WHERE id = 2"), Read);
+    assert_eq!(
+        c.classify("SELECT app_lookup(id) FROM t WHERE id = 2"),
+        Read
+    );
     c.set_policy(FunctionPolicy::default());
     assert_eq!(c.classify(sql), Write);
     // Writers stay writers whatever the list says.
