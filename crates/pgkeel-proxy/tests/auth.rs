@@ -1,11 +1,13 @@
 //! Logins beyond the static user list: roles looked up with the auth
 //! query on the primary (SCRAM pass-through to the servers), md5 only
 //! when allowed, the same 28P01 for wrong passwords and unknown roles,
-//! and a clear FATAL when the primary cannot be asked.
+//! a clear FATAL when the primary cannot be asked, and one auth query for
+//! many concurrent first logins of a role.
 
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Env, TestResult};
@@ -339,5 +341,127 @@ async fn md5_body() -> TestResult {
         )
     );
     strict.shutdown(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_first_logins_share_one_auth_query() -> TestResult {
+    common::within(300, single_flight_body()).await
+}
+
+/// Clients logging in at once as a role the proxy has not looked up yet.
+const BURST: usize = 8;
+
+/// An auth query that takes half a second (so a burst of logins overlaps
+/// it), counts its runs in a sequence (not rolled back by an error) and
+/// fails while `auth_ok` is empty.
+const SLOW_LOOKUP: &str = "CREATE SEQUENCE public.auth_calls; \
+     CREATE TABLE public.auth_ok (x int); \
+     CREATE FUNCTION public.auth_lookup(u text) \
+     RETURNS TABLE (r_name text, r_secret text) LANGUAGE plpgsql AS $$ \
+     BEGIN \
+       PERFORM pg_sleep(0.5); \
+       PERFORM nextval('public.auth_calls'); \
+       IF NOT EXISTS (SELECT 1 FROM public.auth_ok) THEN \
+         RAISE EXCEPTION 'auth lookups are switched off'; \
+       END IF; \
+       RETURN QUERY SELECT a.rolname::text, a.rolpassword \
+         FROM pg_catalog.pg_authid a WHERE a.rolname = u; \
+     END $$";
+
+/// `BURST` logins as carol at once: each one's outcome.
+async fn burst(env: &Env) -> Vec<Result<Client, tokio_postgres::Error>> {
+    let url = env.url_as(env.port, "carol", "carol-pw");
+    let logins = (0..BURST).map(|_| {
+        let url = url.clone();
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(client)
+        }
+    });
+    futures_util::future::join_all(logins).await
+}
+
+async fn single_flight_body() -> TestResult {
+    let env = Env::start_with(
+        1,
+        |o| o.auth_query = Some(true),
+        |c| c.auth_query = "SELECT r_name, r_secret FROM public.auth_lookup($1)".into(),
+    )
+    .await?;
+    let (su, su_password) = env.superuser()?;
+    let admin = connect_url(&env.url_as(env.port, &su, &su_password)).await?;
+    admin
+        .batch_execute("CREATE ROLE carol LOGIN PASSWORD 'carol-pw'")
+        .await?;
+    // Owned by the application role (so it can read the count directly on
+    // the primary); the auth query runs them as the superuser.
+    env.client().await?.batch_execute(SLOW_LOOKUP).await?;
+    let primary = env.cluster.client("primary").await?;
+    let calls = || async {
+        let row = primary
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.auth_calls",
+                &[],
+            )
+            .await?;
+        TestResult::Ok(row.get::<_, i64>(0))
+    };
+    let metric = || {
+        env.proxy
+            .as_ref()
+            .map(|p| p.shared().metrics.auth_queries.load(Ordering::Relaxed))
+    };
+
+    // The query fails: every login of the burst gets the error, from the
+    // one query they shared.
+    for outcome in burst(&env).await {
+        let err = outcome.err().ok_or("a login succeeded without a secret")?;
+        let db = err
+            .as_db_error()
+            .ok_or_else(|| format!("no server error: {err}"))?;
+        assert_eq!(db.code().code(), "08006", "{}", db.message());
+        assert!(
+            db.message()
+                .starts_with("cannot look up the password of user \"carol\"")
+                && db.message().contains("auth lookups are switched off"),
+            "{}",
+            db.message()
+        );
+    }
+    assert_eq!(
+        calls().await?,
+        1,
+        "the burst ran the auth query more than once"
+    );
+    assert_eq!(metric(), Some(1));
+
+    // The failure was not cached: once the query works, the next burst
+    // logs in, again with one query between them.
+    primary
+        .batch_execute("INSERT INTO public.auth_ok VALUES (1)")
+        .await?;
+    for outcome in burst(&env).await {
+        let client = outcome?;
+        let row = client.query_one("SELECT current_user::text", &[]).await?;
+        assert_eq!(row.get::<_, String>(0), "carol");
+    }
+    assert_eq!(
+        calls().await?,
+        2,
+        "the burst ran the auth query more than once"
+    );
+    assert_eq!(metric(), Some(2));
+    // Cached now: a later login asks nothing.
+    connect_url(&env.url_as(env.port, "carol", "carol-pw")).await?;
+    assert_eq!(calls().await?, 2);
+    let text = pgkeel_proxy::metrics::render(env.proxy.as_ref().ok_or("no proxy")?.shared());
+    assert!(
+        text.contains("\npgkeel_proxy_auth_queries_total 2\n"),
+        "{text}"
+    );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Client TLS: a rustls client connects through the proxy, queries and
 //! cancels work over TLS; `require` refuses plaintext logins with a clear
 //! message; `allow` still serves plaintext; GSSENCRequest gets `N`; bad
-//! certificate files stop the proxy at startup.
+//! certificate files stop the proxy at startup; a reload serves renewed
+//! certificate files to new connections and keeps the old certificate
+//! when the new files are bad.
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Env, TestResult};
-use pgkeel_proxy::{ClusterProxyOptions, TlsMode, start};
+use pgkeel_proxy::reload::ReloadReport;
+use pgkeel_proxy::{ClusterProxyOptions, TlsMode, config_for_cluster, start};
 use pgkeel_testkit::{TestDir, free_port_block};
 use pgkeel_wire::StartupPacket;
 use rustls::pki_types::CertificateDer;
@@ -225,5 +228,88 @@ async fn psql_over_tls(url: &str, cert: &TestCert) -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "f");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reload_serves_renewed_certificate_files() -> TestResult {
+    common::within(240, rotation_body()).await
+}
+
+/// Reloads the proxy as SIGHUP does, TLS files at `files`.
+fn reload(env: &Env, files: &(PathBuf, PathBuf)) -> TestResult<ReloadReport> {
+    let mut options = ClusterProxyOptions::new(([127, 0, 0, 1], env.port).into());
+    options.tls = Some(files.clone());
+    let mut config = config_for_cluster(env.cluster.cluster.layout.root(), &options)?;
+    config.health_interval = Duration::from_millis(200);
+    let proxy = env.proxy.as_ref().ok_or("no proxy")?;
+    Ok(proxy.shared().reload(config)?)
+}
+
+async fn rotation_body() -> TestResult {
+    // Two certificates from two CAs: a client trusting only one of them
+    // tells which certificate the proxy serves.
+    let old = make_cert()?;
+    let new = make_cert()?;
+    let files = (old.cert.clone(), old.key.clone());
+    let start_files = files.clone();
+    let env = Env::start_with(1, |o| o.tls = Some(start_files), |_| {}).await?;
+    let before = tls_client(&env.url(), connector(&old)?).await?;
+    before.simple_query("SELECT 1").await?;
+    assert!(
+        tls_client(&env.url(), connector(&new)?).await.is_err(),
+        "the new CA was trusted before the renewal"
+    );
+
+    // A certbot-style renewal: new files under the same paths.
+    std::fs::copy(&new.cert, &old.cert)?;
+    std::fs::copy(&new.key, &old.key)?;
+    let report = reload(&env, &files)?;
+    assert_eq!(report.applied, ["tls certificate"], "{report:?}");
+    assert!(
+        report.needs_restart.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    let after = tls_client(&env.url(), connector(&new)?).await?;
+    after.simple_query("SELECT 1").await?;
+    assert!(
+        tls_client(&env.url(), connector(&old)?).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+    // The connection made before the renewal carries on.
+    before.simple_query("SELECT 1").await?;
+    // The same files again: nothing to report.
+    assert_eq!(reload(&env, &files)?, ReloadReport::default());
+
+    // A broken renewal (garbage, then a key that is not the
+    // certificate's): reported naming the file, the certificate in use
+    // stays, the proxy keeps serving.
+    std::fs::write(&old.cert, "not a certificate")?;
+    let report = reload(&env, &files)?;
+    assert!(report.applied.is_empty(), "{report:?}");
+    let [failure] = report.failed.as_slice() else {
+        return Err(format!("expected one failure: {report:?}").into());
+    };
+    assert!(
+        failure.contains("proxy.crt")
+            && failure.contains("CERTIFICATE")
+            && failure.contains("previous certificate stays"),
+        "{failure}"
+    );
+    std::fs::copy(&new.cert, &old.cert)?;
+    let other_key = rcgen::KeyPair::generate()?;
+    std::fs::write(&old.key, other_key.serialize_pem())?;
+    let report = reload(&env, &files)?;
+    let [failure] = report.failed.as_slice() else {
+        return Err(format!("expected one failure: {report:?}").into());
+    };
+    assert!(
+        failure.contains("proxy.key") && failure.contains("does not go with"),
+        "{failure}"
+    );
+    let still = tls_client(&env.url(), connector(&new)?).await?;
+    still.simple_query("SELECT 1").await?;
+    before.simple_query("SELECT 1").await?;
+    after.simple_query("SELECT 1").await?;
     Ok(())
 }
