@@ -97,7 +97,8 @@ pub struct Shared {
     pub topology: Arc<topology::Topology>,
     /// Server connections.
     pub pools: pool::Pools,
-    /// Statement classification with its cache.
+    /// Statement classification with its cache (its function list is
+    /// replaced by a reload).
     pub classifier: Classifier,
     /// What a reload can change (users, limits, routing rules).
     pub live: std::sync::RwLock<reload::Live>,
@@ -115,11 +116,12 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Server parameters reported to clients, per (user, database).
     pub params: Mutex<HashMap<(String, String), ServerParams>>,
-    /// TLS towards clients, if configured (loaded by [`start`]).
+    /// TLS towards clients, if configured (loaded by [`start`], its
+    /// certificate replaced by a reload).
     pub tls: Option<tls::ClientTls>,
     /// Key of the mock SCRAM salts for unknown roles (random per proxy).
     pub mock_key: [u8; 32],
-    /// Secrets found by the auth query.
+    /// Secrets found by the auth query, and the lookups under way.
     pub secrets: auth_query::SecretCache,
 }
 

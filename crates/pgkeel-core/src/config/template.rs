@@ -133,6 +133,7 @@ replica_choice = "sticky"
 no_replica = "primary"
 # Functions a read may call and still go to a replica (built-in read-only
 # functions are known already); anything else goes to the primary.
+# SIGHUP applies a changed list to the next statement.
 read_only_functions = []
 # Threads serving clients (1: one event loop, like PgBouncer).
 threads = 1
@@ -146,6 +147,9 @@ server_socket = true
 # TLS for clients: a PEM certificate chain and key (unset: TLS declined),
 # and whether plaintext logins are still accepted ("allow") or not
 # ("require"). The proxy reaches the nodes in plaintext on their network.
+# SIGHUP reads the files again (renewed certificates: new connections get
+# them; a file that does not load keeps the old one); turning TLS on or off
+# and tls_mode need a restart.
 # tls_cert = "/etc/pgkeel/proxy.crt"
 # tls_key = "/etc/pgkeel/proxy.key"
 tls_mode = "allow"
