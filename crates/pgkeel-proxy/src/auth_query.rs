@@ -44,9 +44,10 @@ impl StoredSecret {
     }
 }
 
-/// What a lookup ended with, as every client waiting for it sees it:
-/// the secret (or its absence), or why the query failed.
-type Outcome = Result<Option<StoredSecret>, String>;
+/// What a lookup ended with, as every login waiting for it sees it: the
+/// secret (or its absence), or why the query failed (a `String`, so one
+/// failure can be handed to every waiter).
+pub type Outcome = Result<Option<StoredSecret>, String>;
 
 /// Looked-up secrets (and absences) with the time they were fetched, and
 /// the lookups running now (one per role).
