@@ -4,6 +4,8 @@ use pgkeel_cluster::ClusterError;
 use pgkeel_dcs::DcsError;
 use pgkeel_pg::PgError;
 
+use crate::orchestrate::HaProgress;
+
 /// Why an agent operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -33,6 +35,28 @@ pub enum AgentError {
         seconds: u64,
         /// What to look at.
         hint: String,
+    },
+    /// `up` gave up waiting for the agents: says how far they got (leader,
+    /// which members published their state) and ends with the tails of
+    /// the relevant agents' logs.
+    #[error("timed out after {seconds}s waiting for {what}: {progress}")]
+    AgentsNotReady {
+        /// What was awaited.
+        what: String,
+        /// Seconds waited.
+        seconds: u64,
+        /// The state of etcd and the agents when it gave up.
+        progress: Box<HaProgress>,
+    },
+    /// An agent that `up` started exited while `up` waited for it.
+    #[error("the agent of node `{node}` exited while `up` waited for {what}: {progress}")]
+    AgentExited {
+        /// Its node.
+        node: String,
+        /// What was awaited.
+        what: String,
+        /// The state of etcd and the agents, with the tail of its log.
+        progress: Box<HaProgress>,
     },
     /// A request that cannot be honoured.
     #[error("{0}")]

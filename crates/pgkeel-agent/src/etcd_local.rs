@@ -177,10 +177,13 @@ pub async fn ensure_running(
     })
     .await;
     if !ready {
+        let tail = crate::logs::tail_lines(&local.log(), 10)
+            .map(|lines| lines.join("\n  "))
+            .unwrap_or_else(|e| format!("(cannot read it: {e})"));
         return Err(AgentError::Timeout {
             what: format!("the local etcd on port {}", local.client_port),
             seconds: 30,
-            hint: format!("; see {}", local.log().display()),
+            hint: format!("; last lines of {}:\n  {tail}", local.log().display()),
         });
     }
     Ok(pidfile::alive_pid(&local.etcd_pid()))

@@ -13,6 +13,7 @@ pub mod etcd_local;
 pub mod execute;
 pub mod http;
 pub mod lease;
+pub mod logs;
 pub mod observe;
 pub mod orchestrate;
 pub mod proxy_daemon;

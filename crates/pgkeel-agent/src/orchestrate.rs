@@ -1,20 +1,22 @@
 //! Starting and stopping the HA processes of a local cluster: the etcd
 //! member and one agent per node, all as daemons found again by PID file.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use pgkeel_cluster::Cluster;
 use pgkeel_core::status::ClusterStatus;
-use pgkeel_dcs::Dcs;
+use pgkeel_dcs::{ClusterView, Dcs};
 use serde::Serialize;
 
 use crate::etcd_local::{self, LocalEtcd, spawn_detached};
-use crate::{AgentError, pidfile};
+use crate::{AgentError, logs, pidfile};
 
-/// How long `up` waits for the agents to agree on a leader.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `up` waits for the agents to agree on a leader (and again
+/// for every agent to publish its state). On a loaded 2-core machine the
+/// whole HA start takes 1-8 s.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects to the cluster's etcd.
 pub async fn dcs(cluster: &Cluster) -> Result<Dcs, AgentError> {
@@ -39,6 +41,11 @@ pub fn agent_pid(cluster: &Cluster, node: &str) -> Option<u32> {
 /// leader key before the others start, so no replica contends with a
 /// healthy primary. Returns once every agent has published its state and
 /// a leader exists.
+///
+/// Fails at once if an agent it started exits (e.g. its API port is taken),
+/// and after [`AGENT_TIMEOUT`] otherwise; either error says which members
+/// had published their state, who held the leader key, and ends with the
+/// last lines of the agent logs that tell why.
 pub async fn start_ha(
     cluster: &Cluster,
     exe: &Path,
@@ -53,51 +60,211 @@ pub async fn start_ha(
         order.retain(|n| *n != first);
         order.insert(0, first);
     }
+    let mut spawned: Vec<(String, u32)> = vec![];
     for (i, name) in order.iter().enumerate() {
         if agent_pid(cluster, name).is_some() {
             continue;
         }
         cluster.ensure_node_dirs(name)?;
-        spawn_detached(
+        let pid = spawn_detached(
             exe,
             &["agent", "--dir", &root, "--node", name],
             &cluster.layout.agent_log(name),
         )?;
+        spawned.push((name.to_string(), pid));
         started.push(format!("started agent {name}"));
         if i == 0 && first.is_some() {
-            let took = crate::api::until(AGENT_TIMEOUT, || async {
-                dcs.view()
-                    .await
-                    .is_ok_and(|v| v.leader.as_deref() == Some(*name))
-            })
-            .await;
-            if !took {
-                return Err(AgentError::Timeout {
-                    what: format!("{name}'s agent to take the leader key"),
-                    seconds: AGENT_TIMEOUT.as_secs(),
-                    hint: format!("; see {}", cluster.layout.agent_log(name).display()),
-                });
-            }
+            await_agents(
+                cluster,
+                &dcs,
+                &spawned,
+                &format!("{name}'s agent to take the leader key"),
+                |v| v.leader.as_deref() == Some(*name),
+            )
+            .await?;
         }
     }
-    let all = crate::api::until(AGENT_TIMEOUT, || async {
-        dcs.view().await.is_ok_and(|v| {
+    await_agents(
+        cluster,
+        &dcs,
+        &spawned,
+        "every agent to publish its state under a leader",
+        |v| {
             v.leader.is_some()
                 && cluster
                     .nodes()
                     .iter()
                     .all(|n| v.members.contains_key(n.name.as_str()))
-        })
-    })
-    .await;
-    if !all {
-        return Err(AgentError::Timeout {
-            what: "every agent to publish its state under a leader".into(),
-            seconds: AGENT_TIMEOUT.as_secs(),
-            hint: "; see nodes/<name>/agent.log".into(),
-        });
-    }
+        },
+    )
+    .await?;
     Ok(started)
+}
+
+/// Lines of each agent log quoted in a [`HaProgress`].
+const LOG_TAIL_LINES: usize = 15;
+
+/// Polls etcd until `done` holds for the cluster's keys. Fails as soon as
+/// one of the agents in `spawned` (node, PID) has exited, or after
+/// [`AGENT_TIMEOUT`], with the state reached.
+async fn await_agents<F>(
+    cluster: &Cluster,
+    dcs: &Dcs,
+    spawned: &[(String, u32)],
+    what: &str,
+    done: F,
+) -> Result<(), AgentError>
+where
+    F: Fn(&ClusterView) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        let view = dcs.view().await.map_err(|e| e.to_string());
+        if view.as_ref().is_ok_and(&done) {
+            return Ok(());
+        }
+        // Nothing restarts an agent that `up` started: waiting on is futile.
+        if let Some((node, _)) = spawned.iter().find(|(_, pid)| !pidfile::pid_alive(*pid)) {
+            return Err(AgentError::AgentExited {
+                node: node.clone(),
+                what: what.to_string(),
+                progress: Box::new(HaProgress::gather(cluster, &view, spawned, Some(node))),
+            });
+        }
+        if start.elapsed() >= AGENT_TIMEOUT {
+            return Err(AgentError::AgentsNotReady {
+                what: what.to_string(),
+                seconds: AGENT_TIMEOUT.as_secs(),
+                progress: Box::new(HaProgress::gather(cluster, &view, spawned, None)),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How far the HA processes got, as `up` saw them when it stopped waiting:
+/// the body of its timeout and agent-exit errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HaProgress {
+    /// Holder of the leader key (`None`: nobody, or etcd did not answer).
+    pub leader: Option<String>,
+    /// Nodes whose member key was in etcd.
+    pub published: Vec<String>,
+    /// Nodes whose member key was not.
+    pub missing: Vec<String>,
+    /// Nodes whose agent process was not running.
+    pub not_running: Vec<String>,
+    /// Why the last read of etcd failed, if it did.
+    pub etcd_error: Option<String>,
+    /// The logs that tell why, each with its last lines.
+    pub logs: Vec<AgentLogTail>,
+}
+
+/// The end of one agent's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLogTail {
+    /// Its node.
+    pub node: String,
+    /// The log file (`nodes/<name>/agent.log` under the data root).
+    pub path: PathBuf,
+    /// Its last lines, or why it could not be read.
+    pub tail: Result<Vec<String>, String>,
+}
+
+impl HaProgress {
+    /// Collects the state from the last read of etcd (`view`) and the
+    /// agents' processes (`spawned`: node and PID of those `up` started;
+    /// the others by their PID files). Quotes the log of `focus` if given,
+    /// else of every node that did not publish its state, else (no leader)
+    /// of every node.
+    pub fn gather(
+        cluster: &Cluster,
+        view: &Result<ClusterView, String>,
+        spawned: &[(String, u32)],
+        focus: Option<&str>,
+    ) -> Self {
+        let mut progress = HaProgress::default();
+        match view {
+            Ok(v) => progress.leader = v.leader.clone(),
+            Err(e) => progress.etcd_error = Some(e.clone()),
+        }
+        for node in cluster.nodes() {
+            let name = node.name.as_str();
+            let published = view.as_ref().is_ok_and(|v| v.members.contains_key(name));
+            if published {
+                progress.published.push(name.to_string());
+            } else {
+                progress.missing.push(name.to_string());
+            }
+            let running = match spawned.iter().find(|(n, _)| n == name) {
+                Some((_, pid)) => pidfile::pid_alive(*pid),
+                None => agent_pid(cluster, name).is_some(),
+            };
+            if !running {
+                progress.not_running.push(name.to_string());
+            }
+        }
+        let quoted: Vec<String> = match focus {
+            Some(node) => vec![node.to_string()],
+            None if !progress.missing.is_empty() => progress.missing.clone(),
+            None => cluster.nodes().iter().map(|n| n.name.to_string()).collect(),
+        };
+        progress.logs = quoted
+            .into_iter()
+            .map(|node| {
+                let path = cluster.layout.agent_log(&node);
+                let tail = logs::tail_lines(&path, LOG_TAIL_LINES).map_err(|e| e.to_string());
+                AgentLogTail { node, path, tail }
+            })
+            .collect();
+        progress
+    }
+}
+
+impl std::fmt::Display for HaProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |names: &[String]| {
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        match (&self.etcd_error, &self.leader) {
+            (Some(e), _) => write!(f, "etcd did not answer ({e})")?,
+            (None, Some(leader)) => write!(f, "leader: {leader}")?,
+            (None, None) => write!(f, "leader: none")?,
+        }
+        write!(
+            f,
+            "; published their state: {}; not published: {}",
+            list(&self.published),
+            list(&self.missing)
+        )?;
+        if !self.not_running.is_empty() {
+            write!(f, "; agent not running: {}", list(&self.not_running))?;
+        }
+        for log in &self.logs {
+            match &log.tail {
+                Ok(lines) if lines.is_empty() => {
+                    write!(f, "\n--- {} is empty", log.path.display())?;
+                }
+                Ok(lines) => {
+                    write!(
+                        f,
+                        "\n--- last lines of {} ({}):",
+                        log.path.display(),
+                        log.node
+                    )?;
+                    for line in lines {
+                        write!(f, "\n  {line}")?;
+                    }
+                }
+                Err(e) => write!(f, "\n--- cannot read {}: {e}", log.path.display())?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Stops every agent (SIGTERM: each revokes its lease and leaves
@@ -174,4 +341,51 @@ pub async fn enrich_status(cluster: &Cluster, status: &mut ClusterStatus) -> HaS
     status.paused = Some(ha.paused);
     status.etcd_ok = Some(ha.etcd_ok);
     ha
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_names_members_leader_and_quotes_logs() {
+        let progress = HaProgress {
+            leader: Some("primary".into()),
+            published: vec!["primary".into(), "replica2".into()],
+            missing: vec!["replica1".into()],
+            not_running: vec!["replica1".into()],
+            etcd_error: None,
+            logs: vec![AgentLogTail {
+                node: "replica1".into(),
+                path: PathBuf::from("/d/nodes/replica1/agent.log"),
+                tail: Ok(vec!["error: cannot listen".into()]),
+            }],
+        };
+        let text = progress.to_string();
+        assert_eq!(
+            text,
+            "leader: primary; published their state: primary, replica2; \
+             not published: replica1; agent not running: replica1\n\
+             --- last lines of /d/nodes/replica1/agent.log (replica1):\n  error: cannot listen"
+        );
+    }
+
+    #[test]
+    fn progress_without_etcd_says_so() {
+        let progress = HaProgress {
+            missing: vec!["a".into()],
+            etcd_error: Some("connection refused".into()),
+            logs: vec![AgentLogTail {
+                node: "a".into(),
+                path: PathBuf::from("/d/nodes/a/agent.log"),
+                tail: Err("No such file".into()),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            progress.to_string(),
+            "etcd did not answer (connection refused); published their state: none; \
+             not published: a\n--- cannot read /d/nodes/a/agent.log: No such file"
+        );
+    }
 }

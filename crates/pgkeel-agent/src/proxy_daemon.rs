@@ -129,12 +129,11 @@ async fn routed_write_probe(config: &tokio_postgres::Config) -> Result<(), Strin
 }
 
 fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    let lines = crate::logs::tail_lines(log, 3).unwrap_or_default();
     if lines.is_empty() {
         return "(empty log)".into();
     }
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    lines.join(" | ")
 }
 
 /// Stops the proxy (SIGTERM: it stops accepting, lets clients finish,

@@ -80,8 +80,20 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         action: "install SIGTERM handler".into(),
         detail: e.to_string(),
     })?;
+    // The first loop waits (at most one TTL) for the keeper's first lease:
+    // without one the decision runs as if etcd were unreachable, and a
+    // running primary would fence itself at every agent start (seen under
+    // load at bootstrap: the primary was killed, came back as a standby and
+    // was promoted to a new timeline a TTL later). Waiting is safe: until
+    // now nobody supervised this PostgreSQL anyway, and once the TTL has
+    // passed without a lease the usual rules apply.
+    let mut stopped = tokio::select! {
+        () = first_lease(&shared) => false,
+        _ = term.recv() => true,
+        _ = tokio::signal::ctrl_c() => true,
+    };
     let mut memory = LoopMemory::default();
-    loop {
+    while !stopped {
         let started = Instant::now();
         iteration(&cluster, &node, &dcs, &shared, &mut memory, timeout).await;
         if let Ok(mut last) = shared.last_loop.lock() {
@@ -90,8 +102,8 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         tokio::select! {
             _ = tokio::time::sleep(loop_wait.saturating_sub(started.elapsed())) => {}
             _ = shared.wake.notified() => {}
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => stopped = true,
+            _ = tokio::signal::ctrl_c() => stopped = true,
         }
     }
     tracing_line(&format!("{node_name}: stopping agent"));
@@ -101,6 +113,22 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     }
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// Returns once the lease keeper holds a valid lease, or after one TTL.
+async fn first_lease(shared: &Shared) {
+    let start = Instant::now();
+    while shared.valid_lease().is_none() {
+        if start.elapsed() >= shared.ttl {
+            tracing_line(&format!(
+                "{}: no lease from etcd within {:.1} s; deciding without one",
+                shared.node,
+                shared.ttl.as_secs_f64()
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Wakes the loop whenever the leader key changes; re-watches if the watch

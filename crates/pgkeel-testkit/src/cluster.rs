@@ -14,23 +14,125 @@ use tokio_postgres::{Client, NoTls};
 use crate::{ClusterGuard, free_port_block};
 
 /// A temporary directory the PostgreSQL OS user can enter (plain tempdirs
-/// are 0700 root-owned when tests run as root). Removed on drop.
+/// are 0700 root-owned when tests run as root). Removed on drop, unless
+/// the test is failing (dropped while panicking) or [`KEEP_TEST_DIRS`] is
+/// set. A failing test's directory is kept without its `data` directories
+/// (hundreds of MB each; [`KEEP_TEST_DIRS`] keeps them too), and its path
+/// and the tails of the logs in it (agents, etcd, PostgreSQL, proxy) are
+/// printed, so a failure in CI shows its cause.
 #[derive(Debug)]
 pub struct TestDir {
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
 }
+
+/// Environment variable that keeps every test directory, failing or not.
+pub const KEEP_TEST_DIRS: &str = "PGKEEL_KEEP_TEST_DIRS";
+
+/// Lines printed from the end of each log of a kept directory.
+const LOG_TAIL_LINES: usize = 40;
 
 impl TestDir {
     /// Creates one under the system temp dir.
     pub fn new() -> std::io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("pgkeel-test-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        Ok(TestDir { dir })
+        Ok(TestDir {
+            path: dir.path().to_path_buf(),
+            dir: Some(dir),
+        })
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        if !failing && std::env::var_os(KEEP_TEST_DIRS).is_none() {
+            return; // the TempDir removes it
+        }
+        let Some(dir) = self.dir.take() else { return };
+        let path = dir.keep();
+        if std::env::var_os(KEEP_TEST_DIRS).is_some() {
+            eprintln!("pgkeel-testkit: kept {} ({KEEP_TEST_DIRS})", path.display());
+        } else {
+            remove_data_dirs(&path, 0);
+            eprintln!(
+                "pgkeel-testkit: the test failed: kept {} without its data directories \
+                 (set {KEEP_TEST_DIRS}=1 to keep them)",
+                path.display()
+            );
+        }
+        if failing {
+            for log in log_files(&path, 0) {
+                eprintln!(
+                    "----- last {LOG_TAIL_LINES} lines of {} -----\n{}",
+                    log.display(),
+                    tail(&log, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
+
+/// Removes every directory named `data` under `dir` (PostgreSQL's and
+/// etcd's), best effort.
+fn remove_data_dirs(dir: &Path, depth: usize) {
+    if depth > 5 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if !path.is_dir() || path.is_symlink() {
+            continue;
+        }
+        if path.file_name().is_some_and(|n| n == "data") {
+            let _ = std::fs::remove_dir_all(&path);
+        } else {
+            remove_data_dirs(&path, depth + 1);
+        }
+    }
+}
+
+/// `*.log` files under `dir` (not inside data directories), sorted.
+fn log_files(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut found = vec![];
+    if depth > 5 {
+        return found;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        if path.is_dir() {
+            if name.as_deref() != Some("data") {
+                found.extend(log_files(&path, depth + 1));
+            }
+        } else if name.is_some_and(|n| n.ends_with(".log")) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The last `lines` lines of a text file (or why it cannot be read).
+fn tail(file: &Path, lines: usize) -> String {
+    match std::fs::read(file) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
     }
 }
 

@@ -1,14 +1,15 @@
 //! Helpers for tests that need real PostgreSQL or etcd: temporary
 //! directories the `postgres` user can reach, blocks of free loopback
 //! ports, a lone etcd, and cluster guards that stop every server they
-//! started by PID, also when a test panics.
+//! started by PID, also when a test panics. A failing test keeps its
+//! directory and prints the tails of the logs in it.
 
 mod cluster;
 mod etcd;
 mod ports;
 mod reap;
 
-pub use cluster::{TempCluster, TestDir, TestResult, connect_url};
+pub use cluster::{KEEP_TEST_DIRS, TempCluster, TestDir, TestResult, connect_url};
 pub use etcd::TempEtcd;
 pub use ports::free_port_block;
 pub use reap::{ClusterGuard, pid_in, stop_pid};

@@ -59,6 +59,68 @@ fn busy_port_is_found_before_anything_is_created() -> TestResult {
     Ok(())
 }
 
+/// `pgkeel up` run as a child process, killed by PID if the test ends
+/// early.
+struct UpProcess(Option<std::process::Child>);
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port taken after the preflight checks (as an outgoing connection's
+/// ephemeral port can be) makes an agent exit at start: `up` fails at once,
+/// naming the agent, what was published, and quoting its log, instead of
+/// waiting 60 s for a member that will never publish.
+#[test]
+fn agent_that_cannot_listen_fails_up_at_once_with_its_log() -> TestResult {
+    let c = CliCluster::new(3)?;
+    let root = c.root.display().to_string();
+    let port = c.base_port.to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgkeel"))
+        .args(["up", "--dir", &root, "--base-port", &port])
+        .current_dir(c.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut up = UpProcess(Some(child));
+    // Past the preflight checks once the first node's directory exists.
+    let started = std::time::Instant::now();
+    while !c.root.join("nodes").join("primary").exists() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            return Err("`pgkeel up` never created the primary".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let api = c.base_port + 2001;
+    let busy = TcpListener::bind(("127.0.0.1", api))?;
+    let out = up.0.take().ok_or("no child")?.wait_with_output()?;
+    let waited = started.elapsed();
+    assert_fails_with(
+        &out,
+        &[
+            "the agent of node `replica1` exited",
+            "leader: primary",
+            "not published: replica1",
+            "agent not running: replica1",
+            "nodes/replica1/agent.log",
+            &format!("cannot listen on 127.0.0.1:{api} for the agent API"),
+        ],
+    );
+    assert!(!stderr(&out).contains("timed out"), "{}", text(&out));
+    assert!(
+        waited < std::time::Duration::from_secs(55),
+        "took {waited:?}: {}",
+        text(&out)
+    );
+    drop(busy);
+    Ok(())
+}
+
 #[test]
 fn foreign_directory_is_left_alone() -> TestResult {
     let c = CliCluster::new(3)?;
