@@ -11,10 +11,12 @@ use pgkeel_core::config::{ConfigSources, load};
 use pgkeel_pg::pgctl;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{ClusterGuard, free_port_block};
+use crate::{ClusterGuard, free_port_block, leftovers};
 
 /// A temporary directory the PostgreSQL OS user can enter (plain tempdirs
-/// are 0700 root-owned when tests run as root). Removed on drop, unless
+/// are 0700 root-owned when tests run as root), recording its owner so a
+/// later test process can clean up if this one is killed (see
+/// [`crate::sweep_orphans_in`]). Removed on drop, unless
 /// the test is failing (dropped while panicking) or [`KEEP_TEST_DIRS`] is
 /// set. A failing test's directory is kept without its `data` directories
 /// (hundreds of MB each; [`KEEP_TEST_DIRS`] keeps them too), and its path
@@ -35,8 +37,12 @@ const LOG_TAIL_LINES: usize = 40;
 impl TestDir {
     /// Creates one under the system temp dir.
     pub fn new() -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("pgkeel-test-").tempdir()?;
+        leftovers::sweep_orphans_once();
+        let dir = tempfile::Builder::new()
+            .prefix(leftovers::TEST_DIR_PREFIX)
+            .tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        leftovers::record_owner(dir.path())?;
         Ok(TestDir {
             path: dir.path().to_path_buf(),
             dir: Some(dir),
@@ -57,6 +63,7 @@ impl Drop for TestDir {
         }
         let Some(dir) = self.dir.take() else { return };
         let path = dir.keep();
+        leftovers::mark_kept(&path);
         if std::env::var_os(KEEP_TEST_DIRS).is_some() {
             eprintln!("pgkeel-testkit: kept {} ({KEEP_TEST_DIRS})", path.display());
         } else {

@@ -46,6 +46,12 @@ impl TempEtcd {
             child,
             _dir: dir,
         };
+        // Recorded so that a sweep can stop it if this test process dies
+        // without dropping it.
+        std::fs::write(
+            etcd._dir.path().join("etcd.pid"),
+            format!("{}\n", etcd.child.id()),
+        )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {

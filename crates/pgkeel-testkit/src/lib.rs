@@ -2,14 +2,17 @@
 //! directories the `postgres` user can reach, blocks of free loopback
 //! ports, a lone etcd, and cluster guards that stop every server they
 //! started by PID, also when a test panics. A failing test keeps its
-//! directory and prints the tails of the logs in it.
+//! directory and prints the tails of the logs in it; what a killed test
+//! process left behind is stopped and removed by the next one.
 
 mod cluster;
 mod etcd;
+mod leftovers;
 mod ports;
 mod reap;
 
 pub use cluster::{KEEP_TEST_DIRS, TempCluster, TestDir, TestResult, connect_url};
 pub use etcd::TempEtcd;
+pub use leftovers::{TEST_DIR_PREFIX, sweep_dir, sweep_orphans_in};
 pub use ports::free_port_block;
 pub use reap::{ClusterGuard, pid_in, stop_pid};
