@@ -94,6 +94,12 @@ pub struct ProxyConfig {
     pub login_timeout: Duration,
     /// Time between health checks.
     pub health_interval: Duration,
+    /// A pooled server connection unused this long is closed (`None`:
+    /// never).
+    pub server_idle_timeout: Option<Duration>,
+    /// A server connection this old is closed when it next becomes idle
+    /// (`None`: never).
+    pub server_lifetime: Option<Duration>,
     /// Replicas further behind the primary than this many bytes are skipped.
     pub max_replica_lag_bytes: Option<u64>,
     /// Replicas further behind than this are skipped.
@@ -146,6 +152,8 @@ impl ProxyConfig {
             queue_wait: Duration::from_secs(5),
             login_timeout: Duration::from_secs(60),
             health_interval: Duration::from_millis(500),
+            server_idle_timeout: Some(Duration::from_secs(600)),
+            server_lifetime: Some(Duration::from_secs(3600)),
             max_replica_lag_bytes: Some(16 * 1024 * 1024),
             max_replica_lag: Some(Duration::from_secs(10)),
             replica_choice: ReplicaChoice::Sticky,

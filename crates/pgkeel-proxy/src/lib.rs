@@ -131,8 +131,10 @@ impl Shared {
         let config = Arc::new(config);
         let topology = Arc::new(topology::Topology::new(config.backends.clone()));
         let n = config.backends.len();
+        let pools = pool::Pools::new(config.pool_size, config.queue_wait);
+        pools.set_recycling(config.server_idle_timeout, config.server_lifetime);
         Shared {
-            pools: pool::Pools::new(config.pool_size, config.queue_wait),
+            pools,
             classifier: Classifier::new(
                 FunctionPolicy::with_read_only(&config.read_only_functions),
                 config.classify_cache,

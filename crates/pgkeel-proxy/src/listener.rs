@@ -126,6 +126,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             source,
         )));
     }
+    background.push(tokio::spawn(reap_pools(shared.clone())));
     let (stop, stop_rx) = watch::channel(None);
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_rx));
     tracing::info!(%addr, "proxy listening");
@@ -137,6 +138,18 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         accept,
         background,
     })
+}
+
+/// Closes pooled connections past `server_idle_timeout` or
+/// `server_lifetime`, at a period that follows reloads.
+async fn reap_pools(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.pools.reap_period()).await;
+        let closed = shared.pools.reap();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle or old server connections");
+        }
+    }
 }
 
 async fn accept_loop(

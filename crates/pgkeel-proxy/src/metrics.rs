@@ -139,6 +139,18 @@ pub fn render(shared: &Shared) -> String {
         "Reads retried on the primary: a replica refused them as writes (25006) or its connection broke before they finished.",
         m.retries_on_primary.load(Ordering::Relaxed),
     );
+    counter(
+        &mut out,
+        "pgkeel_proxy_server_closed_idle_total",
+        "Pooled server connections closed after server_idle_timeout unused.",
+        shared.pools.closed_idle.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_server_closed_lifetime_total",
+        "Server connections closed on reaching server_lifetime.",
+        shared.pools.closed_lifetime.load(Ordering::Relaxed),
+    );
     m.hold_time.render(
         &mut out,
         "pgkeel_proxy_server_hold_seconds",

@@ -1,5 +1,8 @@
 //! Server connection pools, one per (user, database, node), with a size
-//! limit and a bounded wait for a free connection.
+//! limit and a bounded wait for a free connection. Idle connections are
+//! closed after `server_idle_timeout` (pools shrink back after a burst)
+//! and any connection older than `server_lifetime` is closed instead of
+//! being pooled again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -82,6 +85,47 @@ pub struct Pools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     size: AtomicUsize,
     queue_wait_ms: AtomicU64,
+    /// `server_idle_timeout` in ms (0: never).
+    idle_timeout_ms: AtomicU64,
+    /// `server_lifetime` in ms (0: never).
+    lifetime_ms: AtomicU64,
+    /// Connections closed for sitting idle too long.
+    pub closed_idle: AtomicU64,
+    /// Connections closed for reaching their lifetime.
+    pub closed_lifetime: AtomicU64,
+}
+
+/// Why a pooled connection is retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retire {
+    /// Unused for longer than `server_idle_timeout`.
+    Idle,
+    /// Older than `server_lifetime`.
+    Lifetime,
+}
+
+/// Whether a connection made `age` ago and idle for `idle` must go, given
+/// the limits (`None`: no limit). Pure, so it is tested alone.
+pub fn retire(
+    age: Duration,
+    idle: Duration,
+    idle_timeout: Option<Duration>,
+    lifetime: Option<Duration>,
+) -> Option<Retire> {
+    if lifetime.is_some_and(|l| age >= l) {
+        Some(Retire::Lifetime)
+    } else if idle_timeout.is_some_and(|t| idle >= t) {
+        Some(Retire::Idle)
+    } else {
+        None
+    }
+}
+
+fn limit(ms: &AtomicU64) -> Option<Duration> {
+    match ms.load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
 }
 
 /// Counters for listings and metrics.
@@ -102,7 +146,92 @@ impl Pools {
             pools: Mutex::new(HashMap::new()),
             size: AtomicUsize::new(size),
             queue_wait_ms: AtomicU64::new(millis(queue_wait)),
+            idle_timeout_ms: AtomicU64::new(0),
+            lifetime_ms: AtomicU64::new(0),
+            closed_idle: AtomicU64::new(0),
+            closed_lifetime: AtomicU64::new(0),
         }
+    }
+
+    /// How long connections may stay idle and live (`None`: no limit);
+    /// set at start and by a reload, applied by the next [`Pools::reap`]
+    /// and at every acquire and release.
+    pub fn set_recycling(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) {
+        // At least 1 ms: 0 means "never".
+        let ms = |d: Option<Duration>| d.map_or(0, |d| millis(d).max(1));
+        self.idle_timeout_ms
+            .store(ms(idle_timeout), Ordering::Relaxed);
+        self.lifetime_ms.store(ms(lifetime), Ordering::Relaxed);
+    }
+
+    /// Why `conn` must be closed rather than used or pooled, if it must.
+    fn retire_now(&self, conn: &ServerConn, now: Instant) -> Option<Retire> {
+        retire(
+            now.saturating_duration_since(conn.created),
+            now.saturating_duration_since(conn.idle_since),
+            limit(&self.idle_timeout_ms),
+            limit(&self.lifetime_ms),
+        )
+    }
+
+    /// Closes `conn` (politely) and counts why.
+    fn close(&self, mut conn: ServerConn, why: Retire, node: usize) {
+        let counter = match why {
+            Retire::Idle => &self.closed_idle,
+            Retire::Lifetime => &self.closed_lifetime,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(node, pid = conn.pid, reason = ?why, "closing a pooled server connection");
+        conn.stream.say_goodbye();
+    }
+
+    /// Closes every idle connection past its idle timeout or lifetime;
+    /// returns how many. Run periodically (see [`Pools::reap_period`]).
+    pub fn reap(&self) -> usize {
+        if limit(&self.idle_timeout_ms).is_none() && limit(&self.lifetime_ms).is_none() {
+            return 0;
+        }
+        let pools: Vec<Arc<Pool>> = match self.pools.lock() {
+            Ok(p) => p.values().cloned().collect(),
+            Err(poisoned) => poisoned.into_inner().values().cloned().collect(),
+        };
+        let now = Instant::now();
+        let mut closed = 0;
+        for pool in pools {
+            let retired: Vec<(ServerConn, Retire)> = {
+                let mut idle = match pool.idle.lock() {
+                    Ok(i) => i,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                let mut keep = Vec::with_capacity(idle.len());
+                let mut gone = Vec::new();
+                for c in idle.drain(..) {
+                    match self.retire_now(&c, now) {
+                        Some(why) => gone.push((c, why)),
+                        None => keep.push(c),
+                    }
+                }
+                *idle = keep;
+                gone
+            };
+            closed += retired.len();
+            for (c, why) in retired {
+                self.close(c, why, pool.key.node);
+            }
+        }
+        closed
+    }
+
+    /// How often [`Pools::reap`] should run: often enough that a
+    /// connection outlives its limits by at most a quarter of the
+    /// shorter one (between 0.1 and 10 s).
+    pub fn reap_period(&self) -> Duration {
+        let shortest = [limit(&self.idle_timeout_ms), limit(&self.lifetime_ms)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(40));
+        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 
     /// How long a client waits for a connection (or, for a write during a
@@ -206,7 +335,12 @@ impl Pools {
             // Most recently used first (its backend is warm); one the
             // server closed while it sat idle is dropped, not handed out.
             let mut found = None;
+            let now = Instant::now();
             while let Some(mut c) = idle.pop() {
+                if let Some(why) = self.retire_now(&c, now) {
+                    self.close(c, why, key.node);
+                    continue;
+                }
                 if c.stream.idle_is_clean() {
                     found = Some(c);
                     break;
@@ -251,6 +385,12 @@ impl Pools {
     /// nothing in flight).
     pub fn release(&self, lease: Lease) {
         let Lease { mut conn, pool, .. } = lease;
+        let now = Instant::now();
+        if let Some(Retire::Lifetime) = self.retire_now(&conn, now) {
+            self.close(conn, Retire::Lifetime, pool.key.node);
+            return;
+        }
+        conn.idle_since = now;
         if conn.buf.is_empty() && conn.buf.capacity() > IDLE_BUF_MAX {
             // A big result should not stay allocated in an idle connection.
             conn.buf = bytes::BytesMut::new();
@@ -288,5 +428,39 @@ impl Pools {
             ))
         });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn connections_retire_by_idle_time_or_age() {
+        let (idle, life) = (Some(S(600)), Some(S(3600)));
+        assert_eq!(retire(S(10), S(5), idle, life), None);
+        assert_eq!(retire(S(700), S(600), idle, life), Some(Retire::Idle));
+        assert_eq!(retire(S(3600), S(1), idle, life), Some(Retire::Lifetime));
+        // Both: the age is the reason (it also applies to busy connections).
+        assert_eq!(retire(S(4000), S(900), idle, life), Some(Retire::Lifetime));
+        // No limits: never.
+        assert_eq!(retire(S(1 << 30), S(1 << 30), None, None), None);
+    }
+
+    #[test]
+    fn reap_period_follows_the_shorter_limit() {
+        let pools = Pools::new(1, S(1));
+        assert_eq!(pools.reap_period(), S(10));
+        pools.set_recycling(Some(S(600)), Some(S(3600)));
+        assert_eq!(pools.reap_period(), S(10));
+        pools.set_recycling(Some(S(2)), None);
+        assert_eq!(pools.reap_period(), Duration::from_millis(500));
+        pools.set_recycling(None, Some(Duration::from_millis(1)));
+        assert_eq!(pools.reap_period(), Duration::from_millis(100));
+        // Nothing to do without limits.
+        pools.set_recycling(None, None);
+        assert_eq!(pools.reap(), 0);
     }
 }

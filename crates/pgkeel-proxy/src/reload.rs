@@ -78,6 +78,16 @@ pub fn plan_reload(old: &ProxyConfig, new: &ProxyConfig) -> ReloadReport {
     check(old.queue_wait != new.queue_wait, "queue_wait", true);
     check(old.max_clients != new.max_clients, "max_clients", true);
     check(
+        old.server_idle_timeout != new.server_idle_timeout,
+        "server_idle_timeout",
+        true,
+    );
+    check(
+        old.server_lifetime != new.server_lifetime,
+        "server_lifetime",
+        true,
+    );
+    check(
         old.max_replica_lag_bytes != new.max_replica_lag_bytes,
         "max_replica_lag",
         true,
@@ -166,6 +176,8 @@ impl Shared {
         let base = self.reloaded_config();
         let mut report = plan_reload(&base, &new);
         self.pools.set_limits(new.pool_size, new.queue_wait);
+        self.pools
+            .set_recycling(new.server_idle_timeout, new.server_lifetime);
         let live = Live::of(&new);
         match self.live.write() {
             Ok(mut l) => *l = live,
@@ -246,6 +258,7 @@ mod tests {
         new.replica_choice = ReplicaChoice::LeastOutstanding;
         new.max_replica_lag_bytes = Some(1);
         new.read_only_functions = vec!["app.lookup".into()];
+        new.server_idle_timeout = None;
         new.users
             .insert("app".into(), User::from_password("two").expect("verifier"));
         let r = plan_reload(&old, &new);
@@ -255,6 +268,7 @@ mod tests {
                 "users",
                 "pool_size",
                 "max_clients",
+                "server_idle_timeout",
                 "max_replica_lag",
                 "replica_choice",
                 "read_only_functions"

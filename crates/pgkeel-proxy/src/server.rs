@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pgkeel_wire::backend::Authentication;
@@ -44,6 +44,10 @@ pub struct ServerConn {
     /// Topology generation the connection was made in; a connection from an
     /// older generation is not reused (the node restarted or changed role).
     pub generation: u64,
+    /// When it logged in (for `server_lifetime`).
+    pub created: Instant,
+    /// When it last went back to its pool (for `server_idle_timeout`).
+    pub idle_since: Instant,
 }
 
 /// Reads one complete message into `buf`, returning its length.
@@ -135,6 +139,8 @@ impl ServerConn {
             params: Vec::new(),
             prepared: HashSet::new(),
             generation,
+            created: Instant::now(),
+            idle_since: Instant::now(),
         };
         loop {
             let len = read_message(&mut conn.stream, &mut buf).await?;

@@ -90,6 +90,15 @@ pub struct ProxySection {
     /// Seconds a client may take from connecting to being logged in
     /// (PostgreSQL's `authentication_timeout`).
     pub login_timeout: f64,
+    /// Seconds a pooled server connection may stay unused before it is
+    /// closed, so pools shrink back after a burst (0: never; PgBouncer's
+    /// `server_idle_timeout`).
+    pub server_idle_timeout: f64,
+    /// Seconds after which a server connection is closed when it next
+    /// becomes idle, so backends do not grow without bound (caches,
+    /// memory contexts) and connections move to servers that came back
+    /// (0: never; PgBouncer's `server_lifetime`).
+    pub server_lifetime: f64,
     /// Replicas further behind the primary than this (WAL size, e.g.
     /// "16MB") take no reads.
     pub max_replica_lag: String,
@@ -144,6 +153,8 @@ impl Default for ProxySection {
             max_clients: 1000,
             queue_wait: 5.0,
             login_timeout: 60.0,
+            server_idle_timeout: 600.0,
+            server_lifetime: 3600.0,
             max_replica_lag: "16MB".into(),
             max_replica_lag_seconds: 10.0,
             replica_choice: ReplicaChoice::Sticky,

@@ -121,6 +121,11 @@ queue_wait = 5.0
 # Seconds a client may take from connecting to being logged in (TLS,
 # startup, password exchange), like PostgreSQL's authentication_timeout.
 login_timeout = 60.0
+# Seconds an unused pooled server connection is kept before it is closed
+# (pools shrink after a burst), and the age at which a server connection
+# is closed once idle (long-lived backends grow; 0: never, for either).
+server_idle_timeout = 600.0
+server_lifetime = 3600.0
 # Replicas further behind than this (WAL) or whose last replayed
 # transaction is older than this many seconds take no reads (0: no limit).
 max_replica_lag = "16MB"

@@ -346,6 +346,16 @@ fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
             p.login_timeout
         )));
     }
+    for (value, key) in [
+        (p.server_idle_timeout, "proxy.server_idle_timeout"),
+        (p.server_lifetime, "proxy.server_lifetime"),
+    ] {
+        if !(0.0..=30.0 * 86_400.0).contains(&value) {
+            return Err(ConfigError::invalid(format!(
+                "`{key}` = {value} s: use 0 (never) or up to 2592000 s (30 days)"
+            )));
+        }
+    }
     size(&p.max_replica_lag, "proxy.max_replica_lag")?;
     if !(p.max_replica_lag_seconds >= 0.0 && p.max_replica_lag_seconds.is_finite()) {
         return Err(ConfigError::invalid(format!(
