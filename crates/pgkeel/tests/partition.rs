@@ -242,6 +242,19 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Waits until every agent has published its member key (on a live
+    /// lease) again.
+    async fn all_members_published(&self, what: &str) -> TestResult {
+        wait_for(what, Duration::from_secs(20), || async {
+            let v = self.view().await.ok()?;
+            NODES
+                .iter()
+                .all(|n| v.members.contains_key(*n))
+                .then_some(())
+        })
+        .await
+    }
+
     /// `pg_ctl start` of node `i` as the OS user, inside its namespace.
     fn start_postgres(&self, i: usize) -> TestResult {
         let name = NODES[i];
@@ -454,13 +467,13 @@ fn assert_never_two_primaries(samples: &[Sample], since: Instant) {
     }
 }
 
-/// Who the samples last saw as the primary.
+/// When the samples last saw `node` running as a primary.
 fn last_writable(samples: &[Sample], node: usize) -> Option<Instant> {
     samples
         .iter()
-        .filter(|s| s.writable[node] == Some(true))
+        .rev()
+        .find(|s| s.writable[node] == Some(true))
         .map(|s| s.at)
-        .last()
 }
 
 fn first_writable_after(samples: &[Sample], node: usize, after: Instant) -> Option<Instant> {
@@ -500,14 +513,33 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
         || async { (lab.writable(0).await != Some(true)).then_some(()) },
     )
     .await;
-    // Let the writer commit on the new primary for a while.
+    // Let the writer commit on the new primary for a while, then heal: the
+    // old primary comes back as a standby of the new one (its agent
+    // rewinds it). The sampler watches throughout.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.net.heal(0)?;
+    let healed = Instant::now();
+    let rejoined = wait_for(
+        "the old primary to run again, as a standby",
+        Duration::from_secs(60),
+        || async { (lab.writable(0).await == Some(false)).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (acks, samples) = watch.finish().await?;
     old_stopped?;
+    rejoined?;
+    eprintln!(
+        "old primary back as a standby {:?} after healing",
+        healed.elapsed()
+    );
 
     assert_never_two_primaries(&samples, cut);
     let before = acks.iter().filter(|a| a.at < cut).count();
-    assert!(before > 10, "the writer barely wrote before the cut: {before}");
+    assert!(
+        before > 10,
+        "the writer barely wrote before the cut: {before}"
+    );
     let fenced = last_writable(&samples, 0)
         .map(|t| t.saturating_duration_since(cut))
         .unwrap_or_default();
@@ -536,7 +568,11 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
         .count();
     assert_eq!(late, 0, "the isolated primary acknowledged {late} commits");
     let on_new = acks.iter().filter(|a| a.node == promoted).count();
-    assert!(on_new > 10, "writes did not resume on {}: {on_new}", NODES[promoted]);
+    assert!(
+        on_new > 10,
+        "writes did not resume on {}: {on_new}",
+        NODES[promoted]
+    );
     let missing = lab.missing_on(promoted, &acks).await?;
     assert!(
         missing.is_empty(),
@@ -545,14 +581,11 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
     let leader = lab.view().await?.leader;
     assert_eq!(leader.as_deref(), Some(NODES[promoted]));
 
-    // Healed, the old primary comes back as a standby of the new one (the
-    // agent rewinds it) and catches up; still one primary.
-    lab.net.heal(0)?;
-    let healed = Instant::now();
+    // It catches up with everything the new primary wrote.
     let target = lab.wal_position(promoted).await?;
     wait_for(
-        "the old primary to rejoin as a standby and replay the new primary's WAL",
-        Duration::from_secs(60),
+        "the rejoined old primary to replay the new primary's WAL",
+        Duration::from_secs(30),
         || async {
             (lab.writable(0).await == Some(false) && lab.wal_position(0).await.ok()? >= target)
                 .then_some(())
@@ -560,14 +593,18 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
     )
     .await?;
     eprintln!("old primary rejoined {:?} after healing", healed.elapsed());
+    lab.all_members_published("the old primary's agent to publish its state again (a new lease)")
+        .await?;
     let missing = lab.missing_on(0, &acks).await?;
-    assert!(missing.is_empty(), "the rejoined node lacks rows: {missing:?}");
-    let writable: Vec<Option<bool>> =
-        futures_join3(lab.writable(0), lab.writable(1), lab.writable(2)).await;
+    assert!(
+        missing.is_empty(),
+        "the rejoined node lacks rows: {missing:?}"
+    );
+    let writable = tokio::join!(lab.writable(0), lab.writable(1), lab.writable(2));
     assert_eq!(
-        writable.iter().filter(|w| **w == Some(true)).count(),
-        1,
-        "{writable:?}"
+        writable,
+        (Some(false), Some(promoted == 1), Some(promoted == 2)),
+        "one primary, the new one, after the rejoin"
     );
     wait_for(
         "the new primary to stream to both standbys",
@@ -578,16 +615,6 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
     eprintln!("whole scenario: {:?}", started.elapsed());
     drop(lab);
     Ok(())
-}
-
-async fn futures_join3<A, B, C>(a: A, b: B, c: C) -> Vec<Option<bool>>
-where
-    A: std::future::Future<Output = Option<bool>>,
-    B: std::future::Future<Output = Option<bool>>,
-    C: std::future::Future<Output = Option<bool>>,
-{
-    let (a, b, c) = tokio::join!(a, b, c);
-    vec![a, b, c]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -611,7 +638,11 @@ async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() -> 
 
     assert_never_two_primaries(&samples, cut);
     assert_eq!(leader.as_deref(), Some("primary"), "the leader changed");
-    assert_eq!(lab.postmaster_pid(0), primary_pid, "the primary was restarted");
+    assert_eq!(
+        lab.postmaster_pid(0),
+        primary_pid,
+        "the primary was restarted"
+    );
     for s in &samples {
         assert_eq!(
             s.writable[0],
@@ -619,15 +650,25 @@ async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() -> 
             "the primary stopped running as one {:?} into the scenario",
             s.at.saturating_duration_since(cut)
         );
-        assert_ne!(s.writable[2], Some(true), "the isolated replica was promoted");
+        assert_ne!(
+            s.writable[2],
+            Some(true),
+            "the isolated replica was promoted"
+        );
     }
-    let during: Vec<&Ack> = acks.iter().filter(|a| a.at > cut && a.at < healed).collect();
+    let during: Vec<&Ack> = acks
+        .iter()
+        .filter(|a| a.at > cut && a.at < healed)
+        .collect();
     assert!(
         during.len() > 20,
         "the primary barely took writes while a replica was cut off: {}",
         during.len()
     );
-    assert!(acks.iter().all(|a| a.node == 0), "a write landed off the primary");
+    assert!(
+        acks.iter().all(|a| a.node == 0),
+        "a write landed off the primary"
+    );
     let gap = acks
         .windows(2)
         .map(|w| w[1].at.duration_since(w[0].at))
@@ -652,8 +693,17 @@ async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() -> 
         t.elapsed()
     };
     eprintln!("replica2 caught up {took:?} after the heal");
+    // Its lease expired while it was cut off: its agent must take a new
+    // one and publish its state again, or it could never lead nor be seen.
+    lab.all_members_published(
+        "the healed replica's agent to publish its state again (a new lease)",
+    )
+    .await?;
     let missing = lab.missing_on(2, &acks).await?;
-    assert!(missing.is_empty(), "the healed replica lacks rows: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the healed replica lacks rows: {missing:?}"
+    );
     assert_eq!(lab.streaming_standbys(0).await?, 2);
     eprintln!("whole scenario: {:?}", started.elapsed());
     drop(lab);
