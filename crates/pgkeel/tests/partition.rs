@@ -191,13 +191,24 @@ impl Lab {
             cluster,
             _dir: dir,
         };
+        // From here on a failure panics while the lab is alive, so its
+        // directory is kept and the tails of its logs are printed.
+        if let Err(e) = lab.start_nodes().await {
+            panic!("starting the nodes in their namespaces: {e}");
+        }
+        Ok(lab)
+    }
+
+    /// etcd answering, then PostgreSQL and the agent of each node in its
+    /// own namespace; the primary's agent takes the key before the others
+    /// start. Returns once both replicas stream, with the table `w`.
+    async fn start_nodes(&mut self) -> TestResult {
+        let lab = self;
         wait_for("etcd to answer", Duration::from_secs(20), || async {
             lab.view().await.ok()
         })
         .await?;
 
-        // PostgreSQL, then the agent, of each node in its own namespace;
-        // the primary's agent takes the key before the others start.
         for (i, name) in NODES.iter().enumerate() {
             lab.start_postgres(i)?;
             let ns = lab.net.node(i)?.namespace.clone();
@@ -220,18 +231,8 @@ impl Lab {
                 .await?;
             }
         }
-        wait_for(
-            "every agent to publish its state",
-            Duration::from_secs(30),
-            || async {
-                let v = lab.view().await.ok()?;
-                NODES
-                    .iter()
-                    .all(|n| v.members.contains_key(*n))
-                    .then_some(())
-            },
-        )
-        .await?;
+        lab.all_members_published("every agent to publish its state")
+            .await?;
         wait_for(
             "both replicas to stream from the primary",
             Duration::from_secs(30),
@@ -239,7 +240,7 @@ impl Lab {
         )
         .await?;
         lab.sql(0, "CREATE TABLE w (id bigint PRIMARY KEY)").await?;
-        Ok(lab)
+        Ok(())
     }
 
     /// Waits until every agent has published its member key (on a live
@@ -446,9 +447,19 @@ impl Watch {
         }
     }
 
-    async fn finish(self) -> TestResult<(Vec<Ack>, Vec<Sample>)> {
+    async fn finish(mut self) -> TestResult<(Vec<Ack>, Vec<Sample>)> {
         self.stop.store(true, Ordering::SeqCst);
-        Ok((self.writer.await?, self.sampler.await?))
+        let writer = std::mem::replace(&mut self.writer, tokio::spawn(async { vec![] }));
+        let sampler = std::mem::replace(&mut self.sampler, tokio::spawn(async { vec![] }));
+        Ok((writer.await?, sampler.await?))
+    }
+}
+
+impl Drop for Watch {
+    /// A scenario that fails midway stops its writer and sampler (they
+    /// hold the lab, which must drop to stop its processes).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -484,12 +495,22 @@ fn first_writable_after(samples: &[Sample], node: usize, after: Instant) -> Opti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins() -> TestResult {
+async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let lab = Arc::new(Lab::start("quorum").await?);
+    let lab = match Lab::start("quorum").await {
+        Ok(lab) => Arc::new(lab),
+        Err(e) => panic!("{e}"),
+    };
+    // Panics while the lab is alive: its directory and log tails are kept.
+    if let Err(e) = isolated_primary(&lab, started).await {
+        panic!("{e}");
+    }
+}
+
+async fn isolated_primary(lab: &Arc<Lab>, started: Instant) -> TestResult {
     eprintln!("cluster up in namespaces after {:?}", started.elapsed());
-    let watch = Watch::start(&lab);
+    let watch = Watch::start(lab);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let cut = Instant::now();
@@ -613,17 +634,26 @@ async fn an_isolated_primary_fences_itself_a_replica_takes_over_and_it_rejoins()
     )
     .await?;
     eprintln!("whole scenario: {:?}", started.elapsed());
-    drop(lab);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() -> TestResult {
+async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let lab = Arc::new(Lab::start("quorum").await?);
+    let lab = match Lab::start("quorum").await {
+        Ok(lab) => Arc::new(lab),
+        Err(e) => panic!("{e}"),
+    };
+    // Panics while the lab is alive: its directory and log tails are kept.
+    if let Err(e) = isolated_replica(&lab, started).await {
+        panic!("{e}");
+    }
+}
+
+async fn isolated_replica(lab: &Arc<Lab>, started: Instant) -> TestResult {
     let primary_pid = lab.postmaster_pid(0);
-    let watch = Watch::start(&lab);
+    let watch = Watch::start(lab);
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     let cut = Instant::now();
@@ -706,6 +736,5 @@ async fn an_isolated_replica_causes_no_failover_and_catches_up_when_healed() -> 
     );
     assert_eq!(lab.streaming_standbys(0).await?, 2);
     eprintln!("whole scenario: {:?}", started.elapsed());
-    drop(lab);
     Ok(())
 }
