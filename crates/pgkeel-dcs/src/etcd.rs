@@ -17,6 +17,10 @@ use crate::model::{
 /// History entries kept.
 const HISTORY_LEN: usize = 50;
 
+/// The message of etcd-client's `LeaseKeepAliveError` when etcd answered a
+/// renewal with TTL 0 (the lease expired); see [`Dcs::keep_alive`].
+const LEASE_NOT_FOUND: &str = "lease not found";
+
 /// A connection to the cluster's keys in etcd.
 #[derive(Clone)]
 pub struct Dcs {
@@ -118,11 +122,24 @@ impl Dcs {
 
     /// Renews a lease once; returns the TTL etcd granted again (0 means the
     /// lease is gone and must be replaced).
+    ///
+    /// etcd answers a renewal of an expired lease with a TTL of 0, but
+    /// etcd-client turns that first answer into
+    /// `LeaseKeepAliveError("lease not found")`; that error is mapped back
+    /// to 0 here. Reporting it as a failure made the agent retry the dead
+    /// lease forever after any etcd outage longer than the TTL (a
+    /// partition): it never published its state or contended again.
     pub async fn keep_alive(&self, lease: LeaseHandle) -> Result<i64, DcsError> {
         let mut client = self.client.clone();
         let action = "lease keep-alive";
         let renew = async {
-            let (mut keeper, mut stream) = client.lease_keep_alive(lease.id).await?;
+            let (mut keeper, mut stream) = match client.lease_keep_alive(lease.id).await {
+                Ok(pair) => pair,
+                Err(etcd_client::Error::LeaseKeepAliveError(msg)) if msg == LEASE_NOT_FOUND => {
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            };
             keeper.keep_alive().await?;
             Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
         };
