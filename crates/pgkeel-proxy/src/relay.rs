@@ -73,6 +73,20 @@ impl ClientStatement {
     }
 }
 
+/// True when `query` may remove prepared statements (`DISCARD ALL`,
+/// `DEALLOCATE`): a case-insensitive look for the keywords, so a false
+/// positive (a column named `discard`) only costs a re-prepare.
+pub fn may_deallocate(query: &str) -> bool {
+    query.as_bytes().windows(7).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"discard")
+            || (w.eq_ignore_ascii_case(b"dealloc")
+                && query
+                    .as_bytes()
+                    .get(i..i + 10)
+                    .is_some_and(|d| d.eq_ignore_ascii_case(b"deallocate")))
+    })
+}
+
 /// A client's statements by client-side name.
 pub type Statements = HashMap<String, Arc<ClientStatement>>;
 
@@ -86,6 +100,9 @@ enum Expect {
         hidden: bool,
     },
     Bind,
+    /// A `Close` of a server-side statement sent just before the proxy
+    /// prepares it (it may exist after all); answer not forwarded.
+    CloseBeforeParse,
     Describe,
     Execute,
     Close,
@@ -134,12 +151,26 @@ impl Relay {
         to_server: &mut Vec<u8>,
     ) {
         if prepared.insert(stmt.id) {
-            to_server.extend_from_slice(&stmt.parse);
-            self.queue.push_back(Expect::Parse {
-                prepared: Some(stmt.id),
-                hidden: true,
-            });
+            self.prepare(stmt, true, to_server);
         }
+    }
+
+    /// Sends the server-side Parse of `stmt`, preceded by a Close of its
+    /// name: the proxy's record of what a connection holds is forgotten
+    /// conservatively (see [`may_deallocate`]), and a Parse of a name that
+    /// still exists would fail. A Close of a missing statement is no error.
+    fn prepare(&mut self, stmt: &ClientStatement, hidden: bool, to_server: &mut Vec<u8>) {
+        FrontendMessage::Close {
+            kind: b'S',
+            name: &stmt.server_name,
+        }
+        .encode(to_server);
+        self.queue.push_back(Expect::CloseBeforeParse);
+        to_server.extend_from_slice(&stmt.parse);
+        self.queue.push_back(Expect::Parse {
+            prepared: Some(stmt.id),
+            hidden,
+        });
     }
 
     /// Translates one client message for the server: appends what to send
@@ -156,6 +187,14 @@ impl Relay {
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
     ) -> Result<(), ProxyError> {
+        if let FrontendMessage::Query(query) | FrontendMessage::Parse { query, .. } = msg
+            && may_deallocate(query)
+        {
+            // DISCARD ALL / DEALLOCATE from the client removes the
+            // server's `pgkeel_*` statements too: they are prepared again
+            // when next used.
+            prepared.clear();
+        }
         match msg {
             FrontendMessage::Parse {
                 name,
@@ -171,11 +210,7 @@ impl Relay {
                 } else {
                     let stmt = Arc::new(ClientStatement::new(hasher, query, param_types, kind));
                     if prepared.insert(stmt.id) {
-                        to_server.extend_from_slice(&stmt.parse);
-                        self.queue.push_back(Expect::Parse {
-                            prepared: Some(stmt.id),
-                            hidden: false,
-                        });
+                        self.prepare(&stmt, false, to_server);
                     } else {
                         self.queue.push_back(Expect::Synth(b'1'));
                     }
@@ -336,11 +371,13 @@ impl Relay {
             b'2' | b'3' => {
                 let ok = matches!(
                     (tag, head),
-                    (b'2', Some(Expect::Bind)) | (b'3', Some(Expect::Close))
+                    (b'2', Some(Expect::Bind))
+                        | (b'3', Some(Expect::Close | Expect::CloseBeforeParse))
                 );
                 if !ok {
                     return Err(self.desync(tag));
                 }
+                forward = head != Some(Expect::CloseBeforeParse);
                 self.queue.pop_front();
             }
             b'T' | b'n' => {
@@ -481,8 +518,8 @@ mod tests {
     -> Result<(), ProxyError> {
         let mut a = Side::new();
         let (s, c) = a.send(&[parse("s1"), FrontendMessage::Sync])?;
-        assert_eq!((s.as_str(), c.as_str()), ("PS", ""));
-        assert_eq!(a.receive("1Z")?, "1Z");
+        assert_eq!((s.as_str(), c.as_str()), ("CPS", ""));
+        assert_eq!(a.receive("31Z")?, "1Z");
         assert!(a.relay.is_idle());
 
         // Same client, a fresh server connection: Bind injects the Parse
@@ -490,8 +527,8 @@ mod tests {
         let mut fresh = HashSet::new();
         std::mem::swap(&mut a.prepared, &mut fresh);
         let (s, _) = a.send(&[bind("s1"), EXEC, FrontendMessage::Sync])?;
-        assert_eq!(s, "PBES");
-        assert_eq!(a.receive("12DCZ")?, "2DCZ");
+        assert_eq!(s, "CPBES");
+        assert_eq!(a.receive("312DCZ")?, "2DCZ");
 
         // Parse again on a server that has it: answered by the proxy.
         let (s, c) = a.send(&[parse("s2"), FrontendMessage::Sync])?;
@@ -504,7 +541,7 @@ mod tests {
     fn close_of_named_statement_is_answered_in_order() -> Result<(), ProxyError> {
         let mut a = Side::new();
         a.send(&[parse("s1"), FrontendMessage::Sync])?;
-        a.receive("1Z")?;
+        a.receive("31Z")?;
         let (s, c) = a.send(&[
             bind(""),
             FrontendMessage::Close {
@@ -524,7 +561,7 @@ mod tests {
         let mut a = Side::new();
         a.send(&[parse("bad"), bind("bad"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(a.prepared.len(), 1);
-        assert_eq!(a.receive("EZ")?, "EZ");
+        assert_eq!(a.receive("3EZ")?, "EZ");
         assert!(a.prepared.is_empty(), "a failed Parse is not prepared");
         assert!(a.relay.is_idle());
         Ok(())
@@ -546,6 +583,26 @@ mod tests {
         a.send(&[FrontendMessage::Sync])?;
         assert_eq!(a.receive("2GCZ")?, "2GCZ");
         assert!(a.relay.is_idle());
+        Ok(())
+    }
+
+    #[test]
+    fn discard_or_deallocate_forgets_the_servers_statements() -> Result<(), ProxyError> {
+        assert!(may_deallocate("DISCARD ALL"));
+        assert!(may_deallocate("/* x */ deallocate prepare all"));
+        assert!(may_deallocate("DeAlLoCaTe ALL"));
+        assert!(!may_deallocate("SELECT dealloc, discar FROM t"));
+        let mut a = Side::new();
+        a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        let (s, _) = a.send(&[FrontendMessage::Query("DISCARD ALL")])?;
+        assert_eq!(s, "Q");
+        assert_eq!(a.receive("CZ")?, "CZ");
+        // Used again: prepared again (after a Close, in case the DISCARD
+        // failed and the statement is still there).
+        let (s, _) = a.send(&[bind("s1"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(s, "CPBES");
+        assert_eq!(a.receive("312DCZ")?, "2DCZ");
         Ok(())
     }
 

@@ -89,6 +89,13 @@ fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// True when the unit ends with Flush (an extended batch left open).
+fn ends_with_flush(unit: &[u8]) -> bool {
+    frames(unit)
+        .last()
+        .is_some_and(|f| f.first() == Some(&b'H'))
+}
+
 /// True when the unit ends with a message that gets a ReadyForQuery.
 fn ends_batch(unit: &[u8]) -> bool {
     frames(unit)
@@ -338,6 +345,11 @@ impl Session {
             return Ok(());
         }
         let kind = self.classify_unit(&unit);
+        // A unit ended by Flush leaves its implicit transaction open for
+        // whatever the client sends next (a write, perhaps), and its
+        // answers must reach the client before a Sync: it is not routed
+        // to a replica (where they would be held) outside a transaction.
+        let replica_ok = kind.replica_ok() && !ends_with_flush(&unit);
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         if let Some(att) = self.attached.as_mut() {
             let compatible = att.tx != TxStatus::Idle
@@ -345,7 +357,7 @@ impl Session {
                 || session_mode
                 || att.open_batch
                 || att.is_primary
-                || kind.replica_ok();
+                || replica_ok;
             if !compatible {
                 self.queued = Some(unit);
                 return Ok(());
@@ -360,7 +372,7 @@ impl Session {
         }
         let shared = self.shared.clone();
         let topology = &shared.topology;
-        let to_replica = !force_primary && !session_mode && kind.replica_ok();
+        let to_replica = !force_primary && !session_mode && replica_ok;
         // A node that refuses connections is marked down and the unit is
         // routed once more: during a failover the dead primary is found
         // here before the next health check, and the write waits for the
@@ -540,6 +552,12 @@ impl Session {
         if att.tx != TxStatus::Idle || self.pinned || session_mode {
             if let Some(r) = retry {
                 self.to_client.extend_from_slice(&r.held);
+            }
+            // A unit that waited for this answer (pipelined behind a
+            // `BEGIN READ ONLY` on a replica, say) now belongs to the
+            // transaction and goes to the same server.
+            if let Some(unit) = self.queued.take() {
+                Box::pin(self.dispatch(unit, false)).await?;
             }
             return Ok(());
         }
