@@ -513,5 +513,36 @@ async fn reuse_body() -> TestResult {
     raw.send(&[FrontendMessage::Query(&long)]).await?;
     let a = raw.until_ready().await?;
     assert_eq!(a.first.as_deref(), Some("1048576"));
+    drop(raw);
+    drop(c3);
+    drop(c4);
+
+    // Many clients sharing named statements over one pooled connection:
+    // each client's statements follow it; a client that discards them
+    // (pinned meanwhile) does not break the others'.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let c = env.client().await?;
+        tasks.push(tokio::spawn(async move {
+            let shared = c.prepare("SELECT 'shared'::text").await?;
+            let own = c.prepare(&format!("SELECT {i}::int")).await?;
+            for round in 0..30 {
+                let v: String = c.query_one(&shared, &[]).await?.get(0);
+                assert_eq!(v, "shared");
+                let v: i32 = c.query_one(&own, &[]).await?.get(0);
+                assert_eq!(v, i);
+                if i == 0 && round == 29 {
+                    c.batch_execute("DISCARD ALL").await?;
+                    let again = c.prepare("SELECT 'shared'::text").await?;
+                    let v: String = c.query_one(&again, &[]).await?.get(0);
+                    assert_eq!(v, "shared");
+                }
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
     Ok(())
 }
