@@ -48,6 +48,20 @@ pub enum ProxyError {
     /// No node can take the statement right now.
     #[error("no {0} node is available")]
     NoNode(&'static str),
+    /// The client is pinned to a replica by session state that cannot be
+    /// moved to the primary, and sent something only the primary can run.
+    #[error(
+        "this session ran `{0}` inside a read-only transaction on a replica, which ties it to \
+         that replica, so it cannot write: run such statements before BEGIN READ ONLY (or use \
+         SET LOCAL inside it), or reconnect"
+    )]
+    PinnedToReplica(String),
+    /// Settings made on a replica could not be applied on the primary.
+    #[error(
+        "the session's settings made on a replica could not be applied on the primary ({0}): \
+         reconnect, or make them before BEGIN READ ONLY"
+    )]
+    StateNotMoved(String),
     /// Too many clients connected.
     #[error("too many clients: the proxy accepts at most {0}")]
     TooManyClients(usize),
@@ -115,6 +129,8 @@ impl ProxyError {
             | ProxyError::Io { .. }
             | ProxyError::AuthLookup { .. } => "08006",
             ProxyError::SslRequired => "28000",
+            ProxyError::PinnedToReplica(_) => "25006",
+            ProxyError::StateNotMoved(_) => "55000",
             ProxyError::LoginTimeout(_) => "57014",
             ProxyError::Config(_)
             | ProxyError::TlsFile { .. }

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod pool;
 pub mod relay;
 pub mod reload;
+pub mod replica_state;
 pub mod server;
 pub mod server_stream;
 pub mod session;

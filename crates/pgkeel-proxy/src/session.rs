@@ -22,6 +22,7 @@ use crate::config::{PoolMode, ReplicaChoice};
 use crate::io::read_into;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
+use crate::replica_state::{ReplicaState, replay};
 use crate::server::{read_message, write_all};
 use crate::stream::ClientStream;
 use crate::{CancelTarget, Credential, ProxyError, Shared};
@@ -70,6 +71,12 @@ pub struct Session {
     queued: Option<Bytes>,
     attached: Option<Attached>,
     pinned: bool,
+    /// Settings made while pinned to a replica (see `replica_state`);
+    /// boxed: rare, and every idle client pays for the session's size.
+    replica_state: Option<Box<ReplicaState>>,
+    /// The next primary connection must first get `replica_state`'s
+    /// settings (the session is moving off its replica).
+    moving: bool,
     discard_until_sync: bool,
     cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
 }
@@ -137,6 +144,8 @@ impl Session {
             queued: None,
             attached: None,
             pinned: false,
+            replica_state: None,
+            moving: false,
             discard_until_sync: false,
             cancel,
         }
@@ -351,6 +360,32 @@ impl Session {
         // to a replica (where they would be held) outside a transaction.
         let replica_ok = kind.replica_ok() && !ends_with_flush(&unit);
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
+        // Pinned to a replica by settings made in a read-only transaction
+        // there, and now something only the primary can run: the session
+        // moves (its settings applied again on the primary) or, if they
+        // cannot move, the client is told why.
+        if !replica_ok
+            && self.pinned
+            && let Some(att) = self.attached.as_ref()
+            && !att.is_primary
+            && att.tx == TxStatus::Idle
+            && !att.open_batch
+        {
+            if !att.relay.is_idle() {
+                // Answers still owed (pipelined after COMMIT): decide once
+                // they are in and the transaction status is known.
+                self.queued = Some(unit);
+                return Ok(());
+            }
+            if let Some(stuck) = self.replica_state.as_ref().and_then(|s| s.stuck.clone()) {
+                self.fail_unit(&unit, &ProxyError::PinnedToReplica(stuck));
+                return Ok(());
+            }
+            // The replica connection carries the settings: closed, not pooled.
+            self.drop_attached();
+            self.pinned = false;
+            self.moving = true;
+        }
         if let Some(att) = self.attached.as_mut() {
             let compatible = att.tx != TxStatus::Idle
                 || self.pinned
@@ -364,6 +399,11 @@ impl Session {
             }
             if kind == StatementKind::SessionState {
                 self.pinned = true;
+                if !att.is_primary {
+                    self.replica_state
+                        .get_or_insert_with(Default::default)
+                        .record(&unit);
+                }
             }
             if let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
@@ -455,6 +495,18 @@ impl Session {
             retry,
             since: Instant::now(),
         });
+        if std::mem::take(&mut self.moving) {
+            // Boxed: rare, and its state would otherwise size every
+            // session's future.
+            if let Err(e) = Box::pin(self.move_state()).await {
+                // The connection holds part of the settings: closed.
+                self.drop_attached();
+                self.pinned = false;
+                tracing::info!(error = %e, "could not move a session's settings to the primary");
+                self.fail_unit(&unit, &e);
+                return Ok(());
+            }
+        }
         match self.send_unit(unit).await {
             Err(e) if e.is_unreachable() => self.server_lost(e).await,
             other => other,
@@ -592,17 +644,37 @@ impl Session {
         Box::pin(self.dispatch(unit, true)).await
     }
 
-    /// Detaches the broken connection (closing it, freeing its pool slot)
-    /// and returns the read to run again, or `err` when there is none.
-    fn take_lost_read(&mut self, err: ProxyError) -> Result<Bytes, ProxyError> {
-        let Some(att) = self.attached.take() else {
-            return Err(err);
+    /// Applies the settings made on a replica to the attached (primary)
+    /// connection and pins the session to it.
+    async fn move_state(&mut self) -> Result<(), ProxyError> {
+        let (Some(state), Some(att)) = (self.replica_state.take(), self.attached.as_mut()) else {
+            return Ok(());
         };
-        let node = att.lease.node;
-        self.shared.topology.outstanding[node].fetch_sub(1, Ordering::Relaxed);
+        replay(&mut att.lease.conn, &state.replayable).await?;
+        if !state.replayable.is_empty() {
+            self.pinned = true;
+        }
+        Ok(())
+    }
+
+    /// Detaches the attached connection without pooling it (it is
+    /// closed, its pool slot freed) and returns what it held.
+    fn drop_attached(&mut self) -> Option<Attached> {
+        let att = self.attached.take()?;
+        self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut slot) = self.cancel.lock() {
             *slot = None;
         }
+        Some(att)
+    }
+
+    /// Detaches the broken connection (closing it, freeing its pool slot)
+    /// and returns the read to run again, or `err` when there is none.
+    fn take_lost_read(&mut self, err: ProxyError) -> Result<Bytes, ProxyError> {
+        let Some(att) = self.drop_attached() else {
+            return Err(err);
+        };
+        let node = att.lease.node;
         let Some(retry) = att.retry else {
             return Err(err);
         };

@@ -284,9 +284,10 @@ async fn replica_body() -> TestResult {
     Ok(())
 }
 
+/// A SET inside `BEGIN READ ONLY` runs on the replica and pins the client
+/// there; its next write moves the session to the primary with the setting
+/// applied again. State that cannot move (a PREPARE) gets a clear error.
 #[tokio::test]
-#[ignore = "bug: a SET inside BEGIN READ ONLY (routed to a replica) pins the client to \
-            the replica; its later writes fail with 25006 (pins assume the primary)"]
 async fn session_state_set_in_a_replica_transaction_keeps_writes_working() -> TestResult {
     common::within(120, async {
         let env = Env::start(1, |_| {}).await?;
@@ -302,9 +303,42 @@ async fn session_state_set_in_a_replica_transaction_keeps_writes_working() -> Te
             .batch_execute("SET statement_timeout = '5min'")
             .await?;
         client.batch_execute("COMMIT").await?;
+        // Still on the replica (pinned) for reads.
+        assert_eq!(
+            port_of(&client, "SELECT current_setting('port')").await?,
+            replica
+        );
         client.batch_execute("INSERT INTO e VALUES (2)").await?;
         let shown = first_value(&client.simple_query("SHOW statement_timeout").await?);
         assert_eq!(shown.as_deref(), Some("5min"));
+        // Now pinned to the primary: reads stay there too.
+        assert_eq!(
+            port_of(&client, "SELECT current_setting('port')").await?,
+            env.node_port("primary")?
+        );
+
+        // A prepared statement made on the replica cannot move.
+        let other = env.client().await?;
+        other.batch_execute("BEGIN READ ONLY").await?;
+        other.batch_execute("PREPARE two AS SELECT 2").await?;
+        other.batch_execute("COMMIT").await?;
+        let err = other
+            .batch_execute("INSERT INTO e VALUES (3)")
+            .await
+            .err()
+            .ok_or("a write pinned to the replica should fail")?;
+        let db = err.as_db_error().ok_or("not a server error")?;
+        assert_eq!(db.code().code(), "25006");
+        assert!(
+            db.message().contains("PREPARE two") && db.message().contains("BEGIN READ ONLY"),
+            "{}",
+            db.message()
+        );
+        // Reads still work there.
+        assert_eq!(
+            port_of(&other, "SELECT current_setting('port')").await?,
+            replica
+        );
         Ok(())
     })
     .await

@@ -506,13 +506,22 @@ pub fn encode_error(out: &mut Vec<u8>, severity: &str, code: &str, message: &str
 
 /// The SQLSTATE of an ErrorResponse body without decoding all fields.
 pub fn error_code(body: &[u8]) -> Option<&str> {
+    error_field(body, b'C')
+}
+
+/// The message (`M` field) of an ErrorResponse body, likewise.
+pub fn error_message(body: &[u8]) -> Option<&str> {
+    error_field(body, b'M')
+}
+
+fn error_field(body: &[u8], field: u8) -> Option<&str> {
     let mut rest = body;
     while let Some((&ty, tail)) = rest.split_first() {
         if ty == 0 {
             return None;
         }
         let end = tail.iter().position(|&b| b == 0)?;
-        if ty == b'C' {
+        if ty == field {
             return std::str::from_utf8(&tail[..end]).ok();
         }
         rest = &tail[end + 1..];
@@ -529,6 +538,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_error(&mut buf, "ERROR", "25006", "read-only");
         assert_eq!(error_code(&buf[5..]), Some("25006"));
+        assert_eq!(error_message(&buf[5..]), Some("read-only"));
         let BackendMessage::ErrorResponse(f) = BackendMessage::decode(&buf)? else {
             return Err(WireError::UnknownTag { byte: buf[0] });
         };
