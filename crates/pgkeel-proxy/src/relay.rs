@@ -301,6 +301,13 @@ impl Relay {
         Ok(())
     }
 
+    /// Relays a simple Query that could not be decoded as UTF-8 (see the
+    /// session's `is_raw_query`) as it is.
+    pub fn send_raw_query(&mut self, frame: &[u8], to_server: &mut Vec<u8>) {
+        to_server.extend_from_slice(frame);
+        self.queue.push_back(Expect::Query);
+    }
+
     /// Delivers made-up answers that are next in line.
     fn drain(&mut self, to_client: &mut Vec<u8>) {
         while let Some(head) = self.queue.front() {

@@ -96,6 +96,27 @@ fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// True for a simple Query whose text is not UTF-8 (a client using
+/// another `client_encoding`, or bytes PostgreSQL will refuse with 22021):
+/// well framed (its only NUL ends it), it is relayed as it is, to the
+/// primary and unclassified, as PostgreSQL would take it directly.
+fn is_raw_query(frame: &[u8]) -> bool {
+    frame.first() == Some(&b'Q')
+        && frame.get(5..).is_some_and(|body| {
+            body.iter().position(|&b| b == 0) == Some(body.len().saturating_sub(1))
+        })
+}
+
+/// Decodes `frame` to check it, accepting a query in another encoding
+/// (see [`is_raw_query`]).
+fn check_frame(frame: &[u8]) -> Result<(), ProxyError> {
+    match FrontendMessage::decode(frame) {
+        Ok(_) => Ok(()),
+        Err(pgkeel_wire::WireError::NotUtf8 { .. }) if is_raw_query(frame) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// True when the unit ends with Flush (an extended batch left open).
 fn ends_with_flush(unit: &[u8]) -> bool {
     frames(unit)
@@ -251,11 +272,11 @@ impl Session {
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
-                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
+                    check_frame(&self.cbuf[start..start + len])?;
                     self.unit_len += len;
                 }
                 b'S' | b'H' | b'Q' | b'F' => {
-                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
+                    check_frame(&self.cbuf[start..start + len])?;
                     // The unit is contiguous in the buffer: one slice, no
                     // copy, shared with a possible retry.
                     let unit = self.cbuf.split_to(start + len).freeze();
@@ -302,6 +323,7 @@ impl Session {
                     }
                 }
                 Ok(FrontendMessage::FunctionCall(_)) => StatementKind::Write,
+                Err(_) if is_raw_query(frame) => StatementKind::Write,
                 _ => StatementKind::Empty,
             };
             match kind {
@@ -519,7 +541,14 @@ impl Session {
         };
         let mut to_server = Vec::with_capacity(unit.len() + 64);
         for frame in frames(&unit) {
-            let msg = FrontendMessage::decode(frame)?;
+            let msg = match FrontendMessage::decode(frame) {
+                Ok(msg) => msg,
+                Err(pgkeel_wire::WireError::NotUtf8 { .. }) if is_raw_query(frame) => {
+                    att.relay.send_raw_query(frame, &mut to_server);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let kind = match &msg {
                 FrontendMessage::Flush => {
                     att.open_batch = true;

@@ -580,3 +580,56 @@ async fn reuse_body() -> TestResult {
     }
     Ok(())
 }
+
+/// A simple query whose text is not UTF-8 is relayed as PostgreSQL takes
+/// it directly: in `client_encoding = LATIN1` it runs (and the answer comes
+/// back in LATIN1); in UTF-8 the server refuses it with 22021 and the
+/// connection carries on.
+#[tokio::test]
+async fn queries_in_another_client_encoding_are_relayed() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |_| {}).await?;
+        let mut raw = Raw::login(&env).await?;
+        let query = |text: &[u8]| {
+            let mut f = vec![b'Q'];
+            f.extend_from_slice(&i32::try_from(text.len() + 5).unwrap_or(0).to_be_bytes());
+            f.extend_from_slice(text);
+            f.push(0);
+            f
+        };
+        // Invalid in UTF-8: the server's error, and the session goes on.
+        raw.s.write_all(&query(b"SELECT 'caf\xe9'")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["22021"], "{a:?}");
+        raw.send(&[FrontendMessage::Query("SELECT 1")]).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.first.as_deref(), Some("1"), "{a:?}");
+        // LATIN1: the same bytes are 'café'.
+        raw.send(&[FrontendMessage::Query("SET client_encoding = 'LATIN1'")])
+            .await?;
+        assert!(raw.until_ready().await?.errors.is_empty());
+        raw.s
+            .write_all(&query(
+                b"SELECT length('caf\xe9'), 'caf\xe9' = 'caf' || chr(233)",
+            ))
+            .await?;
+        let mut row = None;
+        loop {
+            let (tag, frame) = raw.next().await?;
+            match tag {
+                b'D' => row = Some(frame),
+                b'E' => return Err(format!("error: {:?}", error_code(&frame[5..])).into()),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        let row = row.ok_or("no row")?;
+        // Two text columns: "4" and "t".
+        assert!(
+            row.ends_with(b"\x00\x00\x00\x014\x00\x00\x00\x01t"),
+            "{row:?}"
+        );
+        Ok(())
+    })
+    .await
+}
