@@ -175,6 +175,9 @@ impl Relay {
 
     /// Translates one client message for the server: appends what to send
     /// to `to_server` and answers made up by the proxy to `to_client`.
+    /// `kind` is a named Parse's statement kind (kept for its Binds), or
+    /// `SessionState` when the message's unit changes session state (only
+    /// then is a Query or Parse searched for DISCARD/DEALLOCATE).
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
@@ -187,7 +190,8 @@ impl Relay {
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
     ) -> Result<(), ProxyError> {
-        if let FrontendMessage::Query(query) | FrontendMessage::Parse { query, .. } = msg
+        if kind == StatementKind::SessionState
+            && let FrontendMessage::Query(query) | FrontendMessage::Parse { query, .. } = msg
             && may_deallocate(query)
         {
             // DISCARD ALL / DEALLOCATE from the client removes the
@@ -469,12 +473,20 @@ mod tests {
         }
 
         fn send(&mut self, msgs: &[FrontendMessage<'_>]) -> Result<(String, String), ProxyError> {
+            self.send_as(StatementKind::Read, msgs)
+        }
+
+        fn send_as(
+            &mut self,
+            kind: StatementKind,
+            msgs: &[FrontendMessage<'_>],
+        ) -> Result<(String, String), ProxyError> {
             let (mut s, mut c) = (Vec::new(), Vec::new());
             for m in msgs {
                 self.relay.send(
                     &frame(m),
                     m,
-                    StatementKind::Read,
+                    kind,
                     &mut self.stmts,
                     &mut self.prepared,
                     &self.hasher,
@@ -602,7 +614,15 @@ mod tests {
         let mut a = Side::new();
         a.send(&[parse("s1"), FrontendMessage::Sync])?;
         a.receive("31Z")?;
-        let (s, _) = a.send(&[FrontendMessage::Query("DISCARD ALL")])?;
+        // Only a unit classified as changing session state is looked at.
+        let (s, _) = a.send(&[FrontendMessage::Query("SELECT 'discard'")])?;
+        assert_eq!(s, "Q");
+        assert_eq!(a.receive("CZ")?, "CZ");
+        assert_eq!(a.prepared.len(), 1);
+        let (s, _) = a.send_as(
+            StatementKind::SessionState,
+            &[FrontendMessage::Query("DISCARD ALL")],
+        )?;
         assert_eq!(s, "Q");
         assert_eq!(a.receive("CZ")?, "CZ");
         // Used again: prepared again (after a Close, in case the DISCARD

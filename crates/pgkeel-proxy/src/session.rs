@@ -268,7 +268,7 @@ impl Session {
                     // COPY IN data goes straight to the attached server.
                     let frame = self.cbuf.split_to(len).freeze();
                     if self.attached.is_some() {
-                        self.send_unit(frame).await?;
+                        self.send_unit(frame, StatementKind::Empty).await?;
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
@@ -430,7 +430,7 @@ impl Session {
             if let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
             }
-            return self.send_unit(unit).await;
+            return self.send_unit(unit, kind).await;
         }
         let shared = self.shared.clone();
         let topology = &shared.topology;
@@ -529,13 +529,15 @@ impl Session {
                 return Ok(());
             }
         }
-        match self.send_unit(unit).await {
+        match self.send_unit(unit, kind).await {
             Err(e) if e.is_unreachable() => self.server_lost(e).await,
             other => other,
         }
     }
 
-    async fn send_unit(&mut self, unit: Bytes) -> Result<(), ProxyError> {
+    /// Sends `unit` to the attached server; `unit_kind` is how it was
+    /// classified when routed.
+    async fn send_unit(&mut self, unit: Bytes, unit_kind: StatementKind) -> Result<(), ProxyError> {
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
@@ -563,6 +565,9 @@ impl Session {
                 FrontendMessage::Parse { name, query, .. } if !name.is_empty() => {
                     self.shared.classifier.classify(query)
                 }
+                // Tells the relay the unit changes session state (it may
+                // be a DISCARD ALL or DEALLOCATE).
+                _ if unit_kind == StatementKind::SessionState => StatementKind::SessionState,
                 _ => StatementKind::Empty,
             };
             let out = match att.retry.as_mut() {
