@@ -11,7 +11,10 @@
 #            pooler per transaction (from /proc: utime+stime of its
 #            processes, and for pgkeel the user/system split); pgkeel's RSS
 #            idle at start, idle after the rounds, and with 1,000 idle
-#            clients (per client: against the idle RSS after the rounds)
+#            clients (per client: against the idle RSS after the rounds);
+#            then pgkeel's ratio to each anchor paired within each round,
+#            min/median/max over the rounds (robust to a machine whose
+#            speed drifts; the target order rotates from round to round)
 #
 # PgBouncer and pgpool-II come from the OS packages and are installed if
 # missing. All poolers front the same cluster (primary + 2 replicas, async);
@@ -201,9 +204,14 @@ TARGETS=(direct replica pgbouncer pgpool pgkeel)
 RESULTS="$WORK/results"; : > "$RESULTS"
 
 for round in $(seq 1 "$ROUNDS"); do
+  # Each round starts the targets at another place in the list, so no
+  # target always runs right after the same neighbour (pgpool-II's 32
+  # children, a cooling cache, a drifting machine).
+  shift_by=$(( (round - 1) % ${#TARGETS[@]} ))
+  ORDER=("${TARGETS[@]:$shift_by}" "${TARGETS[@]:0:$shift_by}")
   for c in "${CASES[@]}"; do
     read -r mode clients script <<<"$c"
-    for t in "${TARGETS[@]}"; do
+    for t in "${ORDER[@]}"; do
       [ "$t" = replica ] && [ "$script" != "-S" ] && continue
       args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t")")
       [ "$script" = "-S" ] && args+=(-S)
@@ -257,6 +265,18 @@ for _, case, target, tps, lat, us, split in rows:
 def median_tps(case, target):
     ok = [float(v[0]) for v in data.get((case, target), []) if v[0] != "FAIL"]
     return statistics.median(ok) if ok else None
+# Paired ratios: pgkeel against each anchor within the same round (runs
+# minutes apart at most), so a machine that is slower for a while slows
+# both sides of a ratio; min/median/max over the rounds.
+by_round = {}
+for rnd, case, target, tps, *_ in rows:
+    if tps != "FAIL":
+        by_round[(rnd, case, target)] = float(tps)
+def paired(case, other):
+    rs = sorted(by_round[(r, c, t)] / by_round[(r, c, other)]
+                for (r, c, t) in by_round
+                if c == case and t == "pgkeel" and (r, c, other) in by_round)
+    return rs
 print(f"pgbench, {sys.argv[3]} interleaved rounds of {sys.argv[4]} s, median (min-max)")
 print("| case | target | TPS | latency ms | ratio to direct | to PgBouncer | to pgpool-II | pooler CPU µs/txn (user+sys) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -286,6 +306,15 @@ for case in cases:
         note = f" ({fails} failed)" if fails else ""
         print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
               f"{statistics.median(lats):.3f} | {ratio} | {rel[0]} | {rel[1]} | {cpu} |")
+print("\npgkeel against each anchor, paired within a round: median (min-max) of the rounds' ratios")
+print("| case | to direct | to PgBouncer | to pgpool-II |")
+print("| --- | --- | --- | --- |")
+for case in cases:
+    cells = []
+    for other in ("direct", "pgbouncer", "pgpool"):
+        rs = paired(case, other)
+        cells.append(f"{statistics.median(rs):.2f} ({rs[0]:.2f}-{rs[-1]:.2f})" if rs else "n/a")
+    print(f"| {case} | " + " | ".join(cells) + " |")
 idle, busy, n = int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6] or 0)
 after = int(sys.argv[7])
 print(f"\npgkeel proxy RSS idle: {idle / 1024:.1f} MB at start, {after / 1024:.1f} MB after the rounds; "
