@@ -128,6 +128,7 @@ pub fn config_for_cluster(
     let never_if_zero = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
     config.server_idle_timeout = never_if_zero(section.server_idle_timeout);
     config.server_lifetime = never_if_zero(section.server_lifetime);
+    config.idle_transaction_timeout = never_if_zero(section.idle_transaction_timeout);
     config.max_replica_lag_bytes =
         Some(parse_pg_size(&section.max_replica_lag).ok_or_else(|| {
             ProxyError::Config(format!(

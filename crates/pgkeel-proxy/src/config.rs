@@ -100,6 +100,9 @@ pub struct ProxyConfig {
     /// A server connection this old is closed when it next becomes idle
     /// (`None`: never).
     pub server_lifetime: Option<Duration>,
+    /// A client idle this long inside a transaction is disconnected and
+    /// its server connection closed (`None`: never).
+    pub idle_transaction_timeout: Option<Duration>,
     /// Replicas further behind the primary than this many bytes are skipped.
     pub max_replica_lag_bytes: Option<u64>,
     /// Replicas further behind than this are skipped.
@@ -154,6 +157,7 @@ impl ProxyConfig {
             health_interval: Duration::from_millis(500),
             server_idle_timeout: Some(Duration::from_secs(600)),
             server_lifetime: Some(Duration::from_secs(3600)),
+            idle_transaction_timeout: None,
             max_replica_lag_bytes: Some(16 * 1024 * 1024),
             max_replica_lag: Some(Duration::from_secs(10)),
             replica_choice: ReplicaChoice::Sticky,

@@ -71,6 +71,12 @@ pub enum ProxyError {
         "canceling authentication due to timeout ({0:?}): the client did not finish logging in"
     )]
     LoginTimeout(Duration),
+    /// The client sat idle inside a transaction for longer than
+    /// `idle_transaction_timeout` (PostgreSQL's own wording and code).
+    #[error(
+        "terminating connection due to idle-in-transaction timeout ({0:?}, the proxy's idle_transaction_timeout): end transactions promptly, or raise the setting"
+    )]
+    IdleInTransaction(Duration),
     /// Configuration that cannot work.
     #[error("invalid proxy configuration: {0}")]
     Config(String),
@@ -132,6 +138,7 @@ impl ProxyError {
             ProxyError::PinnedToReplica(_) => "25006",
             ProxyError::StateNotMoved(_) => "55000",
             ProxyError::LoginTimeout(_) => "57014",
+            ProxyError::IdleInTransaction(_) => "25P03",
             ProxyError::Config(_)
             | ProxyError::TlsFile { .. }
             | ProxyError::Cluster(_)

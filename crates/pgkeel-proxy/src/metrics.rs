@@ -67,6 +67,9 @@ pub struct Metrics {
     pub routing_errors: AtomicU64,
     /// Reads retried on the primary after a replica refused them.
     pub retries_on_primary: AtomicU64,
+    /// Clients disconnected for sitting idle inside a transaction (each
+    /// one a rolled-back transaction an application did not expect).
+    pub idle_transaction_timeouts: AtomicU64,
     /// Time a client held a server connection (one unit of work or one
     /// transaction, from routing to release).
     pub hold_time: Histogram,
@@ -83,6 +86,7 @@ impl Metrics {
             protocol_errors: AtomicU64::new(0),
             routing_errors: AtomicU64::new(0),
             retries_on_primary: AtomicU64::new(0),
+            idle_transaction_timeouts: AtomicU64::new(0),
             hold_time: Histogram::default(),
         }
     }
@@ -138,6 +142,12 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_retries_on_primary_total",
         "Reads retried on the primary: a replica refused them as writes (25006) or its connection broke before they finished.",
         m.retries_on_primary.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_idle_transaction_timeouts_total",
+        "Clients disconnected after idle_transaction_timeout idle inside a transaction (rolled back).",
+        m.idle_transaction_timeouts.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

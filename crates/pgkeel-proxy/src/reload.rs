@@ -24,6 +24,8 @@ pub struct Live {
     pub rules: ReplicaRules,
     /// Clients connected at once.
     pub max_clients: usize,
+    /// How long a client may stay idle inside a transaction.
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 impl Live {
@@ -38,6 +40,7 @@ impl Live {
                 no_replica: config.no_replica,
             },
             max_clients: config.max_clients,
+            idle_transaction_timeout: config.idle_transaction_timeout,
         }
     }
 }
@@ -103,6 +106,11 @@ pub fn plan_reload(old: &ProxyConfig, new: &ProxyConfig) -> ReloadReport {
         true,
     );
     check(old.no_replica != new.no_replica, "no_replica", true);
+    check(
+        old.idle_transaction_timeout != new.idle_transaction_timeout,
+        "idle_transaction_timeout",
+        true,
+    );
     check(old.listen != new.listen, "listen address/port", false);
     check(
         old.admin_listen != new.admin_listen,
@@ -156,6 +164,15 @@ impl Shared {
         match self.live.read() {
             Ok(l) => l.rules,
             Err(poisoned) => poisoned.into_inner().rules,
+        }
+    }
+
+    /// How long a client may stay idle inside a transaction now (read
+    /// only while one is).
+    pub fn idle_transaction_timeout(&self) -> Option<Duration> {
+        match self.live.read() {
+            Ok(l) => l.idle_transaction_timeout,
+            Err(poisoned) => poisoned.into_inner().idle_transaction_timeout,
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pgkeel_sql::StatementKind;
@@ -131,6 +131,19 @@ fn ends_batch(unit: &[u8]) -> bool {
         .is_some_and(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')))
 }
 
+/// Completes after `limit` (never when `None`), giving it back. The timer
+/// is boxed: it exists only while a client idles inside a transaction
+/// with a limit set, and would otherwise size every session's future.
+async fn expire(limit: Option<Duration>) -> Duration {
+    match limit {
+        Some(d) => {
+            Box::pin(tokio::time::sleep(d)).await;
+            d
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn read_attached(a: Option<&mut Attached>) -> std::io::Result<usize> {
     match a {
         Some(a) => read_into(&mut a.lease.conn.stream, &mut a.lease.conn.buf).await,
@@ -227,6 +240,7 @@ impl Session {
                 self.to_client = Vec::new();
             }
             let want_client = self.queued.is_none();
+            let idle_limit = self.idle_transaction_limit();
             // Reads land in a per-thread buffer and only what arrived is
             // kept: an idle client costs no read buffer.
             tokio::select! {
@@ -251,8 +265,30 @@ impl Session {
                         return Ok(());
                     }
                 }
+                limit = expire(idle_limit) => {
+                    self.shared
+                        .metrics
+                        .idle_transaction_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        user = %self.user,
+                        database = %self.database,
+                        "client idle in a transaction for {limit:?}: disconnected, its transaction rolled back"
+                    );
+                    return Err(ProxyError::IdleInTransaction(limit));
+                }
             }
         }
+    }
+
+    /// `idle_transaction_timeout` while the client is idle inside a
+    /// transaction: its server has answered everything and waits for it.
+    fn idle_transaction_limit(&self) -> Option<Duration> {
+        let att = self.attached.as_ref()?;
+        if att.tx == TxStatus::Idle || !att.relay.is_idle() || self.queued.is_some() {
+            return None;
+        }
+        self.shared.idle_transaction_timeout()
     }
 
     /// Handles complete client messages; true when the client said goodbye.

@@ -99,6 +99,14 @@ pub struct ProxySection {
     /// memory contexts) and connections move to servers that came back
     /// (0: never; PgBouncer's `server_lifetime`).
     pub server_lifetime: f64,
+    /// Seconds a client may sit idle inside a transaction (its server has
+    /// answered everything and waits for the client) before the proxy
+    /// ends the client's connection with FATAL 25P03 and closes the server
+    /// connection, which rolls the transaction back: such a client holds
+    /// a server connection other clients wait for, its locks, and (with
+    /// `hot_standby_feedback`) vacuum on the primary (0: never; PgBouncer's
+    /// `idle_transaction_timeout`).
+    pub idle_transaction_timeout: f64,
     /// Replicas further behind the primary than this (WAL size, e.g.
     /// "16MB") take no reads.
     pub max_replica_lag: String,
@@ -155,6 +163,7 @@ impl Default for ProxySection {
             login_timeout: 60.0,
             server_idle_timeout: 600.0,
             server_lifetime: 3600.0,
+            idle_transaction_timeout: 0.0,
             max_replica_lag: "16MB".into(),
             max_replica_lag_seconds: 10.0,
             replica_choice: ReplicaChoice::Sticky,

@@ -126,6 +126,10 @@ login_timeout = 60.0
 # is closed once idle (long-lived backends grow; 0: never, for either).
 server_idle_timeout = 600.0
 server_lifetime = 3600.0
+# Seconds a client may stay idle inside a transaction before the proxy
+# disconnects it (FATAL 25P03) and its transaction is rolled back: it holds
+# a server connection, locks and vacuum's horizon meanwhile (0: never).
+idle_transaction_timeout = 0.0
 # Replicas further behind than this (WAL) or whose last replayed
 # transaction is older than this many seconds take no reads (0: no limit).
 max_replica_lag = "16MB"

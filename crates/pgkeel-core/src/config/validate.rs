@@ -349,6 +349,7 @@ fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
     for (value, key) in [
         (p.server_idle_timeout, "proxy.server_idle_timeout"),
         (p.server_lifetime, "proxy.server_lifetime"),
+        (p.idle_transaction_timeout, "proxy.idle_transaction_timeout"),
     ] {
         if !(0.0..=30.0 * 86_400.0).contains(&value) {
             return Err(ConfigError::invalid(format!(
