@@ -51,23 +51,43 @@ impl ApiState {
     }
 }
 
-/// Binds the node's API port and serves in the background.
-pub async fn serve(node: &NodeConfig, state: ApiState) -> Result<(), AgentError> {
+/// How often a taken API port is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(2);
+
+/// Binds the node's API port and serves in the background. A port that
+/// cannot be bound (taken by another process, or for a moment by an
+/// outgoing connection) does not stop the agent: failover must not depend
+/// on a monitoring port. The error is logged with what to do, and binding
+/// is retried every [`BIND_RETRY`] until it works; meanwhile the health
+/// endpoints do not answer, which load balancers and peers read as "not
+/// available".
+pub fn serve(node: &NodeConfig, state: ApiState) {
     let addr = format!("{}:{}", node.host, node.api_port());
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| AgentError::Process {
-            action: format!("listen on {addr} for the agent API"),
-            detail: format!(
-                "{e} (set `api_port` for node `{}` to a free port)",
-                node.name
-            ),
-        })?;
+    let name = node.name.to_string();
     let app = router(state);
     tokio::spawn(async move {
+        let mut failures = 0u32;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    // Said at once, then every minute or so.
+                    if failures.is_multiple_of(30) {
+                        crate::execute::tracing_line(&format!(
+                            "{name}: cannot listen on {addr} for the agent API: {e}; retrying every {}s (free the port or set `api_port` for node `{name}`); HA goes on without the API",
+                            BIND_RETRY.as_secs()
+                        ));
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(BIND_RETRY).await;
+                }
+            }
+        };
+        if failures > 0 {
+            crate::execute::tracing_line(&format!("{name}: agent API listening on {addr}"));
+        }
         let _ = axum::serve(listener, app).await;
     });
-    Ok(())
 }
 
 /// All routes.

@@ -42,7 +42,7 @@ pub fn agent_pid(cluster: &Cluster, node: &str) -> Option<u32> {
 /// healthy primary. Returns once every agent has published its state and
 /// a leader exists.
 ///
-/// Fails at once if an agent it started exits (e.g. its API port is taken),
+/// Fails at once if an agent it started exits (e.g. it cannot reach etcd),
 /// and after [`AGENT_TIMEOUT`] otherwise; either error says which members
 /// had published their state, who held the leader key, and ends with the
 /// last lines of the agent logs that tell why.
@@ -99,6 +99,44 @@ pub async fn start_ha(
     )
     .await?;
     Ok(started)
+}
+
+/// True when something answers an HTTP request on `addr` within a second
+/// (a process merely holding the port accepts and stays silent).
+async fn answers_http(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /liveness HTTP/1.0\r\n\r\n").await?;
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await?;
+        Ok::<bool, std::io::Error>(&head == b"HTTP/")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ask).await,
+        Ok(Ok(true))
+    )
+}
+
+/// One line per running agent whose API does not answer: an agent whose
+/// API port is taken runs HA without its API and retries the port (see
+/// `api::serve`), so `up` says so instead of leaving it to the agent log.
+pub async fn silent_apis(cluster: &Cluster) -> Vec<String> {
+    let mut silent = vec![];
+    for node in cluster.nodes() {
+        let name = node.name.as_str();
+        if agent_pid(cluster, name).is_none() {
+            continue;
+        }
+        let addr = format!("{}:{}", node.host, node.api_port());
+        if !answers_http(&addr).await {
+            silent.push(format!(
+                "the agent of node `{name}` cannot listen on {addr} for its API (port taken?); HA runs meanwhile and it retries every 2 s: see {}",
+                cluster.layout.agent_log(name).display()
+            ));
+        }
+    }
+    silent
 }
 
 /// Lines of each agent log quoted in a [`HaProgress`].

@@ -68,8 +68,7 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     api::serve(
         &node,
         api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token),
-    )
-    .await?;
+    );
     spawn_leader_watch(dcs.clone(), shared.clone());
     tracing_line(&format!(
         "{node_name}: agent started (pid {})",

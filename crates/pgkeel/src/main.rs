@@ -195,6 +195,13 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Waits until the leader's replicas all stream as the mode requires.
 /// Retries while the agents are still starting PostgreSQL or electing.
+/// Warns (stderr) about agents running without their API.
+async fn warn_silent_apis(cluster: &Cluster) {
+    for line in orchestrate::silent_apis(cluster).await {
+        eprintln!("warning: {line}");
+    }
+}
+
 async fn wait_for_leader_replication(cluster: &Cluster) -> Result<()> {
     let dcs = orchestrate::dcs(cluster).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -364,6 +371,7 @@ async fn cmd_up(
             std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
         let actions = orchestrate::start_ha(&cluster, &exe, None).await?;
         wait_for_leader_replication(&cluster).await?;
+        warn_silent_apis(&cluster).await;
         if actions.is_empty() {
             UpOutcome::AlreadyRunning
         } else {
@@ -379,6 +387,7 @@ async fn cmd_up(
             let primary = current_primary(&cluster)?.name.to_string();
             let actions = orchestrate::start_ha(&cluster, &exe, Some(&primary)).await?;
             wait_for_leader_replication(&cluster).await?;
+            warn_silent_apis(&cluster).await;
             actions
                 .into_iter()
                 .fold(outcome, |outcome, action| outcome.with_action(action))
