@@ -36,10 +36,12 @@ pub struct ClientStatement {
     pub kind: StatementKind,
 }
 
-/// Identity of a statement's text and parameter types.
-pub fn statement_id(hasher: &RandomState, query: &str, param_types: &[u32]) -> u64 {
+/// Identity of a statement's text (the bytes the client sent, in its
+/// encoding) and parameter types: identical statements of different
+/// clients share one server-side statement.
+pub fn statement_id(hasher: &RandomState, query: &[u8], param_types: &[u32]) -> u64 {
     let mut h = hasher.build_hasher();
-    h.write(query.as_bytes());
+    h.write(query);
     h.write_u8(0);
     for t in param_types {
         h.write_u32(*t);
@@ -51,7 +53,7 @@ impl ClientStatement {
     /// Builds the server-side form of `Parse(name, query, types)`.
     pub fn new(
         hasher: &RandomState,
-        query: &str,
+        query: &[u8],
         param_types: &[u32],
         kind: StatementKind,
     ) -> Self {
@@ -59,7 +61,7 @@ impl ClientStatement {
         let server_name = format!("pgkeel_{id:016x}");
         let mut parse = Vec::with_capacity(query.len() + 40);
         FrontendMessage::Parse {
-            name: &server_name,
+            name: server_name.as_bytes(),
             query,
             param_types: param_types.to_vec(),
         }
@@ -75,20 +77,24 @@ impl ClientStatement {
 
 /// True when `query` may remove prepared statements (`DISCARD ALL`,
 /// `DEALLOCATE`): a case-insensitive look for the keywords, so a false
-/// positive (a column named `discard`) only costs a re-prepare.
-pub fn may_deallocate(query: &str) -> bool {
-    query.as_bytes().windows(7).enumerate().any(|(i, w)| {
+/// positive (a column named `discard`) only costs a re-prepare. Works on
+/// the bytes sent, whatever the client's encoding: keywords are ASCII
+/// bytes in every client encoding (a multibyte character's trail bytes
+/// that look like one only make another false positive).
+pub fn may_deallocate(query: &[u8]) -> bool {
+    query.windows(7).enumerate().any(|(i, w)| {
         w.eq_ignore_ascii_case(b"discard")
             || (w.eq_ignore_ascii_case(b"dealloc")
                 && query
-                    .as_bytes()
                     .get(i..i + 10)
                     .is_some_and(|d| d.eq_ignore_ascii_case(b"deallocate")))
     })
 }
 
-/// A client's statements by client-side name.
-pub type Statements = HashMap<String, Arc<ClientStatement>>;
+/// A client's statements by client-side name, as the bytes it sent (a
+/// name in the client's encoding need not be UTF-8); looked up by `&[u8]`
+/// without allocating.
+pub type Statements = HashMap<Box<[u8]>, Arc<ClientStatement>>;
 
 /// An answer the client is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +168,7 @@ impl Relay {
     fn prepare(&mut self, stmt: &ClientStatement, hidden: bool, to_server: &mut Vec<u8>) {
         FrontendMessage::Close {
             kind: b'S',
-            name: &stmt.server_name,
+            name: stmt.server_name.as_bytes(),
         }
         .encode(to_server);
         self.queue.push_back(Expect::CloseBeforeParse);
@@ -218,7 +224,7 @@ impl Relay {
                     } else {
                         self.queue.push_back(Expect::Synth(b'1'));
                     }
-                    statements.insert((*name).to_string(), stmt);
+                    statements.insert((*name).into(), stmt);
                 }
             }
             FrontendMessage::Bind {
@@ -230,7 +236,7 @@ impl Relay {
                     self.ensure_prepared(stmt, prepared, to_server);
                     FrontendMessage::Bind {
                         portal,
-                        statement: &stmt.server_name,
+                        statement: stmt.server_name.as_bytes(),
                         tail,
                     }
                     .encode(to_server);
@@ -247,7 +253,7 @@ impl Relay {
                         self.ensure_prepared(stmt, prepared, to_server);
                         FrontendMessage::Describe {
                             kind: b'S',
-                            name: &stmt.server_name,
+                            name: stmt.server_name.as_bytes(),
                         }
                         .encode(to_server);
                     }
@@ -303,13 +309,6 @@ impl Relay {
         }
         self.drain(to_client);
         Ok(())
-    }
-
-    /// Relays a simple Query that could not be decoded as UTF-8 (see the
-    /// session's `is_raw_query`) as it is.
-    pub fn send_raw_query(&mut self, frame: &[u8], to_server: &mut Vec<u8>) {
-        to_server.extend_from_slice(frame);
-        self.queue.push_back(Expect::Query);
     }
 
     /// Delivers made-up answers that are next in line.
@@ -481,6 +480,16 @@ mod tests {
             kind: StatementKind,
             msgs: &[FrontendMessage<'_>],
         ) -> Result<(String, String), ProxyError> {
+            let (s, c) = self.send_bytes(kind, msgs)?;
+            Ok((tags(&s), tags(&c)))
+        }
+
+        /// What went to the server and to the client.
+        fn send_bytes(
+            &mut self,
+            kind: StatementKind,
+            msgs: &[FrontendMessage<'_>],
+        ) -> Result<(Vec<u8>, Vec<u8>), ProxyError> {
             let (mut s, mut c) = (Vec::new(), Vec::new());
             for m in msgs {
                 self.relay.send(
@@ -494,7 +503,7 @@ mod tests {
                     &mut c,
                 )?;
             }
-            Ok((tags(&s), tags(&c)))
+            Ok((s, c))
         }
 
         fn receive(&mut self, server_tags: &str) -> Result<String, ProxyError> {
@@ -511,24 +520,24 @@ mod tests {
         }
     }
 
-    fn parse(name: &str) -> FrontendMessage<'_> {
+    fn parse(name: &[u8]) -> FrontendMessage<'_> {
         FrontendMessage::Parse {
             name,
-            query: "SELECT 1",
+            query: b"SELECT 1",
             param_types: vec![],
         }
     }
 
-    fn bind(statement: &str) -> FrontendMessage<'_> {
+    fn bind(statement: &[u8]) -> FrontendMessage<'_> {
         FrontendMessage::Bind {
-            portal: "",
+            portal: b"",
             statement,
             tail: b"\0\0\0\0\0\0",
         }
     }
 
     const EXEC: FrontendMessage<'static> = FrontendMessage::Execute {
-        portal: "",
+        portal: b"",
         max_rows: 0,
     };
 
@@ -536,7 +545,7 @@ mod tests {
     fn named_statement_is_prepared_once_per_server_and_reinjected_elsewhere()
     -> Result<(), ProxyError> {
         let mut a = Side::new();
-        let (s, c) = a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        let (s, c) = a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         assert_eq!((s.as_str(), c.as_str()), ("CPS", ""));
         assert_eq!(a.receive("31Z")?, "1Z");
         assert!(a.relay.is_idle());
@@ -545,40 +554,56 @@ mod tests {
         // and hides its answer.
         let mut fresh = HashSet::new();
         std::mem::swap(&mut a.prepared, &mut fresh);
-        let (s, _) = a.send(&[bind("s1"), EXEC, FrontendMessage::Sync])?;
+        let (s, _) = a.send(&[bind(b"s1"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(s, "CPBES");
         assert_eq!(a.receive("312DCZ")?, "2DCZ");
 
         // Parse again on a server that has it: answered by the proxy.
-        let (s, c) = a.send(&[parse("s2"), FrontendMessage::Sync])?;
+        let (s, c) = a.send(&[parse(b"s2"), FrontendMessage::Sync])?;
         assert_eq!((s.as_str(), c.as_str()), ("S", "1"));
         assert_eq!(a.receive("Z")?, "Z");
+        Ok(())
+    }
+
+    /// A name in another client encoding (LATIN1 here) is a key like any
+    /// other; the server only ever sees the proxy's ASCII name.
+    #[test]
+    fn names_in_another_encoding_are_kept_as_bytes() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        let name = b"caf\xe9";
+        let (s, _) = a.send_bytes(
+            StatementKind::Read,
+            &[parse(name), bind(name), EXEC, FrontendMessage::Sync],
+        )?;
+        assert_eq!(tags(&s), "CPBES");
+        assert!(a.stmts.contains_key(&name[..]));
+        assert!(!s.windows(name.len()).any(|w| w == name));
         Ok(())
     }
 
     #[test]
     fn close_of_named_statement_is_answered_in_order() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         a.receive("31Z")?;
         let (s, c) = a.send(&[
-            bind(""),
+            bind(b""),
             FrontendMessage::Close {
                 kind: b'S',
-                name: "s1",
+                name: b"s1",
             },
             FrontendMessage::Sync,
         ])?;
         assert_eq!((s.as_str(), c.as_str()), ("BS", ""));
         assert_eq!(a.receive("2Z")?, "23Z");
-        assert!(!a.stmts.contains_key("s1"));
+        assert!(!a.stmts.contains_key(&b"s1"[..]));
         Ok(())
     }
 
     #[test]
     fn error_skips_to_sync_and_forgets_failed_parse() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.send(&[parse("bad"), bind("bad"), EXEC, FrontendMessage::Sync])?;
+        a.send(&[parse(b"bad"), bind(b"bad"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(a.prepared.len(), 1);
         assert_eq!(a.receive("3EZ")?, "EZ");
         assert!(a.prepared.is_empty(), "a failed Parse is not prepared");
@@ -589,7 +614,7 @@ mod tests {
     #[test]
     fn extended_copy_in_ignores_syncs_until_copy_done() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.send(&[bind(""), EXEC, FrontendMessage::Sync])?;
+        a.send(&[bind(b""), EXEC, FrontendMessage::Sync])?;
         assert_eq!(a.receive("2G")?, "2G");
         a.send(&[FrontendMessage::CopyData(b"1\n"), FrontendMessage::CopyDone])?;
         a.send(&[FrontendMessage::Sync])?;
@@ -597,7 +622,7 @@ mod tests {
         assert_eq!(a.receive("CZ")?, "CZ");
         assert!(a.relay.is_idle());
         // Copy data sent before the server's CopyInResponse arrives.
-        a.send(&[bind(""), EXEC, FrontendMessage::Sync])?;
+        a.send(&[bind(b""), EXEC, FrontendMessage::Sync])?;
         a.send(&[FrontendMessage::CopyData(b"1\n"), FrontendMessage::CopyDone])?;
         a.send(&[FrontendMessage::Sync])?;
         assert_eq!(a.receive("2GCZ")?, "2GCZ");
@@ -607,27 +632,28 @@ mod tests {
 
     #[test]
     fn discard_or_deallocate_forgets_the_servers_statements() -> Result<(), ProxyError> {
-        assert!(may_deallocate("DISCARD ALL"));
-        assert!(may_deallocate("/* x */ deallocate prepare all"));
-        assert!(may_deallocate("DeAlLoCaTe ALL"));
-        assert!(!may_deallocate("SELECT dealloc, discar FROM t"));
+        assert!(may_deallocate(b"DISCARD ALL"));
+        assert!(may_deallocate(b"/* x */ deallocate prepare all"));
+        assert!(may_deallocate(b"DeAlLoCaTe ALL"));
+        assert!(may_deallocate(b"SELECT 'caf\xe9'; DISCARD ALL"));
+        assert!(!may_deallocate(b"SELECT dealloc, discar FROM t"));
         let mut a = Side::new();
-        a.send(&[parse("s1"), FrontendMessage::Sync])?;
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         a.receive("31Z")?;
         // Only a unit classified as changing session state is looked at.
-        let (s, _) = a.send(&[FrontendMessage::Query("SELECT 'discard'")])?;
+        let (s, _) = a.send(&[FrontendMessage::Query(b"SELECT 'discard'")])?;
         assert_eq!(s, "Q");
         assert_eq!(a.receive("CZ")?, "CZ");
         assert_eq!(a.prepared.len(), 1);
         let (s, _) = a.send_as(
             StatementKind::SessionState,
-            &[FrontendMessage::Query("DISCARD ALL")],
+            &[FrontendMessage::Query(b"DISCARD ALL")],
         )?;
         assert_eq!(s, "Q");
         assert_eq!(a.receive("CZ")?, "CZ");
         // Used again: prepared again (after a Close, in case the DISCARD
         // failed and the statement is still there).
-        let (s, _) = a.send(&[bind("s1"), EXEC, FrontendMessage::Sync])?;
+        let (s, _) = a.send(&[bind(b"s1"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(s, "CPBES");
         assert_eq!(a.receive("312DCZ")?, "2DCZ");
         Ok(())
@@ -636,7 +662,7 @@ mod tests {
     #[test]
     fn unexpected_server_message_is_a_desync() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.send(&[FrontendMessage::Query("SELECT 1")])?;
+        a.send(&[FrontendMessage::Query(b"SELECT 1")])?;
         assert!(a.receive("2").is_err());
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use pgkeel_sql::StatementKind;
+use pgkeel_sql::{Classifier, StatementKind};
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
@@ -78,6 +78,10 @@ pub struct Session {
     /// settings (the session is moving off its replica).
     moving: bool,
     discard_until_sync: bool,
+    /// Set when the unit being dispatched is classified, taken when it is
+    /// sent: kept here, not in `dispatch`'s locals, so it does not grow
+    /// the session's future across the awaits in between.
+    named_kinds: NamedKinds,
     cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
 }
 
@@ -96,26 +100,32 @@ fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// True for a simple Query whose text is not UTF-8 (a client using
-/// another `client_encoding`, or bytes PostgreSQL will refuse with 22021):
-/// well framed (its only NUL ends it), it is relayed as it is, to the
-/// primary and unclassified, as PostgreSQL would take it directly.
-fn is_raw_query(frame: &[u8]) -> bool {
-    frame.first() == Some(&b'Q')
-        && frame.get(5..).is_some_and(|body| {
-            body.iter().position(|&b| b == 0) == Some(body.len().saturating_sub(1))
-        })
-}
-
-/// Decodes `frame` to check it, accepting a query in another encoding
-/// (see [`is_raw_query`]).
-fn check_frame(frame: &[u8]) -> Result<(), ProxyError> {
-    match FrontendMessage::decode(frame) {
-        Ok(_) => Ok(()),
-        Err(pgkeel_wire::WireError::NotUtf8 { .. }) if is_raw_query(frame) => Ok(()),
-        Err(e) => Err(e.into()),
+/// Where SQL text (a Query's or a Parse's) may run. Text that is not
+/// UTF-8 (a client in another `client_encoding`, such as LATIN1, or bytes
+/// PostgreSQL will refuse with 22021) cannot be parsed here: it is a
+/// write, relayed unchanged to the primary, as PostgreSQL would take it.
+/// The one place the text is checked for UTF-8 (the classifier's cache is
+/// keyed by string).
+fn classify_text(classifier: &Classifier, sql: &[u8]) -> StatementKind {
+    match std::str::from_utf8(sql) {
+        Ok(sql) => classifier.classify(sql),
+        Err(_) => StatementKind::Write,
     }
 }
+
+/// How many named Parses of a unit keep the kind found when it was routed:
+/// as many as fit in the session's padding (its size is unchanged). A
+/// unit with more (rare) has the rest classified again when sent (cache
+/// hits).
+const NAMED_KINDS: usize = 5;
+
+/// The kinds of a unit's first named Parses, in order, as classified when
+/// it was routed: a named statement keeps its own kind (for its later
+/// Binds), and sending the unit neither checks nor classifies its text
+/// again.
+type NamedKinds = [Option<StatementKind>; NAMED_KINDS];
+
+const NO_NAMED_KINDS: NamedKinds = [None; NAMED_KINDS];
 
 /// True when the unit ends with Flush (an extended batch left open).
 fn ends_with_flush(unit: &[u8]) -> bool {
@@ -181,6 +191,7 @@ impl Session {
             replica_state: None,
             moving: false,
             discard_until_sync: false,
+            named_kinds: NO_NAMED_KINDS,
             cancel,
         }
     }
@@ -308,11 +319,11 @@ impl Session {
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
-                    check_frame(&self.cbuf[start..start + len])?;
+                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
                     self.unit_len += len;
                 }
                 b'S' | b'H' | b'Q' | b'F' => {
-                    check_frame(&self.cbuf[start..start + len])?;
+                    FrontendMessage::decode(&self.cbuf[start..start + len])?;
                     // The unit is contiguous in the buffer: one slice, no
                     // copy, shared with a possible retry.
                     let unit = self.cbuf.split_to(start + len).freeze();
@@ -332,19 +343,26 @@ impl Session {
 
     /// Where a unit may run: the strongest kind among its statements
     /// (for Parse/Query: the statement's; Bind: its statement's, looked
-    /// up, not classified again).
-    fn classify_unit(&self, unit: &[u8]) -> StatementKind {
+    /// up, not classified again), and its named Parses' own kinds.
+    fn classify_unit(&self, unit: &[u8]) -> (StatementKind, NamedKinds) {
+        let mut named = NO_NAMED_KINDS;
+        let mut named_seen = 0;
         let mut last_unnamed = StatementKind::Empty;
         let mut session = false;
         let mut write = false;
         let mut begin_ro = false;
         for frame in frames(unit) {
             let kind = match FrontendMessage::decode(frame) {
-                Ok(FrontendMessage::Query(q)) => self.shared.classifier.classify(q),
+                Ok(FrontendMessage::Query(q)) => classify_text(&self.shared.classifier, q),
                 Ok(FrontendMessage::Parse { name, query, .. }) => {
-                    let k = self.shared.classifier.classify(query);
+                    let k = classify_text(&self.shared.classifier, query);
                     if name.is_empty() {
                         last_unnamed = k;
+                    } else {
+                        if let Some(slot) = named.get_mut(named_seen) {
+                            *slot = Some(k);
+                        }
+                        named_seen += 1;
                     }
                     k
                 }
@@ -359,7 +377,6 @@ impl Session {
                     }
                 }
                 Ok(FrontendMessage::FunctionCall(_)) => StatementKind::Write,
-                Err(_) if is_raw_query(frame) => StatementKind::Write,
                 _ => StatementKind::Empty,
             };
             match kind {
@@ -369,7 +386,7 @@ impl Session {
                 _ => {}
             }
         }
-        if session {
+        let kind = if session {
             StatementKind::SessionState
         } else if write {
             StatementKind::Write
@@ -377,7 +394,8 @@ impl Session {
             StatementKind::Begin { read_only: true }
         } else {
             StatementKind::Read
-        }
+        };
+        (kind, named)
     }
 
     /// Answers a unit that cannot run with an error (and the
@@ -411,7 +429,8 @@ impl Session {
             }
             return Ok(());
         }
-        let kind = self.classify_unit(&unit);
+        let (kind, named_kinds) = self.classify_unit(&unit);
+        self.named_kinds = named_kinds;
         // A unit ended by Flush leaves its implicit transaction open for
         // whatever the client sends next (a write, perhaps), and its
         // answers must reach the client before a Sync: it is not routed
@@ -572,21 +591,17 @@ impl Session {
     }
 
     /// Sends `unit` to the attached server; `unit_kind` is how it was
-    /// classified when routed.
+    /// classified when routed (its named Parses' kinds are in
+    /// `named_kinds`).
     async fn send_unit(&mut self, unit: Bytes, unit_kind: StatementKind) -> Result<(), ProxyError> {
+        let named_kinds = std::mem::replace(&mut self.named_kinds, NO_NAMED_KINDS);
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
+        let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
         for frame in frames(&unit) {
-            let msg = match FrontendMessage::decode(frame) {
-                Ok(msg) => msg,
-                Err(pgkeel_wire::WireError::NotUtf8 { .. }) if is_raw_query(frame) => {
-                    att.relay.send_raw_query(frame, &mut to_server);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let msg = FrontendMessage::decode(frame)?;
             let kind = match &msg {
                 FrontendMessage::Flush => {
                     att.open_batch = true;
@@ -596,10 +611,13 @@ impl Session {
                     att.open_batch = false;
                     StatementKind::Empty
                 }
-                // Only a named statement keeps its kind (for its Binds);
-                // a cache hit, classified when the unit was routed.
+                // Only a named statement keeps its kind (for its Binds),
+                // as classified when the unit was routed (past the first
+                // few of a unit, classified again: a cache hit).
                 FrontendMessage::Parse { name, query, .. } if !name.is_empty() => {
-                    self.shared.classifier.classify(query)
+                    let known = named_kinds.get(named).copied().flatten();
+                    named += 1;
+                    known.unwrap_or_else(|| classify_text(&self.shared.classifier, query))
                 }
                 // Tells the relay the unit changes session state (it may
                 // be a DISCARD ALL or DEALLOCATE).
@@ -786,7 +804,7 @@ impl Session {
         if needs_reset {
             let conn = &mut att.lease.conn;
             let mut q = Vec::new();
-            FrontendMessage::Query("DISCARD ALL").encode(&mut q);
+            FrontendMessage::Query(b"DISCARD ALL").encode(&mut q);
             let ok = async {
                 write_all(&mut conn.stream, &q).await?;
                 loop {
@@ -821,8 +839,8 @@ mod tests {
     fn unit_frames_and_batch_end() {
         let mut unit = Vec::new();
         FrontendMessage::Parse {
-            name: "",
-            query: "SELECT 1",
+            name: b"",
+            query: b"SELECT 1",
             param_types: vec![],
         }
         .encode(&mut unit);
@@ -833,6 +851,15 @@ mod tests {
         let mut flush = Vec::new();
         FrontendMessage::Flush.encode(&mut flush);
         assert!(!ends_batch(&flush));
+    }
+
+    /// Text the classifier cannot read (not UTF-8: another client
+    /// encoding) goes to the primary, whatever it says.
+    #[test]
+    fn text_in_another_encoding_is_a_write() {
+        let c = Classifier::default();
+        assert_eq!(classify_text(&c, b"SELECT 1"), StatementKind::Read);
+        assert_eq!(classify_text(&c, b"SELECT 'caf\xe9'"), StatementKind::Write);
     }
 
     /// Every connected client keeps its session future in memory: it

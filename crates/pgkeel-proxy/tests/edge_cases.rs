@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::{Env, TestResult, raw_login};
 use futures_util::{SinkExt, StreamExt};
-use pgkeel_wire::FrontendMessage;
 use pgkeel_wire::backend::error_code;
+use pgkeel_wire::{BackendMessage, FrontendMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::SimpleQueryMessage;
@@ -60,6 +60,18 @@ impl Raw {
         }
     }
 
+    /// Parses `query` as `name`, runs it once in its own batch and reads
+    /// the answer.
+    async fn run_parsed<N, Q>(&mut self, name: &N, query: &Q) -> TestResult<Answer>
+    where
+        N: AsRef<[u8]> + ?Sized,
+        Q: AsRef<[u8]> + ?Sized,
+    {
+        self.send(&[parse(name, query), bind(name), EXEC, FrontendMessage::Sync])
+            .await?;
+        self.until_ready().await
+    }
+
     async fn next(&mut self) -> TestResult<(u8, Vec<u8>)> {
         self.next_within(Duration::from_secs(10))
             .await?
@@ -77,7 +89,12 @@ impl Raw {
                 b'E' => a
                     .errors
                     .push(error_code(&frame[5..]).unwrap_or("?").to_string()),
-                b'D' if a.first.is_none() => a.first = first_column(&frame),
+                b'D' if a.row.is_none() => {
+                    a.first = first_column(&frame);
+                    if let Ok(BackendMessage::DataRow(cells)) = BackendMessage::decode(&frame) {
+                        a.row = Some(cells.iter().map(|c| c.map(<[u8]>::to_vec)).collect());
+                    }
+                }
                 b'Z' => {
                     a.status = frame.get(5).copied().map(char::from);
                     return Ok(a);
@@ -93,6 +110,8 @@ struct Answer {
     tags: String,
     errors: Vec<String>,
     first: Option<String>,
+    /// The first DataRow's values as sent (text in the client's encoding).
+    row: Option<Vec<Option<Vec<u8>>>>,
     status: Option<char>,
 }
 
@@ -102,24 +121,30 @@ fn first_column(frame: &[u8]) -> Option<String> {
     String::from_utf8(frame.get(11..11 + len)?.to_vec()).ok()
 }
 
-fn parse<'a>(name: &'a str, query: &'a str) -> FrontendMessage<'a> {
+/// A Parse of text as a test writes it: `&str`, or bytes in another
+/// encoding.
+fn parse<'a, N, Q>(name: &'a N, query: &'a Q) -> FrontendMessage<'a>
+where
+    N: AsRef<[u8]> + ?Sized,
+    Q: AsRef<[u8]> + ?Sized,
+{
     FrontendMessage::Parse {
-        name,
-        query,
+        name: name.as_ref(),
+        query: query.as_ref(),
         param_types: vec![],
     }
 }
 
-fn bind(statement: &str) -> FrontendMessage<'_> {
+fn bind<S: AsRef<[u8]> + ?Sized>(statement: &S) -> FrontendMessage<'_> {
     FrontendMessage::Bind {
-        portal: "",
-        statement,
+        portal: b"",
+        statement: statement.as_ref(),
         tail: NO_PARAMS,
     }
 }
 
 const EXEC: FrontendMessage<'static> = FrontendMessage::Execute {
-    portal: "",
+    portal: b"",
     max_rows: 0,
 };
 
@@ -230,8 +255,8 @@ async fn replica_body() -> TestResult {
     // Pipelined: a read then a write, sent before any answer.
     let mut raw = Raw::login(&env).await?;
     raw.send(&[
-        FrontendMessage::Query(port),
-        FrontendMessage::Query("INSERT INTO e VALUES (4) RETURNING current_setting('port')"),
+        FrontendMessage::Query(port.as_bytes()),
+        FrontendMessage::Query(b"INSERT INTO e VALUES (4) RETURNING current_setting('port')"),
     ])
     .await?;
     let a = raw.until_ready().await?;
@@ -243,9 +268,9 @@ async fn replica_body() -> TestResult {
     // joins that transaction: it fails there as it would on any server,
     // instead of waiting forever.
     raw.send(&[
-        FrontendMessage::Query("BEGIN READ ONLY"),
-        FrontendMessage::Query("INSERT INTO e VALUES (5)"),
-        FrontendMessage::Query("ROLLBACK"),
+        FrontendMessage::Query(b"BEGIN READ ONLY"),
+        FrontendMessage::Query(b"INSERT INTO e VALUES (5)"),
+        FrontendMessage::Query(b"ROLLBACK"),
     ])
     .await?;
     assert_eq!(raw.until_ready().await?.status, Some('T'));
@@ -421,7 +446,7 @@ async fn reuse_body() -> TestResult {
     // A client leaving mid-transaction: the next one gets a clean
     // connection and the write is gone.
     let mut raw = Raw::login(&env).await?;
-    raw.send(&[FrontendMessage::Query("BEGIN; INSERT INTO r VALUES (7)")])
+    raw.send(&[FrontendMessage::Query(b"BEGIN; INSERT INTO r VALUES (7)")])
         .await?;
     let a = raw.until_ready().await?;
     assert_eq!(a.status, Some('T'));
@@ -438,7 +463,7 @@ async fn reuse_body() -> TestResult {
     // A client leaving mid-result.
     let mut raw = Raw::login(&env).await?;
     raw.send(&[FrontendMessage::Query(
-        "SELECT repeat('y', 100) FROM generate_series(1, 200000)",
+        b"SELECT repeat('y', 100) FROM generate_series(1, 200000)",
     )])
     .await?;
     let (tag, _) = raw.next().await?;
@@ -510,14 +535,14 @@ async fn reuse_body() -> TestResult {
         EXEC,
         FrontendMessage::Close {
             kind: b'S',
-            name: "n1",
+            name: b"n1",
         },
         parse("n1", "SELECT 'second'"),
         bind("n1"),
         EXEC,
         FrontendMessage::Describe {
             kind: b'S',
-            name: "n1",
+            name: b"n1",
         },
         FrontendMessage::Sync,
     ])
@@ -536,15 +561,15 @@ async fn reuse_body() -> TestResult {
 
     // Odd queries: empty, comments only, 1 MB long.
     let a = {
-        raw.send(&[FrontendMessage::Query("")]).await?;
+        raw.send(&[FrontendMessage::Query(b"")]).await?;
         raw.until_ready().await?
     };
     assert_eq!(a.tags, "IZ");
-    raw.send(&[FrontendMessage::Query("-- nothing\n/* at all */")])
+    raw.send(&[FrontendMessage::Query(b"-- nothing\n/* at all */")])
         .await?;
     assert_eq!(raw.until_ready().await?.tags, "IZ");
     let long = format!("SELECT length('{}')", "z".repeat(1 << 20));
-    raw.send(&[FrontendMessage::Query(&long)]).await?;
+    raw.send(&[FrontendMessage::Query(long.as_bytes())]).await?;
     let a = raw.until_ready().await?;
     assert_eq!(a.first.as_deref(), Some("1048576"));
     drop(raw);
@@ -590,29 +615,22 @@ async fn queries_in_another_client_encoding_are_relayed() -> TestResult {
     common::within(120, async {
         let env = Env::start(1, |_| {}).await?;
         let mut raw = Raw::login(&env).await?;
-        let query = |text: &[u8]| {
-            let mut f = vec![b'Q'];
-            f.extend_from_slice(&i32::try_from(text.len() + 5).unwrap_or(0).to_be_bytes());
-            f.extend_from_slice(text);
-            f.push(0);
-            f
-        };
         // Invalid in UTF-8: the server's error, and the session goes on.
-        raw.s.write_all(&query(b"SELECT 'caf\xe9'")).await?;
+        raw.send(&[FrontendMessage::Query(b"SELECT 'caf\xe9'")])
+            .await?;
         let a = raw.until_ready().await?;
         assert_eq!(a.errors, ["22021"], "{a:?}");
-        raw.send(&[FrontendMessage::Query("SELECT 1")]).await?;
+        raw.send(&[FrontendMessage::Query(b"SELECT 1")]).await?;
         let a = raw.until_ready().await?;
         assert_eq!(a.first.as_deref(), Some("1"), "{a:?}");
         // LATIN1: the same bytes are 'café'.
-        raw.send(&[FrontendMessage::Query("SET client_encoding = 'LATIN1'")])
+        raw.send(&[FrontendMessage::Query(b"SET client_encoding = 'LATIN1'")])
             .await?;
         assert!(raw.until_ready().await?.errors.is_empty());
-        raw.s
-            .write_all(&query(
-                b"SELECT length('caf\xe9'), 'caf\xe9' = 'caf' || chr(233)",
-            ))
-            .await?;
+        raw.send(&[FrontendMessage::Query(
+            b"SELECT length('caf\xe9'), 'caf\xe9' = 'caf' || chr(233)",
+        )])
+        .await?;
         let mut row = None;
         loop {
             let (tag, frame) = raw.next().await?;
@@ -629,6 +647,132 @@ async fn queries_in_another_client_encoding_are_relayed() -> TestResult {
             row.ends_with(b"\x00\x00\x00\x014\x00\x00\x00\x01t"),
             "{row:?}"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// The row's values as bytes, `None` for NULL.
+fn cells(a: &Answer) -> Vec<Option<&[u8]>> {
+    a.row.iter().flatten().map(|c| c.as_deref()).collect()
+}
+
+/// The extended protocol in another client encoding: SQL text, statement
+/// and portal names that are not UTF-8 are relayed as PostgreSQL takes
+/// them (the server converts or refuses them), never a protocol error.
+/// A Parse whose text is not UTF-8 cannot be classified: it runs on the
+/// primary. Invalid bytes in UTF-8 get the server's 22021 and the
+/// connection carries on.
+#[tokio::test]
+async fn extended_queries_in_another_client_encoding_are_relayed() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |_| {}).await?;
+        let setup = env.client().await?;
+        setup.batch_execute("CREATE TABLE enc (v text)").await?;
+        let mut raw = Raw::login(&env).await?;
+        let recovery = "SELECT pg_is_in_recovery()";
+
+        // UTF-8 (not pinned): a read goes to the replica...
+        let a = raw.run_parsed("", recovery).await?;
+        assert_eq!(a.first.as_deref(), Some("t"), "{a:?}");
+        // ...a unit with a Parse that is not UTF-8 to the primary, where
+        // the server refuses the bytes; what ran before them is answered.
+        raw.send(&[
+            parse("", recovery),
+            bind(""),
+            EXEC,
+            parse("", b"SELECT 'caf\xe9'"),
+            bind(""),
+            EXEC,
+            FrontendMessage::Sync,
+        ])
+        .await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(
+            (a.tags.as_str(), a.first.as_deref(), a.errors.as_slice()),
+            ("12DCEZ", Some("f"), &["22021".to_string()][..])
+        );
+        raw.send(&[FrontendMessage::Query(b"SELECT 1")]).await?;
+        assert_eq!(raw.until_ready().await?.first.as_deref(), Some("1"));
+
+        // LATIN1: the same bytes are 'café'.
+        raw.send(&[FrontendMessage::Query(b"SET client_encoding = 'LATIN1'")])
+            .await?;
+        assert!(raw.until_ready().await?.errors.is_empty());
+        // (1) Unnamed, the answer in LATIN1.
+        let a = raw
+            .run_parsed("", b"SELECT 'caf\xe9'::text, pg_is_in_recovery()")
+            .await?;
+        assert_eq!(a.tags, "12DCZ", "{a:?}");
+        assert_eq!(cells(&a), [Some(&b"caf\xe9"[..]), Some(b"f")]);
+
+        // (2) A statement named in LATIN1, run twice (the second time
+        // through a portal named in LATIN1, described), then closed.
+        let name = b"caf\xe9";
+        let portal = b"p\xe9";
+        let a = raw
+            .run_parsed(
+                name,
+                b"SELECT length('caf\xe9'), 'caf\xe9' = 'caf' || chr(233)",
+            )
+            .await?;
+        assert_eq!(a.tags, "12DCZ", "{a:?}");
+        assert_eq!(cells(&a), [Some(&b"4"[..]), Some(b"t")]);
+        raw.send(&[
+            FrontendMessage::Bind {
+                portal,
+                statement: name,
+                tail: NO_PARAMS,
+            },
+            FrontendMessage::Describe {
+                kind: b'P',
+                name: portal,
+            },
+            FrontendMessage::Execute {
+                portal,
+                max_rows: 0,
+            },
+            FrontendMessage::Close {
+                kind: b'P',
+                name: portal,
+            },
+            FrontendMessage::Describe { kind: b'S', name },
+            FrontendMessage::Sync,
+        ])
+        .await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.tags, "2TDC3tTZ", "{a:?}");
+        assert_eq!(cells(&a), [Some(&b"4"[..]), Some(b"t")]);
+        raw.send(&[
+            FrontendMessage::Close { kind: b'S', name },
+            FrontendMessage::Sync,
+        ])
+        .await?;
+        assert_eq!(raw.until_ready().await?.tags, "3Z");
+        // Gone: the server looks for the name (converted) and says so.
+        raw.send(&[bind(name), EXEC, FrontendMessage::Sync]).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["26000"], "{a:?}");
+
+        // (3) A write, on the primary.
+        let a = raw
+            .run_parsed(
+                "",
+                b"INSERT INTO enc VALUES ('caf\xe9') RETURNING v, pg_is_in_recovery()",
+            )
+            .await?;
+        assert_eq!(a.tags, "12DCZ", "{a:?}");
+        assert_eq!(cells(&a), [Some(&b"caf\xe9"[..]), Some(b"f")]);
+        let stored: String = setup
+            .query_one("SELECT v FROM enc FOR SHARE", &[])
+            .await?
+            .get(0);
+        assert_eq!(stored, "caf\u{e9}");
+
+        // Still usable.
+        raw.send(&[FrontendMessage::Query(b"SELECT 'ok'")]).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!((a.first.as_deref(), a.status), (Some("ok"), Some('I')));
         Ok(())
     })
     .await

@@ -60,19 +60,25 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// A NUL-terminated UTF-8 string.
-    pub(crate) fn cstr(&mut self, what: &'static str) -> Result<&'a str, WireError> {
+    /// A NUL-terminated byte string, as sent: text a client writes in its
+    /// own `client_encoding` (SQL, statement and portal names) need not be
+    /// UTF-8, and only the server knows how to convert it.
+    pub(crate) fn cbytes(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
         let end = self
             .buf
             .iter()
             .position(|&b| b == 0)
             .ok_or_else(|| self.truncated(what))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| WireError::NotUtf8 {
-            message: self.message,
-            what,
-        })?;
-        self.buf = &self.buf[end + 1..];
+        let (s, rest) = self.buf.split_at(end);
+        self.buf = &rest[1..];
         Ok(s)
+    }
+
+    /// A NUL-terminated UTF-8 string.
+    pub(crate) fn cstr(&mut self, what: &'static str) -> Result<&'a str, WireError> {
+        let message = self.message;
+        let s = self.cbytes(what)?;
+        std::str::from_utf8(s).map_err(|_| WireError::NotUtf8 { message, what })
     }
 
     /// A length-prefixed (int32) value where -1 means NULL.
@@ -112,7 +118,13 @@ impl<'a> Cursor<'a> {
 
 /// Appends a NUL-terminated string.
 pub(crate) fn put_cstr(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
+    put_cbytes(out, s.as_bytes());
+}
+
+/// Appends a NUL-terminated byte string (the inverse of
+/// [`Cursor::cbytes`]); `s` must not contain NUL, as decoded ones cannot.
+pub(crate) fn put_cbytes(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s);
     out.push(0);
 }
 

@@ -1,30 +1,37 @@
 //! Messages a client sends after startup, as borrowed views of the frame so
 //! the proxy can route and relay without copying.
+//!
+//! Text a client writes (SQL, statement and portal names, a COPY failure
+//! reason) is kept as the bytes sent: it is in the client's
+//! `client_encoding`, which need not be UTF-8 (LATIN1, say), and the server
+//! converts it, or refuses it with SQLSTATE 22021. Decoding therefore never
+//! fails on encoding, and encoding a decoded message gives back its frame.
 
 use crate::WireError;
-use crate::cursor::{Cursor, begin, count_i16, finish, len_i32, put_cstr};
+use crate::cursor::{Cursor, begin, count_i16, finish, len_i32, put_cbytes};
 
 /// A frontend message. Decoded from a complete frame (see
 /// [`crate::split_message`]); `encode` produces the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendMessage<'a> {
-    /// `Q`: simple query (one or more statements).
-    Query(&'a str),
+    /// `Q`: simple query (one or more statements), in the client's
+    /// encoding.
+    Query(&'a [u8]),
     /// `P`: prepare `query` as statement `name` ("" = unnamed).
     Parse {
-        /// Statement name.
-        name: &'a str,
-        /// SQL text.
-        query: &'a str,
+        /// Statement name (client encoding).
+        name: &'a [u8],
+        /// SQL text (client encoding).
+        query: &'a [u8],
         /// Parameter type OIDs (0 = unspecified).
         param_types: Vec<u32>,
     },
     /// `B`: bind parameters to `statement`, creating `portal`.
     Bind {
-        /// Portal name.
-        portal: &'a str,
-        /// Statement name.
-        statement: &'a str,
+        /// Portal name (client encoding).
+        portal: &'a [u8],
+        /// Statement name (client encoding).
+        statement: &'a [u8],
         /// Formats, values and result formats, kept raw (see [`BindTail`]).
         tail: &'a [u8],
     },
@@ -32,13 +39,13 @@ pub enum FrontendMessage<'a> {
     Describe {
         /// `S` or `P`.
         kind: u8,
-        /// Its name.
-        name: &'a str,
+        /// Its name (client encoding).
+        name: &'a [u8],
     },
     /// `E`: run a portal.
     Execute {
-        /// Portal name.
-        portal: &'a str,
+        /// Portal name (client encoding).
+        portal: &'a [u8],
         /// Row limit (0 = all).
         max_rows: i32,
     },
@@ -46,8 +53,8 @@ pub enum FrontendMessage<'a> {
     Close {
         /// `S` or `P`.
         kind: u8,
-        /// Its name.
-        name: &'a str,
+        /// Its name (client encoding).
+        name: &'a [u8],
     },
     /// `S`: end of an extended-protocol batch.
     Sync,
@@ -57,8 +64,8 @@ pub enum FrontendMessage<'a> {
     CopyData(&'a [u8]),
     /// `c`: COPY finished.
     CopyDone,
-    /// `f`: COPY aborted with a reason.
-    CopyFail(&'a str),
+    /// `f`: COPY aborted with a reason (client encoding).
+    CopyFail(&'a [u8]),
     /// `X`: the client is leaving.
     Terminate,
     /// `p`: password, SASLInitialResponse or SASLResponse (the meaning
@@ -100,14 +107,14 @@ impl<'a> FrontendMessage<'a> {
         let msg = match tag {
             b'Q' => {
                 let mut c = Cursor::new(body, "Query");
-                let q = c.cstr("query")?;
+                let q = c.cbytes("query")?;
                 c.finish()?;
                 FrontendMessage::Query(q)
             }
             b'P' => {
                 let mut c = Cursor::new(body, "Parse");
-                let name = c.cstr("statement name")?;
-                let query = c.cstr("query")?;
+                let name = c.cbytes("statement name")?;
+                let query = c.cbytes("query")?;
                 let n = c.count16("parameter count")?;
                 if c.remaining() < n * 4 {
                     return Err(WireError::Truncated {
@@ -128,8 +135,8 @@ impl<'a> FrontendMessage<'a> {
             }
             b'B' => {
                 let mut c = Cursor::new(body, "Bind");
-                let portal = c.cstr("portal name")?;
-                let statement = c.cstr("statement name")?;
+                let portal = c.cbytes("portal name")?;
+                let statement = c.cbytes("statement name")?;
                 let tail = c.rest();
                 BindTail::decode(tail)?;
                 FrontendMessage::Bind {
@@ -141,7 +148,7 @@ impl<'a> FrontendMessage<'a> {
             b'D' | b'C' => {
                 let mut c = Cursor::new(body, if tag == b'D' { "Describe" } else { "Close" });
                 let kind = describe_kind(&mut c)?;
-                let name = c.cstr("name")?;
+                let name = c.cbytes("name")?;
                 c.finish()?;
                 if tag == b'D' {
                     FrontendMessage::Describe { kind, name }
@@ -151,7 +158,7 @@ impl<'a> FrontendMessage<'a> {
             }
             b'E' => {
                 let mut c = Cursor::new(body, "Execute");
-                let portal = c.cstr("portal name")?;
+                let portal = c.cbytes("portal name")?;
                 let max_rows = c.i32("row limit")?;
                 c.finish()?;
                 FrontendMessage::Execute { portal, max_rows }
@@ -168,7 +175,7 @@ impl<'a> FrontendMessage<'a> {
             b'd' => FrontendMessage::CopyData(body),
             b'f' => {
                 let mut c = Cursor::new(body, "CopyFail");
-                let reason = c.cstr("reason")?;
+                let reason = c.cbytes("reason")?;
                 c.finish()?;
                 FrontendMessage::CopyFail(reason)
             }
@@ -203,14 +210,14 @@ impl<'a> FrontendMessage<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let at = begin(out, self.tag());
         match self {
-            FrontendMessage::Query(q) => put_cstr(out, q),
+            FrontendMessage::Query(q) => put_cbytes(out, q),
             FrontendMessage::Parse {
                 name,
                 query,
                 param_types,
             } => {
-                put_cstr(out, name);
-                put_cstr(out, query);
+                put_cbytes(out, name);
+                put_cbytes(out, query);
                 out.extend_from_slice(&count_i16(param_types.len()));
                 for t in param_types {
                     out.extend_from_slice(&t.to_be_bytes());
@@ -221,16 +228,16 @@ impl<'a> FrontendMessage<'a> {
                 statement,
                 tail,
             } => {
-                put_cstr(out, portal);
-                put_cstr(out, statement);
+                put_cbytes(out, portal);
+                put_cbytes(out, statement);
                 out.extend_from_slice(tail);
             }
             FrontendMessage::Describe { kind, name } | FrontendMessage::Close { kind, name } => {
                 out.push(*kind);
-                put_cstr(out, name);
+                put_cbytes(out, name);
             }
             FrontendMessage::Execute { portal, max_rows } => {
-                put_cstr(out, portal);
+                put_cbytes(out, portal);
                 out.extend_from_slice(&max_rows.to_be_bytes());
             }
             FrontendMessage::Sync
@@ -240,7 +247,7 @@ impl<'a> FrontendMessage<'a> {
             FrontendMessage::CopyData(b)
             | FrontendMessage::Password(b)
             | FrontendMessage::FunctionCall(b) => out.extend_from_slice(b),
-            FrontendMessage::CopyFail(r) => put_cstr(out, r),
+            FrontendMessage::CopyFail(r) => put_cbytes(out, r),
         }
         finish(out, at);
     }
@@ -330,8 +337,8 @@ mod tests {
     #[test]
     fn parse_round_trips_and_checks_counts() -> Result<(), WireError> {
         let msg = FrontendMessage::Parse {
-            name: "s1",
-            query: "SELECT $1",
+            name: b"s1",
+            query: b"SELECT $1",
             param_types: vec![23],
         };
         let mut buf = Vec::new();
@@ -343,6 +350,61 @@ mod tests {
         bad.extend_from_slice(b"\0q\0\x03\xe8");
         finish(&mut bad, at);
         assert!(FrontendMessage::decode(&bad).is_err());
+        Ok(())
+    }
+
+    /// A client in LATIN1 (or one sending bytes the server will refuse)
+    /// is no protocol error: every text field comes back as sent, and the
+    /// frame encodes to the same bytes.
+    #[test]
+    fn text_in_another_encoding_is_kept_as_sent() -> Result<(), WireError> {
+        let msgs = [
+            FrontendMessage::Query(b"SELECT 'caf\xe9'"),
+            FrontendMessage::Parse {
+                name: b"s\xe9",
+                query: b"SELECT '\xff\xfe'",
+                param_types: vec![],
+            },
+            FrontendMessage::Bind {
+                portal: b"p\xe9",
+                statement: b"s\xe9",
+                tail: b"\0\0\0\0\0\0",
+            },
+            FrontendMessage::Describe {
+                kind: b'S',
+                name: b"s\xe9",
+            },
+            FrontendMessage::Execute {
+                portal: b"p\xe9",
+                max_rows: 0,
+            },
+            FrontendMessage::Close {
+                kind: b'P',
+                name: b"p\xe9",
+            },
+            FrontendMessage::CopyFail(b"donn\xe9es"),
+        ];
+        for msg in msgs {
+            let mut buf = Vec::new();
+            msg.encode(&mut buf);
+            let decoded = FrontendMessage::decode(&buf)?;
+            let mut again = Vec::new();
+            decoded.encode(&mut again);
+            assert_eq!(decoded, msg);
+            assert_eq!(again, buf);
+        }
+        // A name without its NUL is still an error, not a panic.
+        let mut bad = Vec::new();
+        let at = begin(&mut bad, b'E');
+        bad.extend_from_slice(b"p\xe9");
+        finish(&mut bad, at);
+        assert_eq!(
+            FrontendMessage::decode(&bad),
+            Err(WireError::Truncated {
+                message: "Execute",
+                what: "portal name"
+            })
+        );
         Ok(())
     }
 

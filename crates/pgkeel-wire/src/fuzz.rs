@@ -6,7 +6,9 @@ use crate::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, StartupPacket};
 
 /// Feeds `data` to the startup and message splitters and every decoder,
 /// as a client or server stream would. It must never panic, allocate
-/// without bound or loop: every error is a value.
+/// without bound or loop: every error is a value. A frontend message that
+/// decodes must encode to exactly its frame (the proxy relays what it
+/// decoded, and text in any client encoding is kept as sent).
 pub fn decode_everything(data: &[u8]) {
     // Slicing with the splitters' lengths is deliberate: a length they
     // get wrong panics here, and the fuzzer reports it.
@@ -16,7 +18,11 @@ pub fn decode_everything(data: &[u8]) {
     let mut rest = data;
     while let Ok(Some((_, len))) = crate::split_message(rest, MAX_MESSAGE_LEN) {
         let frame = &rest[..len];
-        let _ = FrontendMessage::decode(frame);
+        if let Ok(msg) = FrontendMessage::decode(frame) {
+            let mut again = Vec::with_capacity(frame.len());
+            msg.encode(&mut again);
+            assert_eq!(again, frame, "a frontend message did not round-trip");
+        }
         let _ = BackendMessage::decode(frame);
         rest = &rest[len..];
     }

@@ -45,6 +45,10 @@ fn corpus() -> Vec<Vec<u8>> {
         msg(b'Q', b"SELECT 1\0"),
         msg(b'P', b"s1\0SELECT $1::int\0\0\x01\0\0\0\x17"),
         msg(b'B', b"\0s1\0\0\x01\0\0\0\x01\0\0\0\x011\0\0"),
+        // Text in another client encoding (LATIN1 'é'), and invalid UTF-8.
+        msg(b'P', b"s\xe9\0SELECT 'caf\xe9'\0\0\0"),
+        msg(b'B', b"p\xe9\0s\xe9\0\0\0\0\0\0\0"),
+        msg(b'Q', b"SELECT '\xff\xfe'\0"),
         msg(b'D', b"P\0"),
         msg(b'E', b"\0\0\0\0\0"),
         msg(b'S', b""),
