@@ -346,6 +346,10 @@ impl Session {
     /// up, not classified again), and its named Parses' own kinds.
     fn classify_unit(&self, unit: &[u8]) -> (StatementKind, NamedKinds) {
         let mut named = NO_NAMED_KINDS;
+        // Names of those first named Parses, for Binds later in the unit
+        // (a driver's first execution sends Parse and Bind of a name
+        // together, before the proxy has recorded the statement).
+        let mut names: [&[u8]; NAMED_KINDS] = [&[]; NAMED_KINDS];
         let mut named_seen = 0;
         let mut last_unnamed = StatementKind::Empty;
         let mut session = false;
@@ -359,8 +363,11 @@ impl Session {
                     if name.is_empty() {
                         last_unnamed = k;
                     } else {
-                        if let Some(slot) = named.get_mut(named_seen) {
+                        if let (Some(slot), Some(n)) =
+                            (named.get_mut(named_seen), names.get_mut(named_seen))
+                        {
                             *slot = Some(k);
+                            *n = name;
                         }
                         named_seen += 1;
                     }
@@ -370,9 +377,22 @@ impl Session {
                     if statement.is_empty() {
                         last_unnamed
                     } else {
-                        self.statements
-                            .get(statement)
-                            .map(|s| s.kind)
+                        // The latest Parse of that name in this unit, else
+                        // the recorded statement; unknown: the primary.
+                        let seen = named_seen.min(NAMED_KINDS);
+                        names[..seen]
+                            .iter()
+                            .zip(&named[..seen])
+                            .rev()
+                            .find(|(n, _)| **n == statement)
+                            .and_then(|(_, k)| *k)
+                            .or_else(|| {
+                                // Past the names kept, a Parse may have
+                                // redefined it: not known.
+                                (named_seen <= NAMED_KINDS)
+                                    .then(|| self.statements.get(statement).map(|s| s.kind))
+                                    .flatten()
+                            })
                             .unwrap_or(StatementKind::Write)
                     }
                 }

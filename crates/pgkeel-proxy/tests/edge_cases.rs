@@ -200,6 +200,20 @@ async fn replica_body() -> TestResult {
     let a = raw.until_ready().await?;
     assert!(a.errors.is_empty(), "write after a Flush-ended read: {a:?}");
 
+    // A named statement parsed and bound in one unit (a driver's first
+    // execution) is routed by its own text: a read goes to the replica...
+    let a = raw.run_parsed("s_named", port).await?;
+    assert_eq!(a.first, Some(replica.to_string()), "{a:?}");
+    // ...and a name parsed again as a write in one unit goes to the
+    // primary, whatever the name held before.
+    let a = raw
+        .run_parsed(
+            "s_named",
+            "INSERT INTO e VALUES (2) RETURNING current_setting('port')",
+        )
+        .await?;
+    assert_eq!(a.first, Some(primary.to_string()), "{a:?}");
+
     // A read and a write in one simple query run on the primary.
     let c2 = env.client().await?;
     let msgs = c2
