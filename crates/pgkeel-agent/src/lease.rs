@@ -41,6 +41,9 @@ pub fn spawn_keeper(dcs: Dcs, shared: Arc<Shared>) {
                         if let Ok(mut l) = shared.lease.lock() {
                             *l = None;
                         }
+                        // At once: until the new lease, a primary runs on
+                        // its failsafe cover alone.
+                        continue;
                     }
                     Err(_) => {}
                 },

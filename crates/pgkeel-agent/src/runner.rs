@@ -196,7 +196,12 @@ async fn iteration(
         dcs_ok,
         lease_valid: lease.is_some(),
         nofailover: node.nofailover,
-        failsafe_ok: shared.leader() && shared.failsafe_ok(),
+        // Not gated on the leader flag: the keeper clears it as soon as it
+        // finds the lease expired (etcd back after a partition), while the
+        // members' promises still cover this primary until it has a new
+        // lease and the key again; gating it fenced a healthy primary
+        // exactly when etcd came back.
+        failsafe_ok: shared.failsafe_ok(),
         failsafe_hold: shared.failsafe_hold(),
         degrade_allowed,
         upstream: obs.member.upstream.clone(),

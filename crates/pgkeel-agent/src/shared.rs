@@ -86,7 +86,12 @@ impl Shared {
         self.lease.lock().ok().and_then(|l| *l)
     }
 
-    /// Leader: all members confirmed it recently enough (failsafe).
+    /// All other members confirmed this node as leader recently enough
+    /// (failsafe), so it may run as a primary without a valid lease. It
+    /// outlives the leader flag on purpose: the keeper clears that flag the
+    /// moment it finds the lease expired (etcd reachable again), and the
+    /// members' promises still cover the primary until it holds a new
+    /// lease and the key.
     pub fn failsafe_ok(&self) -> bool {
         self.failsafe_valid_until
             .lock()
@@ -112,5 +117,29 @@ impl Shared {
     /// Records leadership.
     pub fn set_leader(&self, value: bool) {
         self.is_leader.store(value, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failsafe_cover_outlives_the_leader_flag_until_it_expires() {
+        let shared = Shared::new(
+            "primary",
+            Duration::from_secs(3),
+            Duration::from_millis(750),
+        );
+        assert!(!shared.failsafe_ok());
+        shared.set_leader(true);
+        if let Ok(mut until) = shared.failsafe_valid_until.lock() {
+            *until = Some(Instant::now() + Duration::from_millis(200));
+        }
+        // The keeper found the lease expired: no longer leader, still covered.
+        shared.set_leader(false);
+        assert!(shared.failsafe_ok());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!shared.failsafe_ok());
     }
 }

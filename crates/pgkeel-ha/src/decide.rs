@@ -17,10 +17,12 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
     if !local.dcs_ok {
         // Without a lease nothing may be decided; a primary must stop
         // accepting writes before its lease can expire and someone else
-        // can win the key.
+        // can win the key, unless every member promised not to take it
+        // (failsafe): that cover also spans etcd coming back, from the
+        // lease found expired until a new one lets it take the key again.
         return if running_primary && local.failsafe_ok {
             vec![Action::Wait(
-                "etcd unreachable: every member confirms this primary (failsafe)".into(),
+                "no lease (etcd unreachable or lease expired): every member confirms this primary (failsafe)".into(),
             )]
         } else if running_primary && local.lease_valid {
             vec![Action::Wait(

@@ -19,8 +19,11 @@ pub struct Local {
     pub lease_valid: bool,
     /// Configured never to be promoted automatically.
     pub nofailover: bool,
-    /// Leader without etcd: every other member confirmed it within the
-    /// last `ttl - margin` (failsafe), so it keeps running.
+    /// Every other member confirmed this node as leader within the last
+    /// `ttl - margin` (failsafe) and promised not to take over: a primary
+    /// without a valid lease keeps running, whether etcd is unreachable or
+    /// reachable again with the lease found expired (until a new lease lets
+    /// it take the key back).
     pub failsafe_ok: bool,
     /// Leader: no standby has been healthy for a whole TTL, so dropping the
     /// synchronous standbys (non-strict mode) is a real outage, not a

@@ -22,6 +22,17 @@
 //! to notice), its packets simply go nowhere, like a silent network
 //! failure. `tc netem` would be the other means but is not available
 //! everywhere (the kernel module may be missing).
+//!
+//! A *partial* partition cuts one node from one peer only ([`NetLab::cut`],
+//! undone by [`NetLab::mend`]): an `unreachable` route to the peer's
+//! address inside the node's namespace, and the reverse route inside the
+//! peer's (for the switch, whose address etcd listens on, inside the switch
+//! namespace). Node-to-node traffic crosses the bridge at layer 2, so a
+//! route in the switch namespace only ever cuts traffic to and from the
+//! switch's own address. No iptables needed. Established connections go
+//! silent (their retransmissions fail locally) until a timeout notices;
+//! new connections fail at once with "no route to host". The routes live
+//! in the lab's namespaces and vanish with them.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -77,6 +88,13 @@ pub enum NetLabError {
     /// Every candidate private subnet is in use on this host.
     #[error("no unused 10.200.X.0/24 subnet on this host (checked `ip -4 route` and `ip -4 addr`)")]
     NoFreeSubnet,
+    /// A partial partition between a node and itself: a test bug, since
+    /// a node's own address is local and cannot be cut.
+    #[error("node {index} cannot be cut off from itself")]
+    SelfLink {
+        /// The node.
+        index: usize,
+    },
     /// A node index outside the lab.
     #[error("the lab has {count} nodes; node {index} does not exist")]
     NoNode {
@@ -96,6 +114,16 @@ const SWITCH_HOST: u8 = 254;
 
 /// Labs created by this process, to keep names unique within it.
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// The far end of a partial partition ([`NetLab::cut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Node `i` (0-based) of the lab.
+    Node(usize),
+    /// The switch namespace's own address, where shared services (etcd)
+    /// listen: cutting a node from it cuts the node from etcd alone.
+    Switch,
+}
 
 /// One node of a lab: a namespace with one address on the bridge.
 #[derive(Debug, Clone)]
@@ -246,6 +274,54 @@ impl NetLab {
             "br0",
         ])?;
         ip(&["-n", &self.switch, "link", "set", &node.port, "up"])
+    }
+
+    /// Cuts node `index` off from `peer` only, both ways, leaving every
+    /// other path up: e.g. a primary cut off from etcd that still reaches
+    /// its replicas, which a whole-node [`isolate`](Self::isolate) cannot
+    /// express. See the module documentation for how. Idempotent.
+    pub fn cut(&self, index: usize, peer: Peer) -> Result<(), NetLabError> {
+        for (namespace, to) in self.link(index, peer)? {
+            ip(&[
+                "-n",
+                &namespace,
+                "route",
+                "replace",
+                "unreachable",
+                &format!("{to}/32"),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`cut`](Self::cut) between node `index` and `peer`.
+    /// Idempotent: a link that is not cut is left as it is.
+    pub fn mend(&self, index: usize, peer: Peer) -> Result<(), NetLabError> {
+        for (namespace, to) in self.link(index, peer)? {
+            let prefix = format!("{to}/32");
+            let route = ip_output(&["-n", &namespace, "route", "show", "exact", &prefix]);
+            if route.contains("unreachable") {
+                ip(&["-n", &namespace, "route", "del", "unreachable", &prefix])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Both directions of the link between node `index` and `peer`: each
+    /// namespace with the address it must stop reaching.
+    fn link(&self, index: usize, peer: Peer) -> Result<[(String, Ipv4Addr); 2], NetLabError> {
+        let node = self.node(index)?;
+        let (namespace, addr) = match peer {
+            Peer::Switch => (self.switch.clone(), self.switch_addr()),
+            Peer::Node(other) => {
+                let other = self.node(other)?;
+                if other.addr == node.addr {
+                    return Err(NetLabError::SelfLink { index });
+                }
+                (other.namespace.clone(), other.addr)
+            }
+        };
+        Ok([(node.namespace.clone(), addr), (namespace, node.addr)])
     }
 
     /// A scratch namespace (deleted when the returned guard drops) in which
@@ -579,6 +655,50 @@ mod tests {
         });
         assert!(healed, "node 0 unreachable after healing");
         assert!(reaches(&n[0].namespace, lab.switch_addr(), sw_port));
+    }
+
+    #[test]
+    fn a_cut_separates_one_node_from_one_peer_only_both_ways_until_mended() {
+        let lab = lab_or_skip_reason(3);
+        let n = lab.nodes().to_vec();
+        let port: Vec<u16> = n.iter().map(|x| serve(&x.namespace, x.addr)).collect();
+        let sw = lab.switch_namespace().to_string();
+        let sw_port = serve(&sw, lab.switch_addr());
+
+        // Node 0 from the switch (etcd) only.
+        lab.cut(0, Peer::Switch).expect("cut");
+        lab.cut(0, Peer::Switch).expect("cutting twice is harmless");
+        assert!(!reaches(&n[0].namespace, lab.switch_addr(), sw_port));
+        assert!(!reaches(&sw, n[0].addr, port[0]));
+        assert!(reaches(&n[0].namespace, n[1].addr, port[1]));
+        assert!(reaches(&n[1].namespace, n[0].addr, port[0]));
+        assert!(reaches(&n[1].namespace, lab.switch_addr(), sw_port));
+        assert!(reaches(&sw, n[2].addr, port[2]));
+        lab.mend(0, Peer::Switch).expect("mend");
+        lab.mend(0, Peer::Switch)
+            .expect("mending twice is harmless");
+        assert!(reaches(&n[0].namespace, lab.switch_addr(), sw_port));
+        assert!(reaches(&sw, n[0].addr, port[0]));
+
+        // Node 2 from node 0 only.
+        lab.cut(2, Peer::Node(0)).expect("cut");
+        assert!(!reaches(&n[2].namespace, n[0].addr, port[0]));
+        assert!(!reaches(&n[0].namespace, n[2].addr, port[2]));
+        assert!(reaches(&n[2].namespace, n[1].addr, port[1]));
+        assert!(reaches(&n[2].namespace, lab.switch_addr(), sw_port));
+        assert!(reaches(&n[0].namespace, n[1].addr, port[1]));
+        lab.mend(2, Peer::Node(0)).expect("mend");
+        assert!(reaches(&n[2].namespace, n[0].addr, port[0]));
+        assert!(reaches(&n[0].namespace, n[2].addr, port[2]));
+
+        assert!(matches!(
+            lab.cut(1, Peer::Node(1)),
+            Err(NetLabError::SelfLink { index: 1 })
+        ));
+        assert!(matches!(
+            lab.cut(0, Peer::Node(7)),
+            Err(NetLabError::NoNode { index: 7, .. })
+        ));
     }
 
     #[test]

@@ -223,6 +223,41 @@ fn failsafe_keeps_a_confirmed_primary_and_holds_back_replicas() {
     ));
 }
 
+/// etcd back after a partition that cut the primary from etcd alone: its
+/// lease expired meanwhile (the key is vacant), no new lease yet, but every
+/// member's failsafe promise still covers it. It must wait for the new
+/// lease and take the key back, not fence: fencing there stopped a healthy
+/// primary exactly when the partition healed (found by
+/// `tests/partition.rs`).
+#[test]
+fn etcd_back_with_the_lease_expired_a_failsafe_primary_waits_and_retakes_the_key() {
+    let c = cfg(ReplicationMode::Quorum);
+    let streaming = vec![peer("b", 100), peer("c", 100)];
+    let mut me = local(
+        "a",
+        primary(100, &["b", "c"], &["b", "c"]),
+        DataState::Primary,
+    );
+    me.dcs_ok = false;
+    me.lease_valid = false;
+    me.failsafe_ok = true;
+    let actions = decide(&view(None, streaming.clone()), &me, &c);
+    assert!(matches!(actions[..], [Action::Wait(_)]), "{actions:?}");
+    // Uncovered, the same primary fences.
+    me.failsafe_ok = false;
+    assert_eq!(
+        decide(&view(None, streaming.clone()), &me, &c),
+        vec![Action::Fence]
+    );
+    // The new lease: it takes the vacant key again.
+    me.dcs_ok = true;
+    me.lease_valid = true;
+    assert_eq!(
+        decide(&view(None, streaming), &me, &c),
+        vec![Action::AcquireLeader]
+    );
+}
+
 #[test]
 fn leader_key_holder_in_recovery_promotes_and_stopped_one_starts() {
     let c = cfg(ReplicationMode::Async);
