@@ -39,6 +39,7 @@ pub mod replica_state;
 pub mod server;
 pub mod server_stream;
 pub mod session;
+pub mod settings;
 pub mod stream;
 pub mod tls;
 pub mod topology;
