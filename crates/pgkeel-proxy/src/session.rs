@@ -20,6 +20,7 @@ use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 use crate::affinity::ReadAffinity;
 use crate::config::{PoolMode, ReplicaChoice};
 use crate::io::read_into;
+use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::replica_state::{ReplicaState, replay};
@@ -135,7 +136,11 @@ const NO_NAMED_KINDS: NamedKinds = [None; NAMED_KINDS];
 /// `None` when it has them already; the connection is then taken to hold
 /// them (if the query fails, it is closed). Allocates nothing when they
 /// are the same.
-fn sync_settings(conn: &mut ServerConn, wanted: Option<&Arc<Settings>>) -> Option<String> {
+fn sync_settings(
+    conn: &mut ServerConn,
+    wanted: Option<&Arc<Settings>>,
+    metrics: &Metrics,
+) -> Option<String> {
     if in_sync(conn.applied.as_ref(), wanted) {
         return None;
     }
@@ -145,6 +150,9 @@ fn sync_settings(conn: &mut ServerConn, wanted: Option<&Arc<Settings>>) -> Optio
         &conn.params,
     ));
     conn.applied = wanted.cloned();
+    if query.is_some() {
+        metrics.settings_applied.fetch_add(1, Ordering::Relaxed);
+    }
     query
 }
 
@@ -633,7 +641,11 @@ impl Session {
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
         if att.relay.first_send()
-            && let Some(query) = sync_settings(&mut att.lease.conn, self.settings.as_ref())
+            && let Some(query) = sync_settings(
+                &mut att.lease.conn,
+                self.settings.as_ref(),
+                &self.shared.metrics,
+            )
         {
             // Pipelined ahead of the unit: no round trip of its own.
             FrontendMessage::Query(query.as_bytes()).encode(&mut to_server);
@@ -723,10 +735,11 @@ impl Session {
             self.to_client.extend_from_slice(&r.held);
         }
         if !att.relay.is_idle() || att.open_batch {
-            // The settings are in place: what waited for them goes on.
+            // The settings are in place: what waited for them goes on
+            // (if they failed, only the rest of an open batch does; the
+            // rest waits for the connection to be closed).
             if hidden_before
                 && !att.relay.hidden_pending()
-                && !att.relay.failed()
                 && let Some(unit) = self.queued.take()
             {
                 Box::pin(self.dispatch(unit, false)).await?;
@@ -745,6 +758,10 @@ impl Session {
             }
             self.drop_attached();
             self.pinned = false;
+            self.shared
+                .metrics
+                .settings_failed
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 "could not apply a client's startup settings on a server connection: closed it"
             );
@@ -805,7 +822,11 @@ impl Session {
         };
         // The client's startup settings first, then what it changed.
         if att.relay.first_send()
-            && let Some(query) = sync_settings(&mut att.lease.conn, self.settings.as_ref())
+            && let Some(query) = sync_settings(
+                &mut att.lease.conn,
+                self.settings.as_ref(),
+                &self.shared.metrics,
+            )
         {
             let mut q = Vec::new();
             FrontendMessage::Query(query.as_bytes()).encode(&mut q);

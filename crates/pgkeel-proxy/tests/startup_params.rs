@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Answer, Env, Raw, TestResult, cells};
@@ -322,6 +323,22 @@ async fn a_setting_a_replica_refuses_fails_the_read_only() -> TestResult {
             let plain = env.client().await?;
             assert_eq!(row(&plain, "SELECT pg_is_in_recovery()").await?, ["t"]);
         }
+        // Pipelined: what follows a failing unit waits for the outcome,
+        // then goes to another connection (a read fails the same way, a
+        // write runs on the primary).
+        let read = FrontendMessage::Query(b"SELECT pg_is_in_recovery()");
+        let write =
+            FrontendMessage::Query(b"INSERT INTO ro VALUES (2) RETURNING pg_is_in_recovery()");
+        raw.send(&[read.clone(), read.clone(), read, write]).await?;
+        for _ in 0..3 {
+            let a = raw.until_ready().await?;
+            assert_eq!(a.errors, ["25001"], "{a:?}");
+        }
+        let a = raw.until_ready().await?;
+        assert_eq!(cells(&a), [Some(&b"f"[..])], "{a:?}");
+        let metrics = &env.proxy.as_ref().ok_or("proxy")?.shared().metrics;
+        let failed = metrics.settings_failed.load(Ordering::Relaxed);
+        assert_eq!(failed, 5);
         Ok(())
     })
     .await
