@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::auth_query::{self, StoredSecret};
 use crate::server::write_all;
+use crate::settings::startup_settings;
 use crate::stream::ClientStream;
 use crate::tls::TlsMode;
 use crate::{Credential, ProxyError, Shared};
@@ -38,6 +39,9 @@ pub enum Startup {
         user: String,
         /// `database` (defaults to the user name).
         database: String,
+        /// The settings asked for (see [`crate::settings::startup_settings`]),
+        /// not yet checked by a server.
+        settings: Vec<(String, String)>,
     },
     /// A cancel request (the connection ends after it).
     Cancel {
@@ -128,8 +132,19 @@ pub async fn startup(
                     .filter(|d| !d.is_empty())
                     .unwrap_or(user)
                     .to_string();
+                let settings = match startup_settings(p.params()) {
+                    Ok(s) => s,
+                    Err(e) => return Err(fatal(&mut stream, e.into()).await),
+                };
                 let user = user.to_string();
-                return Ok((stream, Startup::Login { user, database }));
+                return Ok((
+                    stream,
+                    Startup::Login {
+                        user,
+                        database,
+                        settings,
+                    },
+                ));
             }
         }
     }

@@ -62,6 +62,20 @@ pub enum ProxyError {
          reconnect, or make them before BEGIN READ ONLY"
     )]
     StateNotMoved(String),
+    /// The startup packet asks for something the proxy cannot honour (a
+    /// switch in `options` other than `-c`, a replication connection).
+    #[error(transparent)]
+    Startup(#[from] crate::settings::StartupError),
+    /// A server refused one of the client's startup settings at login (a
+    /// bad value, an unknown parameter): its SQLSTATE and message, as
+    /// PostgreSQL refuses them when the connection starts.
+    #[error("{message}")]
+    Setting {
+        /// The server's SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
     /// Too many clients connected.
     #[error("too many clients: the proxy accepts at most {0}")]
     TooManyClients(usize),
@@ -126,8 +140,10 @@ impl ProxyError {
     }
 
     /// The SQLSTATE a client gets for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> &str {
         match self {
+            ProxyError::Startup(e) => e.sqlstate(),
+            ProxyError::Setting { code, .. } => code,
             ProxyError::Protocol(_) | ProxyError::Wire(_) => "08P01",
             ProxyError::PoolExhausted { .. } | ProxyError::TooManyClients(_) => "53300",
             ProxyError::ServerLogin { .. }

@@ -18,6 +18,10 @@
 //! - Named prepared statements work in transaction mode ([`relay`]).
 //! - Session state pins the client to its primary connection
 //!   ([`session`]).
+//! - A client's startup parameters (`client_encoding`, `application_name`,
+//!   `options=-c ...`) are checked at login and applied to each server
+//!   connection it is given, only where that connection differs
+//!   ([`settings`]).
 
 pub mod admin;
 pub mod affinity;
@@ -39,6 +43,7 @@ pub mod replica_state;
 pub mod server;
 pub mod server_stream;
 pub mod session;
+pub mod settings;
 pub mod stream;
 pub mod tls;
 pub mod topology;

@@ -7,17 +7,21 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pgkeel_wire::BackendMessage;
+use pgkeel_wire::backend::{error_code, error_message};
+use pgkeel_wire::{BackendMessage, FrontendMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::{Startup, fatal, login, startup};
-use crate::pool::PoolKey;
-use crate::server::{send_cancel, write_all};
+use crate::pool::{Lease, PoolKey};
+use crate::server::{ServerConn, send_cancel, write_all};
 use crate::session::Session;
+use crate::settings::{Settings, from_hex, overlay, validation_query};
 use crate::stream::ClientStream;
-use crate::{CancelEntry, Credential, ProxyConfig, ProxyError, Shared, tls, topology};
+use crate::{
+    CancelEntry, Credential, ProxyConfig, ProxyError, ServerParams, Shared, tls, topology,
+};
 
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
 #[derive(Debug)]
@@ -258,14 +262,16 @@ async fn log_in(
         Ok(s) => s,
         Err(ProxyError::LoginTimeout(_)) => return Err(ProxyError::LoginTimeout(limit)),
         Err(e) => {
-            shared
-                .metrics
-                .protocol_errors
-                .fetch_add(1, Ordering::Relaxed);
+            if !matches!(e, ProxyError::Startup(_)) {
+                shared
+                    .metrics
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return Err(e);
         }
     };
-    let (user, database) = match startup {
+    let (user, database, given) = match startup {
         Startup::Cancel { pid, key } => {
             let target = shared.cancels.lock().ok().and_then(|c| {
                 c.get(&pid)
@@ -277,7 +283,11 @@ async fn log_in(
             }
             return Ok(None);
         }
-        Startup::Login { user, database } => (user, database),
+        Startup::Login {
+            user,
+            database,
+            settings,
+        } => (user, database, settings),
     };
     shared.metrics.clients_total.fetch_add(1, Ordering::Relaxed);
     let count = shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
@@ -308,7 +318,8 @@ async fn log_in(
             return Err(fatal(&mut stream, e).await);
         }
     };
-    let params = match Box::pin(server_params(shared, &user, &database, &credential)).await {
+    let login = Box::pin(login_params(shared, &user, &database, &credential, given));
+    let (params, settings) = match login.await {
         Ok(p) => p,
         Err(e) => return Err(fatal(&mut stream, e).await),
     };
@@ -354,6 +365,7 @@ async fn log_in(
             user,
             database,
             credential,
+            settings,
             target,
         ),
         pid,
@@ -361,23 +373,138 @@ async fn log_in(
     }))
 }
 
-/// The parameters a server reports at login, fetched once per (user,
-/// database) from the primary (which also proves the database exists).
-async fn server_params(
+/// True when every given setting has the value the servers report
+/// (`client_encoding=UTF8` from most drivers): nothing to check. Not the
+/// values the proxy reports in the servers' place (`is_superuser`,
+/// `session_authorization`): a server checks those.
+fn all_reported(given: &[(String, String)], params: &ServerParams) -> bool {
+    given.iter().all(|(name, value)| {
+        let own = ["is_superuser", "session_authorization"]
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name));
+        !own && params
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
+    })
+}
+
+/// What a client is told at login (the servers' parameters with its own
+/// settings in place) and the settings it runs with. The parameters are
+/// fetched once per (user, database) from the primary (which also proves
+/// the database exists); settings other than the servers' own values are
+/// checked there, as PostgreSQL checks them at connection start.
+async fn login_params(
     shared: &Shared,
     user: &str,
     database: &str,
     credential: &Credential,
-) -> Result<Vec<(String, String)>, ProxyError> {
+    given: Vec<(String, String)>,
+) -> Result<(ServerParams, Option<Arc<Settings>>), ProxyError> {
     let cache_key = (user.to_string(), database.to_string());
-    if let Some(p) = shared
+    let cached = shared
         .params
         .lock()
         .ok()
-        .and_then(|p| p.get(&cache_key).cloned())
-    {
-        return Ok(p);
+        .and_then(|p| p.get(&cache_key).cloned());
+    let (mut params, settings) = match cached {
+        Some(p) if all_reported(&given, &p) => (p, Settings::new(given)),
+        cached => {
+            let mut lease = server_lease(shared, user, database, credential).await?;
+            let params = match cached {
+                Some(p) => p,
+                None => {
+                    let p = client_params(&lease.conn.params, user);
+                    if let Ok(mut c) = shared.params.lock() {
+                        c.insert(cache_key, p.clone());
+                    }
+                    p
+                }
+            };
+            let settings = if all_reported(&given, &params) {
+                Settings::new(given)
+            } else {
+                match check_settings(&mut lease.conn, given).await {
+                    Ok(s) => s,
+                    // Refused: the statement rolled back, the connection
+                    // is as it was.
+                    Err(e @ ProxyError::Setting { .. }) => {
+                        shared.pools.release(lease);
+                        return Err(e);
+                    }
+                    // Broken: closed.
+                    Err(e) => return Err(e),
+                }
+            };
+            shared.pools.release(lease);
+            (params, settings)
+        }
+    };
+    if let Some(s) = &settings {
+        overlay(&mut params, s);
     }
+    Ok((params, settings))
+}
+
+/// The parameters a server reported at login as a client of `user` is
+/// told them (not the proxy's own role's superuser status).
+fn client_params(reported: &[(String, String)], user: &str) -> ServerParams {
+    reported
+        .iter()
+        .filter(|(k, _)| k != "is_superuser" && k != "session_authorization")
+        .cloned()
+        .chain([
+            ("is_superuser".to_string(), "off".to_string()),
+            ("session_authorization".to_string(), user.to_string()),
+        ])
+        .collect()
+}
+
+/// Runs a client's `given` settings on `conn` (see
+/// [`crate::settings::validation_query`]) and returns them as the server
+/// shows them; the connection then holds them. A value or parameter the
+/// server refuses is [`ProxyError::Setting`] with its SQLSTATE.
+async fn check_settings(
+    conn: &mut ServerConn,
+    given: Vec<(String, String)>,
+) -> Result<Option<Arc<Settings>>, ProxyError> {
+    let sql = validation_query(&given, conn.applied.as_deref(), &conn.params);
+    let mut q = Vec::new();
+    FrontendMessage::Query(sql.as_bytes()).encode(&mut q);
+    let ran = conn.run(&q).await?;
+    if let Some(e) = ran.error {
+        // Its message may be in the encoding just set, not UTF-8.
+        let body = e.get(5..).unwrap_or_default();
+        return Err(ProxyError::Setting {
+            code: error_code(body).unwrap_or("XX000").to_string(),
+            message: error_message(body)
+                .unwrap_or("the server refused a startup setting")
+                .to_string(),
+        });
+    }
+    let shown: Vec<Option<String>> = match ran.row.as_deref().map(BackendMessage::decode) {
+        Some(Ok(BackendMessage::DataRow(cells))) => {
+            cells.iter().map(|c| c.and_then(from_hex)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let mut shown = shown.into_iter();
+    let settings = Settings::new(
+        given
+            .into_iter()
+            .map(|(name, value)| (name, shown.next().flatten().unwrap_or(value))),
+    );
+    conn.applied = settings.clone();
+    Ok(settings)
+}
+
+/// A connection of `user` to `database` on the primary (any readable node
+/// without one), for what login needs of a server.
+async fn server_lease(
+    shared: &Shared,
+    user: &str,
+    database: &str,
+    credential: &Credential,
+) -> Result<Lease, ProxyError> {
     let node = shared
         .topology
         .primary()
@@ -388,26 +515,10 @@ async fn server_params(
         database: database.to_string(),
         node,
     };
-    let lease = shared
+    shared
         .pools
         .acquire(&key, &shared.topology, credential)
-        .await?;
-    let params: Vec<(String, String)> = lease
-        .conn
-        .params
-        .iter()
-        .filter(|(k, _)| k != "is_superuser" && k != "session_authorization")
-        .cloned()
-        .chain([
-            ("is_superuser".to_string(), "off".to_string()),
-            ("session_authorization".to_string(), user.to_string()),
-        ])
-        .collect();
-    shared.pools.release(lease);
-    if let Ok(mut p) = shared.params.lock() {
-        p.insert(cache_key, params.clone());
-    }
-    Ok(params)
+        .await
 }
 
 #[cfg(test)]

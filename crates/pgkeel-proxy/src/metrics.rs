@@ -70,6 +70,13 @@ pub struct Metrics {
     /// Clients disconnected for sitting idle inside a transaction (each
     /// one a rolled-back transaction an application did not expect).
     pub idle_transaction_timeouts: AtomicU64,
+    /// Queries sent to give a server connection a client's startup
+    /// settings (only where it held others): to see what clients with
+    /// different settings sharing a pool cost.
+    pub settings_applied: AtomicU64,
+    /// Of those, the ones a server refused (the unit behind failed, the
+    /// connection was closed): a replica that differs from the primary.
+    pub settings_failed: AtomicU64,
     /// Time a client held a server connection (one unit of work or one
     /// transaction, from routing to release).
     pub hold_time: Histogram,
@@ -87,6 +94,8 @@ impl Metrics {
             routing_errors: AtomicU64::new(0),
             retries_on_primary: AtomicU64::new(0),
             idle_transaction_timeouts: AtomicU64::new(0),
+            settings_applied: AtomicU64::new(0),
+            settings_failed: AtomicU64::new(0),
             hold_time: Histogram::default(),
         }
     }
@@ -148,6 +157,18 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_idle_transaction_timeouts_total",
         "Clients disconnected after idle_transaction_timeout idle inside a transaction (rolled back).",
         m.idle_transaction_timeouts.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_settings_applied_total",
+        "Queries that gave a server connection a client's startup settings (where it held others).",
+        m.settings_applied.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_settings_failed_total",
+        "Of those, the ones a server refused: the client's unit failed, the connection was closed.",
+        m.settings_failed.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pgkeel_sql::StatementKind;
+use pgkeel_wire::backend::{encode_error, error_code, error_message};
 use pgkeel_wire::{FrontendMessage, TxStatus};
 
 use crate::ProxyError;
@@ -109,6 +110,10 @@ enum Expect {
     /// A `Close` of a server-side statement sent just before the proxy
     /// prepares it (it may exist after all); answer not forwarded.
     CloseBeforeParse,
+    /// A simple query the proxy sent ahead of the client's (the client's
+    /// settings, see [`crate::settings::sync_query`]); nothing of its
+    /// answer is forwarded unless it fails.
+    Hidden,
     Describe,
     Execute,
     Close,
@@ -130,6 +135,14 @@ pub struct Relay {
     /// The server is in COPY IN from the extended protocol: it ignores
     /// Sync until the client ends the copy.
     copy_ignores_sync: bool,
+    /// The hidden query failed: the client got its error instead of the
+    /// answers to what it sent (which did not run: the hidden query left
+    /// its transaction block aborted), and the connection is to be closed.
+    failed: bool,
+    /// The client's settings were compared with the connection's (done
+    /// once, before the first thing sent; kept here, in the padding of a
+    /// struct every session holds, rather than in a field of its own).
+    settings_checked: bool,
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -140,6 +153,30 @@ impl Relay {
     /// True when every answer owed has been delivered.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// True the first time only: the client's settings are then compared
+    /// with the connection's (see [`Relay::hidden_query`]).
+    pub fn first_send(&mut self) -> bool {
+        !std::mem::replace(&mut self.settings_checked, true)
+    }
+
+    /// Expects the answer to a hidden simple query, sent before anything
+    /// else on the connection.
+    pub fn hidden_query(&mut self) {
+        self.queue.push_back(Expect::Hidden);
+    }
+
+    /// True while the answer to a hidden query is awaited: what the
+    /// client sends next waits (it must not run if the query fails).
+    pub fn hidden_pending(&self) -> bool {
+        self.queue.front() == Some(&Expect::Hidden)
+    }
+
+    /// True when a hidden query failed: the connection must be closed
+    /// once the answers owed are in.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Number of ReadyForQuery messages still owed.
@@ -311,10 +348,12 @@ impl Relay {
         Ok(())
     }
 
-    /// Delivers made-up answers that are next in line.
+    /// Delivers made-up answers that are next in line (none after a
+    /// failed hidden query: the client has its error).
     fn drain(&mut self, to_client: &mut Vec<u8>) {
         while let Some(head) = self.queue.front() {
             match *head {
+                Expect::Synth(_) if self.failed => {}
                 Expect::Synth(tag) => push_empty(to_client, tag),
                 Expect::CopyEnd => {}
                 _ => return,
@@ -331,6 +370,60 @@ impl Relay {
         ))
     }
 
+    /// One message of the answer to a hidden query: swallowed, but an
+    /// error goes to the client (with the server's SQLSTATE) as the answer
+    /// to what it sent behind the query.
+    fn receive_hidden(&mut self, tag: u8, frame: &[u8], to_client: &mut Vec<u8>) {
+        match tag {
+            b'E' if !self.failed => {
+                let body = frame.get(5..).unwrap_or_default();
+                let message = format!(
+                    "the proxy could not apply this client's startup settings on a server \
+                     connection: {}",
+                    error_message(body).unwrap_or("unknown error")
+                );
+                encode_error(
+                    to_client,
+                    "ERROR",
+                    error_code(body).unwrap_or("XX000"),
+                    &message,
+                );
+                self.failed = true;
+            }
+            b'Z' => {
+                self.queue.pop_front();
+                self.drain(to_client);
+            }
+            // Its CommandComplete, rows, ParameterStatus, notices.
+            _ => {}
+        }
+    }
+
+    /// After a failed hidden query: the server's answers (errors of the
+    /// aborted transaction block) are swallowed, and the batch ends with
+    /// ReadyForQuery, idle (the connection is closed, rolling the block
+    /// back). Only that batch is owed: nothing else is sent to the
+    /// connection once a hidden query is out, but what completes it.
+    fn receive_failed(
+        &mut self,
+        tag: u8,
+        to_client: &mut Vec<u8>,
+    ) -> Result<Option<TxStatus>, ProxyError> {
+        if tag != b'Z' {
+            return Ok(None);
+        }
+        loop {
+            match self.queue.pop_front() {
+                Some(Expect::Sync | Expect::Query) => break,
+                Some(_) => {}
+                None => return Err(self.desync(tag)),
+            }
+        }
+        to_client.extend_from_slice(&[b'Z', 0, 0, 0, 5, TxStatus::Idle.byte()]);
+        self.drain(to_client);
+        Ok(Some(TxStatus::Idle))
+    }
+
     /// Handles one server message: forwards it (or not) to `to_client`.
     /// Returns the transaction status when it was a ReadyForQuery.
     pub fn receive(
@@ -342,6 +435,13 @@ impl Relay {
         self.drain(to_client);
         let tag = frame.first().copied().unwrap_or(0);
         let head = self.queue.front().copied();
+        if head == Some(Expect::Hidden) {
+            self.receive_hidden(tag, frame, to_client);
+            return Ok(None);
+        }
+        if self.failed {
+            return self.receive_failed(tag, to_client);
+        }
         let mut forward = true;
         let mut status = None;
         match tag {
@@ -656,6 +756,56 @@ mod tests {
         let (s, _) = a.send(&[bind(b"s1"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(s, "CPBES");
         assert_eq!(a.receive("312DCZ")?, "2DCZ");
+        Ok(())
+    }
+
+    /// The client's settings sent ahead of its query: the answer is not
+    /// forwarded, what follows is.
+    #[test]
+    fn a_hidden_query_is_answered_to_nobody() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.relay.hidden_query();
+        assert!(a.relay.hidden_pending());
+        a.send(&[FrontendMessage::Query(b"SELECT 1")])?;
+        assert_eq!(a.receive("TDSCZ")?, "");
+        assert!(!a.relay.hidden_pending() && !a.relay.failed());
+        assert_eq!(a.receive("TDCZ")?, "TDCZ");
+        assert!(a.relay.is_idle());
+        Ok(())
+    }
+
+    /// A failed hidden query: its error (the server's SQLSTATE) stands for
+    /// the answer to what the client sent behind it, made-up answers
+    /// included, and the batch ends idle.
+    #[test]
+    fn a_failed_hidden_query_fails_what_follows() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        a.relay.hidden_query();
+        let (_, c) = a.send(&[parse(b"s1"), bind(b"s1"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(
+            c, "",
+            "the made-up ParseComplete waits behind the hidden query"
+        );
+        let mut err = Vec::new();
+        encode_error(&mut err, "ERROR", "22023", "invalid value");
+        let mut c = Vec::new();
+        a.relay.receive(&err, &mut a.prepared, &mut c)?;
+        a.relay
+            .receive(&[b'Z', 0, 0, 0, 5, b'E'], &mut a.prepared, &mut c)?;
+        assert_eq!(tags(&c), "E");
+        assert_eq!(error_code(&c[5..]), Some("22023"));
+        assert!(a.relay.failed() && !a.relay.hidden_pending());
+        // The aborted block's own errors are not forwarded.
+        let mut c = Vec::new();
+        a.relay.receive(&err, &mut a.prepared, &mut c)?;
+        let status = a
+            .relay
+            .receive(&[b'Z', 0, 0, 0, 5, b'E'], &mut a.prepared, &mut c)?;
+        assert_eq!((tags(&c).as_str(), status), ("Z", Some(TxStatus::Idle)));
+        assert_eq!(c.last(), Some(&b'I'));
+        assert!(a.relay.is_idle());
         Ok(())
     }
 

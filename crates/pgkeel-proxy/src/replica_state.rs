@@ -16,7 +16,7 @@ use bytes::Bytes;
 use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, split_message};
 
 use crate::ProxyError;
-use crate::server::{ServerConn, read_message, write_all};
+use crate::server::ServerConn;
 
 /// What a client changed while pinned to a replica.
 #[derive(Debug, Default)]
@@ -102,24 +102,9 @@ pub fn replayable(unit: &[u8]) -> Result<(), String> {
 /// the replica's version, say) is returned as its message.
 pub async fn replay(conn: &mut ServerConn, units: &[Bytes]) -> Result<(), ProxyError> {
     for unit in units {
-        write_all(&mut conn.stream, unit).await?;
-        let mut failed = None;
-        loop {
-            let len = read_message(&mut conn.stream, &mut conn.buf).await?;
-            let frame = conn.buf.split_to(len);
-            match frame.first() {
-                Some(b'E') => {
-                    failed = Some(
-                        pgkeel_wire::backend::error_message(&frame[5..])
-                            .unwrap_or("the server refused it")
-                            .to_string(),
-                    );
-                }
-                Some(b'Z') => break,
-                _ => {}
-            }
-        }
-        if let Some(message) = failed {
+        if let Some(e) = conn.run(unit).await?.error {
+            let message = pgkeel_wire::backend::error_message(e.get(5..).unwrap_or_default());
+            let message = message.unwrap_or("the server refused it").to_string();
             return Err(ProxyError::StateNotMoved(message));
         }
     }

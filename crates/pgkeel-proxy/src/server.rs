@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::server_stream::ServerStream;
+use crate::settings::Settings;
 use crate::{Credential, ProxyError};
 
 /// How long a server login may take.
@@ -41,6 +43,11 @@ pub struct ServerConn {
     /// Ids of the statements prepared on this connection (see
     /// `relay::statement_id`).
     pub prepared: HashSet<u64>,
+    /// The client settings the proxy applied on top of what the
+    /// connection reported at login (`params`): `None` when it holds only
+    /// its defaults. Compared on each attach so that only what differs is
+    /// sent (see [`crate::settings`]).
+    pub applied: Option<Arc<Settings>>,
     /// Topology generation the connection was made in; a connection from an
     /// older generation is not reused (the node restarted or changed role).
     pub generation: u64,
@@ -48,6 +55,16 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it last went back to its pool (for `server_idle_timeout`).
     pub idle_since: Instant,
+}
+
+/// The answer to a query the proxy ran itself (see [`ServerConn::run`]),
+/// undecoded: its text may be in any client encoding.
+#[derive(Debug, Default)]
+pub struct Ran {
+    /// The last DataRow.
+    pub row: Option<BytesMut>,
+    /// The first ErrorResponse.
+    pub error: Option<BytesMut>,
 }
 
 /// Reads one complete message into `buf`, returning its length.
@@ -85,6 +102,23 @@ fn sasl_body(mech: Option<&str>, data: &[u8]) -> Vec<u8> {
 }
 
 impl ServerConn {
+    /// Sends `message` (a simple Query of the proxy's own, encoded) and
+    /// reads its answer through ReadyForQuery.
+    pub async fn run(&mut self, message: &[u8]) -> Result<Ran, ProxyError> {
+        write_all(&mut self.stream, message).await?;
+        let mut ran = Ran::default();
+        loop {
+            let len = read_message(&mut self.stream, &mut self.buf).await?;
+            let frame = self.buf.split_to(len);
+            match frame.first() {
+                Some(b'D') => ran.row = Some(frame),
+                Some(b'E') if ran.error.is_none() => ran.error = Some(frame),
+                Some(b'Z') => return Ok(ran),
+                _ => {}
+            }
+        }
+    }
+
     /// Connects and logs in as `user` to `database`.
     pub async fn connect(
         addr: SocketAddr,
@@ -138,6 +172,7 @@ impl ServerConn {
             key: 0,
             params: Vec::new(),
             prepared: HashSet::new(),
+            applied: None,
             generation,
             created: Instant::now(),
             idle_since: Instant::now(),

@@ -20,10 +20,12 @@ use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 use crate::affinity::ReadAffinity;
 use crate::config::{PoolMode, ReplicaChoice};
 use crate::io::read_into;
+use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::replica_state::{ReplicaState, replay};
-use crate::server::{read_message, write_all};
+use crate::server::{ServerConn, read_message, write_all};
+use crate::settings::{Settings, changes, in_sync, sync_query};
 use crate::stream::ClientStream;
 use crate::{CancelTarget, Credential, ProxyError, Shared};
 
@@ -62,6 +64,9 @@ pub struct Session {
     user: String,
     database: String,
     credential: Credential,
+    /// The settings the client asked for at login, applied to every
+    /// server connection it is given (`None`: the servers' defaults).
+    settings: Option<Arc<Settings>>,
     statements: Statements,
     /// This client's pools by node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
@@ -127,6 +132,30 @@ type NamedKinds = [Option<StatementKind>; NAMED_KINDS];
 
 const NO_NAMED_KINDS: NamedKinds = [None; NAMED_KINDS];
 
+/// The query that gives `conn` the client's settings (`wanted`), or
+/// `None` when it has them already; the connection is then taken to hold
+/// them (if the query fails, it is closed). Allocates nothing when they
+/// are the same.
+fn sync_settings(
+    conn: &mut ServerConn,
+    wanted: Option<&Arc<Settings>>,
+    metrics: &Metrics,
+) -> Option<String> {
+    if in_sync(conn.applied.as_ref(), wanted) {
+        return None;
+    }
+    let query = sync_query(changes(
+        conn.applied.as_deref(),
+        wanted.map(|w| &**w),
+        &conn.params,
+    ));
+    conn.applied = wanted.cloned();
+    if query.is_some() {
+        metrics.settings_applied.fetch_add(1, Ordering::Relaxed);
+    }
+    query
+}
+
 /// True when the unit ends with Flush (an extended batch left open).
 fn ends_with_flush(unit: &[u8]) -> bool {
     frames(unit)
@@ -171,6 +200,7 @@ impl Session {
         user: String,
         database: String,
         credential: Credential,
+        settings: Option<Arc<Settings>>,
         cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
     ) -> Self {
         Session {
@@ -182,6 +212,7 @@ impl Session {
             user,
             database,
             credential,
+            settings,
             statements: Statements::new(),
             pools: Vec::new(),
             reader: None,
@@ -449,6 +480,15 @@ impl Session {
             }
             return Ok(());
         }
+        if let Some(att) = self.attached.as_ref()
+            && (att.relay.hidden_pending() || (att.relay.failed() && !att.open_batch))
+        {
+            // Nothing more runs on the connection until the client's
+            // settings are known to be in place (if they are not, it is
+            // closed and this unit goes to another).
+            self.queued = Some(unit);
+            return Ok(());
+        }
         let (kind, named_kinds) = self.classify_unit(&unit);
         self.named_kinds = named_kinds;
         // A unit ended by Flush leaves its implicit transaction open for
@@ -620,6 +660,17 @@ impl Session {
         };
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
+        if att.relay.first_send()
+            && let Some(query) = sync_settings(
+                &mut att.lease.conn,
+                self.settings.as_ref(),
+                &self.shared.metrics,
+            )
+        {
+            // Pipelined ahead of the unit: no round trip of its own.
+            FrontendMessage::Query(query.as_bytes()).encode(&mut to_server);
+            att.relay.hidden_query();
+        }
         for frame in frames(&unit) {
             let msg = FrontendMessage::decode(frame)?;
             let kind = match &msg {
@@ -670,6 +721,7 @@ impl Session {
             return Ok(());
         };
         let conn = &mut att.lease.conn;
+        let hidden_before = att.relay.hidden_pending();
         let mut done = 0;
         {
             let out = match att.retry.as_mut() {
@@ -703,11 +755,41 @@ impl Session {
             self.to_client.extend_from_slice(&r.held);
         }
         if !att.relay.is_idle() || att.open_batch {
+            // The settings are in place: what waited for them goes on
+            // (if they failed, only the rest of an open batch does; the
+            // rest waits for the connection to be closed).
+            if hidden_before
+                && !att.relay.hidden_pending()
+                && let Some(unit) = self.queued.take()
+            {
+                Box::pin(self.dispatch(unit, false)).await?;
+            }
             return Ok(());
         }
         // Every answer owed is in: the held answers are final unless the
         // connection can go back and the unit be retried elsewhere.
         let retry = att.retry.take();
+        if att.relay.failed() {
+            // The client's settings could not be applied: the connection
+            // (in an aborted block, holding part of them) is closed; the
+            // client had the error for what it sent, which did not run.
+            if let Some(r) = retry {
+                self.to_client.extend_from_slice(&r.held);
+            }
+            self.drop_attached();
+            self.pinned = false;
+            self.shared
+                .metrics
+                .settings_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "could not apply a client's startup settings on a server connection: closed it"
+            );
+            if let Some(unit) = self.queued.take() {
+                Box::pin(self.dispatch(unit, false)).await?;
+            }
+            return Ok(());
+        }
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         if att.tx != TxStatus::Idle || self.pinned || session_mode {
             if let Some(r) = retry {
@@ -758,6 +840,18 @@ impl Session {
         let (Some(state), Some(att)) = (self.replica_state.take(), self.attached.as_mut()) else {
             return Ok(());
         };
+        // The client's startup settings first, then what it changed.
+        if att.relay.first_send()
+            && let Some(query) = sync_settings(
+                &mut att.lease.conn,
+                self.settings.as_ref(),
+                &self.shared.metrics,
+            )
+        {
+            let mut q = Vec::new();
+            FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+            replay(&mut att.lease.conn, &[Bytes::from(q)]).await?;
+        }
         replay(&mut att.lease.conn, &state.replayable).await?;
         if !state.replayable.is_empty() {
             self.pinned = true;
@@ -846,6 +940,8 @@ impl Session {
                 return;
             }
             conn.prepared.clear();
+            // Settings are back to the connection's defaults.
+            conn.applied = None;
         }
         self.detach();
     }
@@ -896,6 +992,7 @@ mod tests {
             String::new(),
             String::new(),
             crate::Credential::password(""),
+            None,
             Arc::default(),
         );
         // A large client stream (e.g. a TLS connection held inline) belongs

@@ -7,146 +7,11 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use common::{Env, TestResult, raw_login};
+use common::{EXEC, Env, NO_PARAMS, Raw, TestResult, bind, cells, parse};
 use futures_util::{SinkExt, StreamExt};
+use pgkeel_wire::FrontendMessage;
 use pgkeel_wire::backend::error_code;
-use pgkeel_wire::{BackendMessage, FrontendMessage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_postgres::SimpleQueryMessage;
-
-/// A logged-in raw connection that sends frames and reads tagged messages.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-const NO_PARAMS: &[u8] = b"\0\0\0\0\0\0";
-
-impl Raw {
-    async fn login(env: &Env) -> TestResult<Raw> {
-        let s = raw_login(env.port, &env.user, &env.password, &env.database).await?;
-        Ok(Raw {
-            s,
-            buf: BytesMut::new(),
-        })
-    }
-
-    async fn send(&mut self, msgs: &[FrontendMessage<'_>]) -> TestResult {
-        let mut out = Vec::new();
-        for m in msgs {
-            m.encode(&mut out);
-        }
-        self.s.write_all(&out).await?;
-        Ok(())
-    }
-
-    /// The next message (tag and whole frame), or None after `wait`.
-    async fn next_within(&mut self, wait: Duration) -> TestResult<Option<(u8, Vec<u8>)>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some((tag, len)) = pgkeel_wire::split_message(&self.buf, 1 << 26)? {
-                return Ok(Some((tag, self.buf.split_to(len).to_vec())));
-            }
-            match tokio::time::timeout_at(deadline, self.s.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(r) => {
-                    if r? == 0 {
-                        return Err("proxy closed the connection".into());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Parses `query` as `name`, runs it once in its own batch and reads
-    /// the answer.
-    async fn run_parsed<N, Q>(&mut self, name: &N, query: &Q) -> TestResult<Answer>
-    where
-        N: AsRef<[u8]> + ?Sized,
-        Q: AsRef<[u8]> + ?Sized,
-    {
-        self.send(&[parse(name, query), bind(name), EXEC, FrontendMessage::Sync])
-            .await?;
-        self.until_ready().await
-    }
-
-    async fn next(&mut self) -> TestResult<(u8, Vec<u8>)> {
-        self.next_within(Duration::from_secs(10))
-            .await?
-            .ok_or_else(|| "no answer within 10 s".into())
-    }
-
-    /// Tags of the messages up to and including the next ReadyForQuery,
-    /// with the SQLSTATEs of errors and the first DataRow's first column.
-    async fn until_ready(&mut self) -> TestResult<Answer> {
-        let mut a = Answer::default();
-        loop {
-            let (tag, frame) = self.next().await?;
-            a.tags.push(char::from(tag));
-            match tag {
-                b'E' => a
-                    .errors
-                    .push(error_code(&frame[5..]).unwrap_or("?").to_string()),
-                b'D' if a.row.is_none() => {
-                    a.first = first_column(&frame);
-                    if let Ok(BackendMessage::DataRow(cells)) = BackendMessage::decode(&frame) {
-                        a.row = Some(cells.iter().map(|c| c.map(<[u8]>::to_vec)).collect());
-                    }
-                }
-                b'Z' => {
-                    a.status = frame.get(5).copied().map(char::from);
-                    return Ok(a);
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Answer {
-    tags: String,
-    errors: Vec<String>,
-    first: Option<String>,
-    /// The first DataRow's values as sent (text in the client's encoding).
-    row: Option<Vec<Option<Vec<u8>>>>,
-    status: Option<char>,
-}
-
-fn first_column(frame: &[u8]) -> Option<String> {
-    let len = i32::from_be_bytes(frame.get(7..11)?.try_into().ok()?);
-    let len = usize::try_from(len).ok()?;
-    String::from_utf8(frame.get(11..11 + len)?.to_vec()).ok()
-}
-
-/// A Parse of text as a test writes it: `&str`, or bytes in another
-/// encoding.
-fn parse<'a, N, Q>(name: &'a N, query: &'a Q) -> FrontendMessage<'a>
-where
-    N: AsRef<[u8]> + ?Sized,
-    Q: AsRef<[u8]> + ?Sized,
-{
-    FrontendMessage::Parse {
-        name: name.as_ref(),
-        query: query.as_ref(),
-        param_types: vec![],
-    }
-}
-
-fn bind<S: AsRef<[u8]> + ?Sized>(statement: &S) -> FrontendMessage<'_> {
-    FrontendMessage::Bind {
-        portal: b"",
-        statement: statement.as_ref(),
-        tail: NO_PARAMS,
-    }
-}
-
-const EXEC: FrontendMessage<'static> = FrontendMessage::Execute {
-    portal: b"",
-    max_rows: 0,
-};
 
 fn first_value(msgs: &[SimpleQueryMessage]) -> Option<String> {
     msgs.iter().find_map(|m| match m {
@@ -664,11 +529,6 @@ async fn queries_in_another_client_encoding_are_relayed() -> TestResult {
         Ok(())
     })
     .await
-}
-
-/// The row's values as bytes, `None` for NULL.
-fn cells(a: &Answer) -> Vec<Option<&[u8]>> {
-    a.row.iter().flatten().map(|c| c.as_deref()).collect()
 }
 
 /// The extended protocol in another client encoding: SQL text, statement

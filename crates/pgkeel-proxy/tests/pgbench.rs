@@ -101,5 +101,15 @@ async fn body() -> TestResult {
         routed.iter().all(|&n| n > 0),
         "every node took work: {routed:?}"
     );
+    // Every pgbench client asks for application_name=pgbench: a server
+    // connection gets it once, not per transaction.
+    let applied = metrics
+        .settings_applied
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let connections = 3 * env.proxy.as_ref().ok_or("proxy")?.shared().config.pool_size;
+    assert!(
+        applied <= connections as u64,
+        "settings applied {applied} times over {routed:?} units"
+    );
     Ok(())
 }

@@ -100,6 +100,16 @@ impl<'a> StartupPacket<'a> {
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
+    /// Every parameter of a startup message, in the order sent (none
+    /// for the other packets): the proxy takes those it does not handle
+    /// itself as the client's settings.
+    pub fn params(&self) -> &[(&'a str, &'a str)] {
+        match self {
+            StartupPacket::Startup { params, .. } => params,
+            _ => &[],
+        }
+    }
+
     /// A startup parameter by name.
     pub fn param(&self, name: &str) -> Option<&'a str> {
         match self {

@@ -4,11 +4,16 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use pgkeel_cluster::layout::Secret;
 use pgkeel_cluster::url::format_url;
 use pgkeel_pg::secrets::read_password;
 use pgkeel_proxy::{ClusterProxyOptions, ProxyConfig, ProxyHandle, config_for_cluster, start};
 use pgkeel_testkit::{TempCluster, connect_url, free_port_block};
+use pgkeel_wire::backend::error_code;
+use pgkeel_wire::{BackendMessage, FrontendMessage, StartupPacket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_postgres::Client;
 
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -135,21 +140,32 @@ pub async fn raw_login(
     password: &str,
     database: &str,
 ) -> TestResult<tokio::net::TcpStream> {
+    let (s, _) = raw_login_with(port, user, password, database, &[]).await?;
+    Ok(s)
+}
+
+/// As [`raw_login`] with more startup parameters (`client_encoding`,
+/// `options`...); also returns the ParameterStatus values of the login.
+/// A refused login is an error naming the SQLSTATE and message.
+pub async fn raw_login_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+    extra: &[(&str, &str)],
+) -> TestResult<(tokio::net::TcpStream, Vec<(String, String)>)> {
     use pgkeel_wire::backend::Authentication;
-    use pgkeel_wire::{BackendMessage, FrontendMessage, StartupPacket};
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let mut out = Vec::new();
-    StartupPacket::Startup {
-        minor: 0,
-        params: vec![("user", user), ("database", database)],
-    }
-    .encode(&mut out);
+    let mut params = vec![("user", user), ("database", database)];
+    params.extend_from_slice(extra);
+    StartupPacket::Startup { minor: 0, params }.encode(&mut out);
     s.write_all(&out).await?;
     let mut buf = bytes::BytesMut::new();
     let mut scram: Option<ScramSha256> = None;
+    let mut reported = Vec::new();
     loop {
         let len = loop {
             if let Some((_, len)) = pgkeel_wire::split_message(&buf, 1 << 20)? {
@@ -178,9 +194,17 @@ pub async fn raw_login(
             BackendMessage::Authentication(Authentication::SaslFinal(d)) => {
                 scram.as_mut().ok_or("no SCRAM")?.finish(d)?;
             }
-            BackendMessage::ReadyForQuery(_) => return Ok(s),
+            BackendMessage::ParameterStatus { name, value } => {
+                reported.push((name.to_string(), value.to_string()));
+            }
+            BackendMessage::ReadyForQuery(_) => return Ok((s, reported)),
             BackendMessage::ErrorResponse(e) => {
-                return Err(format!("login failed: {:?}", e.message()).into());
+                return Err(format!(
+                    "login failed: {} {}",
+                    e.code().unwrap_or("?"),
+                    e.message().unwrap_or("?")
+                )
+                .into());
             }
             _ => {}
         }
@@ -193,10 +217,158 @@ pub async fn raw_login(
 /// Reads until the proxy closes the connection (or 10 s pass) and returns
 /// everything it sent.
 pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> TestResult<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
         .await
         .map_err(|_| "proxy kept the connection open")??;
     Ok(all)
 }
+
+/// A logged-in raw connection that sends frames and reads tagged messages.
+pub struct Raw {
+    pub s: TcpStream,
+    pub buf: BytesMut,
+}
+
+pub const NO_PARAMS: &[u8] = b"\0\0\0\0\0\0";
+
+impl Raw {
+    pub async fn login(env: &Env) -> TestResult<Raw> {
+        let (raw, _) = Raw::login_with(env, &[]).await?;
+        Ok(raw)
+    }
+
+    /// Logs in with more startup parameters; also returns the
+    /// ParameterStatus values the proxy reported.
+    pub async fn login_with(
+        env: &Env,
+        extra: &[(&str, &str)],
+    ) -> TestResult<(Raw, Vec<(String, String)>)> {
+        let (s, reported) =
+            raw_login_with(env.port, &env.user, &env.password, &env.database, extra).await?;
+        let raw = Raw {
+            s,
+            buf: BytesMut::new(),
+        };
+        Ok((raw, reported))
+    }
+
+    pub async fn send(&mut self, msgs: &[FrontendMessage<'_>]) -> TestResult {
+        let mut out = Vec::new();
+        for m in msgs {
+            m.encode(&mut out);
+        }
+        self.s.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// The next message (tag and whole frame), or None after `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> TestResult<Option<(u8, Vec<u8>)>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some((tag, len)) = pgkeel_wire::split_message(&self.buf, 1 << 26)? {
+                return Ok(Some((tag, self.buf.split_to(len).to_vec())));
+            }
+            match tokio::time::timeout_at(deadline, self.s.read_buf(&mut self.buf)).await {
+                Err(_) => return Ok(None),
+                Ok(r) => {
+                    if r? == 0 {
+                        return Err("proxy closed the connection".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses `query` as `name`, runs it once in its own batch and reads
+    /// the answer.
+    pub async fn run_parsed<N, Q>(&mut self, name: &N, query: &Q) -> TestResult<Answer>
+    where
+        N: AsRef<[u8]> + ?Sized,
+        Q: AsRef<[u8]> + ?Sized,
+    {
+        self.send(&[parse(name, query), bind(name), EXEC, FrontendMessage::Sync])
+            .await?;
+        self.until_ready().await
+    }
+
+    pub async fn next(&mut self) -> TestResult<(u8, Vec<u8>)> {
+        self.next_within(Duration::from_secs(10))
+            .await?
+            .ok_or_else(|| "no answer within 10 s".into())
+    }
+
+    /// Tags of the messages up to and including the next ReadyForQuery,
+    /// with the SQLSTATEs of errors and the first DataRow's first column.
+    pub async fn until_ready(&mut self) -> TestResult<Answer> {
+        let mut a = Answer::default();
+        loop {
+            let (tag, frame) = self.next().await?;
+            a.tags.push(char::from(tag));
+            match tag {
+                b'E' => a
+                    .errors
+                    .push(error_code(&frame[5..]).unwrap_or("?").to_string()),
+                b'D' if a.row.is_none() => {
+                    a.first = first_column(&frame);
+                    if let Ok(BackendMessage::DataRow(cells)) = BackendMessage::decode(&frame) {
+                        a.row = Some(cells.iter().map(|c| c.map(<[u8]>::to_vec)).collect());
+                    }
+                }
+                b'Z' => {
+                    a.status = frame.get(5).copied().map(char::from);
+                    return Ok(a);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub tags: String,
+    pub errors: Vec<String>,
+    pub first: Option<String>,
+    /// The first DataRow's values as sent (text in the client's encoding).
+    pub row: Option<Vec<Option<Vec<u8>>>>,
+    pub status: Option<char>,
+}
+
+/// The row's values as bytes, `None` for NULL.
+pub fn cells(a: &Answer) -> Vec<Option<&[u8]>> {
+    a.row.iter().flatten().map(|c| c.as_deref()).collect()
+}
+
+pub fn first_column(frame: &[u8]) -> Option<String> {
+    let len = i32::from_be_bytes(frame.get(7..11)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    String::from_utf8(frame.get(11..11 + len)?.to_vec()).ok()
+}
+
+/// A Parse of text as a test writes it: `&str`, or bytes in another
+/// encoding.
+pub fn parse<'a, N, Q>(name: &'a N, query: &'a Q) -> FrontendMessage<'a>
+where
+    N: AsRef<[u8]> + ?Sized,
+    Q: AsRef<[u8]> + ?Sized,
+{
+    FrontendMessage::Parse {
+        name: name.as_ref(),
+        query: query.as_ref(),
+        param_types: vec![],
+    }
+}
+
+pub fn bind<S: AsRef<[u8]> + ?Sized>(statement: &S) -> FrontendMessage<'_> {
+    FrontendMessage::Bind {
+        portal: b"",
+        statement: statement.as_ref(),
+        tail: NO_PARAMS,
+    }
+}
+
+pub const EXEC: FrontendMessage<'static> = FrontendMessage::Execute {
+    portal: b"",
+    max_rows: 0,
+};

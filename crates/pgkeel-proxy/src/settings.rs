@@ -1,0 +1,604 @@
+//! A client's startup settings, without I/O: what the startup packet asks
+//! for (its parameters and the `-c`/`--name=value` switches of `options`),
+//! what differs between that and what a server connection holds, and the
+//! SQL that applies the difference.
+//!
+//! PostgreSQL takes every startup parameter other than `user`,
+//! `database`, `replication` and `options` as a setting for the session
+//! (`client_encoding`, `application_name`, `DateStyle`, `TimeZone`, ...).
+//! Through the proxy a client shares server connections with others, so
+//! its settings are validated once at login (on a server, which
+//! normalises them), and applied on each server connection it is given,
+//! only where that connection differs ([`changes`]).
+//!
+//! Values are applied with `pg_catalog.set_config(name, value, false)`,
+//! which takes the text as PostgreSQL takes a startup value (a
+//! `search_path` of `a,b` is two schemas, where `SET search_path = 'a,b'`
+//! would be one), and `NULL` as the value resets the setting. The SQL is
+//! pure ASCII (see [`push_literal`]), so it means the same whatever
+//! `client_encoding` or `standard_conforming_strings` the connection is in.
+
+use std::sync::Arc;
+
+/// Why a client's startup parameters cannot be honoured (before any
+/// server sees them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartupError {
+    /// A switch in `options` other than `-c`/`--name=value`: the server
+    /// would take some of them (`-B`, `-F`...), the proxy cannot apply
+    /// them to shared connections.
+    #[error(
+        "the startup option {0} is not supported through the proxy: only -c name=value and \
+         --name=value are (in the options parameter)"
+    )]
+    UnsupportedSwitch(String),
+    /// `-c name` or `--name` without `=value` (PostgreSQL's wording).
+    #[error("{0} requires a value")]
+    NoValue(String),
+    /// A word in `options` that is not a switch (PostgreSQL's wording).
+    #[error("invalid command-line argument for server process: {0}")]
+    Stray(String),
+    /// A replication connection (`replication=true`/`database`): it
+    /// needs a walsender of its own, which a pool cannot give.
+    #[error(
+        "replication connections are not supported through the proxy: connect to the server \
+         directly"
+    )]
+    Replication,
+}
+
+impl StartupError {
+    /// The SQLSTATE a client is told.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            StartupError::UnsupportedSwitch(_) | StartupError::Replication => "0A000",
+            StartupError::NoValue(_) | StartupError::Stray(_) => "42601",
+        }
+    }
+}
+
+/// A client's settings: lower-case names (GUC names are case-insensitive)
+/// and values as the server shows them once validated (`latin1` is kept
+/// as `LATIN1`, `iso` as `ISO, MDY`), so they compare with what servers
+/// report. Shared by a session and the connections it was applied to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    entries: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// Settings from `(name, value)` pairs, names lower-cased, a later
+    /// value of a name replacing an earlier one (as PostgreSQL applies
+    /// them in turn). `None` when there are none: a client without
+    /// settings costs nothing.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Option<Arc<Settings>> {
+        let mut entries: Vec<(String, String)> = Vec::new();
+        for (name, value) in pairs {
+            let name = name.to_ascii_lowercase();
+            entries.retain(|(n, _)| *n != name);
+            entries.push((name, value));
+        }
+        (!entries.is_empty()).then(|| Arc::new(Settings { entries }))
+    }
+
+    /// The value of `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The settings in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// True when a connection that holds `applied` already has `wanted`:
+/// the check made on every attach, cheap when true (no allocation; a
+/// pointer or a short list compared). False does not mean something must
+/// be sent: [`changes`] decides.
+pub fn in_sync(applied: Option<&Arc<Settings>>, wanted: Option<&Arc<Settings>>) -> bool {
+    match (applied, wanted) {
+        (None, None) => true,
+        (Some(a), Some(w)) => Arc::ptr_eq(a, w) || a == w,
+        _ => false,
+    }
+}
+
+/// What the startup packet asks for, as `(name, value)` pairs in the
+/// order PostgreSQL applies them (`options` first, then the other
+/// parameters); `user`, `database` and protocol options (`_pq_.*`) are
+/// not settings. Names keep the client's case.
+pub fn startup_settings(params: &[(&str, &str)]) -> Result<Vec<(String, String)>, StartupError> {
+    let mut out = Vec::new();
+    for (name, value) in params {
+        if *name == "options" {
+            out.extend(parse_options(value)?);
+        } else if *name == "replication" && !is_false(value) {
+            return Err(StartupError::Replication);
+        }
+    }
+    out.extend(
+        params
+            .iter()
+            .filter(|(n, _)| {
+                !matches!(*n, "user" | "database" | "options" | "replication")
+                    && !n.starts_with("_pq_.")
+            })
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+    );
+    Ok(out)
+}
+
+/// PostgreSQL's spellings of false (`parse_bool`, the usual ones).
+fn is_false(value: &str) -> bool {
+    ["false", "f", "off", "no", "n", "0"]
+        .iter()
+        .any(|f| value.trim().eq_ignore_ascii_case(f))
+}
+
+/// The words of `options` as PostgreSQL splits them (`pg_split_opts`):
+/// separated by white space, a backslash taking the next character as is
+/// (`\ ` a space, `\\` a backslash).
+fn split_options(options: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = options.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return words;
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
+            match c {
+                '\\' => word.extend(chars.next()),
+                c => word.push(c),
+            }
+        }
+        words.push(word);
+    }
+}
+
+/// `name=value` of a `-c` or `--` switch, `-` in the name read as `_`
+/// (PostgreSQL's `ParseLongOption`); `switch` names it in the error.
+fn long_option(arg: &str, switch: &str) -> Result<(String, String), StartupError> {
+    match arg.split_once('=') {
+        Some((name, value)) => Ok((name.replace('-', "_"), value.to_string())),
+        None => Err(StartupError::NoValue(format!("{switch}{arg}"))),
+    }
+}
+
+/// The settings of an `options` parameter: `-c name=value`,
+/// `-cname=value` and `--name=value`; any other switch or word is an
+/// error naming it.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, StartupError> {
+    let mut out = Vec::new();
+    let mut words = split_options(options).into_iter();
+    while let Some(word) = words.next() {
+        if word == "--" {
+            // The end of the switches: nothing may follow.
+            if let Some(stray) = words.next() {
+                return Err(StartupError::Stray(stray));
+            }
+        } else if let Some(arg) = word.strip_prefix("--") {
+            out.push(long_option(arg, "--")?);
+        } else if let Some(arg) = word.strip_prefix("-c") {
+            let arg = match arg {
+                "" => words
+                    .next()
+                    .ok_or_else(|| StartupError::NoValue("-c".into()))?,
+                arg => arg.to_string(),
+            };
+            out.push(long_option(&arg, "-c ")?);
+        } else if word.len() > 1 && word.starts_with('-') {
+            let switch: String = word.chars().take(2).collect();
+            return Err(StartupError::UnsupportedSwitch(switch));
+        } else {
+            return Err(StartupError::Stray(word));
+        }
+    }
+    Ok(out)
+}
+
+/// One change to a server connection's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Set `name` to the value.
+    Set(&'a str, &'a str),
+    /// Back to the connection's default.
+    Reset(&'a str),
+}
+
+/// The value `name` has on a connection that holds no settings of the
+/// proxy's: what it reported at login (only for reported parameters).
+fn default_of<'a>(defaults: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    defaults
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// What to run on a connection that holds `applied` (over `defaults`,
+/// the values it reported at login) to give it `wanted`: a `Set` where
+/// its value differs, a `Reset` of what it holds that is not wanted (and
+/// not its default anyway). Allocates nothing: nothing to do is an empty
+/// iterator.
+pub fn changes<'a>(
+    applied: Option<&'a Settings>,
+    wanted: Option<&'a Settings>,
+    defaults: &'a [(String, String)],
+) -> impl Iterator<Item = Change<'a>> + 'a {
+    let sets = wanted
+        .into_iter()
+        .flat_map(|w| w.iter())
+        .filter_map(move |(n, v)| {
+            let now = applied
+                .and_then(|a| a.get(n))
+                .or_else(|| default_of(defaults, n));
+            (now != Some(v)).then_some(Change::Set(n, v))
+        });
+    let resets = applied
+        .into_iter()
+        .flat_map(|a| a.iter())
+        .filter_map(move |(n, v)| {
+            let kept = wanted.is_some_and(|w| w.get(n).is_some());
+            (!kept && default_of(defaults, n) != Some(v)).then_some(Change::Reset(n))
+        });
+    sets.chain(resets)
+}
+
+/// Appends `text` as an SQL expression of type text that is pure ASCII:
+/// a quoted literal (`E'...'` when it holds a backslash, so it reads the
+/// same whatever `standard_conforming_strings` is), or, for text that is
+/// not ASCII, its UTF-8 bytes in hex converted on the server (the bytes
+/// of the query are then read the same whatever `client_encoding` the
+/// connection is in).
+pub fn push_literal(out: &mut String, text: &str) {
+    if !text.is_ascii() {
+        out.push_str("pg_catalog.convert_from(pg_catalog.decode('");
+        for b in text.bytes() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out.push_str("','hex'),'UTF8')");
+        return;
+    }
+    if text.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn push_call(out: &mut String, change: Change<'_>) {
+    out.push_str("pg_catalog.set_config(");
+    match change {
+        Change::Set(name, value) => {
+            push_literal(out, name);
+            out.push(',');
+            push_literal(out, value);
+        }
+        Change::Reset(name) => {
+            push_literal(out, name);
+            out.push_str(",NULL");
+        }
+    }
+    out.push_str(",false)");
+}
+
+/// The query that applies `changes` to an attached connection, sent
+/// ahead of the client's statements; `None` (nothing allocated) when
+/// there is nothing to change. One SELECT inside its own transaction
+/// block: when it fails the block stays aborted, so what the client sent
+/// behind it does not run with the wrong settings (the proxy then closes
+/// the connection). The block is READ COMMITTED whatever the previous
+/// client's `default_transaction_isolation` (a hot standby refuses
+/// SERIALIZABLE).
+pub fn sync_query<'a>(mut changes: impl Iterator<Item = Change<'a>>) -> Option<String> {
+    let first = changes.next()?;
+    let mut sql = String::with_capacity(96);
+    sql.push_str("BEGIN ISOLATION LEVEL READ COMMITTED;SELECT ");
+    push_call(&mut sql, first);
+    for c in changes {
+        sql.push(',');
+        push_call(&mut sql, c);
+    }
+    sql.push_str(";COMMIT");
+    Some(sql)
+}
+
+/// The login check of a client's `given` settings on a connection that
+/// holds `applied`: each given value set (its column is the value as the
+/// server shows it, in hex of its UTF-8, so it reads the same whatever
+/// encoding the answer is sent in), then what the connection holds and
+/// the client does not want reset. One statement: when it fails, the
+/// connection keeps what it had.
+pub fn validation_query(
+    given: &[(String, String)],
+    applied: Option<&Settings>,
+    defaults: &[(String, String)],
+) -> String {
+    let mut sql = String::from("SELECT ");
+    for (i, (name, value)) in given.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("pg_catalog.encode(pg_catalog.convert_to(");
+        push_call(&mut sql, Change::Set(name, value));
+        sql.push_str(",'UTF8'),'hex')");
+    }
+    let wanted: Vec<&str> = given.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, value) in applied.into_iter().flat_map(|a| a.iter()) {
+        let kept = wanted.iter().any(|w| w.eq_ignore_ascii_case(name));
+        if !kept && default_of(defaults, name) != Some(value) {
+            sql.push(',');
+            push_call(&mut sql, Change::Reset(name));
+        }
+    }
+    sql
+}
+
+/// Text from the hex of its UTF-8 bytes (a column of
+/// [`validation_query`]); `None` when it is not that.
+pub fn from_hex(hex: &[u8]) -> Option<String> {
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes = hex
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
+            _ => None,
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The ParameterStatus values a client is told at login: the servers'
+/// (`params`), with the client's own settings in place of theirs.
+pub fn overlay(params: &mut [(String, String)], settings: &Settings) {
+    for (name, value) in params.iter_mut() {
+        if let Some(mine) = settings.get(name) {
+            mine.clone_into(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn settings(list: &[(&str, &str)]) -> Option<Arc<Settings>> {
+        Settings::new(pairs(list))
+    }
+
+    #[test]
+    fn options_are_split_like_postgresql() -> Result<(), StartupError> {
+        assert_eq!(
+            parse_options("-c statement_timeout=5s  -c search_path=foo")?,
+            pairs(&[("statement_timeout", "5s"), ("search_path", "foo")])
+        );
+        assert_eq!(
+            parse_options("-capplication_name=a\\ b\\\\c --work-mem=4MB")?,
+            pairs(&[("application_name", "a b\\c"), ("work_mem", "4MB")])
+        );
+        assert_eq!(
+            parse_options("-c search_path=a,b -c x.y=")?,
+            pairs(&[("search_path", "a,b"), ("x.y", "")])
+        );
+        assert_eq!(parse_options("  ")?, Vec::new());
+        assert_eq!(parse_options("--")?, Vec::new());
+        Ok(())
+    }
+
+    #[test]
+    fn other_switches_and_words_are_refused_by_name() {
+        let err = parse_options("-B 10").err();
+        assert_eq!(err, Some(StartupError::UnsupportedSwitch("-B".into())));
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("-B") && msg.contains("-c name=value"), "{msg}");
+        assert_eq!(
+            parse_options("-c statement_timeout"),
+            Err(StartupError::NoValue("-c statement_timeout".into()))
+        );
+        assert_eq!(parse_options("-c"), Err(StartupError::NoValue("-c".into())));
+        assert_eq!(
+            parse_options("--foo"),
+            Err(StartupError::NoValue("--foo".into()))
+        );
+        assert_eq!(
+            parse_options("-c a=1 stray"),
+            Err(StartupError::Stray("stray".into()))
+        );
+        assert_eq!(
+            parse_options("-- -c a=1"),
+            Err(StartupError::Stray("-c".into()))
+        );
+        assert_eq!(
+            StartupError::UnsupportedSwitch("-F".into()).sqlstate(),
+            "0A000"
+        );
+    }
+
+    #[test]
+    fn startup_parameters_are_settings_after_options() -> Result<(), StartupError> {
+        let given = startup_settings(&[
+            ("user", "app"),
+            ("database", "db"),
+            ("client_encoding", "LATIN1"),
+            ("options", "-c TimeZone=UTC"),
+            ("_pq_.ext", "1"),
+            ("replication", "off"),
+            ("application_name", "myapp"),
+        ])?;
+        assert_eq!(
+            given,
+            pairs(&[
+                ("TimeZone", "UTC"),
+                ("client_encoding", "LATIN1"),
+                ("application_name", "myapp")
+            ])
+        );
+        for on in ["true", "database", "1"] {
+            assert_eq!(
+                startup_settings(&[("user", "a"), ("replication", on)]),
+                Err(StartupError::Replication)
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_the_last_value_wins() {
+        let s = settings(&[
+            ("TimeZone", "UTC"),
+            ("a", "1"),
+            ("timezone", "Europe/Paris"),
+        ]);
+        let s = s.as_deref();
+        assert_eq!(s.and_then(|s| s.get("TIMEZONE")), Some("Europe/Paris"));
+        assert_eq!(s.map(Settings::len), Some(2));
+        assert!(Settings::new(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn only_what_differs_is_changed() {
+        let defaults = pairs(&[("client_encoding", "UTF8"), ("DateStyle", "ISO, MDY")]);
+        let latin = settings(&[("client_encoding", "LATIN1"), ("statement_timeout", "5s")]);
+        let utf8 = settings(&[("client_encoding", "UTF8")]);
+        let all = |a: &Option<Arc<Settings>>, w: &Option<Arc<Settings>>| -> Vec<String> {
+            changes(a.as_deref(), w.as_deref(), &defaults)
+                .map(|c| format!("{c:?}"))
+                .collect()
+        };
+        let exp =
+            |cs: &[Change<'_>]| -> Vec<String> { cs.iter().map(|c| format!("{c:?}")).collect() };
+        // A fresh connection: what differs from its defaults.
+        assert_eq!(
+            all(&None, &latin),
+            exp(&[
+                Change::Set("client_encoding", "LATIN1"),
+                Change::Set("statement_timeout", "5s")
+            ])
+        );
+        // The default asked for explicitly: nothing to do.
+        assert!(all(&None, &utf8).is_empty());
+        assert!(all(&utf8, &None).is_empty());
+        // Back from LATIN1: one set, one reset.
+        assert_eq!(
+            all(&latin, &utf8),
+            exp(&[
+                Change::Set("client_encoding", "UTF8"),
+                Change::Reset("statement_timeout")
+            ])
+        );
+        assert_eq!(
+            all(&latin, &None),
+            exp(&[
+                Change::Reset("client_encoding"),
+                Change::Reset("statement_timeout")
+            ])
+        );
+        assert!(all(&latin, &latin.clone()).is_empty());
+        assert!(in_sync(latin.as_ref(), latin.clone().as_ref()));
+        assert!(in_sync(None, None));
+        assert!(!in_sync(utf8.as_ref(), None));
+        // Equal settings of two clients: in sync without a pointer match.
+        assert!(in_sync(
+            settings(&[("a", "1")]).as_ref(),
+            settings(&[("A", "1")]).as_ref()
+        ));
+    }
+
+    #[test]
+    fn literals_are_quoted_and_ascii() {
+        let lit = |t: &str| {
+            let mut s = String::new();
+            push_literal(&mut s, t);
+            s
+        };
+        assert_eq!(lit("UTC"), "'UTC'");
+        assert_eq!(lit("it's"), "'it''s'");
+        assert_eq!(lit("a\\b'"), "E'a\\\\b'''");
+        assert_eq!(
+            lit("café"),
+            "pg_catalog.convert_from(pg_catalog.decode('636166c3a9','hex'),'UTF8')"
+        );
+        assert_eq!(lit("'); DROP TABLE t; --"), "'''); DROP TABLE t; --'");
+    }
+
+    #[test]
+    fn queries_apply_changes_in_one_statement() {
+        assert_eq!(sync_query(std::iter::empty()), None);
+        assert_eq!(
+            sync_query(
+                [
+                    Change::Set("client_encoding", "LATIN1"),
+                    Change::Reset("search_path")
+                ]
+                .into_iter()
+            )
+            .as_deref(),
+            Some(
+                "BEGIN ISOLATION LEVEL READ COMMITTED;\
+                 SELECT pg_catalog.set_config('client_encoding','LATIN1',false),\
+                 pg_catalog.set_config('search_path',NULL,false);COMMIT"
+            )
+        );
+        let defaults = pairs(&[("application_name", "pgkeel-proxy")]);
+        let held = settings(&[("application_name", "x"), ("work_mem", "1MB")]);
+        assert_eq!(
+            validation_query(&pairs(&[("work_mem", "2MB")]), held.as_deref(), &defaults),
+            "SELECT pg_catalog.encode(pg_catalog.convert_to(\
+             pg_catalog.set_config('work_mem','2MB',false),'UTF8'),'hex'),\
+             pg_catalog.set_config('application_name',NULL,false)"
+        );
+    }
+
+    #[test]
+    fn hex_answers_and_login_parameters() {
+        assert_eq!(from_hex(b"4c4154494e31").as_deref(), Some("LATIN1"));
+        assert_eq!(from_hex(b"636166c3a9").as_deref(), Some("café"));
+        assert_eq!(from_hex(b"").as_deref(), Some(""));
+        assert_eq!(from_hex(b"4"), None);
+        assert_eq!(from_hex(b"zz"), None);
+        assert_eq!(from_hex(b"ff"), None);
+        let mut params = pairs(&[("client_encoding", "UTF8"), ("TimeZone", "Etc/UTC")]);
+        if let Some(s) = settings(&[("timezone", "Europe/Paris")]) {
+            overlay(&mut params, &s);
+        }
+        assert_eq!(
+            params,
+            pairs(&[("client_encoding", "UTF8"), ("TimeZone", "Europe/Paris")])
+        );
+    }
+}

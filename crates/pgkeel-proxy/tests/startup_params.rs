@@ -1,0 +1,345 @@
+//! A client's startup parameters through the proxy: its
+//! `client_encoding`, `application_name`, `options` (`-c name=value`),
+//! `DateStyle`, `TimeZone`... are in effect on every server connection it
+//! is given, on replicas and the primary alike, while other clients that
+//! share those connections keep their own; the login reports them; a bad
+//! value is refused at login with the server's SQLSTATE, as PostgreSQL
+//! does.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{Answer, Env, Raw, TestResult, cells};
+use pgkeel_testkit::TempCluster;
+use pgkeel_wire::FrontendMessage;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
+
+/// A ParameterStatus value of a login.
+fn param<'a>(reported: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    reported
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Runs one simple query on a raw connection.
+async fn query(raw: &mut Raw, sql: impl AsRef<[u8]>) -> TestResult<Answer> {
+    raw.send(&[FrontendMessage::Query(sql.as_ref())]).await?;
+    raw.until_ready().await
+}
+
+/// A raw answer's row as text.
+fn texts(a: &Answer) -> Vec<String> {
+    cells(a)
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.unwrap_or(b"NULL")).into_owned())
+        .collect()
+}
+
+/// The first row of a simple query, as text.
+async fn row(client: &Client, sql: &str) -> TestResult<Vec<String>> {
+    let msgs = client.simple_query(sql).await?;
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no row for {sql}"))?;
+    Ok((0..row.len())
+        .map(|i| row.get(i).unwrap_or("NULL").to_string())
+        .collect())
+}
+
+/// A tokio-postgres client through the proxy, its configuration adjusted.
+async fn client_with(env: &Env, adjust: impl FnOnce(&mut Config)) -> TestResult<Client> {
+    let mut config: Config = env.url().parse()?;
+    adjust(&mut config);
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A primary and a replica behind a proxy with one server connection per
+/// node (so clients take turns on the same ones), after `setup` ran.
+async fn one_connection_per_node(setup: &str) -> TestResult<Env> {
+    let env = Env::start(1, |c| c.pool_size = 1).await?;
+    env.client().await?.batch_execute(setup).await?;
+    Ok(env)
+}
+
+/// Waits until the replica has what the primary made.
+async fn replica_has(env: &Env, sql: &str) -> TestResult {
+    let replica = env.cluster.client("replica1").await?;
+    let ready = TempCluster::eventually(Duration::from_secs(30), || async {
+        replica.simple_query(sql).await.is_ok()
+    })
+    .await;
+    if !ready {
+        return Err(format!("the replica never ran {sql}").into());
+    }
+    Ok(())
+}
+
+/// `client_encoding=LATIN1` at startup: the login says LATIN1 and every
+/// answer comes in LATIN1, reads on the replica and writes on the primary,
+/// across many transactions, while a UTF-8 client takes turns on the same
+/// server connections (one per node) and keeps UTF-8.
+#[tokio::test]
+async fn client_encoding_is_kept_per_client() -> TestResult {
+    common::within(180, async {
+        let env = one_connection_per_node("CREATE TABLE enc (v text)").await?;
+        replica_has(&env, "SELECT 1 FROM enc").await?;
+        let utf8 = env.client().await?;
+        let (mut latin, reported) = Raw::login_with(&env, &[("client_encoding", "latin1")]).await?;
+        assert_eq!(param(&reported, "client_encoding"), Some("LATIN1"));
+        assert!(param(&reported, "server_version").is_some(), "{reported:?}");
+        let cafe = Some(&b"caf\xe9"[..]);
+        for _ in 0..6 {
+            let a = query(&mut latin, "SELECT U&'caf\\00E9', pg_is_in_recovery()").await?;
+            assert_eq!(cells(&a), [cafe, Some(b"t")], "a read: {a:?}");
+            let a = query(
+                &mut latin,
+                "INSERT INTO enc VALUES (U&'caf\\00E9') RETURNING v, pg_is_in_recovery()",
+            )
+            .await?;
+            assert_eq!(cells(&a), [cafe, Some(b"f")], "a write: {a:?}");
+            // Text sent in LATIN1 is read as LATIN1 ('é' is one character).
+            let a = query(&mut latin, b"SELECT length('caf\xe9')").await?;
+            assert_eq!(a.first.as_deref(), Some("4"), "{a:?}");
+
+            let r = row(
+                &utf8,
+                "SELECT U&'caf\\00E9', pg_is_in_recovery(), current_setting('client_encoding')",
+            )
+            .await?;
+            assert_eq!(r, ["café", "t", "UTF8"]);
+            let r = row(
+                &utf8,
+                "INSERT INTO enc VALUES ('café') RETURNING v, length(v)",
+            )
+            .await?;
+            assert_eq!(r, ["café", "4"]);
+            // The extended protocol, after the LATIN1 client's turn.
+            let r = utf8
+                .query_one("SELECT $1::text || U&'\\00E9'", &[&"caf"])
+                .await?;
+            assert_eq!(r.try_get::<_, String>(0)?, "café");
+        }
+        let a = query(&mut latin, "SHOW client_encoding").await?;
+        assert_eq!(a.first.as_deref(), Some("LATIN1"));
+        let r = row(&utf8, "SELECT count(*) FROM enc WHERE v = 'café'").await?;
+        assert_eq!(r, ["12"]);
+        Ok(())
+    })
+    .await
+}
+
+const SETTINGS: &str = "current_setting('application_name'), \
+    current_setting('statement_timeout'), current_setting('search_path')";
+
+/// `application_name` and `options=-c statement_timeout=150ms -c
+/// search_path=s1`: in effect on reads and writes (an unqualified table
+/// is found in s1, a long statement is cancelled, pg_stat_activity shows
+/// the name); a client without them that shares the server connections
+/// has the defaults; after a pinned session's `DISCARD ALL`, the
+/// connection gets the settings again.
+#[tokio::test]
+async fn application_name_and_options_follow_the_client() -> TestResult {
+    common::within(180, async {
+        let env = one_connection_per_node("CREATE SCHEMA s1; CREATE TABLE s1.t (v int)").await?;
+        replica_has(&env, "SELECT 1 FROM s1.t").await?;
+        let options = "-c statement_timeout=150ms -c search_path=s1";
+        let app = client_with(&env, |c| {
+            c.application_name("myapp").options(options);
+        })
+        .await?;
+        let plain = env.client().await?;
+        let mine = ["myapp", "150ms", "s1"];
+        let defaults = ["pgkeel-proxy", "0", "\"$user\", public"];
+        for i in 0..4 {
+            let read = format!("SELECT {SETTINGS}, pg_is_in_recovery()");
+            let write = format!("INSERT INTO t VALUES ({i}) RETURNING {SETTINGS}");
+            assert_eq!(row(&app, &read).await?, [&mine[..], &["t"]].concat());
+            assert_eq!(row(&app, &write).await?, mine);
+            let activity = "SELECT application_name FROM pg_stat_activity \
+                            WHERE pid = pg_backend_pid()";
+            assert_eq!(row(&app, activity).await?, ["myapp"]);
+            assert_eq!(row(&plain, &read).await?, [&defaults[..], &["t"]].concat());
+            let write = format!("INSERT INTO s1.t VALUES ({i}) RETURNING {SETTINGS}");
+            assert_eq!(row(&plain, &write).await?, defaults);
+        }
+        let slow = app.simple_query("SELECT pg_sleep(1)").await;
+        let code = slow.err().and_then(|e| e.code().cloned());
+        assert_eq!(code, Some(SqlState::QUERY_CANCELED));
+        plain.simple_query("SELECT pg_sleep(0.3)").await?;
+        let count = "BEGIN; SELECT count(*) FROM t; COMMIT";
+        assert_eq!(row(&app, count).await?, ["8"]);
+
+        // A pinned session with the same settings, reset on leaving:
+        // the next client with them still gets them.
+        let pinned = client_with(&env, |c| {
+            c.application_name("myapp").options(options);
+        })
+        .await?;
+        pinned.batch_execute("SET work_mem = '1MB'").await?;
+        drop(pinned);
+        let next = client_with(&env, |c| {
+            c.application_name("myapp").options(options);
+        })
+        .await?;
+        let write = format!("INSERT INTO t VALUES (0) RETURNING {SETTINGS}");
+        assert_eq!(row(&next, &write).await?, mine);
+        assert_eq!(row(&app, &write).await?, mine);
+        Ok(())
+    })
+    .await
+}
+
+/// TimeZone, DateStyle, IntervalStyle and extra_float_digits given at
+/// startup (as JDBC does): the login reports them as the server shows
+/// them and they are in effect on reads and writes; another client keeps
+/// the server's.
+#[tokio::test]
+async fn time_zone_and_date_style_are_in_effect() -> TestResult {
+    common::within(180, async {
+        let env = one_connection_per_node("CREATE TABLE tz (v int)").await?;
+        let default_zone = row(&env.cluster.client("primary").await?, "SHOW TimeZone").await?;
+        let (mut raw, reported) = Raw::login_with(
+            &env,
+            &[
+                ("TimeZone", "America/New_York"),
+                ("DateStyle", "german"),
+                ("IntervalStyle", "sql_standard"),
+                ("extra_float_digits", "1"),
+            ],
+        )
+        .await?;
+        assert_eq!(param(&reported, "TimeZone"), Some("America/New_York"));
+        assert_eq!(param(&reported, "DateStyle"), Some("German, DMY"));
+        assert_eq!(param(&reported, "IntervalStyle"), Some("sql_standard"));
+        let plain = env.client().await?;
+        let shown = "current_setting('TimeZone'), current_setting('extra_float_digits'), \
+                     '2024-01-02'::date::text, '1 day'::interval::text";
+        let mine = ["America/New_York", "1", "02.01.2024", "1 0:00:00"];
+        for i in 0..3 {
+            let a = query(&mut raw, format!("SELECT {shown}, pg_is_in_recovery()")).await?;
+            let text = texts(&a);
+            assert_eq!(text, [&mine[..], &["t"]].concat(), "a read: {a:?}");
+            let a = query(
+                &mut raw,
+                format!(
+                    "WITH w AS (INSERT INTO tz VALUES ({i}) RETURNING v) SELECT {shown} FROM w"
+                ),
+            )
+            .await?;
+            let text = texts(&a);
+            assert_eq!(text, mine, "a write: {a:?}");
+            let r = row(
+                &plain,
+                "SELECT current_setting('TimeZone'), '2024-01-02'::date::text",
+            )
+            .await?;
+            assert_eq!(r, [default_zone[0].as_str(), "2024-01-02"]);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Startup parameters of a login.
+type Params<'a> = &'a [(&'a str, &'a str)];
+
+/// Bad settings are refused at login, with the server's SQLSTATE (or the
+/// proxy's for what it cannot do), and nothing else is disturbed.
+#[tokio::test]
+async fn bad_settings_are_refused_at_login() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |_| {}).await?;
+        let cases: &[(Params, &str, &str)] = &[
+            (&[("client_encoding", "NOPE")], "22023", "client_encoding"),
+            (
+                &[("options", "-c statement_timeout=banana")],
+                "22023",
+                "statement_timeout",
+            ),
+            (&[("nosuch_param", "1")], "42704", "nosuch_param"),
+            (&[("options", "-B 10")], "0A000", "-B"),
+            (
+                &[("options", "-c statement_timeout")],
+                "42601",
+                "requires a value",
+            ),
+            (&[("replication", "database")], "0A000", "replication"),
+            (&[("is_superuser", "on")], "55P02", "is_superuser"),
+        ];
+        for (params, code, text) in cases {
+            let refused = Raw::login_with(&env, params).await.err();
+            let refused = refused.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                refused.contains(code) && refused.contains(text),
+                "{params:?}: {refused:?}"
+            );
+        }
+        let (mut ok, reported) = Raw::login_with(&env, &[("application_name", "fine")]).await?;
+        assert_eq!(param(&reported, "application_name"), Some("fine"));
+        let a = query(&mut ok, "SELECT current_setting('application_name')").await?;
+        assert_eq!(a.first.as_deref(), Some("fine"));
+        assert_eq!(row(&env.client().await?, "SELECT 1").await?, ["1"]);
+        Ok(())
+    })
+    .await
+}
+
+/// A setting the primary takes but a replica refuses
+/// (`transaction_read_only=off`: a standby is read-only): the client's
+/// read gets the replica's error rather than running without the
+/// setting, its connection to the proxy stays, its writes work, and other
+/// clients' reads on the replica are not disturbed.
+#[tokio::test]
+async fn a_setting_a_replica_refuses_fails_the_read_only() -> TestResult {
+    common::within(120, async {
+        let env = one_connection_per_node("CREATE TABLE ro (v int)").await?;
+        let (mut raw, _) =
+            Raw::login_with(&env, &[("options", "-c transaction_read_only=off")]).await?;
+        for _ in 0..2 {
+            let a = query(&mut raw, "SELECT pg_is_in_recovery()").await?;
+            // PostgreSQL's: "transaction read-write mode must be set
+            // before any query".
+            assert_eq!(
+                (&a.errors[..], a.status),
+                (&["25001".to_string()][..], Some('I'))
+            );
+            assert!(a.row.is_none(), "{a:?}");
+            let a = query(
+                &mut raw,
+                "INSERT INTO ro VALUES (1) RETURNING pg_is_in_recovery()",
+            )
+            .await?;
+            assert_eq!(cells(&a), [Some(&b"f"[..])], "{a:?}");
+            let plain = env.client().await?;
+            assert_eq!(row(&plain, "SELECT pg_is_in_recovery()").await?, ["t"]);
+        }
+        // Pipelined: what follows a failing unit waits for the outcome,
+        // then goes to another connection (a read fails the same way, a
+        // write runs on the primary).
+        let read = FrontendMessage::Query(b"SELECT pg_is_in_recovery()");
+        let write =
+            FrontendMessage::Query(b"INSERT INTO ro VALUES (2) RETURNING pg_is_in_recovery()");
+        raw.send(&[read.clone(), read.clone(), read, write]).await?;
+        for _ in 0..3 {
+            let a = raw.until_ready().await?;
+            assert_eq!(a.errors, ["25001"], "{a:?}");
+        }
+        let a = raw.until_ready().await?;
+        assert_eq!(cells(&a), [Some(&b"f"[..])], "{a:?}");
+        let metrics = &env.proxy.as_ref().ok_or("proxy")?.shared().metrics;
+        let failed = metrics.settings_failed.load(Ordering::Relaxed);
+        assert_eq!(failed, 5);
+        Ok(())
+    })
+    .await
+}
