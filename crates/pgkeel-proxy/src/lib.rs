@@ -44,6 +44,7 @@ pub mod server;
 pub mod server_stream;
 pub mod session;
 pub mod settings;
+pub mod settings_cache;
 pub mod stream;
 pub mod tls;
 pub mod topology;
@@ -122,6 +123,9 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Server parameters reported to clients, per (user, database).
     pub params: Mutex<HashMap<(String, String), ServerParams>>,
+    /// Startup settings a server accepted, and how it showed them, so
+    /// later logins with the same values skip the check.
+    pub checked_settings: settings_cache::CheckedSettings,
     /// TLS towards clients, if configured (loaded by [`start`], its
     /// certificate replaced by a reload).
     pub tls: Option<tls::ClientTls>,
@@ -153,6 +157,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             metrics: metrics::Metrics::new(n),
             params: Mutex::new(HashMap::new()),
+            checked_settings: settings_cache::CheckedSettings::default(),
             tls: None,
             mock_key: [0; 32],
             secrets: auth_query::SecretCache::default(),

@@ -406,8 +406,11 @@ async fn login_params(
         .lock()
         .ok()
         .and_then(|p| p.get(&cache_key).cloned());
+    let seen = || shared.checked_settings.lookup(user, database, &given);
     let (mut params, settings) = match cached {
         Some(p) if all_reported(&given, &p) => (p, Settings::new(given)),
+        // Accepted before, as shown then: no server needed.
+        Some(p) if let Some(shown) = seen() => (p, Settings::new(shown)),
         cached => {
             let mut lease = server_lease(shared, user, database, credential).await?;
             let params = match cached {
@@ -423,8 +426,18 @@ async fn login_params(
             let settings = if all_reported(&given, &params) {
                 Settings::new(given)
             } else {
-                match check_settings(&mut lease.conn, given).await {
-                    Ok(s) => s,
+                shared
+                    .metrics
+                    .settings_checked
+                    .fetch_add(1, Ordering::Relaxed);
+                match check_settings(&mut lease.conn, given.clone()).await {
+                    Ok(s) => {
+                        let shown = shown_in_order(&given, s.as_deref());
+                        shared
+                            .checked_settings
+                            .remember(user, database, &given, &shown);
+                        s
+                    }
                     // Refused: the statement rolled back, the connection
                     // is as it was.
                     Err(e @ ProxyError::Setting { .. }) => {
@@ -443,6 +456,21 @@ async fn login_params(
         overlay(&mut params, s);
     }
     Ok((params, settings))
+}
+
+/// `given` with each value as `settings` holds it (as the server showed
+/// it), in the order given.
+fn shown_in_order(
+    given: &[(String, String)],
+    settings: Option<&Settings>,
+) -> Vec<(String, String)> {
+    given
+        .iter()
+        .map(|(name, value)| {
+            let shown = settings.and_then(|s| s.get(name)).unwrap_or(value);
+            (name.clone(), shown.to_string())
+        })
+        .collect()
 }
 
 /// The parameters a server reported at login as a client of `user` is

@@ -77,6 +77,10 @@ pub struct Metrics {
     /// Of those, the ones a server refused (the unit behind failed, the
     /// connection was closed): a replica that differs from the primary.
     pub settings_failed: AtomicU64,
+    /// Logins whose startup settings had to be checked on a server (none
+    /// of the values seen before for that role and database): the extra
+    /// round trip a login costs.
+    pub settings_checked: AtomicU64,
     /// Time a client held a server connection (one unit of work or one
     /// transaction, from routing to release).
     pub hold_time: Histogram,
@@ -96,6 +100,7 @@ impl Metrics {
             idle_transaction_timeouts: AtomicU64::new(0),
             settings_applied: AtomicU64::new(0),
             settings_failed: AtomicU64::new(0),
+            settings_checked: AtomicU64::new(0),
             hold_time: Histogram::default(),
         }
     }
@@ -169,6 +174,12 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_settings_failed_total",
         "Of those, the ones a server refused: the client's unit failed, the connection was closed.",
         m.settings_failed.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_settings_checked_total",
+        "Logins whose startup settings were checked on a server (values not seen before for that role and database).",
+        m.settings_checked.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

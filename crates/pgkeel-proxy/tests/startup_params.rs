@@ -349,3 +349,43 @@ async fn a_setting_a_replica_refuses_fails_the_read_only() -> TestResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn settings_accepted_once_are_not_checked_again_at_login() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |_| {}).await?;
+        let checked = |env: &Env| {
+            env.proxy
+                .as_ref()
+                .map(|p| p.shared().metrics.settings_checked.load(Ordering::Relaxed))
+        };
+        let app = |name: &'static str| {
+            move |c: &mut Config| {
+                c.application_name(name);
+                c.options("-c statement_timeout=150ms");
+            }
+        };
+        for _ in 0..3 {
+            let c = client_with(&env, app("cached-app")).await?;
+            let r = row(
+                &c,
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')",
+            )
+            .await?;
+            assert_eq!(r, ["cached-app", "150ms"]);
+        }
+        assert_eq!(checked(&env), Some(1), "one check for three logins");
+        // A value not seen before is checked; a bad one is still refused.
+        client_with(&env, app("another-app")).await?;
+        assert_eq!(checked(&env), Some(2));
+        let bad = client_with(&env, |c| {
+            c.options("-c statement_timeout=banana");
+        })
+        .await
+        .err()
+        .ok_or("a bad value was accepted")?;
+        assert!(format!("{bad:?}").contains("statement_timeout"), "{bad:?}");
+        Ok(())
+    })
+    .await
+}
