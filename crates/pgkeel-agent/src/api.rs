@@ -43,11 +43,17 @@ impl ApiState {
     }
 
     fn snapshot(&self) -> Snapshot {
-        self.shared
+        let mut snap = self
+            .shared
             .snapshot
             .read()
             .map(|s| s.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        snap.failsafe_promise = self
+            .shared
+            .promise()
+            .map(|(leader, left)| (leader, u64::try_from(left.as_millis()).unwrap_or(u64::MAX)));
+        snap
     }
 }
 
@@ -137,6 +143,10 @@ fn body(snap: &Snapshot) -> serde_json::Value {
         "dcs_ok": snap.dcs_ok,
         "pg_pid": m.pg_pid,
         "agent_pid": m.agent_pid,
+        "failsafe_promise": snap.failsafe_promise.as_ref().map(|(leader, ms)| json!({
+            "leader": leader,
+            "remaining_ms": ms,
+        })),
     })
 }
 

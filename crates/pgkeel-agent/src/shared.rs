@@ -25,6 +25,10 @@ pub struct Snapshot {
     pub lag_bytes: Option<u64>,
     /// Seconds since the agent started.
     pub uptime_seconds: f64,
+    /// The leader this replica promised not to replace (failsafe: that
+    /// leader lost etcd but reaches every member) and the milliseconds the
+    /// promise still runs; read when asked, not per loop.
+    pub failsafe_promise: Option<(String, u64)>,
 }
 
 /// Shared agent state.
@@ -98,6 +102,13 @@ impl Shared {
             .ok()
             .and_then(|u| *u)
             .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The promise in force, if any: the leader and the time it still runs.
+    pub fn promise(&self) -> Option<(String, Duration)> {
+        let (leader, until) = self.failsafe_promise.lock().ok()?.clone()?;
+        let left = until.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then_some((leader, left))
     }
 
     /// Replica: a failsafe promise is in force.

@@ -79,10 +79,36 @@ pub async fn switchover(cluster: &Cluster, to: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// The leader `to` has promised not to replace (failsafe) and the
+/// milliseconds the promise still runs, as its agent reports them (`None`
+/// when it promised nothing or does not answer).
+async fn promised_leader(cluster: &Cluster, to: &str) -> Option<(String, u64)> {
+    let node = cluster.node(to).ok()?;
+    let url = format!("http://{}:{}/health", node.host, node.api_port());
+    let (_, body) = pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_secs(2))
+        .await
+        .ok()?;
+    let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let promise = health.get("failsafe_promise")?;
+    Some((
+        promise.get("leader")?.as_str()?.to_string(),
+        promise.get("remaining_ms")?.as_u64()?,
+    ))
+}
+
 /// Manual failover to `to`.
 pub async fn failover(cluster: &Cluster, to: &str) -> Result<()> {
     let dcs = orchestrate::dcs(cluster).await?;
     let start = Instant::now();
+    // With no leader key a primary may still be running on failsafe; its
+    // members keep promising not to replace it, so the request could
+    // never be carried out and would only wait here.
+    if let Some((leader, ms)) = promised_leader(cluster, to).await {
+        bail!(
+            "{to} has promised {leader} not to take over (for {:.1} s more, renewed while {leader} asks): {leader} still runs as primary on failsafe (it lost etcd, but every member reaches it), so a failover now would make two primaries. Restore {leader}'s connection to etcd (it then takes the leader key back by itself), or stop PostgreSQL on {leader}, then retry",
+            ms as f64 / 1000.0
+        );
+    }
     request_failover(&dcs, cluster, to).await?;
     while start.elapsed() < HANDOVER_TIMEOUT {
         if dcs

@@ -858,6 +858,21 @@ async fn primary_cut_from_etcd(lab: Arc<Lab>) -> TestResult {
     )
     .await?;
     let vacant = cut.elapsed();
+    // A manual failover now is refused with the reason: the replicas have
+    // promised the primary (on failsafe) not to take over.
+    let root = lab.cluster.layout.root().display().to_string();
+    let switch = lab.net.switch_namespace().to_string();
+    let refused = tokio::task::spawn_blocking(move || {
+        pgkeel_in(&switch, &["failover", "--dir", &root, "--to", "replica1"])
+            .err()
+            .map(|e| e.to_string())
+    })
+    .await?
+    .ok_or("a manual failover was accepted while the primary ran on failsafe")?;
+    assert!(
+        refused.contains("replica1 has promised primary not to take over"),
+        "{refused}"
+    );
     // Two more TTLs with the key vacant: time for a wrong takeover.
     let (during, healed) = hold_then_heal(lab, &partition, TTL * 2).await?;
     wait_for(
