@@ -114,6 +114,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/switchover", post(switchover))
         .route("/failover", post(failover))
         .route("/failsafe", post(failsafe))
+        .route("/failsafe/release", post(failsafe_release))
         .with_state(state)
 }
 
@@ -372,6 +373,34 @@ async fn failover(
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response(),
         Err(e) => refuse(StatusCode::CONFLICT, e.to_string()),
     }
+}
+
+/// A leader that gave up and fenced (its postmaster is stopped) ends the
+/// promise this member gave it: nothing is left to protect, and waiting out
+/// the promise would only delay the failover. Only that leader's promise.
+async fn failsafe_release(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Json(req): Json<FailsafeRequest>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let released = match s.shared.failsafe_promise.lock() {
+        Ok(mut promise) if promise.as_ref().is_some_and(|(l, _)| *l == req.leader) => {
+            *promise = None;
+            true
+        }
+        _ => false,
+    };
+    if released {
+        crate::execute::tracing_line(&format!(
+            "{}: {} fenced itself: failsafe promise released",
+            s.shared.node, req.leader
+        ));
+        s.shared.wake.notify_one();
+    }
+    (StatusCode::OK, Json(json!({ "released": released }))).into_response()
 }
 
 /// Body of POST /failsafe.

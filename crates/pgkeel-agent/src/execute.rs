@@ -28,13 +28,16 @@ pub fn now_ms() -> u64 {
 
 /// Stops the local postmaster immediately (SIGQUIT: no more commits, crash
 /// recovery at next start), escalating to SIGKILL. Used for fencing: it
-/// must work even when nothing else does.
-pub async fn fence(cluster: &Cluster, node: &str) {
+/// must work even when nothing else does. True when no postmaster runs
+/// there any more (what allows telling others this node is fenced).
+pub async fn fence(cluster: &Cluster, node: &str) -> bool {
     let data = cluster.layout.data_dir(node);
     let Some(pid) = running_pid(&data) else {
-        return;
+        return true;
     };
-    let Ok(raw) = i32::try_from(pid) else { return };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     let _ = kill(Pid::from_raw(raw), Signal::SIGQUIT);
     let start = Instant::now();
     while running_pid(&data) == Some(pid) {
@@ -42,10 +45,11 @@ pub async fn fence(cluster: &Cluster, node: &str) {
             let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
         }
         if start.elapsed() > Duration::from_secs(6) {
-            break;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    running_pid(&data).is_none()
 }
 
 /// Everything an action needs.
@@ -115,7 +119,7 @@ impl Context<'_> {
             Action::Wait(_) => {}
             Action::Fence => {
                 self.shared.set_leader(false);
-                fence(cluster, name).await;
+                let _ = fence(cluster, name).await;
             }
             Action::AcquireLeader => {
                 let Some(lease) = self.shared.valid_lease() else {
@@ -194,7 +198,7 @@ impl Context<'_> {
                 if *clean {
                     pgctl::stop(&cluster.runner, name, &self.data(), StopMode::Fast).await?;
                 } else {
-                    fence(cluster, name).await;
+                    let _ = fence(cluster, name).await;
                 }
             }
             Action::Rewind { leader } => self.rewind(leader).await?,
@@ -323,7 +327,7 @@ impl Context<'_> {
         let conn = self.connect_member(source).await?;
         conn.ensure_physical_slot(self.name()).await?;
         if running_pid(&self.data()).is_some() {
-            fence(self.cluster, self.name()).await;
+            let _ = fence(self.cluster, self.name()).await;
         }
         let data = self.data();
         if data.exists() {

@@ -56,7 +56,7 @@ pub fn spawn_keeper(dcs: Dcs, shared: Arc<Shared>) {
 /// Every 50 ms: a leader whose lease is older than `ttl - margin` stops
 /// PostgreSQL at once, before etcd can expire the lease and let another
 /// node take the key.
-pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>) {
+pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>, token: String) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -66,10 +66,41 @@ pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>) {
                     shared.node
                 ));
                 shared.set_leader(false);
-                fence(&cluster, &shared.node).await;
+                if fence(&cluster, &shared.node).await {
+                    release_promises(&cluster, &shared.node, &token).await;
+                }
             }
         }
     });
+}
+
+/// Tells the members this node still reaches that it is fenced (its
+/// postmaster is gone), so the failsafe promises they gave it end now
+/// instead of a TTL later: a replica may then take over as soon as the
+/// leader key is vacant. Best effort: a member not told keeps its promise
+/// until it runs out, as before.
+async fn release_promises(cluster: &Cluster, me: &str, token: &str) {
+    let body = format!("{{\"leader\": \"{me}\"}}");
+    let auth = format!("Bearer {token}");
+    let tells = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.name.as_str() != me)
+        .map(|n| {
+            let url = format!("http://{}:{}/failsafe/release", n.host, n.api_port());
+            let (body, auth) = (body.clone(), auth.clone());
+            async move {
+                let _ = crate::http::request(
+                    "POST",
+                    &url,
+                    &[("Authorization", &auth)],
+                    &body,
+                    Duration::from_millis(300),
+                )
+                .await;
+            }
+        });
+    futures_util::future::join_all(tells).await;
 }
 
 /// Failsafe: while this agent leads but cannot renew its lease (etcd

@@ -62,8 +62,8 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         }
     };
     lease::spawn_keeper(dcs.clone(), shared.clone());
-    lease::spawn_fencing_watchdog(cluster.clone(), shared.clone());
     let token = read_password(&cluster.layout.api_token_file()).unwrap_or_default();
+    lease::spawn_fencing_watchdog(cluster.clone(), shared.clone(), token.clone());
     lease::spawn_failsafe(cluster.clone(), shared.clone(), token.clone());
     api::serve(
         &node,

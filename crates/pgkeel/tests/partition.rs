@@ -794,6 +794,14 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
         // Its confirming standby made those commits durable: it must be
         // the one that took over (checked by the lost-commit check below).
         eprintln!("[{name}] the cut-off primary acknowledged {late} commits before fencing");
+        // It confirmed the primary (failsafe) until the fence; the fenced
+        // primary released that promise rather than let it run out.
+        let log = std::fs::read_to_string(lab.cluster.layout.agent_log(NODES[promoted]))?;
+        assert!(
+            log.contains("primary fenced itself: failsafe promise released"),
+            "{} was not told the primary fenced:\n{log}",
+            NODES[promoted]
+        );
     } else {
         // Acknowledged writes after the cut on a primary no standby hears
         // would be lost writes waiting to happen: they must have blocked.
