@@ -17,7 +17,7 @@ use crate::auth::{Startup, fatal, login, startup};
 use crate::pool::{Lease, PoolKey};
 use crate::server::{ServerConn, send_cancel, write_all};
 use crate::session::Session;
-use crate::settings::{Settings, from_hex, overlay, validation_query};
+use crate::settings::{Settings, changes, from_hex, overlay, sync_query, validation_query};
 use crate::stream::ClientStream;
 use crate::{
     CancelEntry, Credential, ProxyConfig, ProxyError, ServerParams, Shared, tls, topology,
@@ -495,7 +495,20 @@ async fn check_settings(
     conn: &mut ServerConn,
     given: Vec<(String, String)>,
 ) -> Result<Option<Arc<Settings>>, ProxyError> {
-    let sql = validation_query(&given, conn.applied.as_deref(), &conn.params);
+    // Checked on the server's defaults, not over another client's
+    // settings: some depend on the value they replace (`DateStyle=ISO`
+    // over `German` is `ISO, DMY`, over the default `ISO, MDY`).
+    if let Some(reset) = sync_query(changes(conn.applied.as_deref(), None, &conn.params)) {
+        let mut q = Vec::new();
+        FrontendMessage::Query(reset.as_bytes()).encode(&mut q);
+        if conn.run(&q).await?.error.is_some() {
+            return Err(ProxyError::Protocol(
+                "a pooled server connection could not be reset to its defaults".into(),
+            ));
+        }
+    }
+    conn.applied = None;
+    let sql = validation_query(&given, None, &conn.params);
     let mut q = Vec::new();
     FrontendMessage::Query(sql.as_bytes()).encode(&mut q);
     let ran = conn.run(&q).await?;

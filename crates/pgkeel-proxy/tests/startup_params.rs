@@ -389,3 +389,22 @@ async fn settings_accepted_once_are_not_checked_again_at_login() -> TestResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn settings_are_checked_on_the_servers_defaults() -> TestResult {
+    common::within(120, async {
+        // One server connection per node: the second login is checked on
+        // the connection the first one left with its settings.
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        let (_german, reported) = Raw::login_with(&env, &[("DateStyle", "German")]).await?;
+        assert_eq!(param(&reported, "DateStyle"), Some("German, DMY"));
+        let (mut iso, reported) = Raw::login_with(&env, &[("DateStyle", "ISO")]).await?;
+        // As PostgreSQL shows `ISO` set on its default, not over German's
+        // day-first order.
+        assert_eq!(param(&reported, "DateStyle"), Some("ISO, MDY"));
+        let a = query(&mut iso, "SELECT '01/02/2024'::date::text").await?;
+        assert_eq!(a.first.as_deref(), Some("2024-01-02"), "{a:?}");
+        Ok(())
+    })
+    .await
+}
