@@ -161,6 +161,13 @@ impl Relay {
         !std::mem::replace(&mut self.settings_checked, true)
     }
 
+    /// Compares the client's settings with the connection's again at the
+    /// next send: the client reset them all (`RESET ALL`, `DISCARD ALL`),
+    /// which in PostgreSQL returns them to its startup values.
+    pub fn recheck_settings(&mut self) {
+        self.settings_checked = false;
+    }
+
     /// Expects the answer to a hidden simple query, sent before anything
     /// else on the connection.
     pub fn hidden_query(&mut self) {

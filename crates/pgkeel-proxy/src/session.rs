@@ -25,7 +25,7 @@ use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, Statements};
 use crate::replica_state::{ReplicaState, replay};
 use crate::server::{ServerConn, read_message, write_all};
-use crate::settings::{Settings, changes, in_sync, sync_query};
+use crate::settings::{Settings, changes, in_sync, may_reset_all, sync_query};
 use crate::stream::ClientStream;
 use crate::{CancelTarget, Credential, ProxyError, Shared};
 
@@ -154,6 +154,15 @@ fn sync_settings(
         metrics.settings_applied.fetch_add(1, Ordering::Relaxed);
     }
     query
+}
+
+/// True when a simple Query or a Parse of `unit` may reset every setting
+/// (see [`may_reset_all`]).
+fn resets_all(unit: &[u8]) -> bool {
+    frames(unit).any(|f| match FrontendMessage::decode(f) {
+        Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => may_reset_all(q),
+        _ => false,
+    })
 }
 
 /// True when the unit ends with Flush (an extended batch left open).
@@ -660,7 +669,11 @@ impl Session {
         };
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
-        if att.relay.first_send()
+        // Only between transactions: the query has a transaction block of
+        // its own.
+        if att.tx == TxStatus::Idle
+            && att.relay.is_idle()
+            && att.relay.first_send()
             && let Some(query) = sync_settings(
                 &mut att.lease.conn,
                 self.settings.as_ref(),
@@ -709,6 +722,13 @@ impl Session {
                 &mut to_server,
                 out,
             )?;
+        }
+        if unit_kind == StatementKind::SessionState && resets_all(&unit) {
+            // The server is back to its defaults: the client's startup
+            // settings go again ahead of its next statement outside a
+            // transaction (in PostgreSQL they are what RESET returns to).
+            att.lease.conn.applied = None;
+            att.relay.recheck_settings();
         }
         if !to_server.is_empty() {
             write_all(&mut att.lease.conn.stream, &to_server).await?;

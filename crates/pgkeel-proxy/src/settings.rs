@@ -230,6 +230,20 @@ fn default_of<'a>(defaults: &'a [(String, String)], name: &str) -> Option<&'a st
         .map(|(_, v)| v.as_str())
 }
 
+/// True when `query` may reset every setting (`RESET ALL`, `DISCARD
+/// ALL`): a case-insensitive look for the keywords, so a false positive
+/// only costs the client's settings being applied again.
+pub fn may_reset_all(query: &[u8]) -> bool {
+    let words: Vec<&[u8]> = query
+        .split(|b| b.is_ascii_whitespace() || *b == b';')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).any(|w| {
+        (w[0].eq_ignore_ascii_case(b"reset") || w[0].eq_ignore_ascii_case(b"discard"))
+            && w[1].eq_ignore_ascii_case(b"all")
+    })
+}
+
 /// What to run on a connection that holds `applied` (over `defaults`,
 /// the values it reported at login) to give it `wanted`: a `Set` where
 /// its value differs, a `Reset` of what it holds that is not wanted (and
@@ -390,6 +404,21 @@ pub fn overlay(params: &mut [(String, String)], settings: &Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resets_of_everything_are_recognised() {
+        for q in ["RESET ALL", "discard  all;", "BEGIN; reset\nall; COMMIT"] {
+            assert!(may_reset_all(q.as_bytes()), "{q}");
+        }
+        for q in [
+            "RESET search_path",
+            "DISCARD PLANS",
+            "SELECT 'all'",
+            "SET x = 1",
+        ] {
+            assert!(!may_reset_all(q.as_bytes()), "{q}");
+        }
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

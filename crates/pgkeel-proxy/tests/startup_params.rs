@@ -408,3 +408,35 @@ async fn settings_are_checked_on_the_servers_defaults() -> TestResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn reset_all_returns_to_the_startup_settings() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        let c = client_with(&env, |c| {
+            c.application_name("resetting-app");
+            c.options("-c statement_timeout=150ms");
+        })
+        .await?;
+        let ask =
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')";
+        // As in PostgreSQL, where startup values are what RESET returns to
+        // (an Npgsql or pool reset sends DISCARD ALL).
+        for reset in [
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET work_mem = '8MB'; RESET ALL",
+        ] {
+            c.batch_execute("SET statement_timeout = '7s'").await?;
+            assert_eq!(row(&c, ask).await?, ["7s", "resetting-app"]);
+            c.batch_execute(reset).await?;
+            assert_eq!(
+                row(&c, ask).await?,
+                ["150ms", "resetting-app"],
+                "after {reset}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
