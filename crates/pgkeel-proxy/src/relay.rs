@@ -37,11 +37,25 @@ pub struct ClientStatement {
     pub kind: StatementKind,
 }
 
+/// How a client's statements are named on servers: the proxy's keyed
+/// hasher and a fingerprint of the client's startup settings (`salt`, 0
+/// without any), since the same bytes are another statement under another
+/// `client_encoding`, `standard_conforming_strings` or `search_path`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementNaming<'a> {
+    /// The proxy's keyed hasher.
+    pub hasher: &'a RandomState,
+    /// The client's settings fingerprint.
+    pub salt: u64,
+}
+
 /// Identity of a statement's text (the bytes the client sent, in its
-/// encoding) and parameter types: identical statements of different
-/// clients share one server-side statement.
-pub fn statement_id(hasher: &RandomState, query: &[u8], param_types: &[u32]) -> u64 {
-    let mut h = hasher.build_hasher();
+/// encoding), parameter types and the client's settings: identical
+/// statements of clients with the same settings share one server-side
+/// statement.
+pub fn statement_id(naming: StatementNaming<'_>, query: &[u8], param_types: &[u32]) -> u64 {
+    let mut h = naming.hasher.build_hasher();
+    h.write_u64(naming.salt);
     h.write(query);
     h.write_u8(0);
     for t in param_types {
@@ -53,12 +67,12 @@ pub fn statement_id(hasher: &RandomState, query: &[u8], param_types: &[u32]) -> 
 impl ClientStatement {
     /// Builds the server-side form of `Parse(name, query, types)`.
     pub fn new(
-        hasher: &RandomState,
+        naming: StatementNaming<'_>,
         query: &[u8],
         param_types: &[u32],
         kind: StatementKind,
     ) -> Self {
-        let id = statement_id(hasher, query, param_types);
+        let id = statement_id(naming, query, param_types);
         let server_name = format!("pgkeel_{id:016x}");
         let mut parse = Vec::with_capacity(query.len() + 40);
         FrontendMessage::Parse {
@@ -236,7 +250,7 @@ impl Relay {
         kind: StatementKind,
         statements: &mut Statements,
         prepared: &mut HashSet<u64>,
-        hasher: &RandomState,
+        naming: StatementNaming<'_>,
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
     ) -> Result<(), ProxyError> {
@@ -262,7 +276,7 @@ impl Relay {
                         hidden: false,
                     });
                 } else {
-                    let stmt = Arc::new(ClientStatement::new(hasher, query, param_types, kind));
+                    let stmt = Arc::new(ClientStatement::new(naming, query, param_types, kind));
                     if prepared.insert(stmt.id) {
                         self.prepare(&stmt, false, to_server);
                     } else {
@@ -605,7 +619,10 @@ mod tests {
                     kind,
                     &mut self.stmts,
                     &mut self.prepared,
-                    &self.hasher,
+                    StatementNaming {
+                        hasher: &self.hasher,
+                        salt: 0,
+                    },
                     &mut s,
                     &mut c,
                 )?;

@@ -22,7 +22,7 @@ use crate::config::{PoolMode, ReplicaChoice};
 use crate::io::read_into;
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
-use crate::relay::{Relay, Statements};
+use crate::relay::{Relay, StatementNaming, Statements};
 use crate::replica_state::{ReplicaState, replay};
 use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{Settings, changes, in_sync, may_reset_all, sync_query};
@@ -67,6 +67,8 @@ pub struct Session {
     /// The settings the client asked for at login, applied to every
     /// server connection it is given (`None`: the servers' defaults).
     settings: Option<Arc<Settings>>,
+    /// Fingerprint of `settings` in its statements' server-side names.
+    statement_salt: u64,
     statements: Statements,
     /// This client's pools by node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
@@ -212,7 +214,11 @@ impl Session {
         settings: Option<Arc<Settings>>,
         cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
     ) -> Self {
+        let statement_salt = settings
+            .as_deref()
+            .map_or(0, |s| s.fingerprint(&shared.hasher));
         Session {
+            statement_salt,
             shared,
             client,
             cbuf,
@@ -718,7 +724,10 @@ impl Session {
                 kind,
                 &mut self.statements,
                 &mut att.lease.conn.prepared,
-                &self.shared.hasher,
+                StatementNaming {
+                    hasher: &self.shared.hasher,
+                    salt: self.statement_salt,
+                },
                 &mut to_server,
                 out,
             )?;

@@ -81,6 +81,23 @@ impl Settings {
         (!entries.is_empty()).then(|| Arc::new(Settings { entries }))
     }
 
+    /// A keyed hash of the settings that can change what a statement's
+    /// text means (all but `application_name`), for naming server-side
+    /// statements; 0 when there are none of those (as for no settings).
+    pub fn fingerprint(&self, hasher: &std::hash::RandomState) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = hasher.build_hasher();
+        let mut any = false;
+        for (name, value) in self.iter().filter(|(n, _)| *n != "application_name") {
+            h.write(name.as_bytes());
+            h.write_u8(0);
+            h.write(value.as_bytes());
+            h.write_u8(0);
+            any = true;
+        }
+        if any { h.finish().max(1) } else { 0 }
+    }
+
     /// The value of `name` (any case).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries

@@ -440,3 +440,27 @@ async fn reset_all_returns_to_the_startup_settings() -> TestResult {
     })
     .await
 }
+
+#[tokio::test]
+async fn named_statements_are_not_shared_across_settings_that_change_their_meaning() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        // The same text is another statement when backslashes in literals
+        // are escapes: 4 characters with standard_conforming_strings on,
+        // 3 with it off.
+        let text = "SELECT length('a\\\\b')";
+        let plain = env.client().await?;
+        let escaping = client_with(&env, |c| {
+            c.options("-c standard_conforming_strings=off -c escape_string_warning=off");
+        })
+        .await?;
+        for _ in 0..3 {
+            let s = plain.prepare(text).await?;
+            assert_eq!(plain.query_one(&s, &[]).await?.get::<_, i32>(0), 4);
+            let s = escaping.prepare(text).await?;
+            assert_eq!(escaping.query_one(&s, &[]).await?.get::<_, i32>(0), 3);
+        }
+        Ok(())
+    })
+    .await
+}
