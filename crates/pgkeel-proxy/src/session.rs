@@ -342,7 +342,15 @@ impl Session {
     /// transaction: its server has answered everything and waits for it.
     fn idle_transaction_limit(&self) -> Option<Duration> {
         let att = self.attached.as_ref()?;
-        if att.tx == TxStatus::Idle || !att.relay.is_idle() || self.queued.is_some() {
+        // As PostgreSQL, which arms its timer at ReadyForQuery only: not
+        // between a Flush-ended batch and its Sync, nor while a unit is
+        // half sent.
+        if att.tx == TxStatus::Idle
+            || !att.relay.is_idle()
+            || att.open_batch
+            || self.unit_len > 0
+            || self.queued.is_some()
+        {
             return None;
         }
         self.shared.idle_transaction_timeout()
