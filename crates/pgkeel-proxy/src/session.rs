@@ -33,8 +33,18 @@ use crate::{CancelTarget, Credential, ProxyError, Shared};
 /// past this size (the retry is then given up).
 const HOLD_LIMIT: usize = 256 * 1024;
 
+/// Errors a replica gives for what the primary runs: a write it was
+/// taken for a read (25006 read_only_sql_transaction), and serializable
+/// isolation, which a hot standby refuses (0A000, e.g. a role or client
+/// with `default_transaction_isolation = serializable`). A read that got
+/// one is run again on the primary: it had no effect, and an error the
+/// primary gives too reaches the client from there.
+fn refused_by_replica(code: Option<&str>) -> bool {
+    matches!(code, Some("25006" | "0A000"))
+}
+
 /// A unit routed to a replica, kept until its answer is complete in case
-/// the replica refuses it as a write (SQLSTATE 25006).
+/// the replica refuses it (see [`refused_by_replica`]).
 struct Retry {
     unit: Bytes,
     held: Vec<u8>,
@@ -773,7 +783,7 @@ impl Session {
             done += len;
             let out = match att.retry.as_mut() {
                 Some(r) => {
-                    if tag == b'E' && error_code(&frame[5..]) == Some("25006") {
+                    if tag == b'E' && refused_by_replica(error_code(&frame[5..])) {
                         r.read_only_error = true;
                     }
                     &mut r.held

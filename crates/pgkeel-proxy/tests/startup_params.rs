@@ -464,3 +464,26 @@ async fn named_statements_are_not_shared_across_settings_that_change_their_meani
     })
     .await
 }
+
+#[tokio::test]
+async fn serializable_sessions_read_on_the_primary_instead_of_failing() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |_| {}).await?;
+        // A hot standby refuses serializable transactions (0A000): the
+        // read runs again on the primary.
+        let c = client_with(&env, |c| {
+            c.options("-c default_transaction_isolation=serializable");
+        })
+        .await?;
+        let r = row(
+            &c,
+            "SELECT pg_is_in_recovery(), current_setting('transaction_isolation')",
+        )
+        .await?;
+        assert_eq!(r, ["f", "serializable"]);
+        let s = c.prepare("SELECT pg_is_in_recovery()").await?;
+        assert!(!c.query_one(&s, &[]).await?.get::<_, bool>(0));
+        Ok(())
+    })
+    .await
+}
