@@ -161,9 +161,20 @@ pub fn startup_settings(params: &[(&str, &str)]) -> Result<Vec<(String, String)>
 
 /// PostgreSQL's spellings of false (`parse_bool`, the usual ones).
 fn is_false(value: &str) -> bool {
-    ["false", "f", "off", "no", "n", "0"]
-        .iter()
-        .any(|f| value.trim().eq_ignore_ascii_case(f))
+    // PostgreSQL's parse_bool: any prefix of "false" or "no", "of"/"off",
+    // "0".
+    let v = value.trim().to_ascii_lowercase();
+    !v.is_empty()
+        && ("false".starts_with(&v)
+            || "no".starts_with(&v)
+            || (v.len() >= 2 && "off".starts_with(&v))
+            || v == "0")
+}
+
+/// White space as C's `isspace` (which `pg_split_opts` uses): ASCII
+/// white space and the vertical tab.
+fn is_c_space(c: &char) -> bool {
+    c.is_ascii_whitespace() || *c == '\x0b'
 }
 
 /// The words of `options` as PostgreSQL splits them (`pg_split_opts`):
@@ -173,12 +184,12 @@ fn split_options(options: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut chars = options.chars().peekable();
     loop {
-        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        while chars.next_if(is_c_space).is_some() {}
         if chars.peek().is_none() {
             return words;
         }
         let mut word = String::new();
-        while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
+        while let Some(c) = chars.next_if(|c| !is_c_space(c)) {
             match c {
                 '\\' => word.extend(chars.next()),
                 c => word.push(c),
@@ -421,6 +432,17 @@ pub fn overlay(params: &mut [(String, String)], settings: &Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn false_and_white_space_read_as_postgresql_reads_them() {
+        for v in ["false", "fa", "F", "no", "n", "off", "of", "0", " OFF "] {
+            assert!(is_false(v), "{v}");
+        }
+        for v in ["true", "on", "o", "database", "1", "", "offf"] {
+            assert!(!is_false(v), "{v}");
+        }
+        assert_eq!(split_options("-c\x0ba=1\tb"), vec!["-c", "a=1", "b"]);
+    }
 
     #[test]
     fn resets_of_everything_are_recognised() {
