@@ -80,27 +80,37 @@ pub fn spawn_fencing_watchdog(cluster: Cluster, shared: Arc<Shared>, token: Stri
 /// leader key is vacant. Best effort: a member not told keeps its promise
 /// until it runs out, as before.
 async fn release_promises(cluster: &Cluster, me: &str, token: &str) {
+    post_to_members(cluster, me, "/failsafe/release", token).await;
+}
+
+/// POSTs `{"leader": me}` to `path` on every other member's agent at once
+/// (300 ms each): true when all of them answered 200.
+async fn post_to_members(cluster: &Cluster, me: &str, path: &str, token: &str) -> bool {
     let body = format!("{{\"leader\": \"{me}\"}}");
     let auth = format!("Bearer {token}");
-    let tells = cluster
+    let asks = cluster
         .nodes()
         .iter()
         .filter(|n| n.name.as_str() != me)
         .map(|n| {
-            let url = format!("http://{}:{}/failsafe/release", n.host, n.api_port());
+            let url = format!("http://{}:{}{path}", n.host, n.api_port());
             let (body, auth) = (body.clone(), auth.clone());
             async move {
-                let _ = crate::http::request(
+                crate::http::request(
                     "POST",
                     &url,
                     &[("Authorization", &auth)],
                     &body,
                     Duration::from_millis(300),
                 )
-                .await;
+                .await
+                .is_ok_and(|(code, _)| code == 200)
             }
         });
-    futures_util::future::join_all(tells).await;
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .all(|ok| ok)
 }
 
 /// Failsafe: while this agent leads but cannot renew its lease (etcd
@@ -118,32 +128,7 @@ pub fn spawn_failsafe(cluster: Cluster, shared: Arc<Shared>, token: String) {
                 continue;
             }
             let sent = Instant::now();
-            let body = format!("{{\"leader\": \"{}\"}}", shared.node);
-            let auth = format!("Bearer {token}");
-            let asks = cluster
-                .nodes()
-                .iter()
-                .filter(|n| n.name.as_str() != shared.node)
-                .map(|n| {
-                    let url = format!("http://{}:{}/failsafe", n.host, n.api_port());
-                    let body = body.clone();
-                    let auth = auth.clone();
-                    async move {
-                        crate::http::request(
-                            "POST",
-                            &url,
-                            &[("Authorization", &auth)],
-                            &body,
-                            Duration::from_millis(300),
-                        )
-                        .await
-                        .is_ok_and(|(code, _)| code == 200)
-                    }
-                });
-            let all = futures_util::future::join_all(asks)
-                .await
-                .into_iter()
-                .all(|ok| ok);
+            let all = post_to_members(&cluster, &shared.node, "/failsafe", &token).await;
             if all && let Ok(mut until) = shared.failsafe_valid_until.lock() {
                 *until = Some(sent + shared.ttl.saturating_sub(shared.margin));
             }

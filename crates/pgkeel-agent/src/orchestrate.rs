@@ -104,18 +104,10 @@ pub async fn start_ha(
 /// True when something answers an HTTP request on `addr` within a second
 /// (a process merely holding the port accepts and stays silent).
 async fn answers_http(addr: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ask = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /liveness HTTP/1.0\r\n\r\n").await?;
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).await?;
-        Ok::<bool, std::io::Error>(&head == b"HTTP/")
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), ask).await,
-        Ok(Ok(true))
-    )
+    let url = format!("http://{addr}/liveness");
+    crate::http::request("GET", &url, &[], "", Duration::from_secs(1))
+        .await
+        .is_ok()
 }
 
 /// One line per running agent whose API does not answer: an agent whose

@@ -508,7 +508,7 @@ async fn check_settings(
         }
     }
     conn.applied = None;
-    let sql = validation_query(&given, None, &conn.params);
+    let sql = validation_query(&given);
     let mut q = Vec::new();
     FrontendMessage::Query(sql.as_bytes()).encode(&mut q);
     let ran = conn.run(&q).await?;

@@ -370,17 +370,12 @@ pub fn sync_query<'a>(mut changes: impl Iterator<Item = Change<'a>>) -> Option<S
     Some(sql)
 }
 
-/// The login check of a client's `given` settings on a connection that
-/// holds `applied`: each given value set (its column is the value as the
-/// server shows it, in hex of its UTF-8, so it reads the same whatever
-/// encoding the answer is sent in), then what the connection holds and
-/// the client does not want reset. One statement: when it fails, the
-/// connection keeps what it had.
-pub fn validation_query(
-    given: &[(String, String)],
-    applied: Option<&Settings>,
-    defaults: &[(String, String)],
-) -> String {
+/// The login check of a client's `given` settings on a connection at its
+/// defaults: each given value set, its column the value as the server
+/// shows it (in hex of its UTF-8, so it reads the same whatever encoding
+/// the answer is sent in). One statement: when it fails, the connection
+/// keeps what it had.
+pub fn validation_query(given: &[(String, String)]) -> String {
     let mut sql = String::from("SELECT ");
     for (i, (name, value)) in given.iter().enumerate() {
         if i > 0 {
@@ -389,14 +384,6 @@ pub fn validation_query(
         sql.push_str("pg_catalog.encode(pg_catalog.convert_to(");
         push_call(&mut sql, Change::Set(name, value));
         sql.push_str(",'UTF8'),'hex')");
-    }
-    let wanted: Vec<&str> = given.iter().map(|(n, _)| n.as_str()).collect();
-    for (name, value) in applied.into_iter().flat_map(|a| a.iter()) {
-        let kept = wanted.iter().any(|w| w.eq_ignore_ascii_case(name));
-        if !kept && default_of(defaults, name) != Some(value) {
-            sql.push(',');
-            push_call(&mut sql, Change::Reset(name));
-        }
     }
     sql
 }
@@ -642,13 +629,10 @@ mod tests {
                  pg_catalog.set_config('search_path',NULL,false);COMMIT"
             )
         );
-        let defaults = pairs(&[("application_name", "pgkeel-proxy")]);
-        let held = settings(&[("application_name", "x"), ("work_mem", "1MB")]);
         assert_eq!(
-            validation_query(&pairs(&[("work_mem", "2MB")]), held.as_deref(), &defaults),
+            validation_query(&pairs(&[("work_mem", "2MB")])),
             "SELECT pg_catalog.encode(pg_catalog.convert_to(\
-             pg_catalog.set_config('work_mem','2MB',false),'UTF8'),'hex'),\
-             pg_catalog.set_config('application_name',NULL,false)"
+             pg_catalog.set_config('work_mem','2MB',false),'UTF8'),'hex')"
         );
     }
 
