@@ -106,6 +106,32 @@ pub fn may_deallocate(query: &[u8]) -> bool {
     })
 }
 
+/// True when the unit's first statement may run in a failed transaction
+/// block (see [`pgkeel_sql::block_exit`]): then it must not follow a
+/// hidden query that may fail, since it would end the failed block and
+/// what comes after it would run without the client's settings. A Bind
+/// of a statement the unit did not parse counts by the statement's
+/// recorded kind (transaction control), an unknown one as "may".
+pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
+    for frame in crate::io::frames(unit) {
+        match FrontendMessage::decode(frame) {
+            Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => {
+                return pgkeel_sql::block_exit::may_end_block(q);
+            }
+            Ok(FrontendMessage::Bind { statement, .. }) => {
+                return statement.is_empty()
+                    || statements
+                        .get(statement)
+                        .is_none_or(|s| s.kind == StatementKind::TransactionControl);
+            }
+            Ok(FrontendMessage::FunctionCall(_)) => return false,
+            // Describe, Close, Execute, Flush, Sync run no statement.
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A client's statements by client-side name, as the bytes it sent (a
 /// name in the client's encoding need not be UTF-8); looked up by `&[u8]`
 /// without allocating.
@@ -157,6 +183,9 @@ pub struct Relay {
     /// once, before the first thing sent; kept here, in the padding of a
     /// struct every session holds, rather than in a field of its own).
     settings_checked: bool,
+    /// The hidden query went alone: the unit behind it (the session's
+    /// queued one) waits for its outcome (see [`may_end_block`]).
+    unit_held: bool,
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -186,6 +215,18 @@ impl Relay {
     /// else on the connection.
     pub fn hidden_query(&mut self) {
         self.queue.push_back(Expect::Hidden);
+    }
+
+    /// The unit that asked for the hidden query waits, unsent, for its
+    /// outcome.
+    pub fn hold_unit(&mut self) {
+        self.unit_held = true;
+    }
+
+    /// True once for a unit held by [`Relay::hold_unit`] (whose hidden
+    /// query has been answered): the caller sends it, or fails it.
+    pub fn release_unit(&mut self) -> bool {
+        !self.hidden_pending() && std::mem::replace(&mut self.unit_held, false)
     }
 
     /// True while the answer to a hidden query is awaited: what the
@@ -830,6 +871,56 @@ mod tests {
         assert_eq!((tags(&c).as_str(), status), ("Z", Some(TxStatus::Idle)));
         assert_eq!(c.last(), Some(&b'I'));
         assert!(a.relay.is_idle());
+        Ok(())
+    }
+
+    #[test]
+    fn units_whose_first_statement_may_end_a_failed_block() -> Result<(), ProxyError> {
+        let mut side = Side::new();
+        let unit = |msgs: &[FrontendMessage<'_>]| -> Vec<u8> {
+            msgs.iter().flat_map(|m| frame(m)).collect()
+        };
+        let query = |q: &'static [u8]| FrontendMessage::Query(q);
+        let execute = FrontendMessage::Execute {
+            portal: b"",
+            max_rows: 0,
+        };
+        let s = &side.stmts;
+        assert!(may_end_block(
+            &unit(&[query(b"ROLLBACK; INSERT INTO t VALUES (1)")]),
+            s
+        ));
+        assert!(!may_end_block(&unit(&[query(b"SELECT 1; ROLLBACK")]), s));
+        assert!(may_end_block(
+            &unit(&[
+                FrontendMessage::Close {
+                    kind: b'S',
+                    name: b"x"
+                },
+                FrontendMessage::Parse {
+                    name: b"",
+                    query: b"commit",
+                    param_types: vec![]
+                },
+                bind(b""),
+                execute.clone(),
+                FrontendMessage::Sync
+            ]),
+            s
+        ));
+        // A Bind of an unnamed statement parsed earlier, or of a name the
+        // client never parsed: not known, so "may".
+        assert!(may_end_block(&unit(&[bind(b""), FrontendMessage::Sync]), s));
+        assert!(may_end_block(
+            &unit(&[bind(b"nope"), FrontendMessage::Sync]),
+            s
+        ));
+        side.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        assert!(!may_end_block(
+            &unit(&[bind(b"s1"), execute, FrontendMessage::Sync]),
+            &side.stmts
+        ));
+        assert!(!may_end_block(&unit(&[FrontendMessage::Sync]), &side.stmts));
         Ok(())
     }
 

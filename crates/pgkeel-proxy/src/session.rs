@@ -19,10 +19,10 @@ use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
 use crate::affinity::ReadAffinity;
 use crate::config::{PoolMode, ReplicaChoice};
-use crate::io::read_into;
+use crate::io::{frames, read_into};
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
-use crate::relay::{Relay, StatementNaming, Statements};
+use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
 use crate::replica_state::{ReplicaState, replay};
 use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{Settings, changes, in_sync, may_reset_all, sync_query};
@@ -95,6 +95,10 @@ pub struct Session {
     /// settings (the session is moving off its replica).
     moving: bool,
     discard_until_sync: bool,
+    /// A replica refused the client's startup settings (a standby cannot
+    /// take `transaction_read_only=off`, say): its reads run on the
+    /// primary, which took them at login.
+    reads_on_primary: bool,
     /// Set when the unit being dispatched is classified, taken when it is
     /// sent: kept here, not in `dispatch`'s locals, so it does not grow
     /// the session's future across the awaits in between.
@@ -104,17 +108,6 @@ pub struct Session {
 
 fn rfq(out: &mut Vec<u8>, status: TxStatus) {
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status.byte()]);
-}
-
-/// The messages of a unit (checked complete when the unit was cut).
-fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = unit;
-    std::iter::from_fn(move || {
-        let (_, len) = split_message(rest, MAX_MESSAGE_LEN).ok().flatten()?;
-        let (frame, tail) = rest.split_at(len);
-        rest = tail;
-        Some(frame)
-    })
 }
 
 /// Where SQL text (a Query's or a Parse's) may run. Text that is not
@@ -247,6 +240,7 @@ impl Session {
             replica_state: None,
             moving: false,
             discard_until_sync: false,
+            reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
             cancel,
         }
@@ -582,7 +576,7 @@ impl Session {
         }
         let shared = self.shared.clone();
         let topology = &shared.topology;
-        let to_replica = !force_primary && !session_mode && replica_ok;
+        let to_replica = !force_primary && !session_mode && replica_ok && !self.reads_on_primary;
         // A node that refuses connections is marked down and the unit is
         // routed once more: during a failover the dead primary is found
         // here before the next health check, and the write waits for the
@@ -693,10 +687,11 @@ impl Session {
         };
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
-        // Only between transactions: the query has a transaction block of
-        // its own.
+        // Only between transactions (and batches): the query has a
+        // transaction block of its own.
         if att.tx == TxStatus::Idle
             && att.relay.is_idle()
+            && !att.open_batch
             && att.relay.first_send()
             && let Some(query) = sync_settings(
                 &mut att.lease.conn,
@@ -704,9 +699,21 @@ impl Session {
                 &self.shared.metrics,
             )
         {
-            // Pipelined ahead of the unit: no round trip of its own.
             FrontendMessage::Query(query.as_bytes()).encode(&mut to_server);
             att.relay.hidden_query();
+            if may_end_block(&unit, &self.statements) {
+                // Should the query fail, the unit's first statement would
+                // end its failed block and the rest would run without the
+                // settings: the unit waits for the outcome (a round trip;
+                // rare: transaction control first, settings to change).
+                att.relay.hold_unit();
+                write_all(&mut att.lease.conn.stream, &to_server).await?;
+                self.queued = Some(unit);
+                return Ok(());
+            }
+            // Pipelined ahead of the unit: no round trip of its own (if it
+            // fails, every statement of the unit is refused in its failed
+            // block).
         }
         for frame in frames(&unit) {
             let msg = FrontendMessage::decode(frame)?;
@@ -801,6 +808,9 @@ impl Session {
         {
             self.to_client.extend_from_slice(&r.held);
         }
+        if hidden_before && att.relay.release_unit() {
+            return Box::pin(self.resume_held_unit()).await;
+        }
         if !att.relay.is_idle() || att.open_batch {
             // The settings are in place: what waited for them goes on
             // (if they failed, only the rest of an open batch does; the
@@ -817,21 +827,13 @@ impl Session {
         // connection can go back and the unit be retried elsewhere.
         let retry = att.retry.take();
         if att.relay.failed() {
-            // The client's settings could not be applied: the connection
-            // (in an aborted block, holding part of them) is closed; the
-            // client had the error for what it sent, which did not run.
-            if let Some(r) = retry {
-                self.to_client.extend_from_slice(&r.held);
+            // The client's settings could not be applied; nothing of the
+            // unit ran (its statements were refused in the failed block).
+            // Without a read to run again, the client has the error and
+            // the ReadyForQuery.
+            if let Some(unit) = self.settings_refused(retry) {
+                Box::pin(self.dispatch(unit, true)).await?;
             }
-            self.drop_attached();
-            self.pinned = false;
-            self.shared
-                .metrics
-                .settings_failed
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                "could not apply a client's startup settings on a server connection: closed it"
-            );
             if let Some(unit) = self.queued.take() {
                 Box::pin(self.dispatch(unit, false)).await?;
             }
@@ -868,6 +870,71 @@ impl Session {
             Box::pin(self.dispatch(unit, false)).await?;
         }
         Ok(())
+    }
+
+    /// The hidden query sent alone ahead of the queued unit is answered:
+    /// with the settings in place the unit goes to the same connection;
+    /// if they failed it is run on the primary (a replica refused them)
+    /// or answered with the error.
+    async fn resume_held_unit(&mut self) -> Result<(), ProxyError> {
+        let Some(unit) = self.queued.take() else {
+            return Ok(());
+        };
+        let Some(att) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        if !att.relay.failed() {
+            let (kind, named_kinds) = self.classify_unit(&unit);
+            self.named_kinds = named_kinds;
+            return match self.send_unit(unit, kind).await {
+                Err(e) if e.is_unreachable() => self.server_lost(e).await,
+                other => other,
+            };
+        }
+        let retry = att.retry.take();
+        match self.settings_refused(retry) {
+            Some(unit) => Box::pin(self.dispatch(unit, true)).await,
+            None => {
+                // The error is the unit's answer; its ReadyForQuery comes
+                // with its Sync.
+                if ends_batch(&unit) {
+                    rfq(&mut self.to_client, TxStatus::Idle);
+                } else {
+                    self.discard_until_sync = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The attached connection could not take the client's settings: it
+    /// is closed (in a failed block, holding part of them). A read held
+    /// for a retry (on a replica) is returned, its answers (the error)
+    /// dropped, to run on the primary, where this client's reads go from
+    /// now on; otherwise the client has the error.
+    fn settings_refused(&mut self, retry: Option<Retry>) -> Option<Bytes> {
+        self.drop_attached();
+        self.pinned = false;
+        self.shared
+            .metrics
+            .settings_failed
+            .fetch_add(1, Ordering::Relaxed);
+        match retry {
+            Some(r) => {
+                tracing::info!(
+                    user = %self.user,
+                    "a replica refused a client's startup settings: its reads run on the primary"
+                );
+                self.reads_on_primary = true;
+                Some(r.unit)
+            }
+            None => {
+                tracing::info!(
+                    "could not apply a client's startup settings on a server connection: closed it"
+                );
+                None
+            }
+        }
     }
 
     /// The attached server connection broke (the backend was terminated,

@@ -302,24 +302,23 @@ async fn bad_settings_are_refused_at_login() -> TestResult {
 
 /// A setting the primary takes but a replica refuses
 /// (`transaction_read_only=off`: a standby is read-only): the client's
-/// read gets the replica's error rather than running without the
-/// setting, its connection to the proxy stays, its writes work, and other
-/// clients' reads on the replica are not disturbed.
+/// read runs on the primary instead of failing or running without the
+/// setting, and so do its later reads (the replica is not asked again);
+/// other clients' reads stay on the replica.
 #[tokio::test]
-async fn a_setting_a_replica_refuses_fails_the_read_only() -> TestResult {
+async fn a_setting_a_replica_refuses_moves_the_reads_to_the_primary() -> TestResult {
     common::within(120, async {
         let env = one_connection_per_node("CREATE TABLE ro (v int)").await?;
         let (mut raw, _) =
             Raw::login_with(&env, &[("options", "-c transaction_read_only=off")]).await?;
         for _ in 0..2 {
-            let a = query(&mut raw, "SELECT pg_is_in_recovery()").await?;
-            // PostgreSQL's: "transaction read-write mode must be set
-            // before any query".
-            assert_eq!(
-                (&a.errors[..], a.status),
-                (&["25001".to_string()][..], Some('I'))
-            );
-            assert!(a.row.is_none(), "{a:?}");
+            let a = query(
+                &mut raw,
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+            )
+            .await?;
+            assert_eq!(texts(&a), ["f", "off"], "{a:?}");
+            assert_eq!((a.errors.len(), a.status), (0, Some('I')), "{a:?}");
             let a = query(
                 &mut raw,
                 "INSERT INTO ro VALUES (1) RETURNING pg_is_in_recovery()",
@@ -329,22 +328,112 @@ async fn a_setting_a_replica_refuses_fails_the_read_only() -> TestResult {
             let plain = env.client().await?;
             assert_eq!(row(&plain, "SELECT pg_is_in_recovery()").await?, ["t"]);
         }
-        // Pipelined: what follows a failing unit waits for the outcome,
-        // then goes to another connection (a read fails the same way, a
-        // write runs on the primary).
+        // Pipelined reads and a write: all answered, in order.
         let read = FrontendMessage::Query(b"SELECT pg_is_in_recovery()");
         let write =
             FrontendMessage::Query(b"INSERT INTO ro VALUES (2) RETURNING pg_is_in_recovery()");
         raw.send(&[read.clone(), read.clone(), read, write]).await?;
-        for _ in 0..3 {
+        for _ in 0..4 {
             let a = raw.until_ready().await?;
-            assert_eq!(a.errors, ["25001"], "{a:?}");
+            assert_eq!(cells(&a), [Some(&b"f"[..])], "{a:?}");
         }
-        let a = raw.until_ready().await?;
-        assert_eq!(cells(&a), [Some(&b"f"[..])], "{a:?}");
         let metrics = &env.proxy.as_ref().ok_or("proxy")?.shared().metrics;
-        let failed = metrics.settings_failed.load(Ordering::Relaxed);
-        assert_eq!(failed, 5);
+        assert_eq!(metrics.settings_failed.load(Ordering::Relaxed), 1);
+        Ok(())
+    })
+    .await
+}
+
+/// A setting that was accepted at login but fails later on a server
+/// connection (here `role`, after the client's membership is revoked):
+/// nothing the client sent runs, not even what follows a leading
+/// `ROLLBACK`, which would end the failed settings block and run the rest
+/// without the settings; a COPY behind it gets the error instead of
+/// hanging; the client keeps its connection and gets the error each time.
+#[tokio::test]
+async fn units_do_not_run_when_their_settings_fail() -> TestResult {
+    common::within(120, async {
+        let env = one_connection_per_node("CREATE TABLE held (v int)").await?;
+        let (superuser, password) = env.superuser()?;
+        let (admin, connection) = tokio_postgres::connect(
+            &env.url_as(env.node_port("primary")?, &superuser, &password),
+            NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        let role = format!("held_{}", std::process::id());
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role}; GRANT {role} TO {user}; GRANT INSERT ON held TO {role}",
+                user = env.user
+            ))
+            .await?;
+        let option = format!("-c role={role}");
+        // Checked at login on the primary's connection, which keeps it.
+        let (mut raw, _) = Raw::login_with(&env, &[("options", option.as_str())]).await?;
+        admin
+            .batch_execute(&format!("REVOKE {role} FROM {user}", user = env.user))
+            .await?;
+        // Another client resets that connection: the next unit must set
+        // the role again, and cannot.
+        let other = env.client().await?;
+        other.batch_execute("DISCARD ALL").await?;
+        drop(other);
+        replica_has(
+            &env,
+            &format!(
+                "SELECT 1 / (CASE WHEN pg_has_role('{user}', '{role}', 'MEMBER') THEN 0 ELSE 1 END)",
+                user = env.user
+            ),
+        )
+        .await?;
+        for sql in [
+            "ROLLBACK; INSERT INTO held VALUES (1)",
+            "COMMIT; INSERT INTO held VALUES (2)",
+            "ROLLBACK; COPY held FROM STDIN",
+            "SELECT 1",
+            "INSERT INTO held VALUES (3)",
+        ] {
+            let a = query(&mut raw, sql).await?;
+            assert_eq!(
+                (&a.errors[..], a.status),
+                (&["42501".to_string()][..], Some('I')),
+                "{sql}: {a:?}"
+            );
+            assert!(a.row.is_none(), "{sql}: {a:?}");
+        }
+        // Extended: Parse/Bind/Execute of a ROLLBACK then an INSERT.
+        raw.send(&[
+            FrontendMessage::Parse {
+                name: b"",
+                query: b"ROLLBACK",
+                param_types: vec![],
+            },
+            common::bind(""),
+            FrontendMessage::Execute {
+                portal: b"",
+                max_rows: 0,
+            },
+            FrontendMessage::Parse {
+                name: b"",
+                query: b"INSERT INTO held VALUES (4)",
+                param_types: vec![],
+            },
+            common::bind(""),
+            FrontendMessage::Execute {
+                portal: b"",
+                max_rows: 0,
+            },
+            FrontendMessage::Sync,
+        ])
+        .await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["42501"], "{a:?}");
+        let rows = admin.query_one("SELECT count(*) FROM held", &[]).await?;
+        assert_eq!(rows.get::<_, i64>(0), 0, "a statement ran without its settings");
+        admin
+            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+            .await?;
         Ok(())
     })
     .await

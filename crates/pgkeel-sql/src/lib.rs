@@ -10,6 +10,7 @@
 //! statement text with literals masked (see [`normalize`]), so a workload
 //! that differs only in constants is parsed once.
 
+pub mod block_exit;
 mod classify;
 pub mod functions;
 pub mod normalize;
