@@ -41,6 +41,19 @@ where
     .await
 }
 
+/// The messages of a unit (checked complete when the unit was cut).
+pub fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = unit;
+    std::iter::from_fn(move || {
+        let (_, len) = pgkeel_wire::split_message(rest, pgkeel_wire::MAX_MESSAGE_LEN)
+            .ok()
+            .flatten()?;
+        let (frame, tail) = rest.split_at(len);
+        rest = tail;
+        Some(frame)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,17 +72,4 @@ mod tests {
         assert_eq!(read_into(&mut b, &mut buf).await?, 0);
         Ok(())
     }
-}
-
-/// The messages of a unit (checked complete when the unit was cut).
-pub fn frames(unit: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = unit;
-    std::iter::from_fn(move || {
-        let (_, len) = pgkeel_wire::split_message(rest, pgkeel_wire::MAX_MESSAGE_LEN)
-            .ok()
-            .flatten()?;
-        let (frame, tail) = rest.split_at(len);
-        rest = tail;
-        Some(frame)
-    })
 }

@@ -132,10 +132,64 @@ pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
     false
 }
 
-/// A client's statements by client-side name, as the bytes it sent (a
-/// name in the client's encoding need not be UTF-8); looked up by `&[u8]`
-/// without allocating.
-pub type Statements = HashMap<Box<[u8]>, Arc<ClientStatement>>;
+/// A client's prepared statements, which outlive the server connections
+/// it is given.
+///
+/// Named ones by client-side name, as the bytes it sent (a name in the
+/// client's encoding need not be UTF-8; looked up by `&[u8]` without
+/// allocating). The unnamed one as the Parse the client sent: PostgreSQL
+/// keeps it until the next unnamed Parse or simple Query, and drivers use
+/// it across a Sync (asyncpg with `statement_cache_size=0`, pgx's
+/// describe-exec mode, libpq's `PQprepare(conn, "", ...)`: Parse +
+/// Describe + Sync, then Bind + Execute + Sync), by when the client may
+/// have another server connection, whose unnamed statement is another
+/// client's: the Parse is sent again there first.
+#[derive(Debug, Default)]
+pub struct Statements {
+    named: HashMap<Box<[u8]>, Arc<ClientStatement>>,
+    /// The Parse frame of the unnamed statement (empty: none); its buffer
+    /// is reused, so recording it costs a copy, not an allocation (boxed:
+    /// every idle client pays for the session's size).
+    #[allow(clippy::box_collection)]
+    unnamed: Option<Box<Vec<u8>>>,
+}
+
+impl Statements {
+    /// The named statement `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<ClientStatement>> {
+        self.named.get(name)
+    }
+
+    /// The Parse frame of the unnamed statement, if there is one.
+    pub fn unnamed_parse(&self) -> Option<&[u8]> {
+        self.unnamed
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(Vec::as_slice)
+    }
+
+    fn set_unnamed(&mut self, parse: &[u8]) {
+        let buf = self.unnamed.get_or_insert_default();
+        buf.clear();
+        buf.extend_from_slice(parse);
+    }
+
+    fn clear_unnamed(&mut self) {
+        if let Some(buf) = self.unnamed.as_mut() {
+            buf.clear();
+        }
+    }
+
+    /// Lets an idle client hold no large buffer for its unnamed statement
+    /// (it is kept, in a buffer of its size).
+    pub fn shrink(&mut self) {
+        if let Some(buf) = self.unnamed.as_mut()
+            && buf.capacity() > 1024
+        {
+            buf.shrink_to_fit();
+        }
+    }
+}
 
 /// An answer the client is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +240,9 @@ pub struct Relay {
     /// The hidden query went alone: the unit behind it (the session's
     /// queued one) waits for its outcome (see [`may_end_block`]).
     unit_held: bool,
+    /// The server has this client's unnamed statement (parsed since the
+    /// connection was attached, and not destroyed by a simple Query).
+    unnamed_here: bool,
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -260,6 +317,35 @@ impl Relay {
         }
     }
 
+    /// Before a Bind or Describe of the unnamed statement: unless this
+    /// server has the client's, the client's Parse goes first (answer
+    /// hidden); without one, a Close of the unnamed statement, so the
+    /// server answers 26000 as PostgreSQL would rather than run the
+    /// statement another client left on the connection.
+    fn ensure_unnamed(&mut self, statements: &Statements, to_server: &mut Vec<u8>) {
+        if self.unnamed_here {
+            return;
+        }
+        match statements.unnamed_parse() {
+            Some(parse) => {
+                to_server.extend_from_slice(parse);
+                self.queue.push_back(Expect::Parse {
+                    prepared: None,
+                    hidden: true,
+                });
+                self.unnamed_here = true;
+            }
+            None => {
+                FrontendMessage::Close {
+                    kind: b'S',
+                    name: b"",
+                }
+                .encode(to_server);
+                self.queue.push_back(Expect::CloseBeforeParse);
+            }
+        }
+    }
+
     /// Sends the server-side Parse of `stmt`, preceded by a Close of its
     /// name: the proxy's record of what a connection holds is forgotten
     /// conservatively (see [`may_deallocate`]), and a Parse of a name that
@@ -316,6 +402,8 @@ impl Relay {
                         prepared: None,
                         hidden: false,
                     });
+                    statements.set_unnamed(frame);
+                    self.unnamed_here = true;
                 } else {
                     let stmt = Arc::new(ClientStatement::new(naming, query, param_types, kind));
                     if prepared.insert(stmt.id) {
@@ -323,14 +411,14 @@ impl Relay {
                     } else {
                         self.queue.push_back(Expect::Synth(b'1'));
                     }
-                    statements.insert((*name).into(), stmt);
+                    statements.named.insert((*name).into(), stmt);
                 }
             }
             FrontendMessage::Bind {
                 portal,
                 statement,
                 tail,
-            } => match statements.get(*statement) {
+            } => match statements.named.get(*statement) {
                 Some(stmt) if !statement.is_empty() => {
                     self.ensure_prepared(stmt, prepared, to_server);
                     FrontendMessage::Bind {
@@ -342,12 +430,15 @@ impl Relay {
                     self.queue.push_back(Expect::Bind);
                 }
                 _ => {
+                    if statement.is_empty() {
+                        self.ensure_unnamed(statements, to_server);
+                    }
                     to_server.extend_from_slice(frame);
                     self.queue.push_back(Expect::Bind);
                 }
             },
             FrontendMessage::Describe { kind: b'S', name } if !name.is_empty() => {
-                match statements.get(*name) {
+                match statements.named.get(*name) {
                     Some(stmt) => {
                         self.ensure_prepared(stmt, prepared, to_server);
                         FrontendMessage::Describe {
@@ -360,17 +451,24 @@ impl Relay {
                 }
                 self.queue.push_back(Expect::Describe);
             }
-            FrontendMessage::Describe { .. } => {
+            FrontendMessage::Describe { kind, .. } => {
+                if *kind == b'S' {
+                    self.ensure_unnamed(statements, to_server);
+                }
                 to_server.extend_from_slice(frame);
                 self.queue.push_back(Expect::Describe);
             }
             FrontendMessage::Close { kind: b'S', name } if !name.is_empty() => {
                 // Other clients may share the server-side statement: only
                 // the client's name goes.
-                statements.remove(*name);
+                statements.named.remove(*name);
                 self.queue.push_back(Expect::Synth(b'3'));
             }
-            FrontendMessage::Close { .. } => {
+            FrontendMessage::Close { kind, .. } => {
+                if *kind == b'S' {
+                    statements.clear_unnamed();
+                    self.unnamed_here = false;
+                }
                 to_server.extend_from_slice(frame);
                 self.queue.push_back(Expect::Close);
             }
@@ -395,7 +493,14 @@ impl Relay {
                     self.queue.push_back(Expect::CopyEnd);
                 }
             }
-            FrontendMessage::Query(_) | FrontendMessage::FunctionCall(_) => {
+            FrontendMessage::Query(_) => {
+                // A simple Query destroys the unnamed statement.
+                statements.clear_unnamed();
+                self.unnamed_here = false;
+                to_server.extend_from_slice(frame);
+                self.queue.push_back(Expect::Query);
+            }
+            FrontendMessage::FunctionCall(_) => {
                 to_server.extend_from_slice(frame);
                 self.queue.push_back(Expect::Query);
             }
@@ -627,7 +732,7 @@ mod tests {
         fn new() -> Self {
             Side {
                 relay: Relay::default(),
-                stmts: Statements::new(),
+                stmts: Statements::default(),
                 prepared: HashSet::new(),
                 hasher: RandomState::new(),
             }
@@ -741,7 +846,7 @@ mod tests {
             &[parse(name), bind(name), EXEC, FrontendMessage::Sync],
         )?;
         assert_eq!(tags(&s), "CPBES");
-        assert!(a.stmts.contains_key(&name[..]));
+        assert!(a.stmts.get(&name[..]).is_some());
         assert!(!s.windows(name.len()).any(|w| w == name));
         Ok(())
     }
@@ -759,9 +864,44 @@ mod tests {
             },
             FrontendMessage::Sync,
         ])?;
-        assert_eq!((s.as_str(), c.as_str()), ("BS", ""));
-        assert_eq!(a.receive("2Z")?, "23Z");
-        assert!(!a.stmts.contains_key(&b"s1"[..]));
+        // No unnamed statement: the server's (another client's) is closed
+        // first, so the Bind fails as in PostgreSQL.
+        assert_eq!((s.as_str(), c.as_str()), ("CBS", ""));
+        assert_eq!(a.receive("32Z")?, "23Z");
+        assert!(a.stmts.get(b"s1").is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_unnamed_statement_is_parsed_again_on_another_connection() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        let unnamed = FrontendMessage::Parse {
+            name: b"",
+            query: b"SELECT $1::int",
+            param_types: vec![23],
+        };
+        let describe = FrontendMessage::Describe {
+            kind: b'S',
+            name: b"",
+        };
+        let (s, _) = a.send(&[unnamed, describe.clone(), FrontendMessage::Sync])?;
+        assert_eq!(s, "PDS");
+        assert_eq!(a.receive("1tTZ")?, "1tTZ");
+        // Same connection: the server has it.
+        assert_eq!(a.send(&[bind(b""), EXEC, FrontendMessage::Sync])?.0, "BES");
+        assert_eq!(a.receive("2DCZ")?, "2DCZ");
+        // Another connection: parsed there first, its answer hidden; once.
+        a.relay = Relay::default();
+        let (s, c) = a.send(&[bind(b""), EXEC, describe, FrontendMessage::Sync])?;
+        assert_eq!((s.as_str(), c.as_str()), ("PBEDS", ""));
+        assert_eq!(a.receive("12DCtTZ")?, "2DCtTZ");
+        // A simple Query destroys it: later Binds are refused by the
+        // server (the Close makes sure it has no other client's).
+        a.send(&[FrontendMessage::Query(b"SELECT 1")])?;
+        a.receive("TDCZ")?;
+        a.relay = Relay::default();
+        assert_eq!(a.send(&[bind(b""), EXEC, FrontendMessage::Sync])?.0, "CBES");
+        assert_eq!(a.receive("3EZ")?, "EZ");
         Ok(())
     }
 
@@ -779,8 +919,13 @@ mod tests {
     #[test]
     fn extended_copy_in_ignores_syncs_until_copy_done() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.send(&[bind(b""), EXEC, FrontendMessage::Sync])?;
-        assert_eq!(a.receive("2G")?, "2G");
+        let copy = FrontendMessage::Parse {
+            name: b"",
+            query: b"COPY t FROM STDIN",
+            param_types: vec![],
+        };
+        a.send(&[copy, bind(b""), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(a.receive("12G")?, "12G");
         a.send(&[FrontendMessage::CopyData(b"1\n"), FrontendMessage::CopyDone])?;
         a.send(&[FrontendMessage::Sync])?;
         assert_eq!(a.relay.pending_ready(), 1);

@@ -231,7 +231,7 @@ impl Session {
             database,
             credential,
             settings,
-            statements: Statements::new(),
+            statements: Statements::default(),
             pools: Vec::new(),
             reader: None,
             queued: None,
@@ -299,6 +299,7 @@ impl Session {
             if self.attached.is_none() && self.to_client.capacity() > 0 {
                 // An idle client holds no buffers.
                 self.to_client = Vec::new();
+                self.statements.shrink();
             }
             let want_client = self.queued.is_none();
             let idle_limit = self.idle_transaction_limit();
@@ -409,7 +410,9 @@ impl Session {
         // together, before the proxy has recorded the statement).
         let mut names: [&[u8]; NAMED_KINDS] = [&[]; NAMED_KINDS];
         let mut named_seen = 0;
-        let mut last_unnamed = StatementKind::Empty;
+        // The unnamed statement's kind: parsed in this unit, else the
+        // client's from before (looked up when first bound).
+        let mut last_unnamed: Option<StatementKind> = None;
         let mut session = false;
         let mut write = false;
         let mut begin_ro = false;
@@ -419,7 +422,7 @@ impl Session {
                 Ok(FrontendMessage::Parse { name, query, .. }) => {
                     let k = classify_text(&self.shared.classifier, query);
                     if name.is_empty() {
-                        last_unnamed = k;
+                        last_unnamed = Some(k);
                     } else {
                         if let (Some(slot), Some(n)) =
                             (named.get_mut(named_seen), names.get_mut(named_seen))
@@ -433,7 +436,7 @@ impl Session {
                 }
                 Ok(FrontendMessage::Bind { statement, .. }) => {
                     if statement.is_empty() {
-                        last_unnamed
+                        *last_unnamed.get_or_insert_with(|| self.unnamed_kind())
                     } else {
                         // The latest Parse of that name in this unit, else
                         // the recorded statement; unknown: the primary.
@@ -474,6 +477,17 @@ impl Session {
             StatementKind::Read
         };
         (kind, named)
+    }
+
+    /// Where the client's unnamed statement from an earlier unit may run
+    /// (none: the primary, which answers 26000).
+    fn unnamed_kind(&self) -> StatementKind {
+        match self.statements.unnamed_parse().map(FrontendMessage::decode) {
+            Some(Ok(FrontendMessage::Parse { query, .. })) => {
+                classify_text(&self.shared.classifier, query)
+            }
+            _ => StatementKind::Write,
+        }
     }
 
     /// Answers a unit that cannot run with an error (and the

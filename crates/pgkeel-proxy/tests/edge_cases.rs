@@ -38,6 +38,16 @@ async fn replica_body() -> TestResult {
     setup
         .batch_execute("CREATE TABLE IF NOT EXISTS e (v int)")
         .await?;
+    // Statements below reach the table on the replica.
+    let standby = env.cluster.client("replica1").await?;
+    let replicated = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
+        standby
+            .simple_query("SELECT 1 FROM e LIMIT 0")
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(replicated, "table e never reached the replica");
     let port = "SELECT current_setting('port')";
 
     // A read ended by Flush (no Sync) is answered without a Sync: the
@@ -647,6 +657,68 @@ async fn extended_queries_in_another_client_encoding_are_relayed() -> TestResult
         raw.send(&[FrontendMessage::Query(b"SELECT 'ok'")]).await?;
         let a = raw.until_ready().await?;
         assert_eq!((a.first.as_deref(), a.status), (Some("ok"), Some('I')));
+        Ok(())
+    })
+    .await
+}
+
+/// The unnamed statement across a Sync (asyncpg with
+/// `statement_cache_size=0`, pgx's describe-exec mode, libpq's
+/// `PQprepare(conn, "", ...)`: Parse + Describe + Sync, then Bind +
+/// Execute + Sync): in transaction pooling the second batch may get
+/// another server connection, whose unnamed statement is another
+/// client's. Each client must run its own statement, with its own
+/// routing (a write's Bind goes to the primary), and a Bind after a
+/// simple Query (which destroys the unnamed statement) gets PostgreSQL's
+/// 26000, never another client's statement.
+#[tokio::test]
+async fn the_unnamed_statement_outlives_its_batch() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        env.client()
+            .await?
+            .batch_execute("CREATE TABLE unnamed_log (who text)")
+            .await?;
+        let mut a = Raw::login(&env).await?;
+        let mut b = Raw::login(&env).await?;
+        let describe = FrontendMessage::Describe {
+            kind: b'S',
+            name: b"",
+        };
+        for (raw, sql) in [
+            (&mut a, "SELECT 'a', pg_is_in_recovery()"),
+            (
+                &mut b,
+                "INSERT INTO unnamed_log VALUES ('b') RETURNING 'b', pg_is_in_recovery()",
+            ),
+        ] {
+            raw.send(&[parse("", sql), describe.clone(), FrontendMessage::Sync])
+                .await?;
+            let ans = raw.until_ready().await?;
+            assert_eq!(ans.tags, "1tTZ", "{ans:?}");
+        }
+        // Each in turn, several times: the connections are shared.
+        for _ in 0..3 {
+            for (raw, want) in [(&mut a, ["a", "t"]), (&mut b, ["b", "f"])] {
+                raw.send(&[bind(""), EXEC, FrontendMessage::Sync]).await?;
+                let ans = raw.until_ready().await?;
+                let got: Vec<&[u8]> = cells(&ans).into_iter().flatten().collect();
+                assert_eq!(got, want.map(str::as_bytes), "{ans:?}");
+                assert!(ans.errors.is_empty(), "{ans:?}");
+            }
+        }
+        // A simple Query destroys the unnamed statement.
+        a.send(&[FrontendMessage::Query(b"SELECT 1")]).await?;
+        a.until_ready().await?;
+        a.send(&[bind(""), EXEC, FrontendMessage::Sync]).await?;
+        let ans = a.until_ready().await?;
+        assert_eq!(ans.errors, ["26000"], "{ans:?}");
+        let rows = env
+            .client()
+            .await?
+            .query_one("SELECT count(*) FROM unnamed_log", &[])
+            .await?;
+        assert_eq!(rows.get::<_, i64>(0), 3);
         Ok(())
     })
     .await
