@@ -118,11 +118,21 @@ pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
             Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => {
                 return pgkeel_sql::block_exit::may_end_block(q);
             }
+            Ok(FrontendMessage::Bind { statement, .. }) if statement.is_empty() => {
+                // The client's unnamed statement from an earlier unit,
+                // parsed again ahead of it (none: the Bind fails).
+                return match statements.unnamed_parse().map(FrontendMessage::decode) {
+                    Some(Ok(FrontendMessage::Parse { query, .. })) => {
+                        pgkeel_sql::block_exit::may_end_block(query)
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+            }
             Ok(FrontendMessage::Bind { statement, .. }) => {
-                return statement.is_empty()
-                    || statements
-                        .get(statement)
-                        .is_none_or(|s| s.kind == StatementKind::TransactionControl);
+                return statements
+                    .get(statement)
+                    .is_none_or(|s| s.kind == StatementKind::TransactionControl);
             }
             Ok(FrontendMessage::FunctionCall(_)) => return false,
             // Describe, Close, Execute, Flush, Sync run no statement.
@@ -1053,12 +1063,27 @@ mod tests {
             ]),
             s
         ));
-        // A Bind of an unnamed statement parsed earlier, or of a name the
-        // client never parsed: not known, so "may".
-        assert!(may_end_block(&unit(&[bind(b""), FrontendMessage::Sync]), s));
+        // A Bind of a name the client never parsed: not known, so "may";
+        // of the unnamed statement: by its text (none: the Bind fails).
         assert!(may_end_block(
             &unit(&[bind(b"nope"), FrontendMessage::Sync]),
             s
+        ));
+        assert!(!may_end_block(
+            &unit(&[bind(b""), FrontendMessage::Sync]),
+            s
+        ));
+        side.send(&[
+            FrontendMessage::Parse {
+                name: b"",
+                query: b"ROLLBACK",
+                param_types: vec![],
+            },
+            FrontendMessage::Sync,
+        ])?;
+        assert!(may_end_block(
+            &unit(&[bind(b""), FrontendMessage::Sync]),
+            &side.stmts
         ));
         side.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         assert!(!may_end_block(
