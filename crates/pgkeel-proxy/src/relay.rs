@@ -118,7 +118,7 @@ pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
             Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => {
                 return pgkeel_sql::block_exit::may_end_block(q);
             }
-            Ok(FrontendMessage::Bind { statement, .. }) if statement.is_empty() => {
+            Ok(FrontendMessage::Bind { statement: [], .. }) => {
                 // The client's unnamed statement from an earlier unit,
                 // parsed again ahead of it (none: the Bind fails).
                 return match statements.unnamed_parse().map(FrontendMessage::decode) {
