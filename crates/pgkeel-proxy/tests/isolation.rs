@@ -120,6 +120,7 @@ async fn clients_sharing_one_primary_connection() -> TestResult {
             ("session_settings_pinned", Box::pin(session_settings(env))),
             ("set_local", Box::pin(set_local(env))),
             ("temp_table", Box::pin(temp_table(env))),
+            ("temp_objects", Box::pin(temp_objects(env))),
             ("prepare_hold_listen", Box::pin(prepare_hold_listen(env))),
             ("advisory_lock", Box::pin(advisory_lock(env))),
             ("leave_mid_tx", Box::pin(leave_mid_tx(env))),
@@ -320,6 +321,59 @@ async fn temp_table(env: &Env) -> TestResult {
         let ans = q(&mut b, sql).await?;
         ensure!(ans.errors == ["42P01"], "b: {sql}: {ans:?}");
     }
+    Ok(())
+}
+
+/// Temporary objects made without the word TEMP (in `pg_temp`), temporary
+/// sequences and views, a DO block's `set_config` and `setseed` pin their
+/// client like a temporary table: the next client on the connection sees
+/// none of them (before, the objects and the setting stayed on the pooled
+/// connection for it).
+async fn temp_objects(env: &Env) -> TestResult {
+    let mut a = Raw::login(env).await?;
+    for sql in [
+        "CREATE TABLE pg_temp.iso_ptmp (secret text)",
+        "INSERT INTO pg_temp.iso_ptmp VALUES ('a''s')",
+        "CREATE TEMP SEQUENCE iso_tseq",
+        "CREATE TEMP VIEW iso_tview AS SELECT 'a''s view' AS secret",
+        "DO $$BEGIN PERFORM set_config('work_mem', '3MB', false); END$$",
+        "SELECT setseed(0.25)",
+    ] {
+        let ans = q(&mut a, sql).await?;
+        ensure!(ans.errors.is_empty(), "{sql}: {ans:?}");
+    }
+    ensure!(
+        one(&mut a, "SELECT secret FROM iso_ptmp").await?.as_deref() == Some("a's"),
+        "a's own pg_temp table"
+    );
+    ensure!(
+        one(&mut a, "SHOW work_mem").await?.as_deref() == Some("3MB"),
+        "a's own work_mem"
+    );
+    bye(a).await?;
+    let mut b = Raw::login(env).await?;
+    for sql in [
+        "SELECT secret FROM pg_temp.iso_ptmp",
+        "SELECT nextval('iso_tseq')",
+        "SELECT secret FROM iso_tview",
+    ] {
+        let ans = q(&mut b, sql).await?;
+        ensure!(ans.errors == ["42P01"], "b: {sql}: {ans:?}");
+    }
+    let default = one(
+        &mut b,
+        "SELECT reset_val || unit FROM pg_settings WHERE name = 'work_mem'",
+    )
+    .await?;
+    let shown = one(
+        &mut b,
+        "SELECT setting || unit FROM pg_settings WHERE name = 'work_mem'",
+    )
+    .await?;
+    ensure!(
+        shown == default,
+        "b's work_mem is a's: {shown:?} vs {default:?}"
+    );
     Ok(())
 }
 

@@ -88,8 +88,29 @@ fn combine(kinds: &[StatementKind]) -> StatementKind {
     }
 }
 
+/// A temporary relation: `TEMP`/`TEMPORARY`, or created in the
+/// session's own schema `pg_temp` (which PostgreSQL resolves only when it
+/// runs, so the parser reports it as permanent).
 fn is_temp(rel: Option<&protobuf::RangeVar>) -> bool {
-    rel.is_some_and(|r| r.relpersistence == "t")
+    rel.is_some_and(|r| r.relpersistence == "t" || is_temp_schema(&r.schemaname))
+}
+
+/// `pg_temp` (any case: an unquoted name is folded) or the explicit
+/// `pg_temp_N` of a backend.
+fn is_temp_schema(schema: &str) -> bool {
+    schema
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("pg_temp"))
+}
+
+/// A function or procedure created in `pg_temp` (first of a qualified
+/// name's parts).
+fn is_temp_function(name: &[protobuf::Node]) -> bool {
+    name.len() > 1
+        && matches!(
+            name.first().and_then(|n| n.node.as_ref()),
+            Some(NodeEnum::String(s)) if is_temp_schema(&s.sval)
+        )
 }
 
 fn node_kind(node: Option<&protobuf::Node>) -> StatementKind {
@@ -182,6 +203,15 @@ fn statement(node: &NodeEnum) -> StatementKind {
         }
         NodeEnum::FetchStmt(_) | NodeEnum::ClosePortalStmt(_) => StatementKind::Read,
         NodeEnum::CreateStmt(c) if is_temp(c.relation.as_ref()) => StatementKind::SessionState,
+        NodeEnum::CreateSeqStmt(c) if is_temp(c.sequence.as_ref()) => StatementKind::SessionState,
+        NodeEnum::ViewStmt(v) if is_temp(v.view.as_ref()) => StatementKind::SessionState,
+        NodeEnum::CreateFunctionStmt(f) if is_temp_function(&f.funcname) => {
+            StatementKind::SessionState
+        }
+        // A DO block may do anything a session can (`set_config(...,
+        // false)`, temporary objects, advisory locks) and its body is not
+        // looked into: it pins.
+        NodeEnum::DoStmt(_) => StatementKind::SessionState,
         NodeEnum::CreateTableAsStmt(c)
             if is_temp(c.into.as_deref().and_then(|i| i.rel.as_ref())) =>
         {

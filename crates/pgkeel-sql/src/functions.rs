@@ -200,6 +200,8 @@ const SESSION: &[&str] = &[
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",
     "pg_try_advisory_lock_shared",
+    // The session's random() sequence.
+    "setseed",
 ];
 
 /// What a function call means for routing.

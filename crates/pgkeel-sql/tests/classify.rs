@@ -79,7 +79,6 @@ fn writes() {
         ("SELECT other.lookup(1)", Write),
         ("SELECT * FROM t WHERE id = (SELECT nextval('s'))", Write),
         ("SELECT ARRAY[nextval('s')]", Write),
-        ("DO $$BEGIN PERFORM 1; END$$", Write),
         ("VACUUM (VERBOSE, ANALYZE) t", Write),
         ("CREATE TABLE t (id int)", Write),
         ("ALTER TABLE t ADD COLUMN x int", Write),
@@ -137,6 +136,35 @@ fn session_state() {
         ("SELECT set_config('a.b', 'c', false)", SessionState),
         ("SELECT pg_advisory_lock(42)", SessionState),
         ("SELECT 1; SET x = 1", SessionState),
+        // Objects in the session's own schema are temporary whatever the
+        // parser says; temporary sequences and views; DO blocks (their
+        // body may set_config or create temporary objects); setseed.
+        ("CREATE TABLE pg_temp.t (v int)", SessionState),
+        ("CREATE TABLE PG_TEMP.t AS SELECT 1", SessionState),
+        ("SELECT 1 INTO pg_temp.t", SessionState),
+        ("CREATE TEMP SEQUENCE s", SessionState),
+        ("CREATE SEQUENCE pg_temp.s", SessionState),
+        ("CREATE TEMP VIEW v AS SELECT 1", SessionState),
+        ("CREATE VIEW pg_temp_3.v AS SELECT 1", SessionState),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            SessionState,
+        ),
+        (
+            "DO $$BEGIN PERFORM set_config('work_mem', '3MB', false); END$$",
+            SessionState,
+        ),
+        ("SELECT setseed(0.25)", SessionState),
+    ]);
+    check(&[
+        ("CREATE TABLE pg_temporal_log (v int)", Write),
+        ("CREATE TABLE app.t (v int)", Write),
+        ("CREATE SEQUENCE s", Write),
+        ("CREATE VIEW v AS SELECT 1", Write),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            Write,
+        ),
     ]);
     check(&[
         ("DECLARE c CURSOR FOR SELECT 1", Read),
