@@ -8,8 +8,9 @@
 //! connection, on the primary, until it disconnects; the connection is
 //! then reset with `DISCARD ALL` before reuse.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -479,6 +480,24 @@ impl Session {
         (kind, named)
     }
 
+    /// Keeps the client on its server connection (it changed session
+    /// state there). Its statements parsed from now on get names of their
+    /// own: a `SET standard_conforming_strings`, `search_path` or
+    /// `client_encoding` it made changes what the same text means, so
+    /// they must not be answered with another client's server-side
+    /// statement of that text (nor leave theirs for others: the pinned
+    /// connection is reset with `DISCARD ALL` when the client leaves).
+    fn pin(&mut self) {
+        if !self.pinned {
+            self.pinned = true;
+            static PINS: AtomicU64 = AtomicU64::new(0);
+            let mut h = self.shared.hasher.build_hasher();
+            h.write_u64(self.statement_salt);
+            h.write_u64(PINS.fetch_add(1, Ordering::Relaxed));
+            self.statement_salt = h.finish();
+        }
+    }
+
     /// Where the client's unnamed statement from an earlier unit may run
     /// (none: the primary, which answers 26000).
     fn unnamed_kind(&self) -> StatementKind {
@@ -575,16 +594,16 @@ impl Session {
                 self.queued = Some(unit);
                 return Ok(());
             }
-            if kind == StatementKind::SessionState {
-                self.pinned = true;
-                if !att.is_primary {
-                    self.replica_state
-                        .get_or_insert_with(Default::default)
-                        .record(&unit);
-                }
+            if kind == StatementKind::SessionState && !att.is_primary {
+                self.replica_state
+                    .get_or_insert_with(Default::default)
+                    .record(&unit);
             }
             if let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
+            }
+            if kind == StatementKind::SessionState {
+                self.pin();
             }
             return self.send_unit(unit, kind).await;
         }
@@ -646,7 +665,7 @@ impl Session {
             }
         };
         if kind == StatementKind::SessionState {
-            self.pinned = true;
+            self.pin();
         }
         if let Ok(mut slot) = self.cancel.lock() {
             *slot = Some(CancelTarget {
@@ -982,7 +1001,7 @@ impl Session {
         }
         replay(&mut att.lease.conn, &state.replayable).await?;
         if !state.replayable.is_empty() {
-            self.pinned = true;
+            self.pin();
         }
         Ok(())
     }

@@ -121,6 +121,10 @@ async fn clients_sharing_one_primary_connection() -> TestResult {
             ("set_local", Box::pin(set_local(env))),
             ("temp_table", Box::pin(temp_table(env))),
             ("temp_objects", Box::pin(temp_objects(env))),
+            (
+                "statements_after_runtime_settings",
+                Box::pin(statements_after_runtime_settings(env)),
+            ),
             ("prepare_hold_listen", Box::pin(prepare_hold_listen(env))),
             ("advisory_lock", Box::pin(advisory_lock(env))),
             ("leave_mid_tx", Box::pin(leave_mid_tx(env))),
@@ -374,6 +378,27 @@ async fn temp_objects(env: &Env) -> TestResult {
         shown == default,
         "b's work_mem is a's: {shown:?} vs {default:?}"
     );
+    Ok(())
+}
+
+/// A statement parsed after the client changed what text means (`SET
+/// standard_conforming_strings = off`) is its own, not another client's
+/// server-side statement of the same text: the proxy shares statements by
+/// text and startup settings, and must not answer this Parse with the one
+/// another client left on the connection (before: 4 instead of 3).
+async fn statements_after_runtime_settings(env: &Env) -> TestResult {
+    let text = r"SELECT length('a\\b')";
+    let mut b = Raw::login(env).await?;
+    let ans = b.run_parsed("s", text).await?;
+    ensure!(ans.first.as_deref() == Some("4"), "b: {ans:?}");
+    let mut a = Raw::login(env).await?;
+    let ans = q(&mut a, "SET standard_conforming_strings = off").await?;
+    ensure!(ans.errors.is_empty(), "{ans:?}");
+    let ans = a.run_parsed("s_a", text).await?;
+    ensure!(ans.first.as_deref() == Some("3"), "a: {ans:?}");
+    bye(a).await?;
+    let ans = b.run_parsed("s2", text).await?;
+    ensure!(ans.first.as_deref() == Some("4"), "b again: {ans:?}");
     Ok(())
 }
 
