@@ -253,6 +253,13 @@ pub struct Relay {
     /// The server has this client's unnamed statement (parsed since the
     /// connection was attached, and not destroyed by a simple Query).
     unnamed_here: bool,
+    /// The client may have reset its settings (`RESET ALL`, `DISCARD
+    /// ALL`): its startup values are restored ahead of its next unit
+    /// outside a transaction.
+    restore_pending: bool,
+    /// The hidden query in flight restores settings the client saw reset:
+    /// its ParameterStatus messages are the client's news.
+    hidden_reports: bool,
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -271,17 +278,25 @@ impl Relay {
         !std::mem::replace(&mut self.settings_checked, true)
     }
 
-    /// Compares the client's settings with the connection's again at the
-    /// next send: the client reset them all (`RESET ALL`, `DISCARD ALL`),
-    /// which in PostgreSQL returns them to its startup values.
-    pub fn recheck_settings(&mut self) {
-        self.settings_checked = false;
+    /// The client may have reset all its settings (`RESET ALL`, `DISCARD
+    /// ALL`), which in PostgreSQL returns them to its startup values: they
+    /// are restored before its next unit outside a transaction (see
+    /// [`crate::settings::restore_query`]).
+    pub fn restore_settings(&mut self) {
+        self.restore_pending = true;
+    }
+
+    /// True once after [`Relay::restore_settings`].
+    pub fn take_restore(&mut self) -> bool {
+        std::mem::replace(&mut self.restore_pending, false)
     }
 
     /// Expects the answer to a hidden simple query, sent before anything
-    /// else on the connection.
-    pub fn hidden_query(&mut self) {
+    /// else on the connection; `reports`: its ParameterStatus messages go
+    /// to the client (a restore of settings it saw reset).
+    pub fn hidden_query(&mut self, reports: bool) {
         self.queue.push_back(Expect::Hidden);
+        self.hidden_reports = reports;
     }
 
     /// The unit that asked for the hidden query waits, unsent, for its
@@ -569,8 +584,10 @@ impl Relay {
             }
             b'Z' => {
                 self.queue.pop_front();
+                self.hidden_reports = false;
                 self.drain(to_client);
             }
+            b'S' if self.hidden_reports => to_client.extend_from_slice(frame),
             // Its CommandComplete, rows, ParameterStatus, notices.
             _ => {}
         }
@@ -984,7 +1001,7 @@ mod tests {
     #[test]
     fn a_hidden_query_is_answered_to_nobody() -> Result<(), ProxyError> {
         let mut a = Side::new();
-        a.relay.hidden_query();
+        a.relay.hidden_query(false);
         assert!(a.relay.hidden_pending());
         a.send(&[FrontendMessage::Query(b"SELECT 1")])?;
         assert_eq!(a.receive("TDSCZ")?, "");
@@ -1002,7 +1019,7 @@ mod tests {
         let mut a = Side::new();
         a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         a.receive("31Z")?;
-        a.relay.hidden_query();
+        a.relay.hidden_query(false);
         let (_, c) = a.send(&[parse(b"s1"), bind(b"s1"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(
             c, "",

@@ -26,7 +26,7 @@ use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
 use crate::replica_state::{ReplicaState, replay};
 use crate::server::{ServerConn, read_message, write_all};
-use crate::settings::{Settings, changes, in_sync, may_reset_all, sync_query};
+use crate::settings::{Settings, changes, in_sync, may_reset_all, restore_query, sync_query};
 use crate::stream::ClientStream;
 use crate::{CancelTarget, Credential, ProxyError, Shared};
 
@@ -721,19 +721,31 @@ impl Session {
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
         // Only between transactions (and batches): the query has a
-        // transaction block of its own.
-        if att.tx == TxStatus::Idle
-            && att.relay.is_idle()
-            && !att.open_batch
-            && att.relay.first_send()
-            && let Some(query) = sync_settings(
-                &mut att.lease.conn,
-                self.settings.as_ref(),
-                &self.shared.metrics,
-            )
-        {
+        // transaction block of its own. Either the connection is given the
+        // client's settings (first unit), or the client's own reset of
+        // them is undone (as PostgreSQL resets to startup values).
+        let settings_query = if att.tx == TxStatus::Idle && att.relay.is_idle() && !att.open_batch {
+            if att.relay.first_send() {
+                sync_settings(
+                    &mut att.lease.conn,
+                    self.settings.as_ref(),
+                    &self.shared.metrics,
+                )
+                .map(|q| (q, false))
+            } else if att.relay.take_restore() {
+                self.settings
+                    .as_deref()
+                    .and_then(restore_query)
+                    .map(|q| (q, true))
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if let Some((query, restore)) = settings_query {
             FrontendMessage::Query(query.as_bytes()).encode(&mut to_server);
-            att.relay.hidden_query();
+            att.relay.hidden_query(restore);
             if may_end_block(&unit, &self.statements) {
                 // Should the query fail, the unit's first statement would
                 // end its failed block and the rest would run without the
@@ -791,11 +803,11 @@ impl Session {
             )?;
         }
         if unit_kind == StatementKind::SessionState && resets_all(&unit) {
-            // The server is back to its defaults: the client's startup
-            // settings go again ahead of its next statement outside a
-            // transaction (in PostgreSQL they are what RESET returns to).
-            att.lease.conn.applied = None;
-            att.relay.recheck_settings();
+            // The server may be back to its defaults: the client's startup
+            // settings that are go again ahead of its next statement
+            // outside a transaction (in PostgreSQL they are what RESET
+            // returns to).
+            att.relay.restore_settings();
         }
         if !to_server.is_empty() {
             write_all(&mut att.lease.conn.stream, &to_server).await?;

@@ -349,6 +349,40 @@ fn push_call(out: &mut String, change: Change<'_>) {
     out.push_str(",false)");
 }
 
+/// The query that gives the client its startup settings back after its
+/// own `RESET ALL` or `DISCARD ALL` (PostgreSQL resets to the values the
+/// session started with; the pooled connection resets to its own). Only
+/// settings still at the connection's reset value are set: one the client
+/// set again after the reset (`RESET ALL; SET application_name = 'x'`),
+/// or a reset rolled back with its transaction, or a keyword match that
+/// was no reset at all (see [`may_reset_all`]) keeps what the client
+/// made. `None` without startup settings. Like [`sync_query`]: pure
+/// ASCII, its own READ COMMITTED block.
+pub fn restore_query(wanted: &Settings) -> Option<String> {
+    let mut pairs = wanted.iter();
+    let (name, value) = pairs.next()?;
+    let mut sql = String::with_capacity(256);
+    sql.push_str(
+        "BEGIN ISOLATION LEVEL READ COMMITTED;\
+         SELECT pg_catalog.set_config(s.name,v.value,false) FROM (VALUES (",
+    );
+    push_literal(&mut sql, name);
+    sql.push(',');
+    push_literal(&mut sql, value);
+    for (name, value) in pairs {
+        sql.push_str("),(");
+        push_literal(&mut sql, name);
+        sql.push(',');
+        push_literal(&mut sql, value);
+    }
+    sql.push_str(
+        ")) v(name,value) JOIN pg_catalog.pg_settings s \
+         ON pg_catalog.lower(s.name)=pg_catalog.lower(v.name) \
+         WHERE s.setting IS NOT DISTINCT FROM s.reset_val;COMMIT",
+    );
+    Some(sql)
+}
+
 /// The query that applies `changes` to an attached connection, sent
 /// ahead of the client's statements; `None` (nothing allocated) when
 /// there is nothing to change. One SELECT inside its own transaction
@@ -633,6 +667,32 @@ mod tests {
             validation_query(&pairs(&[("work_mem", "2MB")])),
             "SELECT pg_catalog.encode(pg_catalog.convert_to(\
              pg_catalog.set_config('work_mem','2MB',false),'UTF8'),'hex')"
+        );
+    }
+
+    #[test]
+    fn the_restore_query_sets_only_what_is_at_its_reset_value() {
+        let Some(wanted) = Settings::new([
+            ("application_name".to_string(), "start".to_string()),
+            ("search_path".to_string(), "a'b".to_string()),
+        ]) else {
+            panic!("settings");
+        };
+        let Some(q) = restore_query(&wanted) else {
+            panic!("query");
+        };
+        assert!(q.is_ascii());
+        assert!(
+            q.starts_with("BEGIN ISOLATION LEVEL READ COMMITTED;SELECT "),
+            "{q}"
+        );
+        assert!(
+            q.contains("(VALUES ('application_name','start'),('search_path','a''b'))"),
+            "{q}"
+        );
+        assert!(
+            q.ends_with("WHERE s.setting IS NOT DISTINCT FROM s.reset_val;COMMIT"),
+            "{q}"
         );
     }
 

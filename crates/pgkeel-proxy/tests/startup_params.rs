@@ -525,6 +525,38 @@ async fn reset_all_returns_to_the_startup_settings() -> TestResult {
                 "after {reset}"
             );
         }
+        // What the client sets after the reset, a reset rolled back, and
+        // words that only look like one, keep what the client made.
+        for (then, want) in [
+            ("RESET ALL; SET application_name = 'after'", "after"),
+            ("BEGIN; RESET ALL; ROLLBACK", "mine"),
+            ("SELECT 'reset all'", "mine"),
+        ] {
+            c.batch_execute("SET application_name = 'mine'").await?;
+            c.batch_execute(then).await?;
+            assert_eq!(row(&c, ask).await?, ["150ms", want], "after {then}");
+        }
+        // The client hears of its values coming back (ParameterStatus),
+        // after the reset's own reports of the server's defaults.
+        drop(c);
+        let (mut raw, _) = Raw::login_with(&env, &[("application_name", "raw-start")]).await?;
+        query(&mut raw, "SET application_name = 'x'").await?;
+        query(&mut raw, "RESET ALL").await?;
+        raw.send(&[FrontendMessage::Query(
+            b"SELECT current_setting('application_name')",
+        )])
+        .await?;
+        let mut reported = Vec::new();
+        loop {
+            let (tag, frame) = raw.next().await?;
+            if tag == b'S' {
+                reported.push(String::from_utf8_lossy(&frame[5..]).into_owned());
+            }
+            if tag == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(reported, ["application_name\0raw-start\0"]);
         Ok(())
     })
     .await
