@@ -165,7 +165,7 @@ async fn application_name_and_options_follow_the_client() -> TestResult {
         .await?;
         let plain = env.client().await?;
         let mine = ["myapp", "150ms", "s1"];
-        let defaults = ["pgkeel-proxy", "0", "\"$user\", public"];
+        let defaults = ["", "0", "\"$user\", public"];
         for i in 0..4 {
             let read = format!("SELECT {SETTINGS}, pg_is_in_recovery()");
             let write = format!("INSERT INTO t VALUES ({i}) RETURNING {SETTINGS}");
