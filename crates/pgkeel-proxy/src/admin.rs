@@ -143,7 +143,7 @@ fn clients(shared: &Shared) -> Vec<ClientRow> {
     let mut rows: Vec<ClientRow> = cancels
         .iter()
         .map(|(pid, e)| {
-            let server = e.target.lock().ok().and_then(|t| *t).map(|t| {
+            let server = e.cancel.target().map(|t| {
                 let node = backends
                     .iter()
                     .find(|b| b.addr == t.addr)

@@ -91,6 +91,11 @@ pub enum ProxyError {
         "terminating connection due to idle-in-transaction timeout ({0:?}, the proxy's idle_transaction_timeout): end transactions promptly, or raise the setting"
     )]
     IdleInTransaction(Duration),
+    /// The client cancelled its statement while it waited for a server
+    /// connection (or a primary): PostgreSQL's wording and code for a
+    /// cancelled statement, so drivers treat it as one.
+    #[error("canceling statement due to user request")]
+    Cancelled,
     /// Configuration that cannot work.
     #[error("invalid proxy configuration: {0}")]
     Config(String),
@@ -153,7 +158,7 @@ impl ProxyError {
             ProxyError::SslRequired => "28000",
             ProxyError::PinnedToReplica(_) => "25006",
             ProxyError::StateNotMoved(_) => "55000",
-            ProxyError::LoginTimeout(_) => "57014",
+            ProxyError::LoginTimeout(_) | ProxyError::Cancelled => "57014",
             ProxyError::IdleInTransaction(_) => "25P03",
             ProxyError::Config(_)
             | ProxyError::TlsFile { .. }

@@ -75,13 +75,117 @@ pub struct CancelTarget {
     pub key: i32,
 }
 
+/// What a client's cancel request can reach, kept current by its session
+/// and read by cancel requests: the server it is attached to, or its wait
+/// for one (a full pool, a failover), which a cancel ends with 57014 as
+/// PostgreSQL ends a running statement. A cancel while the client is
+/// neither attached nor waiting is ignored, as PostgreSQL ignores one
+/// while nothing runs.
+///
+/// The move from waiting to attached happens under the lock
+/// ([`CancelSlot::attach`]): a cancel either finds the wait (and the
+/// session then drops the connection it got, answering 57014) or finds
+/// the server (and is forwarded there), never neither.
+#[derive(Debug, Default)]
+pub struct CancelSlot {
+    state: Mutex<CancelState>,
+    /// Wakes a waiting session when a cancel is requested (never stores a
+    /// permit: a cancel outside a wait leaves nothing behind).
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct CancelState {
+    target: Option<CancelTarget>,
+    waiting: bool,
+    cancelled: bool,
+}
+
+impl CancelSlot {
+    fn state(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        // The state stays consistent whatever panicked: three plain fields.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The server the client is attached to, if any (for listings).
+    pub fn target(&self) -> Option<CancelTarget> {
+        self.state().target
+    }
+
+    /// A cancel request for this client: the server to forward it to, or
+    /// `None` when it ended the client's wait (or there was nothing to
+    /// cancel).
+    pub fn request(&self) -> Option<CancelTarget> {
+        let mut s = self.state();
+        if s.target.is_some() {
+            return s.target;
+        }
+        if s.waiting {
+            s.cancelled = true;
+            drop(s);
+            self.wake.notify_waiters();
+        }
+        None
+    }
+
+    /// The session starts waiting for a server connection: a cancel from
+    /// now on ends the wait (one from before does not count).
+    pub fn begin_wait(&self) {
+        let mut s = self.state();
+        s.waiting = true;
+        s.cancelled = false;
+    }
+
+    /// The wait ended without a connection (an error, or a cancel).
+    pub fn end_wait(&self) {
+        let mut s = self.state();
+        s.waiting = false;
+        s.cancelled = false;
+    }
+
+    /// The wait ended with a connection to `target`: true when cancels now
+    /// go there, false when one came in during the wait (the connection
+    /// is not used: nothing of the statement runs).
+    pub fn attach(&self, target: CancelTarget) -> bool {
+        let mut s = self.state();
+        let cancelled = s.cancelled;
+        s.waiting = false;
+        s.cancelled = false;
+        if !cancelled {
+            s.target = Some(target);
+        }
+        !cancelled
+    }
+
+    /// The client gave its server connection back: no cancel target.
+    pub fn detach(&self) {
+        self.state().target = None;
+    }
+
+    /// Completes once a cancel is requested during the current wait (at
+    /// once if one was already).
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.wake.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the flag is read: a request in between
+            // wakes it.
+            notified.as_mut().enable();
+            if self.state().cancelled {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A client's cancel key and the slot its session keeps current.
 #[derive(Debug)]
 pub struct CancelEntry {
     /// Key handed to the client.
     pub key: i32,
-    /// The server it is attached to, if any.
-    pub target: Arc<Mutex<Option<CancelTarget>>>,
+    /// The server it is attached to, or its wait for one.
+    pub cancel: Arc<CancelSlot>,
     /// Role it logged in as (for `/clients`).
     pub user: String,
     /// Database.
@@ -164,5 +268,57 @@ impl Shared {
             topology,
             config,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> CancelTarget {
+        CancelTarget {
+            addr: ([127, 0, 0, 1], 5432).into(),
+            pid: 7,
+            key: 9,
+        }
+    }
+
+    /// A cancel reaches the server while attached, ends a wait, and is
+    /// forgotten when nothing runs; one during the wait is never lost to
+    /// the connection the wait then gets.
+    #[tokio::test]
+    async fn cancel_slot_follows_the_session() {
+        let slot = CancelSlot::default();
+        // Idle: ignored, and not kept for the next wait.
+        assert_eq!(slot.request(), None);
+        slot.begin_wait();
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(20), slot.cancelled()).await;
+        assert!(pending.is_err(), "an idle cancel was kept");
+        // Waiting: the wait ends, and a connection got meanwhile is not used.
+        assert_eq!(slot.request(), None);
+        slot.cancelled().await;
+        assert!(!slot.attach(target()));
+        assert_eq!(slot.target(), None);
+        // Attached: forwarded.
+        slot.begin_wait();
+        assert!(slot.attach(target()));
+        assert_eq!(slot.request(), Some(target()));
+        slot.detach();
+        assert_eq!(slot.request(), None);
+        // A waiting session is woken.
+        let slot = Arc::new(slot);
+        slot.begin_wait();
+        let waiter = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.cancelled().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(slot.request(), None);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                .await
+                .is_ok()
+        );
     }
 }

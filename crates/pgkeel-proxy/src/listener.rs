@@ -20,7 +20,8 @@ use crate::session::Session;
 use crate::settings::{Settings, changes, from_hex, overlay, sync_query, validation_query};
 use crate::stream::ClientStream;
 use crate::{
-    CancelEntry, Credential, ProxyConfig, ProxyError, ServerParams, Shared, tls, topology,
+    CancelEntry, CancelSlot, Credential, ProxyConfig, ProxyError, ServerParams, Shared, tls,
+    topology,
 };
 
 /// A running proxy. Dropping it does not stop it; call [`ProxyHandle::shutdown`].
@@ -273,12 +274,14 @@ async fn log_in(
     };
     let (user, database, given) = match startup {
         Startup::Cancel { pid, key } => {
-            let target = shared.cancels.lock().ok().and_then(|c| {
+            let slot = shared.cancels.lock().ok().and_then(|c| {
                 c.get(&pid)
                     .filter(|e| e.key == key)
-                    .and_then(|e| e.target.lock().ok().and_then(|t| *t))
+                    .map(|e| e.cancel.clone())
             });
-            if let Some(t) = target {
+            // Attached: forwarded to the server. Waiting for a server
+            // connection: the wait ends and the session answers 57014.
+            if let Some(t) = slot.and_then(|s| s.request()) {
                 send_cancel(t.addr, t.pid, t.key).await?;
             }
             return Ok(None);
@@ -328,13 +331,13 @@ async fn log_in(
     getrandom::fill(&mut key_bytes)
         .map_err(|e| ProxyError::Config(format!("no randomness: {e}")))?;
     let key = i32::from_be_bytes(key_bytes);
-    let target = Arc::new(std::sync::Mutex::new(None));
+    let cancel = Arc::new(CancelSlot::default());
     if let Ok(mut c) = shared.cancels.lock() {
         c.insert(
             pid,
             CancelEntry {
                 key,
-                target: target.clone(),
+                cancel: cancel.clone(),
                 user: user.clone(),
                 database: database.clone(),
                 peer,
@@ -366,7 +369,7 @@ async fn log_in(
             database,
             credential,
             settings,
-            target,
+            cancel,
         ),
         pid,
         _count: count_guard,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::server::ServerConn;
-use crate::{Credential, ProxyError, topology::Topology};
+use crate::{CancelSlot, Credential, ProxyError, topology::Topology};
 
 /// Read buffer an idle pooled connection may keep.
 const IDLE_BUF_MAX: usize = 64 * 1024;
@@ -65,6 +65,21 @@ impl Pool {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `work`'s output, unless the client's cancel request (if it may send
+/// one) comes first: then `work` is dropped.
+async fn or_cancelled<F: Future>(
+    work: F,
+    cancel: Option<&CancelSlot>,
+) -> Result<F::Output, ProxyError> {
+    match cancel {
+        None => Ok(work.await),
+        Some(c) => tokio::select! {
+            out = work => Ok(out),
+            () = c.cancelled() => Err(ProxyError::Cancelled),
+        },
+    }
 }
 
 /// A connection checked out of a pool; give it back with
@@ -284,15 +299,19 @@ impl Pools {
         topology: &Topology,
         credential: &Credential,
     ) -> Result<Lease, ProxyError> {
-        self.acquire_in(&self.pool(key), topology, credential).await
+        self.acquire_in(&self.pool(key), topology, credential, None)
+            .await
     }
 
-    /// As [`Pools::acquire`] with the pool already looked up.
+    /// As [`Pools::acquire`] with the pool already looked up. A client's
+    /// cancel request (`cancel`) ends the wait for a free connection, or
+    /// a new connection's login, with [`ProxyError::Cancelled`].
     pub async fn acquire_in(
         &self,
         pool: &Arc<Pool>,
         topology: &Topology,
         credential: &Credential,
+        cancel: Option<&CancelSlot>,
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
@@ -310,11 +329,11 @@ impl Pools {
                 let started = Instant::now();
                 // Boxed: the timer and the wait would otherwise size every
                 // session's future, though a free connection needs neither.
-                Box::pin(tokio::time::timeout(
-                    self.queue_wait(),
-                    pool.permits.clone().acquire_owned(),
+                Box::pin(or_cancelled(
+                    tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned()),
+                    cancel,
                 ))
-                .await
+                .await?
                 .map_err(|_| ProxyError::PoolExhausted {
                     user: key.user.clone(),
                     database: key.database.clone(),
@@ -362,15 +381,18 @@ impl Pools {
                     .ok_or(ProxyError::NoNode("configured"))?;
                 // Boxed: a login's state is large and rarely needed; it
                 // should not size every session's future.
-                Box::pin(ServerConn::connect(
-                    backend.addr,
-                    backend.socket.as_deref(),
-                    &key.user,
-                    &key.database,
-                    credential,
-                    generation,
+                Box::pin(or_cancelled(
+                    ServerConn::connect(
+                        backend.addr,
+                        backend.socket.as_deref(),
+                        &key.user,
+                        &key.database,
+                        credential,
+                        generation,
+                    ),
+                    cancel,
                 ))
-                .await?
+                .await??
             }
         };
         Ok(Lease {

@@ -28,7 +28,7 @@ use crate::replica_state::{ReplicaState, replay};
 use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{Settings, changes, in_sync, may_reset_all, restore_query, sync_query};
 use crate::stream::ClientStream;
-use crate::{CancelTarget, Credential, ProxyError, Shared};
+use crate::{CancelSlot, CancelTarget, Credential, ProxyError, Shared};
 
 /// Responses held back for a possible retry on the primary are flushed
 /// past this size (the retry is then given up).
@@ -104,7 +104,8 @@ pub struct Session {
     /// sent: kept here, not in `dispatch`'s locals, so it does not grow
     /// the session's future across the awaits in between.
     named_kinds: NamedKinds,
-    cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
+    /// Where this client's cancel requests go (see [`CancelSlot`]).
+    cancel: Arc<CancelSlot>,
 }
 
 fn rfq(out: &mut Vec<u8>, status: TxStatus) {
@@ -216,7 +217,7 @@ impl Session {
         database: String,
         credential: Credential,
         settings: Option<Arc<Settings>>,
-        cancel: Arc<std::sync::Mutex<Option<CancelTarget>>>,
+        cancel: Arc<CancelSlot>,
     ) -> Self {
         let statement_salt = settings
             .as_deref()
@@ -512,10 +513,12 @@ impl Session {
     /// Answers a unit that cannot run with an error (and the
     /// ReadyForQuery the client waits for).
     fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
-        self.shared
-            .metrics
-            .routing_errors
-            .fetch_add(1, Ordering::Relaxed);
+        if !matches!(err, ProxyError::Cancelled) {
+            self.shared
+                .metrics
+                .routing_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
         encode_error(
             &mut self.to_client,
             "ERROR",
@@ -527,6 +530,13 @@ impl Session {
         } else {
             self.discard_until_sync = true;
         }
+    }
+
+    /// The wait for a server connection ended without one: the unit is
+    /// answered with why (a cancel request: 57014).
+    fn wait_failed(&mut self, unit: &[u8], err: &ProxyError) {
+        self.cancel.end_wait();
+        self.fail_unit(unit, err);
     }
 
     async fn dispatch(&mut self, unit: Bytes, force_primary: bool) -> Result<(), ProxyError> {
@@ -616,6 +626,9 @@ impl Session {
         // new one instead of failing.
         let rules = shared.rules();
         let mut attempt = 0;
+        // From here until a connection is attached, a cancel request
+        // ends the wait (see `CancelSlot`).
+        self.cancel.begin_wait();
         let (node, is_primary, lease) = loop {
             attempt += 1;
             let current = self.reader.as_ref().map(ReadAffinity::node);
@@ -625,9 +638,21 @@ impl Session {
                 // write (like a full pool) rather than fail it.
                 // Boxed: rare, and its timer would otherwise size every
                 // session's future.
-                None if !to_replica => Box::pin(topology.wait_primary(shared.queue_wait()))
-                    .await
-                    .map(|p| (p, true)),
+                None if !to_replica => {
+                    let cancel = &*self.cancel;
+                    let waited = Box::pin(async {
+                        tokio::select! {
+                            p = topology.wait_primary(shared.queue_wait()) => Some(p),
+                            () = cancel.cancelled() => None,
+                        }
+                    })
+                    .await;
+                    let Some(primary) = waited else {
+                        self.wait_failed(&unit, &ProxyError::Cancelled);
+                        return Ok(());
+                    };
+                    primary.map(|p| (p, true))
+                }
                 None => None,
             };
             if let Some((node, false)) = routed
@@ -642,37 +667,49 @@ impl Session {
             }
             let Some((node, is_primary)) = routed else {
                 let err = ProxyError::NoNode(if to_replica { "readable" } else { "primary" });
-                self.fail_unit(&unit, &err);
+                self.wait_failed(&unit, &err);
                 return Ok(());
             };
             let pool = self.pool_for(node);
             match self
                 .shared
                 .pools
-                .acquire_in(&pool, topology, &self.credential)
+                .acquire_in(&pool, topology, &self.credential, Some(&*self.cancel))
                 .await
             {
                 Ok(lease) => break (node, is_primary, lease),
+                Err(ProxyError::Cancelled) => {
+                    tracing::debug!(
+                        "a client cancelled its statement while it waited for a server connection"
+                    );
+                    self.wait_failed(&unit, &ProxyError::Cancelled);
+                    return Ok(());
+                }
                 Err(e) if attempt == 1 && e.is_unreachable() => {
                     tracing::info!(error = %e, "server unreachable; marking it down and routing again");
                     topology.suspect(node);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot get a server connection");
-                    self.fail_unit(&unit, &e);
+                    self.wait_failed(&unit, &e);
                     return Ok(());
                 }
             }
         };
+        let target = CancelTarget {
+            addr: lease.conn.addr,
+            pid: lease.conn.pid,
+            key: lease.conn.key,
+        };
+        if !self.cancel.attach(target) {
+            // Cancelled just as the connection came: it goes back unused
+            // (nothing of the unit ran), the client has 57014.
+            self.shared.pools.release(lease);
+            self.fail_unit(&unit, &ProxyError::Cancelled);
+            return Ok(());
+        }
         if kind == StatementKind::SessionState {
             self.pin();
-        }
-        if let Ok(mut slot) = self.cancel.lock() {
-            *slot = Some(CancelTarget {
-                addr: lease.conn.addr,
-                pid: lease.conn.pid,
-                key: lease.conn.key,
-            });
         }
         topology.outstanding[node].fetch_add(1, Ordering::Relaxed);
         if let Some(c) = self.shared.metrics.routed.get(node) {
@@ -1023,9 +1060,7 @@ impl Session {
     fn drop_attached(&mut self) -> Option<Attached> {
         let att = self.attached.take()?;
         self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut slot) = self.cancel.lock() {
-            *slot = None;
-        }
+        self.cancel.detach();
         Some(att)
     }
 
@@ -1052,9 +1087,7 @@ impl Session {
         if let Some(att) = self.attached.take() {
             self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
             self.shared.metrics.hold_time.observe(att.since.elapsed());
-            if let Ok(mut slot) = self.cancel.lock() {
-                *slot = None;
-            }
+            self.cancel.detach();
             self.shared.pools.release(att.lease);
         }
     }

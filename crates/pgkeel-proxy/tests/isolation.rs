@@ -670,25 +670,57 @@ async fn cancel_right_client(env: &Env) -> TestResult {
 }
 
 /// A cancel request from a client whose statement waits for the pooled
-/// connection never cancels the statement of the client running on it.
-/// (The waiting client's own statement is not cancelled either: see the
-/// audit report; not asserted here.)
+/// connection ends that wait, as PostgreSQL cancels a running statement:
+/// the waiting client gets 57014 at once (its statement never runs), the
+/// statement of the client running on the connection is not cancelled,
+/// and the cancelled client's connection stays usable. A cancel sent
+/// while nothing of the client's runs is ignored: its next statement,
+/// waiting in turn, runs.
 async fn cancel_while_queued(env: &Env) -> TestResult {
     let a = env.client().await?;
     let b = env.client().await?;
     let token = b.cancel_token();
-    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1)").await });
+    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(3)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let waiting = tokio::spawn(async move { b.simple_query("SELECT pg_sleep(1)").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting = tokio::spawn(async move {
+        let r = b.simple_query("SELECT pg_sleep(3)").await;
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     token.cancel_query(NoTls).await?;
+    let (b, b_result) = waiting.await?;
+    let err = b_result.err().ok_or("b's statement was not cancelled")?;
+    ensure!(err.code().map(|c| c.code()) == Some("57014"), "b: {err:?}");
+    // b's answer came while a's statement still ran (it sleeps 3 s), not
+    // after it.
+    ensure!(
+        !slow.is_finished(),
+        "b's cancel ended its wait only with a's statement"
+    );
     let a_result = slow.await?;
     ensure!(
         a_result.is_ok(),
         "a was cancelled by b's request: {a_result:?}"
     );
-    // b gets an answer (no hang), whichever it is.
-    waiting.await?.ok();
+    let rows = |msgs: &[SimpleQueryMessage]| {
+        msgs.iter()
+            .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+            .count()
+    };
+    let msgs = b.simple_query("SELECT 'b again'").await?;
+    ensure!(rows(&msgs) == 1, "b after its cancel: {msgs:?}");
+
+    // b is idle: its cancel is ignored, and not kept for later.
+    token.cancel_query(NoTls).await?;
+    // (Time for the proxy to handle it before b queues again.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = env.client().await?;
+    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let msgs = b.simple_query("SELECT 'b queued'").await?;
+    ensure!(rows(&msgs) == 1, "b queued after an idle cancel: {msgs:?}");
+    let a_result = slow.await?;
+    ensure!(a_result.is_ok(), "a: {a_result:?}");
     Ok(())
 }
 
