@@ -8,14 +8,18 @@
 //! names never collide. Before a `Bind`/`Describe` of a statement the
 //! server lacks, the `Parse` is injected and its `ParseComplete` hidden;
 //! a `Parse` the server already has, or a `Close` of a named statement, is
-//! answered by the proxy itself. Every request sent is queued as an
+//! answered by the proxy itself; a `DEALLOCATE ALL` or `DISCARD ALL` the
+//! server completes removes the client's statements as in PostgreSQL.
+//! Every request sent is queued as an
 //! expectation so answers reach the client in order, errors skip to the
 //! next `Sync` exactly as PostgreSQL does, and COPY in the extended
 //! protocol (where the server ignores `Sync` while copying) stays counted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pgkeel_sql::StatementKind;
@@ -35,6 +39,10 @@ pub struct ClientStatement {
     pub parse: Bytes,
     /// Where it may run.
     pub kind: StatementKind,
+    /// Order in which named statements were recorded (from 1, across
+    /// clients): a `DEALLOCATE ALL` removes only those recorded before it
+    /// was sent (see [`Relay::receive`]).
+    pub seq: u64,
 }
 
 /// How a client's statements are named on servers: the proxy's keyed
@@ -86,6 +94,7 @@ impl ClientStatement {
             server_name,
             parse: parse.into(),
             kind,
+            seq: 0,
         }
     }
 }
@@ -104,6 +113,30 @@ pub fn may_deallocate(query: &[u8]) -> bool {
                     .get(i..i + 10)
                     .is_some_and(|d| d.eq_ignore_ascii_case(b"deallocate")))
     })
+}
+
+/// True when `msg`, in a unit classified as changing session state, may
+/// remove prepared statements (see [`may_deallocate`]): a Query or Parse
+/// by its text, a Bind by the text of the statement it runs.
+fn deallocates(msg: &FrontendMessage<'_>, statements: &Statements) -> bool {
+    match msg {
+        FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. } => may_deallocate(q),
+        FrontendMessage::Bind { statement: [], .. } => {
+            statements.unnamed_parse().is_some_and(may_deallocate)
+        }
+        FrontendMessage::Bind { statement, .. } => statements
+            .get(statement)
+            .is_some_and(|s| may_deallocate(&s.parse)),
+        _ => false,
+    }
+}
+
+/// True when `frame` is the CommandComplete of a statement that removed
+/// every prepared statement of the session (`DEALLOCATE ALL`, `DISCARD
+/// ALL`): the server says it ran, so the client's statements are gone as
+/// in PostgreSQL.
+fn removed_all(frame: &[u8]) -> bool {
+    matches!(frame.get(5..), Some(b"DEALLOCATE ALL\0" | b"DISCARD ALL\0"))
 }
 
 /// True when the unit's first statement may run in a failed transaction
@@ -164,10 +197,32 @@ pub struct Statements {
     unnamed: Option<Box<Vec<u8>>>,
 }
 
+/// The last `seq` given to a named statement: a process-wide counter
+/// rather than a field of every client's [`Statements`] (every idle
+/// client pays for the session's size).
+static RECORDED: AtomicU64 = AtomicU64::new(0);
+
 impl Statements {
     /// The named statement `name`.
     pub fn get(&self, name: &[u8]) -> Option<&Arc<ClientStatement>> {
         self.named.get(name)
+    }
+
+    /// Forgets the named statement `name` (a `DEALLOCATE name` the proxy
+    /// answered); false when the client has none of that name.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        self.named.remove(name).is_some()
+    }
+
+    fn insert(&mut self, name: &[u8], mut stmt: ClientStatement) {
+        stmt.seq = RECORDED.fetch_add(1, Ordering::Relaxed) + 1;
+        self.named.insert(name.into(), Arc::new(stmt));
+    }
+
+    /// Forgets the named statements recorded before `bound` (a `seq`):
+    /// those a `DEALLOCATE ALL` sent then removed; later ones stay.
+    fn forget_before(&mut self, bound: u64) {
+        self.named.retain(|_, s| s.seq >= bound);
     }
 
     /// The Parse frame of the unnamed statement, if there is one.
@@ -260,6 +315,10 @@ pub struct Relay {
     /// The hidden query in flight restores settings the client saw reset:
     /// its ParameterStatus messages are the client's news.
     hidden_reports: bool,
+    /// A statement that may remove every prepared statement was sent:
+    /// if the server says it did (see [`removed_all`]), the client's
+    /// named statements recorded before this `seq` are forgotten.
+    removing: Option<NonZeroU64>,
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -393,7 +452,7 @@ impl Relay {
     /// to `to_server` and answers made up by the proxy to `to_client`.
     /// `kind` is a named Parse's statement kind (kept for its Binds), or
     /// `SessionState` when the message's unit changes session state (only
-    /// then is a Query or Parse searched for DISCARD/DEALLOCATE).
+    /// then is a Query, Parse or Bind searched for DISCARD/DEALLOCATE).
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
@@ -406,14 +465,13 @@ impl Relay {
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
     ) -> Result<(), ProxyError> {
-        if kind == StatementKind::SessionState
-            && let FrontendMessage::Query(query) | FrontendMessage::Parse { query, .. } = msg
-            && may_deallocate(query)
-        {
+        if kind == StatementKind::SessionState && deallocates(msg, statements) {
             // DISCARD ALL / DEALLOCATE from the client removes the
             // server's `pgkeel_*` statements too: they are prepared again
-            // when next used.
+            // when next used. The client's own go once the server says
+            // it removed them all.
             prepared.clear();
+            self.removing = NonZeroU64::new(RECORDED.load(Ordering::Relaxed) + 1);
         }
         match msg {
             FrontendMessage::Parse {
@@ -430,13 +488,13 @@ impl Relay {
                     statements.set_unnamed(frame);
                     self.unnamed_here = true;
                 } else {
-                    let stmt = Arc::new(ClientStatement::new(naming, query, param_types, kind));
+                    let stmt = ClientStatement::new(naming, query, param_types, kind);
                     if prepared.insert(stmt.id) {
                         self.prepare(&stmt, false, to_server);
                     } else {
                         self.queue.push_back(Expect::Synth(b'1'));
                     }
-                    statements.named.insert((*name).into(), stmt);
+                    statements.insert(name, stmt);
                 }
             }
             FrontendMessage::Bind {
@@ -619,10 +677,14 @@ impl Relay {
     }
 
     /// Handles one server message: forwards it (or not) to `to_client`.
-    /// Returns the transaction status when it was a ReadyForQuery.
+    /// Returns the transaction status when it was a ReadyForQuery. A
+    /// `DEALLOCATE ALL` or `DISCARD ALL` the server completed removes the
+    /// client's named statements (recorded before it was sent), as in
+    /// PostgreSQL.
     pub fn receive(
         &mut self,
         frame: &[u8],
+        statements: &mut Statements,
         prepared: &mut HashSet<u64>,
         to_client: &mut Vec<u8>,
     ) -> Result<Option<TxStatus>, ProxyError> {
@@ -662,6 +724,9 @@ impl Relay {
                     return Err(self.desync(tag));
                 }
                 self.queue.pop_front();
+                if self.queue.is_empty() {
+                    self.removing = None;
+                }
                 let byte = frame.get(5).copied().unwrap_or(0);
                 status = Some(TxStatus::from_byte(byte)?);
             }
@@ -692,6 +757,11 @@ impl Relay {
                 }
             }
             b'C' | b'I' | b's' => {
+                if let Some(bound) = self.removing
+                    && removed_all(frame)
+                {
+                    statements.forget_before(bound.get());
+                }
                 if head == Some(Expect::Execute) {
                     self.queue.pop_front();
                 }
@@ -811,7 +881,8 @@ mod tests {
                 } else {
                     vec![t, 0, 0, 0, 4]
                 };
-                self.relay.receive(&f, &mut self.prepared, &mut c)?;
+                self.relay
+                    .receive(&f, &mut self.stmts, &mut self.prepared, &mut c)?;
             }
             Ok(tags(&c))
         }
@@ -996,6 +1067,61 @@ mod tests {
         Ok(())
     }
 
+    /// `DEALLOCATE ALL` (or `DISCARD ALL`) removes the client's named
+    /// statements too, once the server says it ran, as in PostgreSQL
+    /// (a later Bind gets 26000); one parsed behind it before its answer
+    /// stays, and a failed one removes nothing.
+    #[test]
+    fn a_completed_deallocate_all_forgets_the_clients_statements() -> Result<(), ProxyError> {
+        let complete = |tag: &str| {
+            let mut f = Vec::new();
+            pgkeel_wire::BackendMessage::CommandComplete(tag).encode(&mut f);
+            f
+        };
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        a.send_as(
+            StatementKind::SessionState,
+            &[FrontendMessage::Query(b"DEALLOCATE ALL")],
+        )?;
+        a.send(&[parse(b"s2"), FrontendMessage::Sync])?;
+        let mut c = Vec::new();
+        for f in [complete("DEALLOCATE ALL"), vec![b'Z', 0, 0, 0, 5, b'I']] {
+            a.relay.receive(&f, &mut a.stmts, &mut a.prepared, &mut c)?;
+        }
+        assert_eq!(tags(&c), "CZ");
+        assert!(a.stmts.get(b"s1").is_none());
+        assert!(a.stmts.get(b"s2").is_some());
+        assert_eq!(a.receive("31Z")?, "1Z");
+        // The Bind goes to the server under the client's name: 26000.
+        let (s, _) = a.send(&[bind(b"s1"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(s, "BES");
+        a.receive("EZ")?;
+        // Refused (inside a transaction block): nothing is forgotten.
+        a.send_as(
+            StatementKind::SessionState,
+            &[FrontendMessage::Query(b"DISCARD ALL")],
+        )?;
+        a.receive("EZ")?;
+        assert!(a.stmts.get(b"s2").is_some());
+        // Another statement's tag while one may be pending removes nothing.
+        a.send_as(
+            StatementKind::SessionState,
+            &[FrontendMessage::Query(b"SELECT 1; DISCARD PLANS")],
+        )?;
+        let mut c = Vec::new();
+        for f in [
+            complete("SELECT 1"),
+            complete("DISCARD PLANS"),
+            vec![b'Z', 0, 0, 0, 5, b'I'],
+        ] {
+            a.relay.receive(&f, &mut a.stmts, &mut a.prepared, &mut c)?;
+        }
+        assert!(a.stmts.get(b"s2").is_some());
+        Ok(())
+    }
+
     /// The client's settings sent ahead of its query: the answer is not
     /// forwarded, what follows is.
     #[test]
@@ -1028,18 +1154,27 @@ mod tests {
         let mut err = Vec::new();
         encode_error(&mut err, "ERROR", "22023", "invalid value");
         let mut c = Vec::new();
-        a.relay.receive(&err, &mut a.prepared, &mut c)?;
         a.relay
-            .receive(&[b'Z', 0, 0, 0, 5, b'E'], &mut a.prepared, &mut c)?;
+            .receive(&err, &mut a.stmts, &mut a.prepared, &mut c)?;
+        a.relay.receive(
+            &[b'Z', 0, 0, 0, 5, b'E'],
+            &mut a.stmts,
+            &mut a.prepared,
+            &mut c,
+        )?;
         assert_eq!(tags(&c), "E");
         assert_eq!(error_code(&c[5..]), Some("22023"));
         assert!(a.relay.failed() && !a.relay.hidden_pending());
         // The aborted block's own errors are not forwarded.
         let mut c = Vec::new();
-        a.relay.receive(&err, &mut a.prepared, &mut c)?;
-        let status = a
-            .relay
-            .receive(&[b'Z', 0, 0, 0, 5, b'E'], &mut a.prepared, &mut c)?;
+        a.relay
+            .receive(&err, &mut a.stmts, &mut a.prepared, &mut c)?;
+        let status = a.relay.receive(
+            &[b'Z', 0, 0, 0, 5, b'E'],
+            &mut a.stmts,
+            &mut a.prepared,
+            &mut c,
+        )?;
         assert_eq!((tags(&c).as_str(), status), ("Z", Some(TxStatus::Idle)));
         assert_eq!(c.last(), Some(&b'I'));
         assert!(a.relay.is_idle());

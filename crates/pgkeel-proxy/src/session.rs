@@ -6,17 +6,21 @@
 //! Session state (SET, LISTEN, SQL PREPARE, temp tables, WITH HOLD
 //! cursors, session advisory locks) pins the client to its server
 //! connection, on the primary, until it disconnects; the connection is
-//! then reset with `DISCARD ALL` before reuse.
+//! then reset with `DISCARD ALL` before reuse. A `DEALLOCATE` of one of
+//! the client's protocol-level statements (which the proxy keeps, see
+//! `relay`) is answered here and does not pin.
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use pgkeel_sql::deallocate::{Deallocate, deallocate_target};
 use pgkeel_sql::{Classifier, StatementKind};
 use pgkeel_wire::backend::{encode_error, error_code};
-use pgkeel_wire::{FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
+use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
 use crate::affinity::ReadAffinity;
 use crate::config::{PoolMode, ReplicaChoice};
@@ -170,6 +174,41 @@ fn resets_all(unit: &[u8]) -> bool {
         Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => may_reset_all(q),
         _ => false,
     })
+}
+
+/// The name of the client's protocol-level statement that `unit` removes
+/// when it is one simple Query of exactly `DEALLOCATE [PREPARE] name`.
+/// The server has no statement of that name (the proxy prepares it under
+/// its own), so the proxy answers: Rails' adapter sends this when its
+/// statement cache evicts. Looked at only for units classified as
+/// session state.
+fn deallocated_statement<'a>(unit: &'a [u8], statements: &Statements) -> Option<Cow<'a, [u8]>> {
+    let mut all = frames(unit);
+    let (Some(frame), None) = (all.next(), all.next()) else {
+        return None;
+    };
+    let Ok(FrontendMessage::Query(sql)) = FrontendMessage::decode(frame) else {
+        return None;
+    };
+    match deallocate_target(sql)? {
+        Deallocate::Name(name) if statements.get(&name).is_some() => Some(name),
+        _ => None,
+    }
+}
+
+/// What becomes of a `DEALLOCATE` of one of the client's protocol-level
+/// statements (see [`deallocated_statement`]).
+enum OwnDeallocate {
+    /// Not one: the unit goes its way.
+    No,
+    /// Removed and answered by the proxy.
+    Answered,
+    /// Answers are still owed on the attached connection: the unit waits
+    /// for them (and the transaction status they end with).
+    Wait,
+    /// In a failed transaction block: the server refuses it (25P02) as
+    /// PostgreSQL would, the statement stays; it does not pin.
+    Refused,
 }
 
 /// True when the unit ends with Flush (an extended batch left open).
@@ -510,6 +549,34 @@ impl Session {
         }
     }
 
+    /// Handles a `DEALLOCATE` of one of the client's protocol-level
+    /// statements (see [`deallocated_statement`]) as PostgreSQL would:
+    /// CommandComplete and ReadyForQuery with the client's transaction
+    /// status (idle when not attached), without a server or a pin.
+    fn deallocate_own(&mut self, unit: &[u8]) -> OwnDeallocate {
+        let Some(name) = deallocated_statement(unit, &self.statements) else {
+            return OwnDeallocate::No;
+        };
+        let status = match self.attached.as_mut() {
+            None => TxStatus::Idle,
+            // Mid-batch (a Query after a Flush): as before, the server.
+            Some(att) if att.open_batch => return OwnDeallocate::No,
+            Some(att) if !att.relay.is_idle() => return OwnDeallocate::Wait,
+            Some(att) if att.tx == TxStatus::Failed => return OwnDeallocate::Refused,
+            Some(att) => {
+                if let Some(r) = att.retry.take() {
+                    self.to_client.extend_from_slice(&r.held);
+                }
+                att.tx
+            }
+        };
+        self.statements.remove(&name);
+        self.named_kinds = NO_NAMED_KINDS;
+        BackendMessage::CommandComplete("DEALLOCATE").encode(&mut self.to_client);
+        rfq(&mut self.to_client, status);
+        OwnDeallocate::Answered
+    }
+
     /// Answers a unit that cannot run with an error (and the
     /// ReadyForQuery the client waits for).
     fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
@@ -559,8 +626,19 @@ impl Session {
             self.queued = Some(unit);
             return Ok(());
         }
-        let (kind, named_kinds) = self.classify_unit(&unit);
+        let (mut kind, named_kinds) = self.classify_unit(&unit);
         self.named_kinds = named_kinds;
+        if kind == StatementKind::SessionState {
+            match self.deallocate_own(&unit) {
+                OwnDeallocate::No => {}
+                OwnDeallocate::Answered => return Ok(()),
+                OwnDeallocate::Wait => {
+                    self.queued = Some(unit);
+                    return Ok(());
+                }
+                OwnDeallocate::Refused => kind = StatementKind::Write,
+            }
+        }
         // A unit ended by Flush leaves its implicit transaction open for
         // whatever the client sends next (a write, perhaps), and its
         // answers must reach the client before a Sync: it is not routed
@@ -879,7 +957,10 @@ impl Session {
                 }
                 None => &mut self.to_client,
             };
-            if let Some(status) = att.relay.receive(frame, &mut conn.prepared, out)? {
+            if let Some(status) =
+                att.relay
+                    .receive(frame, &mut self.statements, &mut conn.prepared, out)?
+            {
                 att.tx = status;
             }
         }

@@ -275,8 +275,8 @@ async fn reuse_body() -> TestResult {
         .await?;
     drop(setup);
 
-    // Named statements survive a client's own DISCARD ALL (as npgsql and
-    // client-side pools send): preparing them again works.
+    // After a client's own DISCARD ALL (as npgsql and client-side pools
+    // send) or DEALLOCATE ALL, preparing statements again works.
     let c = env.client().await?;
     let s = c.prepare("SELECT 41 + 1").await?;
     assert_eq!(c.query_one(&s, &[]).await?.get::<_, i32>(0), 42);
@@ -719,6 +719,83 @@ async fn the_unnamed_statement_outlives_its_batch() -> TestResult {
             .query_one("SELECT count(*) FROM unnamed_log", &[])
             .await?;
         assert_eq!(rows.get::<_, i64>(0), 3);
+        Ok(())
+    })
+    .await
+}
+
+/// Ruby on Rails' adapter removes its protocol-level statements with SQL
+/// (`DEALLOCATE a1` when its cache evicts one). The proxy prepares them on
+/// servers under its own names, so it answers for them itself, as
+/// PostgreSQL would, without pinning the client; a name it does not
+/// know, and `DEALLOCATE ALL`, go to the server, and the client's
+/// statements are gone afterwards (a Bind gets 26000).
+#[tokio::test]
+async fn sql_deallocate_of_protocol_statements() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(0, |c| {
+            c.pool_size = 1;
+            c.queue_wait = Duration::from_millis(500);
+        })
+        .await?;
+        let other = env.client().await?;
+        let mut raw = Raw::login(&env).await?;
+        let query = |sql: &'static str| [FrontendMessage::Query(sql.as_bytes())];
+        for name in ["a1", "Mixed", "b1", "c1"] {
+            let a = raw.run_parsed(name, "SELECT 1").await?;
+            assert_eq!(a.tags, "12DCZ", "{name}: {a:?}");
+        }
+
+        raw.send(&query("DEALLOCATE a1")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!((a.tags.as_str(), a.status), ("CZ", Some('I')), "{a:?}");
+        raw.send(&query("deallocate prepare \"Mixed\" ; -- evicted"))
+            .await?;
+        assert_eq!(raw.until_ready().await?.tags, "CZ");
+        // Not pinned: the pool's only connection serves another client.
+        other.simple_query("SELECT 1").await?;
+        for name in ["a1", "Mixed"] {
+            raw.send(&[bind(name), EXEC, FrontendMessage::Sync]).await?;
+            let a = raw.until_ready().await?;
+            assert_eq!(a.errors, ["26000"], "{name}: {a:?}");
+        }
+
+        // Inside a transaction: answered with its status; in a failed
+        // one, refused (25P02) and the statement stays.
+        raw.send(&query("BEGIN")).await?;
+        raw.until_ready().await?;
+        raw.send(&query("DEALLOCATE b1")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!((a.tags.as_str(), a.status), ("CZ", Some('T')), "{a:?}");
+        raw.send(&query("SELECT 1/0")).await?;
+        raw.until_ready().await?;
+        raw.send(&query("DEALLOCATE c1")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(
+            (a.errors.as_slice(), a.status),
+            (&["25P02".to_string()][..], Some('E'))
+        );
+        raw.send(&query("ROLLBACK")).await?;
+        raw.until_ready().await?;
+        let a = raw.run_parsed("c1", "SELECT 'c1'").await?;
+        assert_eq!(a.first.as_deref(), Some("c1"), "{a:?}");
+        other.simple_query("SELECT 1").await?;
+
+        // A name the client does not have: the server's answer.
+        raw.send(&query("DEALLOCATE a1")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["26000"], "{a:?}");
+
+        // DEALLOCATE ALL: the client's statements are gone too.
+        raw.send(&query("DEALLOCATE ALL")).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.tags, "CZ", "{a:?}");
+        raw.send(&[bind("c1"), EXEC, FrontendMessage::Sync]).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["26000"], "{a:?}");
+        // Prepared again, it works.
+        let a = raw.run_parsed("c1", "SELECT 'again'").await?;
+        assert_eq!(a.first.as_deref(), Some("again"), "{a:?}");
         Ok(())
     })
     .await

@@ -55,7 +55,7 @@ fn first_token(sql: &[u8]) -> Option<usize> {
 
 /// End of the (nesting, as in PostgreSQL) block comment starting at `i`,
 /// or `None` when it is never closed.
-fn skip_block_comment(sql: &[u8], mut i: usize) -> Option<usize> {
+pub(crate) fn skip_block_comment(sql: &[u8], mut i: usize) -> Option<usize> {
     let mut depth = 0usize;
     while i < sql.len() {
         if sql[i] == b'/' && sql.get(i + 1) == Some(&b'*') {

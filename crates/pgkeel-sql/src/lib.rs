@@ -12,6 +12,7 @@
 
 pub mod block_exit;
 mod classify;
+pub mod deallocate;
 pub mod functions;
 pub mod normalize;
 
