@@ -681,13 +681,34 @@ async fn cancel_while_queued(env: &Env) -> TestResult {
     let b = env.client().await?;
     let token = b.cancel_token();
     let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(3)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // a runs (on the one connection) before b asks: a loaded machine may
+    // take more than a few hundred milliseconds for either.
+    let direct = env.cluster.client("primary").await?;
+    let running = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
+        direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query = 'SELECT pg_sleep(3)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await;
+    ensure!(running, "a's statement never ran");
     let waiting = tokio::spawn(async move {
         let r = b.simple_query("SELECT pg_sleep(3)").await;
         (b, r)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    token.cancel_query(NoTls).await?;
+    // A cancel before b's statement reaches the proxy is ignored (nothing
+    // runs): sent again until b has its answer.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if waiting.is_finished() {
+            break;
+        }
+        token.cancel_query(NoTls).await?;
+    }
     let (b, b_result) = waiting.await?;
     let err = b_result.err().ok_or("b's statement was not cancelled")?;
     ensure!(err.code().map(|c| c.code()) == Some("57014"), "b: {err:?}");
