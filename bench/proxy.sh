@@ -79,6 +79,17 @@ cleanup() {
     kill -INT "$(head -1 "$pidfile")" 2>/dev/null || true
   done
   sleep 1
+  # A target that failed leaves its evidence: the nodes' server and agent
+  # logs and the poolers' logs are kept (the rest of the work dir goes).
+  if [ -s "${RESULTS:-/nonexistent}" ] && grep -q FAIL "$RESULTS"; then
+    local keep="${TMPDIR:-/tmp}/pgkeel-proxybench-logs.$$"
+    mkdir -p "$keep"
+    for f in "$WORK"/cluster/nodes/*/*.log "$WORK"/cluster/etcd/*.log "$WORK"/pgkeel-proxy.log \
+             "$WORK"/pgbouncer/*.log "$WORK"/pgpool/*.log; do
+      [ -f "$f" ] && cp "$f" "$keep/$(basename "$(dirname "$f")")-$(basename "$f")"
+    done
+    echo "some runs failed: logs kept in $keep" >&2
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

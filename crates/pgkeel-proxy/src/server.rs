@@ -154,10 +154,11 @@ impl ServerConn {
         let mut out = Vec::new();
         StartupPacket::Startup {
             minor: 0,
-            // No application_name: a client that gives none sees the
-            // server's default (''), as connected directly; one that gives
-            // one has it set on the connection it is given.
-            params: vec![("user", user), ("database", database)],
+            params: vec![
+                ("user", user),
+                ("database", database),
+                ("application_name", "pgkeel-proxy"),
+            ],
         }
         .encode(&mut out);
         write_all(&mut stream, &out).await?;

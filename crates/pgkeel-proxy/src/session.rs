@@ -49,11 +49,36 @@ fn refused_by_replica(code: Option<&str>) -> bool {
 }
 
 /// A unit routed to a replica, kept until its answer is complete in case
-/// the replica refuses it (see [`refused_by_replica`]).
+/// the replica refuses it (see [`refused_by_replica`]) or the connection
+/// breaks; plain reads the client pipelines behind it join it, so they
+/// run again on the primary with it.
 struct Retry {
     unit: Bytes,
     held: Vec<u8>,
     read_only_error: bool,
+    /// `unit` holds plain reads only (outside a transaction): a pipelined
+    /// read may join it.
+    reads: bool,
+}
+
+impl Retry {
+    /// Adds a read pipelined behind the held ones when it may run again
+    /// with them (a plain read, outside a transaction and a batch, within
+    /// the hold limit); false when it may not (the hold then ends).
+    fn join(&mut self, unit: &[u8], kind: StatementKind) -> bool {
+        if !self.reads
+            || !matches!(kind, StatementKind::Read | StatementKind::Empty)
+            || self.unit.len() + unit.len() > HOLD_LIMIT
+        {
+            return false;
+        }
+        // A copy, only when a client pipelines reads.
+        let mut joined = Vec::with_capacity(self.unit.len() + unit.len());
+        joined.extend_from_slice(&self.unit);
+        joined.extend_from_slice(unit);
+        self.unit = joined.into();
+        true
+    }
 }
 
 struct Attached {
@@ -687,7 +712,11 @@ impl Session {
                     .get_or_insert_with(Default::default)
                     .record(&unit);
             }
-            if let Some(r) = att.retry.take() {
+            let joined = !self.pinned
+                && !att.open_batch
+                && att.tx == TxStatus::Idle
+                && att.retry.as_mut().is_some_and(|r| r.join(&unit, kind));
+            if !joined && let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
             }
             if kind == StatementKind::SessionState {
@@ -797,6 +826,7 @@ impl Session {
             unit: unit.clone(),
             held: Vec::new(),
             read_only_error: false,
+            reads: !self.pinned && matches!(kind, StatementKind::Read | StatementKind::Empty),
         });
         self.attached = Some(Attached {
             lease,

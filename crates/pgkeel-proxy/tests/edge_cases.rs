@@ -302,7 +302,7 @@ async fn reuse_body() -> TestResult {
     drop(c1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let shown = first_value(&c2.simple_query("SHOW application_name").await?);
-    assert_eq!(shown.as_deref(), Some(""));
+    assert_eq!(shown.as_deref(), Some("pgkeel-proxy"));
 
     // SET LOCAL does not pin.
     c2.batch_execute("BEGIN; SET LOCAL statement_timeout = 1000; COMMIT")

@@ -165,7 +165,7 @@ async fn application_name_and_options_follow_the_client() -> TestResult {
         .await?;
         let plain = env.client().await?;
         let mine = ["myapp", "150ms", "s1"];
-        let defaults = ["", "0", "\"$user\", public"];
+        let defaults = ["pgkeel-proxy", "0", "\"$user\", public"];
         for i in 0..4 {
             let read = format!("SELECT {SETTINGS}, pg_is_in_recovery()");
             let write = format!("INSERT INTO t VALUES ({i}) RETURNING {SETTINGS}");
@@ -604,6 +604,26 @@ async fn serializable_sessions_read_on_the_primary_instead_of_failing() -> TestR
         assert_eq!(r, ["f", "serializable"]);
         let s = c.prepare("SELECT pg_is_in_recovery()").await?;
         assert!(!c.query_one(&s, &[]).await?.get::<_, bool>(0));
+        // Pipelined: every read runs again, in order, not only the first.
+        let (mut raw, _) = Raw::login_with(
+            &env,
+            &[("options", "-c default_transaction_isolation=serializable")],
+        )
+        .await?;
+        raw.send(&[
+            FrontendMessage::Query(b"SELECT 1, pg_is_in_recovery()"),
+            FrontendMessage::Query(b"SELECT 2, pg_is_in_recovery()"),
+            FrontendMessage::Query(b"SELECT 3, pg_is_in_recovery()"),
+        ])
+        .await?;
+        for n in ["1", "2", "3"] {
+            let a = raw.until_ready().await?;
+            assert_eq!(
+                (texts(&a), a.errors.len()),
+                (vec![n.to_string(), "f".into()], 0),
+                "{a:?}"
+            );
+        }
         Ok(())
     })
     .await
