@@ -31,6 +31,14 @@ ROUNDS="${1:-3}"
 SECS="${2:-5}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
 
+# Five rounds of TPC-B write WAL on three nodes: a disk that fills up
+# mid-run makes the primary PANIC and every later run fail.
+avail_kb="$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $4}')"
+if [ "${avail_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "only $((avail_kb / 1024)) MB free under ${TMPDIR:-/tmp}: free at least 4 GB (old build directories under ~/.cache, test dirs) and run again" >&2
+  exit 1
+fi
+
 missing=()
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v pgpool >/dev/null || [ -x /usr/sbin/pgpool ] || missing+=(pgpool2)
