@@ -56,6 +56,15 @@ pub enum ProxyError {
          SET LOCAL inside it), or reconnect"
     )]
     PinnedToReplica(String),
+    /// The client's startup settings could not be restored (after its
+    /// `RESET ALL`) on the server connection that holds its session
+    /// state: that connection is closed, and the state with it.
+    #[error(
+        "the proxy could not restore this client's startup settings on the server connection \
+         that held its session state (SET, temporary tables, prepared statements, ...): that \
+         state is gone; reconnect"
+    )]
+    SessionStateLost,
     /// Settings made on a replica could not be applied on the primary.
     #[error(
         "the session's settings made on a replica could not be applied on the primary ({0}): \
@@ -154,7 +163,8 @@ impl ProxyError {
             ProxyError::ServerLogin { .. }
             | ProxyError::NoNode(_)
             | ProxyError::Io { .. }
-            | ProxyError::AuthLookup { .. } => "08006",
+            | ProxyError::AuthLookup { .. }
+            | ProxyError::SessionStateLost => "08006",
             ProxyError::SslRequired => "28000",
             ProxyError::PinnedToReplica(_) => "25006",
             ProxyError::StateNotMoved(_) => "55000",

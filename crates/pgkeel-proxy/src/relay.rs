@@ -376,6 +376,13 @@ impl Relay {
         self.queue.front() == Some(&Expect::Hidden)
     }
 
+    /// True when the hidden query that failed was a restore of settings
+    /// after the client's reset (on its pinned connection, whose session
+    /// state is lost with it).
+    pub fn restore_failed(&self) -> bool {
+        self.failed && self.hidden_reports
+    }
+
     /// True when a hidden query failed: the connection must be closed
     /// once the answers owed are in.
     pub fn failed(&self) -> bool {
@@ -642,7 +649,8 @@ impl Relay {
             }
             b'Z' => {
                 self.queue.pop_front();
-                self.hidden_reports = false;
+                // Kept when it failed: see `restore_failed`.
+                self.hidden_reports &= self.failed;
                 self.drain(to_client);
             }
             b'S' if self.hidden_reports => to_client.extend_from_slice(frame),

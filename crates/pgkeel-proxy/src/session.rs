@@ -1020,6 +1020,10 @@ impl Session {
         // connection can go back and the unit be retried elsewhere.
         let retry = att.retry.take();
         if att.relay.failed() {
+            if att.relay.restore_failed() {
+                self.settings_refused(retry);
+                return Err(ProxyError::SessionStateLost);
+            }
             // The client's settings could not be applied; nothing of the
             // unit ran (its statements were refused in the failed block).
             // Without a read to run again, the client has the error and
@@ -1085,6 +1089,10 @@ impl Session {
             };
         }
         let retry = att.retry.take();
+        if att.relay.restore_failed() {
+            self.settings_refused(retry);
+            return Err(ProxyError::SessionStateLost);
+        }
         match self.settings_refused(retry) {
             Some(unit) => Box::pin(self.dispatch(unit, true)).await,
             None => {

@@ -628,3 +628,54 @@ async fn serializable_sessions_read_on_the_primary_instead_of_failing() -> TestR
     })
     .await
 }
+
+/// A pinned client's `RESET ALL` is followed by a restore of its startup
+/// settings on its own connection; if that fails (here its right to set
+/// `log_statement` was revoked since login), the connection, and the
+/// session state it held, are gone: the client is told so (FATAL 08006)
+/// rather than carrying on without its temporary table.
+#[tokio::test]
+async fn a_failed_restore_after_reset_all_ends_the_session() -> TestResult {
+    common::within(120, async {
+        let env = one_connection_per_node("CREATE TABLE kept (v int)").await?;
+        let (superuser, password) = env.superuser()?;
+        let (admin, connection) = tokio_postgres::connect(
+            &env.url_as(env.node_port("primary")?, &superuser, &password),
+            NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        let grant = format!("SET ON PARAMETER log_statement TO {}", env.user);
+        admin.batch_execute(&format!("GRANT {grant}")).await?;
+        let (mut raw, _) = Raw::login_with(&env, &[("options", "-c log_statement=all")]).await?;
+        let a = query(&mut raw, "CREATE TEMP TABLE mine (v int)").await?;
+        assert!(a.errors.is_empty(), "{a:?}");
+        let a = query(&mut raw, "SHOW log_statement").await?;
+        assert_eq!(texts(&a), ["all"], "{a:?}");
+        admin
+            .batch_execute(&format!(
+                "REVOKE SET ON PARAMETER log_statement FROM {}",
+                env.user
+            ))
+            .await?;
+        let a = query(&mut raw, "RESET ALL").await?;
+        assert!(a.errors.is_empty(), "{a:?}");
+        raw.send(&[FrontendMessage::Query(b"SELECT count(*) FROM mine")])
+            .await?;
+        let mut errors = Vec::new();
+        // Until the proxy closes the connection.
+        while let Ok(Some((tag, frame))) = raw.next_within(Duration::from_secs(10)).await {
+            if tag == b'E' {
+                let body = frame.get(5..).unwrap_or_default();
+                errors.push(
+                    pgkeel_wire::backend::error_code(body)
+                        .unwrap_or("?")
+                        .to_string(),
+                );
+            }
+        }
+        assert_eq!(errors, ["42501", "08006"]);
+        Ok(())
+    })
+    .await
+}
