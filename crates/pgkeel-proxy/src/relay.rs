@@ -356,6 +356,9 @@ impl Relay {
     pub fn hidden_query(&mut self, reports: bool) {
         self.queue.push_back(Expect::Hidden);
         self.hidden_reports = reports;
+        // A simple Query destroys the unnamed statement: the client's is
+        // parsed again when next bound.
+        self.unnamed_here = false;
     }
 
     /// The unit that asked for the hidden query waits, unsent, for its

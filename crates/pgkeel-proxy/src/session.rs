@@ -68,6 +68,7 @@ impl Retry {
     fn join(&mut self, unit: &[u8], kind: StatementKind) -> bool {
         if !self.reads
             || !matches!(kind, StatementKind::Read | StatementKind::Empty)
+            || !simple_queries(unit)
             || self.unit.len() + unit.len() > HOLD_LIMIT
         {
             return false;
@@ -192,13 +193,33 @@ fn sync_settings(
     query
 }
 
-/// True when a simple Query or a Parse of `unit` may reset every setting
-/// (see [`may_reset_all`]).
-fn resets_all(unit: &[u8]) -> bool {
+/// True when something `unit` runs may reset every setting (see
+/// [`may_reset_all`]): a simple Query's text, or the statement a Bind
+/// runs (named, or the unnamed one; a Parse alone runs nothing).
+/// `statements` as after the unit was sent.
+fn resets_all(unit: &[u8], statements: &Statements) -> bool {
     frames(unit).any(|f| match FrontendMessage::decode(f) {
-        Ok(FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. }) => may_reset_all(q),
+        Ok(FrontendMessage::Query(q)) => may_reset_all(q),
+        Ok(FrontendMessage::Bind { statement: [], .. }) => {
+            statements.unnamed_parse().is_some_and(parse_resets_all)
+        }
+        Ok(FrontendMessage::Bind { statement, .. }) => statements
+            .get(statement)
+            .is_some_and(|s| parse_resets_all(&s.parse)),
         _ => false,
     })
+}
+
+/// True when the text of a Parse frame may reset every setting.
+fn parse_resets_all(frame: &[u8]) -> bool {
+    matches!(FrontendMessage::decode(frame), Ok(FrontendMessage::Parse { query, .. }) if may_reset_all(query))
+}
+
+/// True when `unit` is simple Queries only: it can run again as it is
+/// (extended messages depend on the unnamed and named statements, which
+/// later units may change).
+fn simple_queries(unit: &[u8]) -> bool {
+    frames(unit).all(|f| f.first() == Some(&b'Q'))
 }
 
 /// The name of the client's protocol-level statement that `unit` removes
@@ -617,9 +638,22 @@ impl Session {
             err.sqlstate(),
             &err.to_string(),
         );
-        if ends_batch(unit) {
+        // Reads joined for a retry are several units: each is answered.
+        let ends = frames(unit)
+            .filter(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')))
+            .count();
+        for i in 0..ends {
+            if i > 0 {
+                encode_error(
+                    &mut self.to_client,
+                    "ERROR",
+                    err.sqlstate(),
+                    &err.to_string(),
+                );
+            }
             rfq(&mut self.to_client, TxStatus::Idle);
-        } else {
+        }
+        if !ends_batch(unit) {
             self.discard_until_sync = true;
         }
     }
@@ -826,7 +860,9 @@ impl Session {
             unit: unit.clone(),
             held: Vec::new(),
             read_only_error: false,
-            reads: !self.pinned && matches!(kind, StatementKind::Read | StatementKind::Empty),
+            reads: !self.pinned
+                && matches!(kind, StatementKind::Read | StatementKind::Empty)
+                && simple_queries(&unit),
         });
         self.attached = Some(Attached {
             lease,
@@ -947,7 +983,7 @@ impl Session {
                 out,
             )?;
         }
-        if unit_kind == StatementKind::SessionState && resets_all(&unit) {
+        if unit_kind == StatementKind::SessionState && resets_all(&unit, &self.statements) {
             // The server may be back to its defaults: the client's startup
             // settings that are go again ahead of its next statement
             // outside a transaction (in PostgreSQL they are what RESET
@@ -1168,6 +1204,15 @@ impl Session {
             replay(&mut att.lease.conn, &[Bytes::from(q)]).await?;
         }
         replay(&mut att.lease.conn, &state.replayable).await?;
+        if state
+            .replayable
+            .iter()
+            .any(|u| resets_all(u, &self.statements))
+        {
+            // A RESET ALL made there: the startup settings come back
+            // before the next unit, as they did on the replica.
+            att.relay.restore_settings();
+        }
         if !state.replayable.is_empty() {
             self.pin();
         }
