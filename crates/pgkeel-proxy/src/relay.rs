@@ -315,6 +315,9 @@ pub struct Relay {
     /// The hidden query in flight restores settings the client saw reset:
     /// its ParameterStatus messages are the client's news.
     hidden_reports: bool,
+    /// The hidden query failed because it was cancelled (57014: the
+    /// client's own cancel request landed on it).
+    hidden_cancelled: bool,
     /// A statement that may remove every prepared statement was sent:
     /// if the server says it did (see [`removed_all`]), the client's
     /// named statements recorded before this `seq` are forgotten.
@@ -384,6 +387,13 @@ impl Relay {
     /// state is lost with it).
     pub fn restore_failed(&self) -> bool {
         self.failed && self.hidden_reports
+    }
+
+    /// True when the hidden query failed by a cancel (the client's): its
+    /// error is the client's answer, not a sign the node refuses the
+    /// settings.
+    pub fn settings_cancelled(&self) -> bool {
+        self.failed && self.hidden_cancelled
     }
 
     /// True when a hidden query failed: the connection must be closed
@@ -637,6 +647,7 @@ impl Relay {
         match tag {
             b'E' if !self.failed => {
                 let body = frame.get(5..).unwrap_or_default();
+                self.hidden_cancelled = error_code(body) == Some("57014");
                 let message = format!(
                     "the proxy could not apply this client's startup settings on a server \
                      connection: {}",
@@ -1152,6 +1163,25 @@ mod tests {
     /// the answer to what the client sent behind it, made-up answers
     /// included, and the batch ends idle.
     #[test]
+    fn a_cancelled_hidden_query_is_told_apart() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.relay.hidden_query(false);
+        let mut err = Vec::new();
+        encode_error(
+            &mut err,
+            "ERROR",
+            "57014",
+            "canceling statement due to user request",
+        );
+        let mut c = Vec::new();
+        a.relay
+            .receive(&err, &mut a.stmts, &mut a.prepared, &mut c)?;
+        assert!(a.relay.settings_cancelled());
+        assert_eq!(error_code(&c[5..]), Some("57014"));
+        Ok(())
+    }
+
+    #[test]
     fn a_failed_hidden_query_fails_what_follows() -> Result<(), ProxyError> {
         let mut a = Side::new();
         a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
@@ -1176,6 +1206,7 @@ mod tests {
         assert_eq!(tags(&c), "E");
         assert_eq!(error_code(&c[5..]), Some("22023"));
         assert!(a.relay.failed() && !a.relay.hidden_pending());
+        assert!(!a.relay.settings_cancelled());
         // The aborted block's own errors are not forwarded.
         let mut c = Vec::new();
         a.relay

@@ -1057,14 +1057,15 @@ impl Session {
         let retry = att.retry.take();
         if att.relay.failed() {
             if att.relay.restore_failed() {
-                self.settings_refused(retry);
+                self.settings_refused(retry, false);
                 return Err(ProxyError::SessionStateLost);
             }
+            let cancelled = att.relay.settings_cancelled();
             // The client's settings could not be applied; nothing of the
             // unit ran (its statements were refused in the failed block).
             // Without a read to run again, the client has the error and
             // the ReadyForQuery.
-            if let Some(unit) = self.settings_refused(retry) {
+            if let Some(unit) = self.settings_refused(retry, cancelled) {
                 Box::pin(self.dispatch(unit, true)).await?;
             }
             if let Some(unit) = self.queued.take() {
@@ -1126,10 +1127,11 @@ impl Session {
         }
         let retry = att.retry.take();
         if att.relay.restore_failed() {
-            self.settings_refused(retry);
+            self.settings_refused(retry, false);
             return Err(ProxyError::SessionStateLost);
         }
-        match self.settings_refused(retry) {
+        let cancelled = att.relay.settings_cancelled();
+        match self.settings_refused(retry, cancelled) {
             Some(unit) => Box::pin(self.dispatch(unit, true)).await,
             None => {
                 // The error is the unit's answer; its ReadyForQuery comes
@@ -1148,8 +1150,9 @@ impl Session {
     /// is closed (in a failed block, holding part of them). A read held
     /// for a retry (on a replica) is returned, its answers (the error)
     /// dropped, to run on the primary, where this client's reads go from
-    /// now on; otherwise the client has the error.
-    fn settings_refused(&mut self, retry: Option<Retry>) -> Option<Bytes> {
+    /// now on; otherwise (or when the client's own cancel stopped the
+    /// query: `cancelled`) the client has the error.
+    fn settings_refused(&mut self, retry: Option<Retry>, cancelled: bool) -> Option<Bytes> {
         self.drop_attached();
         self.pinned = false;
         self.shared
@@ -1157,6 +1160,10 @@ impl Session {
             .settings_failed
             .fetch_add(1, Ordering::Relaxed);
         match retry {
+            Some(r) if cancelled => {
+                self.to_client.extend_from_slice(&r.held);
+                None
+            }
             Some(r) => {
                 tracing::info!(
                     user = %self.user,
