@@ -121,12 +121,9 @@ pub fn may_deallocate(query: &[u8]) -> bool {
 fn deallocates(msg: &FrontendMessage<'_>, statements: &Statements) -> bool {
     match msg {
         FrontendMessage::Query(q) | FrontendMessage::Parse { query: q, .. } => may_deallocate(q),
-        FrontendMessage::Bind { statement: [], .. } => {
-            statements.unnamed_parse().is_some_and(may_deallocate)
+        FrontendMessage::Bind { statement, .. } => {
+            statements.text_of(statement).is_some_and(may_deallocate)
         }
-        FrontendMessage::Bind { statement, .. } => statements
-            .get(statement)
-            .is_some_and(|s| may_deallocate(&s.parse)),
         _ => false,
     }
 }
@@ -154,13 +151,9 @@ pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
             Ok(FrontendMessage::Bind { statement: [], .. }) => {
                 // The client's unnamed statement from an earlier unit,
                 // parsed again ahead of it (none: the Bind fails).
-                return match statements.unnamed_parse().map(FrontendMessage::decode) {
-                    Some(Ok(FrontendMessage::Parse { query, .. })) => {
-                        pgkeel_sql::block_exit::may_end_block(query)
-                    }
-                    Some(_) => true,
-                    None => false,
-                };
+                return statements
+                    .text_of(b"")
+                    .is_some_and(pgkeel_sql::block_exit::may_end_block);
             }
             Ok(FrontendMessage::Bind { statement, .. }) => {
                 return statements
@@ -231,6 +224,20 @@ impl Statements {
             .as_deref()
             .filter(|p| !p.is_empty())
             .map(Vec::as_slice)
+    }
+
+    /// The text of the statement a Bind of `name` runs (`""`: the
+    /// unnamed one), as the client sent it.
+    pub fn text_of(&self, name: &[u8]) -> Option<&[u8]> {
+        let frame = if name.is_empty() {
+            self.unnamed_parse()?
+        } else {
+            &self.get(name)?.parse[..]
+        };
+        match FrontendMessage::decode(frame) {
+            Ok(FrontendMessage::Parse { query, .. }) => Some(query),
+            _ => None,
+        }
     }
 
     fn set_unnamed(&mut self, parse: &[u8]) {

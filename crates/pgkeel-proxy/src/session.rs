@@ -200,19 +200,11 @@ fn sync_settings(
 fn resets_all(unit: &[u8], statements: &Statements) -> bool {
     frames(unit).any(|f| match FrontendMessage::decode(f) {
         Ok(FrontendMessage::Query(q)) => may_reset_all(q),
-        Ok(FrontendMessage::Bind { statement: [], .. }) => {
-            statements.unnamed_parse().is_some_and(parse_resets_all)
+        Ok(FrontendMessage::Bind { statement, .. }) => {
+            statements.text_of(statement).is_some_and(may_reset_all)
         }
-        Ok(FrontendMessage::Bind { statement, .. }) => statements
-            .get(statement)
-            .is_some_and(|s| parse_resets_all(&s.parse)),
         _ => false,
     })
-}
-
-/// True when the text of a Parse frame may reset every setting.
-fn parse_resets_all(frame: &[u8]) -> bool {
-    matches!(FrontendMessage::decode(frame), Ok(FrontendMessage::Parse { query, .. }) if may_reset_all(query))
 }
 
 /// True when `unit` is simple Queries only: it can run again as it is
@@ -587,12 +579,11 @@ impl Session {
     /// Where the client's unnamed statement from an earlier unit may run
     /// (none: the primary, which answers 26000).
     fn unnamed_kind(&self) -> StatementKind {
-        match self.statements.unnamed_parse().map(FrontendMessage::decode) {
-            Some(Ok(FrontendMessage::Parse { query, .. })) => {
-                classify_text(&self.shared.classifier, query)
-            }
-            _ => StatementKind::Write,
-        }
+        self.statements
+            .text_of(b"")
+            .map_or(StatementKind::Write, |q| {
+                classify_text(&self.shared.classifier, q)
+            })
     }
 
     /// Handles a `DEALLOCATE` of one of the client's protocol-level
@@ -632,26 +623,21 @@ impl Session {
                 .routing_errors
                 .fetch_add(1, Ordering::Relaxed);
         }
-        encode_error(
-            &mut self.to_client,
-            "ERROR",
-            err.sqlstate(),
-            &err.to_string(),
-        );
-        // Reads joined for a retry are several units: each is answered.
+        // Reads joined for a retry are several units: each is answered
+        // (a unit ended by Flush gets its error, the rest is skipped).
         let ends = frames(unit)
             .filter(|f| matches!(f.first(), Some(b'S' | b'Q' | b'F')))
             .count();
-        for i in 0..ends {
-            if i > 0 {
-                encode_error(
-                    &mut self.to_client,
-                    "ERROR",
-                    err.sqlstate(),
-                    &err.to_string(),
-                );
+        for i in 0..ends.max(1) {
+            encode_error(
+                &mut self.to_client,
+                "ERROR",
+                err.sqlstate(),
+                &err.to_string(),
+            );
+            if i < ends {
+                rfq(&mut self.to_client, TxStatus::Idle);
             }
-            rfq(&mut self.to_client, TxStatus::Idle);
         }
         if !ends_batch(unit) {
             self.discard_until_sync = true;
