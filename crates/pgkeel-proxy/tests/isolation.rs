@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, EXEC, Env, NO_PARAMS, Raw, TestResult, bind, parse};
+use common::{EXEC, Env, NO_PARAMS, Raw, TestResult, bind, parse, query as q};
 use pgkeel_testkit::TempCluster;
 use pgkeel_wire::FrontendMessage;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -25,12 +25,6 @@ macro_rules! ensure {
     };
 }
 
-/// Runs one simple query on a raw connection.
-async fn q(raw: &mut Raw, sql: &str) -> TestResult<Answer> {
-    raw.send(&[FrontendMessage::Query(sql.as_bytes())]).await?;
-    raw.until_ready().await
-}
-
 /// The first column of the first row of `sql`, which must succeed.
 async fn one(raw: &mut Raw, sql: &str) -> TestResult<Option<String>> {
     let a = q(raw, sql).await?;
@@ -42,10 +36,7 @@ async fn one(raw: &mut Raw, sql: &str) -> TestResult<Option<String>> {
 async fn row(raw: &mut Raw, sql: &str) -> TestResult<Vec<String>> {
     let a = q(raw, sql).await?;
     ensure!(a.errors.is_empty(), "{sql}: {a:?}");
-    Ok(common::cells(&a)
-        .iter()
-        .map(|c| String::from_utf8_lossy(c.unwrap_or(b"NULL")).into_owned())
-        .collect())
+    Ok(common::texts(&a))
 }
 
 /// Says goodbye and waits until the proxy has closed the session (and so

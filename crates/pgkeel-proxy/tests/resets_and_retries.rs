@@ -10,20 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, EXEC, Env, Raw, TestResult, bind, cells, parse};
+use common::{EXEC, Env, Raw, TestResult, bind, parse, query, texts};
 use pgkeel_wire::FrontendMessage;
-
-async fn query(raw: &mut Raw, sql: &str) -> TestResult<Answer> {
-    raw.send(&[FrontendMessage::Query(sql.as_bytes())]).await?;
-    raw.until_ready().await
-}
-
-fn texts(a: &Answer) -> Vec<String> {
-    cells(a)
-        .iter()
-        .map(|c| String::from_utf8_lossy(c.unwrap_or(b"NULL")).into_owned())
-        .collect()
-}
 
 const APP: &str = "SELECT current_setting('application_name')";
 const SERIALIZABLE: (&str, &str) = ("options", "-c default_transaction_isolation=serializable");

@@ -11,7 +11,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Answer, Env, Raw, TestResult, cells};
+use common::{Env, Raw, TestResult, cells, query, texts};
 use pgkeel_testkit::TempCluster;
 use pgkeel_wire::FrontendMessage;
 use tokio_postgres::error::SqlState;
@@ -23,20 +23,6 @@ fn param<'a>(reported: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Runs one simple query on a raw connection.
-async fn query(raw: &mut Raw, sql: impl AsRef<[u8]>) -> TestResult<Answer> {
-    raw.send(&[FrontendMessage::Query(sql.as_ref())]).await?;
-    raw.until_ready().await
-}
-
-/// A raw answer's row as text.
-fn texts(a: &Answer) -> Vec<String> {
-    cells(a)
-        .iter()
-        .map(|c| String::from_utf8_lossy(c.unwrap_or(b"NULL")).into_owned())
-        .collect()
 }
 
 /// The first row of a simple query, as text.
@@ -354,13 +340,7 @@ async fn a_setting_a_replica_refuses_moves_the_reads_to_the_primary() -> TestRes
 async fn units_do_not_run_when_their_settings_fail() -> TestResult {
     common::within(120, async {
         let env = one_connection_per_node("CREATE TABLE held (v int)").await?;
-        let (superuser, password) = env.superuser()?;
-        let (admin, connection) = tokio_postgres::connect(
-            &env.url_as(env.node_port("primary")?, &superuser, &password),
-            NoTls,
-        )
-        .await?;
-        tokio::spawn(connection);
+        let admin = env.primary_superuser().await?;
         let role = format!("held_{}", std::process::id());
         admin
             .batch_execute(&format!(
@@ -638,13 +618,7 @@ async fn serializable_sessions_read_on_the_primary_instead_of_failing() -> TestR
 async fn a_failed_restore_after_reset_all_ends_the_session() -> TestResult {
     common::within(120, async {
         let env = one_connection_per_node("CREATE TABLE kept (v int)").await?;
-        let (superuser, password) = env.superuser()?;
-        let (admin, connection) = tokio_postgres::connect(
-            &env.url_as(env.node_port("primary")?, &superuser, &password),
-            NoTls,
-        )
-        .await?;
-        tokio::spawn(connection);
+        let admin = env.primary_superuser().await?;
         let grant = format!("SET ON PARAMETER log_statement TO {}", env.user);
         admin.batch_execute(&format!("GRANT {grant}")).await?;
         let (mut raw, _) = Raw::login_with(&env, &[("options", "-c log_statement=all")]).await?;

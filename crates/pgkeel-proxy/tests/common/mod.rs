@@ -82,6 +82,14 @@ impl Env {
         Ok((self.cluster.cluster.superuser.clone(), password))
     }
 
+    /// The superuser connected to the primary directly (to grant, revoke
+    /// and look behind the proxy's back).
+    pub async fn primary_superuser(&self) -> TestResult<Client> {
+        let (superuser, password) = self.superuser()?;
+        let url = self.url_as(self.node_port("primary")?, &superuser, &password);
+        connect_url(&url).await
+    }
+
     /// URL of the proxy at `port` for any role.
     pub fn url_as(&self, port: u16, user: &str, password: &str) -> String {
         format_url(user, password, "127.0.0.1", port, &self.database)
@@ -336,6 +344,20 @@ pub struct Answer {
 }
 
 /// The row's values as bytes, `None` for NULL.
+/// Runs one simple query on a raw connection and reads its answer.
+pub async fn query(raw: &mut Raw, sql: impl AsRef<[u8]>) -> TestResult<Answer> {
+    raw.send(&[FrontendMessage::Query(sql.as_ref())]).await?;
+    raw.until_ready().await
+}
+
+/// A raw answer's first row as text (NULL as "NULL").
+pub fn texts(a: &Answer) -> Vec<String> {
+    cells(a)
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.unwrap_or(b"NULL")).into_owned())
+        .collect()
+}
+
 pub fn cells(a: &Answer) -> Vec<Option<&[u8]>> {
     a.row.iter().flatten().map(|c| c.as_deref()).collect()
 }
