@@ -71,6 +71,14 @@ pub enum ProxyError {
          reconnect, or make them before BEGIN READ ONLY"
     )]
     StateNotMoved(String),
+    /// A read-only transaction a replica refused at its start could not
+    /// be started again on the primary (see `tx_start`).
+    #[error(
+        "a replica refused this read-only transaction at its start (a hot standby cannot run \
+         serializable transactions), and the primary refused to start it again ({0}): run it \
+         again, or start it with ISOLATION LEVEL SERIALIZABLE so it goes to the primary"
+    )]
+    TransactionNotMoved(String),
     /// The startup packet asks for something the proxy cannot honour (a
     /// switch in `options` other than `-c`, a replication connection).
     #[error(transparent)]
@@ -167,7 +175,7 @@ impl ProxyError {
             | ProxyError::SessionStateLost => "08006",
             ProxyError::SslRequired => "28000",
             ProxyError::PinnedToReplica(_) => "25006",
-            ProxyError::StateNotMoved(_) => "55000",
+            ProxyError::StateNotMoved(_) | ProxyError::TransactionNotMoved(_) => "55000",
             ProxyError::LoginTimeout(_) | ProxyError::Cancelled => "57014",
             ProxyError::IdleInTransaction(_) => "25P03",
             ProxyError::Config(_)

@@ -48,6 +48,7 @@ pub mod settings_cache;
 pub mod stream;
 pub mod tls;
 pub mod topology;
+pub mod tx_start;
 
 use std::collections::HashMap;
 use std::hash::RandomState;

@@ -101,14 +101,26 @@ pub fn replayable(unit: &[u8]) -> Result<(), String> {
 /// every answer. An error from the server (a setting that exists only on
 /// the replica's version, say) is returned as its message.
 pub async fn replay(conn: &mut ServerConn, units: &[Bytes]) -> Result<(), ProxyError> {
+    match run_units(conn, units).await? {
+        Some(message) => Err(ProxyError::StateNotMoved(message)),
+        None => Ok(()),
+    }
+}
+
+/// Runs `units` (simple queries) on `conn` one after the other, reading
+/// every answer; the message of the first error the server gives, if
+/// any (the units after it are not sent).
+pub async fn run_units(
+    conn: &mut ServerConn,
+    units: &[Bytes],
+) -> Result<Option<String>, ProxyError> {
     for unit in units {
         if let Some(e) = conn.run(unit).await?.error {
             let message = pgkeel_wire::backend::error_message(e.get(5..).unwrap_or_default());
-            let message = message.unwrap_or("the server refused it").to_string();
-            return Err(ProxyError::StateNotMoved(message));
+            return Ok(Some(message.unwrap_or("the server refused it").to_string()));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -28,10 +28,11 @@ use crate::io::{frames, read_into};
 use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
-use crate::replica_state::{ReplicaState, replay};
+use crate::replica_state::{ReplicaState, replay, run_units};
 use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{Settings, changes, in_sync, may_reset_all, restore_query, sync_query};
 use crate::stream::ClientStream;
+use crate::tx_start::TxStart;
 use crate::{CancelSlot, CancelTarget, Credential, ProxyError, Shared};
 
 /// Responses held back for a possible retry on the primary are flushed
@@ -56,12 +57,27 @@ struct Retry {
     unit: Bytes,
     held: Vec<u8>,
     read_only_error: bool,
+    /// The error was 0A000 (a hot standby's refusal of serializable
+    /// isolation, among others): inside a transaction that has not read
+    /// yet, it moves the transaction (see `tx_start`).
+    feature_refused: bool,
     /// `unit` holds plain reads only (outside a transaction): a pipelined
     /// read may join it.
     reads: bool,
 }
 
 impl Retry {
+    /// Holds the answers to `unit`; `reads`: see [`Retry::reads`].
+    fn new(unit: Bytes, reads: bool) -> Self {
+        Retry {
+            unit,
+            held: Vec::new(),
+            read_only_error: false,
+            feature_refused: false,
+            reads,
+        }
+    }
+
     /// Adds a read pipelined behind the held ones when it may run again
     /// with them (a plain read, outside a transaction and a batch, within
     /// the hold limit); false when it may not (the hold then ends).
@@ -102,8 +118,8 @@ pub struct Session {
     /// to the unit being collected (not yet ended by Sync/Flush/Query).
     unit_len: usize,
     to_client: Vec<u8>,
-    user: String,
-    database: String,
+    user: Box<str>,
+    database: Box<str>,
     credential: Credential,
     /// The settings the client asked for at login, applied to every
     /// server connection it is given (`None`: the servers' defaults).
@@ -125,6 +141,10 @@ pub struct Session {
     /// The next primary connection must first get `replica_state`'s
     /// settings (the session is moving off its replica).
     moving: bool,
+    /// The start of the read-only transaction on the attached replica,
+    /// kept while it may still move to the primary (see `tx_start`);
+    /// boxed: only while such a transaction starts.
+    tx_start: Option<Box<TxStart>>,
     discard_until_sync: bool,
     /// A replica refused the client's startup settings (a standby cannot
     /// take `transaction_read_only=off`, say): its reads run on the
@@ -191,6 +211,25 @@ fn sync_settings(
         metrics.settings_applied.fetch_add(1, Ordering::Relaxed);
     }
     query
+}
+
+/// Gives a freshly attached connection the client's startup settings
+/// now, waiting for the answer (ahead of statements the proxy replays
+/// there); the server's error message if it refuses them.
+async fn settings_now(
+    att: &mut Attached,
+    wanted: Option<&Arc<Settings>>,
+    metrics: &Metrics,
+) -> Result<Option<String>, ProxyError> {
+    if !att.relay.first_send() {
+        return Ok(None);
+    }
+    let Some(query) = sync_settings(&mut att.lease.conn, wanted, metrics) else {
+        return Ok(None);
+    };
+    let mut q = Vec::new();
+    FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+    run_units(&mut att.lease.conn, &[Bytes::from(q)]).await
 }
 
 /// True when something `unit` runs may reset every setting (see
@@ -306,8 +345,8 @@ impl Session {
             cbuf,
             unit_len: 0,
             to_client: Vec::new(),
-            user,
-            database,
+            user: user.into_boxed_str(),
+            database: database.into_boxed_str(),
             credential,
             settings,
             statements: Statements::default(),
@@ -318,6 +357,7 @@ impl Session {
             pinned: false,
             replica_state: None,
             moving: false,
+            tx_start: None,
             discard_until_sync: false,
             reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
@@ -334,8 +374,8 @@ impl Session {
             Some(p) => p.clone(),
             None => {
                 let p = self.shared.pools.pool(&PoolKey {
-                    user: self.user.clone(),
-                    database: self.database.clone(),
+                    user: self.user.to_string(),
+                    database: self.database.to_string(),
                     node,
                 });
                 self.pools[node] = Some(p.clone());
@@ -617,6 +657,7 @@ impl Session {
     /// Answers a unit that cannot run with an error (and the
     /// ReadyForQuery the client waits for).
     fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
+        self.tx_start = None;
         if !matches!(err, ProxyError::Cancelled) {
             self.shared
                 .metrics
@@ -739,6 +780,21 @@ impl Session {
             if !joined && let Some(r) = att.retry.take() {
                 self.to_client.extend_from_slice(&r.held);
             }
+            if self.tx_start.is_some() {
+                if att.tx == TxStatus::InTransaction
+                    && att.relay.is_idle()
+                    && !att.open_batch
+                    && !self.pinned
+                    && kind != StatementKind::SessionState
+                {
+                    // A statement of a read-only transaction that has not
+                    // read yet: its answers are held, so that if the
+                    // replica refuses it, the transaction moves.
+                    att.retry = Some(Retry::new(unit.clone(), false));
+                } else {
+                    self.tx_start = None;
+                }
+            }
             if kind == StatementKind::SessionState {
                 self.pin();
             }
@@ -842,13 +898,11 @@ impl Session {
         if let Some(c) = self.shared.metrics.routed.get(node) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let retry = (!is_primary).then(|| Retry {
-            unit: unit.clone(),
-            held: Vec::new(),
-            read_only_error: false,
-            reads: !self.pinned
+        let retry = (!is_primary).then(|| {
+            let reads = !self.pinned
                 && matches!(kind, StatementKind::Read | StatementKind::Empty)
-                && simple_queries(&unit),
+                && simple_queries(&unit);
+            Retry::new(unit.clone(), reads)
         });
         self.attached = Some(Attached {
             lease,
@@ -859,6 +913,14 @@ impl Session {
             retry,
             since: Instant::now(),
         });
+        if self.tx_start.as_ref().is_some_and(|s| s.is_replay())
+            && let Err(e) = Box::pin(self.replay_tx_start()).await
+        {
+            // The client's transaction is gone (it ended on the replica).
+            self.drop_attached();
+            self.fail_unit(&unit, &e);
+            return Ok(());
+        }
         if std::mem::take(&mut self.moving) {
             // Boxed: rare, and its state would otherwise size every
             // session's future.
@@ -1002,8 +1064,12 @@ impl Session {
             done += len;
             let out = match att.retry.as_mut() {
                 Some(r) => {
-                    if tag == b'E' && refused_by_replica(error_code(&frame[5..])) {
-                        r.read_only_error = true;
+                    if tag == b'E' {
+                        let code = error_code(&frame[5..]);
+                        if refused_by_replica(code) {
+                            r.read_only_error = true;
+                            r.feature_refused |= code == Some("0A000");
+                        }
                     }
                     &mut r.held
                 }
@@ -1061,8 +1127,26 @@ impl Session {
         }
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         if att.tx != TxStatus::Idle || self.pinned || session_mode {
-            if let Some(r) = retry {
-                self.to_client.extend_from_slice(&r.held);
+            // A transaction on a replica may still move to the primary
+            // while it has not read (see `tx_start`).
+            let movable = !self.pinned && !session_mode && !att.is_primary;
+            match retry {
+                Some(r) if movable && r.feature_refused => {
+                    return Box::pin(self.move_transaction(r)).await;
+                }
+                Some(r) => {
+                    let kept = movable
+                        && att.tx == TxStatus::InTransaction
+                        && self
+                            .tx_start
+                            .get_or_insert_with(Default::default)
+                            .push(&r.unit);
+                    if !kept {
+                        self.tx_start = None;
+                    }
+                    self.to_client.extend_from_slice(&r.held);
+                }
+                None => self.tx_start = None,
             }
             // A unit that waited for this answer (pipelined behind a
             // `BEGIN READ ONLY` on a replica, say) now belongs to the
@@ -1089,6 +1173,53 @@ impl Session {
         if let Some(unit) = self.queued.take() {
             Box::pin(self.dispatch(unit, false)).await?;
         }
+        Ok(())
+    }
+
+    /// The replica refused a statement of a read-only transaction that
+    /// has not read yet (0A000: a hot standby runs no serializable
+    /// transactions): the replica connection is closed, which ends the
+    /// transaction there, and the statements that opened it run again on
+    /// a primary connection, answers hidden, before the refused unit,
+    /// whose held answers (the error) are dropped. A unit that opened the
+    /// transaction itself simply runs again on the primary.
+    async fn move_transaction(&mut self, refused: Retry) -> Result<(), ProxyError> {
+        let start = self.tx_start.take();
+        self.drop_attached();
+        self.tx_start = start.filter(|s| !s.units().is_empty()).map(|mut s| {
+            s.set_replay();
+            s
+        });
+        self.shared
+            .metrics
+            .retries_on_primary
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            "a replica refused a read-only transaction at its start: moving it to the primary"
+        );
+        self.dispatch(refused.unit, true).await?;
+        if let Some(unit) = self.queued.take() {
+            Box::pin(self.dispatch(unit, false)).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the statements that opened a transaction being moved (see
+    /// [`Session::move_transaction`]) on the attached primary connection,
+    /// after the client's startup settings; the connection is then in
+    /// that transaction.
+    async fn replay_tx_start(&mut self) -> Result<(), ProxyError> {
+        let (Some(start), Some(att)) = (self.tx_start.take(), self.attached.as_mut()) else {
+            return Ok(());
+        };
+        let refused = match settings_now(att, self.settings.as_ref(), &self.shared.metrics).await? {
+            Some(message) => Some(message),
+            None => run_units(&mut att.lease.conn, start.units()).await?,
+        };
+        if let Some(message) = refused {
+            return Err(ProxyError::TransactionNotMoved(message));
+        }
+        att.tx = TxStatus::InTransaction;
         Ok(())
     }
 
@@ -1185,16 +1316,10 @@ impl Session {
             return Ok(());
         };
         // The client's startup settings first, then what it changed.
-        if att.relay.first_send()
-            && let Some(query) = sync_settings(
-                &mut att.lease.conn,
-                self.settings.as_ref(),
-                &self.shared.metrics,
-            )
+        if let Some(message) =
+            settings_now(att, self.settings.as_ref(), &self.shared.metrics).await?
         {
-            let mut q = Vec::new();
-            FrontendMessage::Query(query.as_bytes()).encode(&mut q);
-            replay(&mut att.lease.conn, &[Bytes::from(q)]).await?;
+            return Err(ProxyError::StateNotMoved(message));
         }
         replay(&mut att.lease.conn, &state.replayable).await?;
         if state
@@ -1215,6 +1340,7 @@ impl Session {
     /// Detaches the attached connection without pooling it (it is
     /// closed, its pool slot freed) and returns what it held.
     fn drop_attached(&mut self) -> Option<Attached> {
+        self.tx_start = None;
         let att = self.attached.take()?;
         self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
         self.cancel.detach();
@@ -1224,6 +1350,7 @@ impl Session {
     /// Detaches the broken connection (closing it, freeing its pool slot)
     /// and returns the read to run again, or `err` when there is none.
     fn take_lost_read(&mut self, err: ProxyError) -> Result<Bytes, ProxyError> {
+        let start = self.tx_start.take();
         let Some(att) = self.drop_attached() else {
             return Err(err);
         };
@@ -1231,6 +1358,12 @@ impl Session {
         let Some(retry) = att.retry else {
             return Err(err);
         };
+        // Within a read-only transaction that has not read yet, the
+        // statements that opened it run again first (see `tx_start`).
+        self.tx_start = start.map(|mut s| {
+            s.set_replay();
+            s
+        });
         self.shared
             .metrics
             .retries_on_primary
@@ -1241,6 +1374,7 @@ impl Session {
 
     /// Gives the idle server connection back to its pool.
     fn detach(&mut self) {
+        self.tx_start = None;
         if let Some(att) = self.attached.take() {
             self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
             self.shared.metrics.hold_time.observe(att.since.elapsed());

@@ -138,7 +138,7 @@ impl<'a> FrontendMessage<'a> {
                 let portal = c.cbytes("portal name")?;
                 let statement = c.cbytes("statement name")?;
                 let tail = c.rest();
-                BindTail::decode(tail)?;
+                BindTail::check(tail)?;
                 FrontendMessage::Bind {
                     portal,
                     statement,
@@ -266,6 +266,28 @@ pub struct BindTail<'a> {
 }
 
 impl<'a> BindTail<'a> {
+    /// Checks the tail of a Bind body as [`BindTail::decode`] does, without
+    /// building it: the relay forwards a Bind as sent, and every client's
+    /// every Bind passes here, so the check allocates nothing.
+    pub fn check(tail: &[u8]) -> Result<(), WireError> {
+        let mut c = Cursor::new(tail, "Bind");
+        let n = c.count16("format count")?;
+        c.bytes(n * 2, "parameter formats")?;
+        let n = c.count16("parameter count")?;
+        if c.remaining() < n * 4 {
+            return Err(WireError::Truncated {
+                message: "Bind",
+                what: "parameters",
+            });
+        }
+        for _ in 0..n {
+            c.nullable("parameter")?;
+        }
+        let n = c.count16("result format count")?;
+        c.bytes(n * 2, "result formats")?;
+        c.finish()
+    }
+
     /// Decodes and checks the tail of a Bind body.
     pub fn decode(tail: &'a [u8]) -> Result<Self, WireError> {
         let mut c = Cursor::new(tail, "Bind");

@@ -165,6 +165,24 @@ proptest! {
         prop_assert_eq!(StartupPacket::decode(&buf[4..]), Ok(cancel));
     }
 
+    /// The relay's allocation-free check of a Bind accepts exactly what
+    /// the full decode accepts, on well-formed tails and on garbage.
+    #[test]
+    fn bind_check_agrees_with_decode(
+        formats in proptest::collection::vec(any::<i16>(), 0..4),
+        params in proptest::collection::vec(proptest::option::of(bytes()), 0..4),
+        results in proptest::collection::vec(any::<i16>(), 0..4),
+        cut in any::<usize>(),
+        garbage in proptest::collection::vec(any::<u8>(), 0..32),
+    ) {
+        let mut tail = Vec::new();
+        BindTail { param_formats: formats, params: params.iter().map(|p| p.as_deref()).collect(), result_formats: results }.encode(&mut tail);
+        prop_assert!(BindTail::check(&tail).is_ok());
+        let cut = &tail[..cut % (tail.len() + 1)];
+        prop_assert_eq!(BindTail::check(cut).is_ok(), BindTail::decode(cut).is_ok());
+        prop_assert_eq!(BindTail::check(&garbage).is_ok(), BindTail::decode(&garbage).is_ok());
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         if let Ok(Some((_, len))) = split_message(&data, MAX_MESSAGE_LEN) {
