@@ -77,6 +77,10 @@ pub struct Metrics {
     /// Of those, the ones a server refused (the unit behind failed, the
     /// connection was closed): a replica that differs from the primary.
     pub settings_failed: AtomicU64,
+    /// Plain `SET`/`RESET` statements whose values became the client's
+    /// settings instead of pinning it (each one a client that keeps
+    /// pooling and read splitting).
+    pub settings_carried: AtomicU64,
     /// Logins whose startup settings had to be checked on a server (none
     /// of the values seen before for that role and database): the extra
     /// round trip a login costs.
@@ -99,6 +103,7 @@ impl Metrics {
             retries_on_primary: AtomicU64::new(0),
             idle_transaction_timeouts: AtomicU64::new(0),
             settings_applied: AtomicU64::new(0),
+            settings_carried: AtomicU64::new(0),
             settings_failed: AtomicU64::new(0),
             settings_checked: AtomicU64::new(0),
             hold_time: Histogram::default(),
@@ -168,6 +173,12 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_settings_applied_total",
         "Queries that gave a server connection a client's startup settings (where it held others).",
         m.settings_applied.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_settings_carried_total",
+        "Plain SET/RESET statements carried to the client's next connections instead of pinning it.",
+        m.settings_carried.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

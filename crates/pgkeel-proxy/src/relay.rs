@@ -218,6 +218,11 @@ impl Statements {
         self.named.retain(|_, s| s.seq >= bound);
     }
 
+    /// True when the client has no statement, named or unnamed.
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty() && self.unnamed_parse().is_none()
+    }
+
     /// The Parse frame of the unnamed statement, if there is one.
     pub fn unnamed_parse(&self) -> Option<&[u8]> {
         self.unnamed

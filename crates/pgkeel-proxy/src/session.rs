@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pgkeel_sql::deallocate::{Deallocate, deallocate_target};
+use pgkeel_sql::session_set::{SetTarget, plain_settings};
 use pgkeel_sql::{Classifier, StatementKind};
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
@@ -30,7 +31,9 @@ use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
 use crate::replica_state::{ReplicaState, replay, run_units};
 use crate::server::{ServerConn, read_message, write_all};
-use crate::settings::{Settings, changes, in_sync, may_reset_all, restore_query, sync_query};
+use crate::settings::{
+    Settings, changes, from_hex, in_sync, may_reset_all, restore_query, sync_query, values_query,
+};
 use crate::stream::ClientStream;
 use crate::tx_start::TxStart;
 use crate::{CancelSlot, CancelTarget, Credential, ProxyError, Shared};
@@ -145,6 +148,13 @@ pub struct Session {
     /// kept while it may still move to the primary (see `tx_start`);
     /// boxed: only while such a transaction starts.
     tx_start: Option<Box<TxStart>>,
+    /// The client's plain `SET`/`RESET` in flight, not pinning it: the
+    /// values it leaves become the client's settings once it is answered
+    /// (see [`Session::learn_settings`]).
+    /// Boxed: rare, and every idle client pays for the session's size
+    /// (a boxed slice would take two words).
+    #[allow(clippy::box_collection)]
+    learning: Option<Box<Vec<SetTarget>>>,
     discard_until_sync: bool,
     /// A replica refused the client's startup settings (a standby cannot
     /// take `transaction_read_only=off`, say): its reads run on the
@@ -288,6 +298,48 @@ enum OwnDeallocate {
     Refused,
 }
 
+/// The text of `unit` when it runs exactly one string of SQL as a unit
+/// of its own: one simple Query; or a Parse without parameter types (as
+/// JDBC sends everything), or none (a statement the client parsed in a
+/// unit of its own first, as tokio-postgres does), then a Bind of that
+/// statement to the unnamed portal, perhaps a Describe, an Execute and
+/// Sync.
+fn lone_statement<'a>(unit: &'a [u8], statements: &'a Statements) -> Option<&'a [u8]> {
+    let mut msgs = frames(unit).map(FrontendMessage::decode);
+    let mut next = msgs.next()?.ok()?;
+    let parsed = match next {
+        FrontendMessage::Query(sql) => return msgs.next().is_none().then_some(sql),
+        FrontendMessage::Parse {
+            name,
+            query,
+            ref param_types,
+        } if param_types.is_empty() => {
+            next = msgs.next()?.ok()?;
+            Some((name, query))
+        }
+        _ => None,
+    };
+    let FrontendMessage::Bind {
+        portal: b"",
+        statement,
+        ..
+    } = next
+    else {
+        return None;
+    };
+    let sql = match parsed {
+        Some((name, query)) => (name == statement).then_some(query)?,
+        None => statements.text_of(statement)?,
+    };
+    next = msgs.next()?.ok()?;
+    if matches!(next, FrontendMessage::Describe { name: b"", .. }) {
+        next = msgs.next()?.ok()?;
+    }
+    let executes = matches!(next, FrontendMessage::Execute { portal: b"", .. });
+    let synced = matches!(msgs.next(), Some(Ok(FrontendMessage::Sync)));
+    (executes && synced && msgs.next().is_none()).then_some(sql)
+}
+
 /// True when the unit ends with Flush (an extended batch left open).
 fn ends_with_flush(unit: &[u8]) -> bool {
     frames(unit)
@@ -358,6 +410,7 @@ impl Session {
             replica_state: None,
             moving: false,
             tx_start: None,
+            learning: None,
             discard_until_sync: false,
             reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
@@ -551,7 +604,14 @@ impl Session {
                         }
                         named_seen += 1;
                     }
-                    k
+                    // A Parse runs nothing: what it prepares changes
+                    // session state only when bound (its Bind says so);
+                    // until then it goes where a write would.
+                    if k == StatementKind::SessionState {
+                        StatementKind::Write
+                    } else {
+                        k
+                    }
                 }
                 Ok(FrontendMessage::Bind { statement, .. }) => {
                     if statement.is_empty() {
@@ -606,6 +666,8 @@ impl Session {
     /// statement of that text (nor leave theirs for others: the pinned
     /// connection is reset with `DISCARD ALL` when the client leaves).
     fn pin(&mut self) {
+        // The connection keeps whatever a SET in flight leaves.
+        self.learning = None;
         if !self.pinned {
             self.pinned = true;
             static PINS: AtomicU64 = AtomicU64::new(0);
@@ -658,6 +720,7 @@ impl Session {
     /// ReadyForQuery the client waits for).
     fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
         self.tx_start = None;
+        self.learning = None;
         if !matches!(err, ProxyError::Cancelled) {
             self.shared
                 .metrics
@@ -723,6 +786,12 @@ impl Session {
                     return Ok(());
                 }
                 OwnDeallocate::Refused => kind = StatementKind::Write,
+            }
+            if let Some(targets) = self.carried_settings(&unit) {
+                // Runs as a write would, without pinning; the values it
+                // leaves are read back when it is answered.
+                self.learning = Some(Box::new(targets));
+                kind = StatementKind::Write;
             }
         }
         // A unit ended by Flush leaves its implicit transaction open for
@@ -1032,6 +1101,8 @@ impl Session {
             )?;
         }
         if unit_kind == StatementKind::SessionState && resets_all(&unit, &self.statements) {
+            // What a client set with SET after login is reset too.
+            self.settings = Settings::login(self.settings.as_ref());
             // The server may be back to its defaults: the client's startup
             // settings that are go again ahead of its next statement
             // outside a transaction (in PostgreSQL they are what RESET
@@ -1156,6 +1227,9 @@ impl Session {
             }
             return Ok(());
         }
+        if self.learning.is_some() {
+            Box::pin(self.learn_settings()).await?;
+        }
         self.detach();
         match retry {
             Some(r) if r.read_only_error => {
@@ -1173,6 +1247,110 @@ impl Session {
         if let Some(unit) = self.queued.take() {
             Box::pin(self.dispatch(unit, false)).await?;
         }
+        Ok(())
+    }
+
+    /// The settings `unit` changes when it is one simple Query of plain
+    /// session-level `SET`/`RESET` statements (see
+    /// [`pgkeel_sql::session_set`]) that the proxy can carry to the
+    /// client's next connections instead of pinning it: between
+    /// transactions, in transaction pooling. A change of
+    /// `client_encoding` or `standard_conforming_strings` (which change
+    /// what a statement's text means) is carried only while the client has
+    /// no prepared statement, whose text would be parsed again elsewhere.
+    fn carried_settings(&self, unit: &[u8]) -> Option<Vec<SetTarget>> {
+        if self.pinned
+            || self.attached.is_some()
+            || self.learning.is_some()
+            || self.shared.config.pool_mode == PoolMode::Session
+        {
+            return None;
+        }
+        let sql = lone_statement(unit, &self.statements)?;
+        let targets = plain_settings(std::str::from_utf8(sql).ok()?)?;
+        let rereads = |t: &SetTarget| {
+            matches!(
+                t.name.as_str(),
+                "client_encoding" | "standard_conforming_strings"
+            )
+        };
+        if targets.iter().any(rereads) && !self.statements.is_empty() {
+            return None;
+        }
+        Some(targets)
+    }
+
+    /// The client's plain `SET`/`RESET` (see [`Session::carried_settings`])
+    /// was answered: the values it left on the connection become the
+    /// client's settings, given to every connection it is handed from now
+    /// on, and the connection is known to hold them. A `RESET` returns to
+    /// the value the client logged in with, as in PostgreSQL (the
+    /// connection, to its own default). If the values cannot be read
+    /// back, the client keeps this connection, as for other session state.
+    async fn learn_settings(&mut self) -> Result<(), ProxyError> {
+        let (Some(targets), Some(att)) = (self.learning.take(), self.attached.as_mut()) else {
+            return Ok(());
+        };
+        let set: Vec<&str> = targets
+            .iter()
+            .filter(|t| !t.reset)
+            .map(|t| t.name.as_str())
+            .collect();
+        let mut shown: Vec<Option<String>> = Vec::new();
+        if !set.is_empty() {
+            let mut q = Vec::new();
+            FrontendMessage::Query(values_query(set.iter().copied()).as_bytes()).encode(&mut q);
+            let ran = att.lease.conn.run(&q).await?;
+            let row = match (ran.error, ran.row.as_deref().map(BackendMessage::decode)) {
+                (None, Some(Ok(BackendMessage::DataRow(cells)))) if cells.len() == set.len() => {
+                    // NULL: no such setting; text that is not hex: not
+                    // this query's answer.
+                    cells
+                        .iter()
+                        .map(|c| match c {
+                            None => Some(None),
+                            Some(hex) => from_hex(hex).map(Some),
+                        })
+                        .collect::<Option<Vec<_>>>()
+                }
+                _ => None,
+            };
+            let Some(row) = row else {
+                self.pin();
+                return Ok(());
+            };
+            shown = row;
+        }
+        let mut shown = shown.into_iter();
+        let login = Settings::login(self.settings.as_ref());
+        let mut held = Vec::with_capacity(targets.len());
+        let mut mine = Vec::with_capacity(targets.len());
+        for t in targets.iter() {
+            if t.reset {
+                held.push((t.name.clone(), None));
+                let start = login.as_ref().and_then(|l| l.get(&t.name));
+                mine.push((t.name.clone(), start.map(str::to_string)));
+            } else {
+                let value = shown.next().flatten();
+                held.push((t.name.clone(), value.clone()));
+                mine.push((t.name.clone(), value));
+            }
+        }
+        let now_held = Settings::changed(self.settings.as_ref(), &held);
+        self.settings = if mine == held {
+            now_held.clone()
+        } else {
+            Settings::changed(self.settings.as_ref(), &mine)
+        };
+        att.lease.conn.applied = now_held;
+        self.statement_salt = self
+            .settings
+            .as_deref()
+            .map_or(0, |s| s.fingerprint(&self.shared.hasher));
+        self.shared
+            .metrics
+            .settings_carried
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1341,6 +1519,7 @@ impl Session {
     /// closed, its pool slot freed) and returns what it held.
     fn drop_attached(&mut self) -> Option<Attached> {
         self.tx_start = None;
+        self.learning = None;
         let att = self.attached.take()?;
         self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
         self.cancel.detach();

@@ -61,10 +61,31 @@ impl StartupError {
 /// and values as the server shows them once validated (`latin1` is kept
 /// as `LATIN1`, `iso` as `ISO, MDY`), so they compare with what servers
 /// report. Shared by a session and the connections it was applied to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     entries: Vec<(String, String)>,
+    /// Set when these are a client's settings changed by its own plain
+    /// `SET`/`RESET` after login (see [`Settings::changed`]).
+    changed: Option<Changed>,
 }
+
+/// What changed settings remember of the login.
+#[derive(Debug, Clone)]
+struct Changed {
+    /// The settings the client logged in with (`None`: it gave none),
+    /// which `RESET` and `RESET ALL` return to, as in PostgreSQL.
+    login: Option<Arc<Settings>>,
+}
+
+/// Settings are equal when they hold the same values, however they came
+/// to be (a connection holds values, not their history).
+impl PartialEq for Settings {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Settings {}
 
 impl Settings {
     /// Settings from `(name, value)` pairs, names lower-cased, a later
@@ -78,7 +99,48 @@ impl Settings {
             entries.retain(|(n, _)| *n != name);
             entries.push((name, value));
         }
-        (!entries.is_empty()).then(|| Arc::new(Settings { entries }))
+        (!entries.is_empty()).then(|| {
+            Arc::new(Settings {
+                entries,
+                changed: None,
+            })
+        })
+    }
+
+    /// `base` (a client's settings, or a connection's) with `values` in
+    /// place: a name with `Some(value)` set to it, with `None` removed
+    /// (the server's default). The result remembers the login settings
+    /// of `base` (see [`Settings::login`]); it exists even when empty,
+    /// if those do.
+    pub fn changed(
+        base: Option<&Arc<Settings>>,
+        values: &[(String, Option<String>)],
+    ) -> Option<Arc<Settings>> {
+        let mut entries = base.map(|b| b.entries.clone()).unwrap_or_default();
+        for (name, value) in values {
+            let name = name.to_ascii_lowercase();
+            entries.retain(|(n, _)| *n != name);
+            if let Some(v) = value {
+                entries.push((name, v.clone()));
+            }
+        }
+        let login = Settings::login(base);
+        (!entries.is_empty() || login.is_some()).then(|| {
+            Arc::new(Settings {
+                entries,
+                changed: Some(Changed { login }),
+            })
+        })
+    }
+
+    /// The settings the client of `settings` logged in with: what `RESET
+    /// ALL` and `RESET name` return to.
+    pub fn login(settings: Option<&Arc<Settings>>) -> Option<Arc<Settings>> {
+        let s = settings?;
+        match &s.changed {
+            None => Some(s.clone()),
+            Some(c) => c.login.clone(),
+        }
     }
 
     /// A keyed hash of the settings that can change what a statement's
@@ -402,6 +464,23 @@ pub fn sync_query<'a>(mut changes: impl Iterator<Item = Change<'a>>) -> Option<S
     }
     sql.push_str(";COMMIT");
     Some(sql)
+}
+
+/// The query that reads, after a client's plain `SET`/`RESET` of
+/// `names`, the values the connection now holds: one row, a column per
+/// name, each the value as the server shows it in hex of its UTF-8 (see
+/// [`from_hex`]), NULL for a setting that does not exist.
+pub fn values_query<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut sql = String::from("SELECT ");
+    for (i, name) in names.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("pg_catalog.encode(pg_catalog.convert_to(pg_catalog.current_setting(");
+        push_literal(&mut sql, name);
+        sql.push_str(",true),'UTF8'),'hex')");
+    }
+    sql
 }
 
 /// The login check of a client's `given` settings on a connection at its

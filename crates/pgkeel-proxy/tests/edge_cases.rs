@@ -288,10 +288,11 @@ async fn reuse_body() -> TestResult {
     assert_eq!(c.query_one(&s, &[]).await?.get::<_, i32>(0), 42);
     drop(c);
 
-    // SET pins the client (the pool of one is taken) and is reset for
-    // the next client.
+    // Session state pins the client (the pool of one is taken) and is
+    // reset for the next client, settings made with it included.
     let c1 = env.client().await?;
-    c1.batch_execute("SET application_name = 'edge'").await?;
+    c1.batch_execute("SET application_name = 'edge'; CREATE TEMP TABLE edge_pin (v int)")
+        .await?;
     let c2 = env.client().await?;
     let err = c2
         .simple_query("SELECT 1")
@@ -312,7 +313,7 @@ async fn reuse_body() -> TestResult {
 
     // A Flush-ended unit that cannot get a connection gets an error and
     // no ReadyForQuery (Flush gets none); the Sync then gets one.
-    c2.batch_execute("SET application_name = 'pinned'").await?;
+    c2.batch_execute("LISTEN pinned").await?;
     let mut raw = Raw::login(&env).await?;
     raw.send(&[
         parse("", "SELECT 1"),

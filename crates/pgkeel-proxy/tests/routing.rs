@@ -345,7 +345,7 @@ async fn routing_body() -> TestResult {
         .load(Ordering::Relaxed);
     assert_eq!(retries_after, retries_before + 1);
 
-    // Session state pins the client to the primary connection.
+    // A plain SET follows the client to every connection it is given.
     client
         .batch_execute("SET application_name = 'pinned'")
         .await?;

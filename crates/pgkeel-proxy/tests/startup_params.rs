@@ -177,7 +177,9 @@ async fn application_name_and_options_follow_the_client() -> TestResult {
             c.application_name("myapp").options(options);
         })
         .await?;
-        pinned.batch_execute("SET work_mem = '1MB'").await?;
+        pinned
+            .batch_execute("SET work_mem = '1MB'; CREATE TEMP TABLE pin_me (v int)")
+            .await?;
         drop(pinned);
         let next = client_with(&env, |c| {
             c.application_name("myapp").options(options);

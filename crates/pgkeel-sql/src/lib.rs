@@ -15,6 +15,7 @@ mod classify;
 pub mod deallocate;
 pub mod functions;
 pub mod normalize;
+pub mod session_set;
 pub mod snapshot;
 
 use std::cell::RefCell;
