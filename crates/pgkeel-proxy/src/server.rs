@@ -105,6 +105,17 @@ impl ServerConn {
     /// Sends `message` (a simple Query of the proxy's own, encoded) and
     /// reads its answer through ReadyForQuery.
     pub async fn run(&mut self, message: &[u8]) -> Result<Ran, ProxyError> {
+        self.run_reporting(message, None).await
+    }
+
+    /// As [`ServerConn::run`], appending the ParameterStatus messages the
+    /// server sends to `reports` (a client's, when the query restores
+    /// settings it was told were reset).
+    pub async fn run_reporting(
+        &mut self,
+        message: &[u8],
+        mut reports: Option<&mut Vec<u8>>,
+    ) -> Result<Ran, ProxyError> {
         write_all(&mut self.stream, message).await?;
         let mut ran = Ran::default();
         loop {
@@ -113,6 +124,11 @@ impl ServerConn {
             match frame.first() {
                 Some(b'D') => ran.row = Some(frame),
                 Some(b'E') if ran.error.is_none() => ran.error = Some(frame),
+                Some(b'S') => {
+                    if let Some(out) = reports.as_deref_mut() {
+                        out.extend_from_slice(&frame);
+                    }
+                }
                 Some(b'Z') => return Ok(ran),
                 _ => {}
             }

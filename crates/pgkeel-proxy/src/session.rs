@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pgkeel_sql::deallocate::{Deallocate, deallocate_target};
-use pgkeel_sql::session_set::{SetTarget, plain_settings};
+use pgkeel_sql::session_set::{Resets, SetTarget, plain_settings, resets_only};
 use pgkeel_sql::{Classifier, StatementKind};
 use pgkeel_wire::backend::{encode_error, error_code};
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
@@ -101,6 +101,18 @@ impl Retry {
     }
 }
 
+/// What a client changed in its session without being pinned, settled on
+/// the same connection once the unit is answered, before the connection
+/// goes back to the pool (see [`Session::unpinned_state`]).
+enum AfterUnit {
+    /// A plain `SET`/`RESET` of these: their values are read back and
+    /// become the client's settings.
+    Learn(Vec<SetTarget>),
+    /// A reset of the session (a client-side pool handing its connection
+    /// back): the client's settings return to its login ones.
+    Reset(Resets),
+}
+
 struct Attached {
     lease: Lease,
     relay: Relay,
@@ -148,13 +160,10 @@ pub struct Session {
     /// kept while it may still move to the primary (see `tx_start`);
     /// boxed: only while such a transaction starts.
     tx_start: Option<Box<TxStart>>,
-    /// The client's plain `SET`/`RESET` in flight, not pinning it: the
-    /// values it leaves become the client's settings once it is answered
-    /// (see [`Session::learn_settings`]).
-    /// Boxed: rare, and every idle client pays for the session's size
-    /// (a boxed slice would take two words).
-    #[allow(clippy::box_collection)]
-    learning: Option<Box<Vec<SetTarget>>>,
+    /// Session state the client changed without being pinned, to settle
+    /// once the unit is answered (boxed: rare, and every idle client pays
+    /// for the session's size).
+    after_unit: Option<Box<AfterUnit>>,
     discard_until_sync: bool,
     /// A replica refused the client's startup settings (a standby cannot
     /// take `transaction_read_only=off`, say): its reads run on the
@@ -410,7 +419,7 @@ impl Session {
             replica_state: None,
             moving: false,
             tx_start: None,
-            learning: None,
+            after_unit: None,
             discard_until_sync: false,
             reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
@@ -667,7 +676,7 @@ impl Session {
     /// connection is reset with `DISCARD ALL` when the client leaves).
     fn pin(&mut self) {
         // The connection keeps whatever a SET in flight leaves.
-        self.learning = None;
+        self.after_unit = None;
         if !self.pinned {
             self.pinned = true;
             static PINS: AtomicU64 = AtomicU64::new(0);
@@ -720,7 +729,7 @@ impl Session {
     /// ReadyForQuery the client waits for).
     fn fail_unit(&mut self, unit: &[u8], err: &ProxyError) {
         self.tx_start = None;
-        self.learning = None;
+        self.after_unit = None;
         if !matches!(err, ProxyError::Cancelled) {
             self.shared
                 .metrics
@@ -787,11 +796,14 @@ impl Session {
                 }
                 OwnDeallocate::Refused => kind = StatementKind::Write,
             }
-            if let Some(targets) = self.carried_settings(&unit) {
-                // Runs as a write would, without pinning; the values it
-                // leaves are read back when it is answered.
-                self.learning = Some(Box::new(targets));
-                kind = StatementKind::Write;
+            if let Some(after) = self.unpinned_state(&unit) {
+                // A SET runs as a write would; a reset stays session state
+                // for the relay (a DISCARD ALL removes the connection's
+                // statements) but does not pin either.
+                if matches!(after, AfterUnit::Learn(_)) {
+                    kind = StatementKind::Write;
+                }
+                self.after_unit = Some(Box::new(after));
             }
         }
         // A unit ended by Flush leaves its implicit transaction open for
@@ -825,6 +837,11 @@ impl Session {
             self.drop_attached();
             self.pinned = false;
             self.moving = true;
+        }
+        if self.attached.is_some() && self.after_unit.is_some() {
+            // What the unit in flight changed is settled first.
+            self.queued = Some(unit);
+            return Ok(());
         }
         if let Some(att) = self.attached.as_mut() {
             let compatible = att.tx != TxStatus::Idle
@@ -960,7 +977,7 @@ impl Session {
             self.fail_unit(&unit, &ProxyError::Cancelled);
             return Ok(());
         }
-        if kind == StatementKind::SessionState {
+        if kind == StatementKind::SessionState && self.after_unit.is_none() {
             self.pin();
         }
         topology.outstanding[node].fetch_add(1, Ordering::Relaxed);
@@ -1227,8 +1244,8 @@ impl Session {
             }
             return Ok(());
         }
-        if self.learning.is_some() {
-            Box::pin(self.learn_settings()).await?;
+        if self.after_unit.is_some() {
+            Box::pin(self.settle_after_unit()).await?;
         }
         self.detach();
         match retry {
@@ -1258,16 +1275,18 @@ impl Session {
     /// `client_encoding` or `standard_conforming_strings` (which change
     /// what a statement's text means) is carried only while the client has
     /// no prepared statement, whose text would be parsed again elsewhere.
-    fn carried_settings(&self, unit: &[u8]) -> Option<Vec<SetTarget>> {
+    fn unpinned_state(&self, unit: &[u8]) -> Option<AfterUnit> {
         if self.pinned
             || self.attached.is_some()
-            || self.learning.is_some()
+            || self.after_unit.is_some()
             || self.shared.config.pool_mode == PoolMode::Session
         {
             return None;
         }
-        let sql = lone_statement(unit, &self.statements)?;
-        let targets = plain_settings(std::str::from_utf8(sql).ok()?)?;
+        let sql = std::str::from_utf8(lone_statement(unit, &self.statements)?).ok()?;
+        let Some(targets) = plain_settings(sql) else {
+            return resets_only(sql).map(AfterUnit::Reset);
+        };
         let rereads = |t: &SetTarget| {
             matches!(
                 t.name.as_str(),
@@ -1277,18 +1296,72 @@ impl Session {
         if targets.iter().any(rereads) && !self.statements.is_empty() {
             return None;
         }
-        Some(targets)
+        Some(AfterUnit::Learn(targets))
     }
 
-    /// The client's plain `SET`/`RESET` (see [`Session::carried_settings`])
+    /// Settles what the answered unit changed without pinning the client
+    /// (see [`AfterUnit`]).
+    async fn settle_after_unit(&mut self) -> Result<(), ProxyError> {
+        let Some(after) = self.after_unit.take() else {
+            return Ok(());
+        };
+        match *after {
+            AfterUnit::Learn(targets) => self.learn_settings(targets).await,
+            AfterUnit::Reset(resets) => self.finish_reset(resets).await,
+        }
+    }
+
+    /// The client's reset (see [`Session::unpinned_state`]) was answered.
+    /// Having held no session state but its settings and prepared
+    /// statements (the relay forgets those a `DISCARD ALL`/`DEALLOCATE
+    /// ALL` removed), it is back to its login: after `RESET ALL` or
+    /// `DISCARD ALL` its login settings are put back on the connection
+    /// at once, and their ParameterStatus messages forwarded, so the
+    /// client, which heard the reset's reports, hears its values come
+    /// back, as in PostgreSQL.
+    async fn finish_reset(&mut self, resets: Resets) -> Result<(), ProxyError> {
+        if !resets.settings {
+            return Ok(());
+        }
+        self.settings = Settings::login(self.settings.as_ref());
+        self.statement_salt = self
+            .settings
+            .as_deref()
+            .map_or(0, |s| s.fingerprint(&self.shared.hasher));
+        let Some(att) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        // The reset left the connection at its defaults.
+        att.lease.conn.applied = None;
+        let Some(query) = self.settings.as_deref().and_then(restore_query) else {
+            return Ok(());
+        };
+        let mut q = Vec::new();
+        FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+        let ran = att
+            .lease
+            .conn
+            .run_reporting(&q, Some(&mut self.to_client))
+            .await?;
+        if ran.error.is_some() {
+            // It holds part of them: closed; the client's next connection
+            // is given them.
+            self.drop_attached();
+        } else {
+            att.lease.conn.applied = self.settings.clone();
+        }
+        Ok(())
+    }
+
+    /// The client's plain `SET`/`RESET` (see [`Session::unpinned_state`])
     /// was answered: the values it left on the connection become the
     /// client's settings, given to every connection it is handed from now
     /// on, and the connection is known to hold them. A `RESET` returns to
     /// the value the client logged in with, as in PostgreSQL (the
     /// connection, to its own default). If the values cannot be read
     /// back, the client keeps this connection, as for other session state.
-    async fn learn_settings(&mut self) -> Result<(), ProxyError> {
-        let (Some(targets), Some(att)) = (self.learning.take(), self.attached.as_mut()) else {
+    async fn learn_settings(&mut self, targets: Vec<SetTarget>) -> Result<(), ProxyError> {
+        let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
         let set: Vec<&str> = targets
@@ -1519,7 +1592,7 @@ impl Session {
     /// closed, its pool slot freed) and returns what it held.
     fn drop_attached(&mut self) -> Option<Attached> {
         self.tx_start = None;
-        self.learning = None;
+        self.after_unit = None;
         let att = self.attached.take()?;
         self.shared.topology.outstanding[att.lease.node].fetch_sub(1, Ordering::Relaxed);
         self.cancel.detach();

@@ -2,7 +2,8 @@
 //! connect) does not pin the client: its values become the client's
 //! settings, applied on every connection it is given (replicas too), and
 //! no other client sees them. `RESET` returns to the value the client
-//! logged in with, as in PostgreSQL.
+//! logged in with, as in PostgreSQL. Nor do the resets client-side pools
+//! send when a connection is handed back (asyncpg, npgsql).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{EXEC, Env, Raw, TestResult, bind, parse, query, texts};
-use pgkeel_wire::FrontendMessage;
+use pgkeel_wire::{BackendMessage, FrontendMessage};
 
 /// Runs `sql` and checks it succeeded outside a transaction; its first
 /// row as text.
@@ -179,6 +180,100 @@ async fn a_set_over_the_extended_protocol_is_carried_too() -> TestResult {
         )
         .await?;
         assert_eq!(texts(&mine), ["4s", "4MB", "t"]);
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `sql`, and returns the ParameterStatus values the client was
+/// sent, in order, up to a short while after its ReadyForQuery.
+async fn reports(raw: &mut Raw, sql: &str) -> TestResult<Vec<(String, String)>> {
+    raw.send(&[FrontendMessage::Query(sql.as_bytes())]).await?;
+    let mut seen = Vec::new();
+    let mut ready = false;
+    loop {
+        let next = if ready {
+            raw.next_within(Duration::from_millis(300)).await?
+        } else {
+            Some(raw.next().await?)
+        };
+        let Some((tag, frame)) = next else {
+            return Ok(seen);
+        };
+        match tag {
+            b'E' => return Err(format!("{sql}: error {frame:?}").into()),
+            b'Z' => ready = true,
+            b'S' => {
+                if let Ok(BackendMessage::ParameterStatus { name, value }) =
+                    BackendMessage::decode(&frame)
+                {
+                    seen.push((name.to_string(), value.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_side_pool_reset_does_not_pin() -> TestResult {
+    common::within(120, async {
+        let env = env().await?;
+        let (mut a, _) = Raw::login_with(
+            &env,
+            &[
+                ("options", "-c work_mem=5MB"),
+                ("application_name", "myapp"),
+            ],
+        )
+        .await?;
+        let mut b = Raw::login(&env).await?;
+        // b prepares a statement on the primary's only connection.
+        let p = b.run_parsed("b1", "SELECT 2").await?;
+        assert!(p.errors.is_empty(), "{p:?}");
+        let p = a.run_parsed("a1", "SELECT 1").await?;
+        assert!(p.errors.is_empty(), "{p:?}");
+        ok(
+            &mut a,
+            "SET work_mem = '9MB'; SET application_name = 'other'",
+        )
+        .await?;
+        // asyncpg's reset query: the login values come back, and the
+        // client is told so after the reset's own reports.
+        let seen = reports(
+            &mut a,
+            "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+        )
+        .await?;
+        let last_name = seen.iter().rev().find(|(n, _)| n == "application_name");
+        assert_eq!(
+            last_name.map(|(_, v)| v.as_str()),
+            Some("myapp"),
+            "{seen:?}"
+        );
+        let show = "SELECT current_setting('work_mem'), current_setting('application_name')";
+        assert_eq!(ok(&mut a, show).await?, ["5MB", "myapp"]);
+        assert_eq!(ok(&mut b, show).await?, ["4MB", "pgkeel-proxy"]);
+        // npgsql's DISCARD ALL: a's statements are gone, as in
+        // PostgreSQL; b's still run (prepared again where needed).
+        ok(&mut a, "DISCARD ALL").await?;
+        a.send(&[bind("a1"), EXEC, FrontendMessage::Sync]).await?;
+        let gone = a.until_ready().await?;
+        assert_eq!(gone.errors, ["26000"], "{gone:?}");
+        let again = b.run_parsed("b2", "SELECT 3").await?;
+        assert!(again.errors.is_empty(), "{again:?}");
+        b.send(&[bind("b1"), EXEC, FrontendMessage::Sync]).await?;
+        let b1 = b.until_ready().await?;
+        assert_eq!(
+            (b1.errors.len(), b1.first.as_deref()),
+            (0, Some("2")),
+            "{b1:?}"
+        );
+        assert_eq!(ok(&mut a, show).await?, ["5MB", "myapp"]);
+        // Neither was pinned: a third client gets the connections.
+        let mut c = Raw::login(&env).await?;
+        ok(&mut c, "CREATE TEMP TABLE mine (v int)").await?;
+        assert_eq!(carried(&env)?, 1);
         Ok(())
     })
     .await

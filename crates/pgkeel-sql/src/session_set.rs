@@ -15,7 +15,7 @@
 //! are not plain.
 
 use pg_query::NodeEnum;
-use pg_query::protobuf::VariableSetKind;
+use pg_query::protobuf::{SelectStmt, SetOperation, VariableSetKind};
 
 /// One setting a plain `SET`/`RESET` changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,96 @@ fn plain_settings_inner(sql: &str) -> Option<Vec<SetTarget>> {
     (!targets.is_empty()).then_some(targets)
 }
 
+/// What a string made only of session resets undoes (see
+/// [`resets_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resets {
+    /// Settings go back to the session's start (`RESET ALL`, `DISCARD
+    /// ALL`).
+    pub settings: bool,
+}
+
+/// `Some` when every statement of `sql` (at least one) only removes
+/// session state: `DISCARD` (any), `RESET ALL`, `RESET ROLE`, `RESET`/`SET
+/// SESSION AUTHORIZATION DEFAULT`, `UNLISTEN`, `CLOSE`, `DEALLOCATE ALL`
+/// and `SELECT pg_advisory_unlock_all()`: what client-side pools send when
+/// they hand a connection back (asyncpg's reset query, npgsql's `DISCARD
+/// ALL`). For a client that holds no other session state (it would have
+/// been pinned) only its settings and prepared statements are left to
+/// undo, which the proxy does itself, so these need not pin it.
+pub fn resets_only(sql: &str) -> Option<Resets> {
+    std::panic::catch_unwind(|| resets_only_inner(sql)).unwrap_or(None)
+}
+
+fn resets_only_inner(sql: &str) -> Option<Resets> {
+    let parsed = pg_query::parse(sql).ok()?;
+    let mut resets = Resets { settings: false };
+    let mut any = false;
+    for raw in &parsed.protobuf.stmts {
+        match raw.stmt.as_ref().and_then(|s| s.node.as_ref())? {
+            NodeEnum::DiscardStmt(d) => {
+                resets.settings |= d.target == pg_query::protobuf::DiscardMode::DiscardAll as i32;
+            }
+            NodeEnum::VariableSetStmt(v) => {
+                let kind = VariableSetKind::try_from(v.kind).ok()?;
+                let identity = matches!(v.name.as_str(), "role" | "session_authorization");
+                match kind {
+                    VariableSetKind::VarResetAll => resets.settings = true,
+                    VariableSetKind::VarReset | VariableSetKind::VarSetDefault
+                        if identity && !v.is_local => {}
+                    _ => return None,
+                }
+            }
+            NodeEnum::UnlistenStmt(_) | NodeEnum::ClosePortalStmt(_) => {}
+            NodeEnum::DeallocateStmt(d) if d.isall || d.name.is_empty() => {}
+            NodeEnum::SelectStmt(s) if unlocks_all(s) => {}
+            _ => return None,
+        }
+        any = true;
+    }
+    any.then_some(resets)
+}
+
+/// `SELECT [pg_catalog.]pg_advisory_unlock_all()` and nothing else.
+fn unlocks_all(s: &SelectStmt) -> bool {
+    let plain = s.from_clause.is_empty()
+        && s.where_clause.is_none()
+        && s.group_clause.is_empty()
+        && s.having_clause.is_none()
+        && s.window_clause.is_empty()
+        && s.values_lists.is_empty()
+        && s.sort_clause.is_empty()
+        && s.limit_count.is_none()
+        && s.limit_offset.is_none()
+        && s.locking_clause.is_empty()
+        && s.with_clause.is_none()
+        && s.into_clause.is_none()
+        && s.distinct_clause.is_empty()
+        && s.op == SetOperation::SetopNone as i32;
+    let [target] = s.target_list.as_slice() else {
+        return false;
+    };
+    let Some(NodeEnum::ResTarget(t)) = target.node.as_ref() else {
+        return false;
+    };
+    let Some(NodeEnum::FuncCall(f)) = t.val.as_ref().and_then(|v| v.node.as_ref()) else {
+        return false;
+    };
+    let name: Vec<&str> = f
+        .funcname
+        .iter()
+        .filter_map(|n| match n.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    let named = matches!(
+        name.as_slice(),
+        ["pg_advisory_unlock_all"] | ["pg_catalog", "pg_advisory_unlock_all"]
+    );
+    plain && named && f.args.is_empty() && f.over.is_none() && f.agg_filter.is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +208,42 @@ mod tests {
                 ("statement_timeout".to_string(), true)
             ])
         );
+    }
+
+    #[test]
+    fn pool_resets_only_remove_session_state() {
+        let settings = Some(Resets { settings: true });
+        let nothing = Some(Resets { settings: false });
+        // asyncpg's reset query, npgsql's reset.
+        assert_eq!(
+            resets_only("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"),
+            settings
+        );
+        assert_eq!(resets_only("DISCARD ALL"), settings);
+        assert_eq!(resets_only("discard plans; DISCARD SEQUENCES"), nothing);
+        assert_eq!(
+            resets_only("RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; DEALLOCATE ALL"),
+            nothing
+        );
+        assert_eq!(
+            resets_only("SELECT pg_catalog.pg_advisory_unlock_all()"),
+            nothing
+        );
+        for sql in [
+            "",
+            "SELECT pg_advisory_unlock_all(), 1",
+            "SELECT pg_advisory_unlock_all() FROM t",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT 1",
+            "DEALLOCATE p1",
+            "SET ROLE x",
+            "RESET work_mem",
+            "LISTEN x",
+            "DISCARD ALL; SELECT 1",
+            "CREATE TEMP TABLE t (v int)",
+        ] {
+            assert_eq!(resets_only(sql), None, "{sql}");
+        }
     }
 
     #[test]
