@@ -218,6 +218,23 @@ impl Statements {
         self.named.retain(|_, s| s.seq >= bound);
     }
 
+    /// Names the client's statements anew under `naming` (its settings
+    /// changed: the same text is another statement under them, and must
+    /// not share a server-side statement prepared under the old ones).
+    pub fn rename(&mut self, naming: StatementNaming<'_>) {
+        for stmt in self.named.values_mut() {
+            let Ok(FrontendMessage::Parse {
+                query, param_types, ..
+            }) = FrontendMessage::decode(&stmt.parse)
+            else {
+                continue;
+            };
+            let mut renamed = ClientStatement::new(naming, query, &param_types, stmt.kind);
+            renamed.seq = stmt.seq;
+            *stmt = Arc::new(renamed);
+        }
+    }
+
     /// True when the client has no statement, named or unnamed.
     pub fn is_empty(&self) -> bool {
         self.named.is_empty() && self.unnamed_parse().is_none()

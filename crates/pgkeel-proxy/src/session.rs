@@ -67,6 +67,10 @@ struct Retry {
     /// `unit` holds plain reads only (outside a transaction): a pipelined
     /// read may join it.
     reads: bool,
+    /// `unit` was sent inside a transaction (see `tx_start`): it may run
+    /// again only with the statements that opened the transaction, never
+    /// alone (it may have ended the transaction: `COMMIT; SELECT 1`).
+    within_tx: bool,
 }
 
 impl Retry {
@@ -78,6 +82,7 @@ impl Retry {
             read_only_error: false,
             feature_refused: false,
             reads,
+            within_tx: false,
         }
     }
 
@@ -179,6 +184,19 @@ pub struct Session {
 
 fn rfq(out: &mut Vec<u8>, status: TxStatus) {
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status.byte()]);
+}
+
+/// Adds `frames` (ParameterStatus messages of a query the proxy ran after
+/// the client's unit, on its behalf) to what the client is sent, ahead of
+/// the unit's ReadyForQuery when that is still waiting to go, where
+/// PostgreSQL would have sent them.
+fn before_ready(out: &mut Vec<u8>, frames: &[u8]) {
+    let at = out.len().saturating_sub(6);
+    if out.get(at..at + 5) == Some(&[b'Z', 0, 0, 0, 5][..]) {
+        out.splice(at..at, frames.iter().copied());
+    } else {
+        out.extend_from_slice(frames);
+    }
 }
 
 /// Where SQL text (a Query's or a Parse's) may run. Text that is not
@@ -308,8 +326,8 @@ enum OwnDeallocate {
 }
 
 /// The text of `unit` when it runs exactly one string of SQL as a unit
-/// of its own: one simple Query; or a Parse without parameter types (as
-/// JDBC sends everything), or none (a statement the client parsed in a
+/// of its own: one simple Query; or a Parse (as JDBC sends everything),
+/// or none (a statement the client parsed in a
 /// unit of its own first, as tokio-postgres does), then a Bind of that
 /// statement to the unnamed portal, perhaps a Describe, an Execute and
 /// Sync.
@@ -318,11 +336,7 @@ fn lone_statement<'a>(unit: &'a [u8], statements: &'a Statements) -> Option<&'a 
     let mut next = msgs.next()?.ok()?;
     let parsed = match next {
         FrontendMessage::Query(sql) => return msgs.next().is_none().then_some(sql),
-        FrontendMessage::Parse {
-            name,
-            query,
-            ref param_types,
-        } if param_types.is_empty() => {
+        FrontendMessage::Parse { name, query, .. } => {
             next = msgs.next()?.ok()?;
             Some((name, query))
         }
@@ -872,11 +886,14 @@ impl Session {
                     && !att.open_batch
                     && !self.pinned
                     && kind != StatementKind::SessionState
+                    && !ends_with_flush(&unit)
                 {
                     // A statement of a read-only transaction that has not
                     // read yet: its answers are held, so that if the
                     // replica refuses it, the transaction moves.
-                    att.retry = Some(Retry::new(unit.clone(), false));
+                    let mut retry = Retry::new(unit.clone(), false);
+                    retry.within_tx = true;
+                    att.retry = Some(retry);
                 } else {
                     self.tx_start = None;
                 }
@@ -888,7 +905,11 @@ impl Session {
         }
         let shared = self.shared.clone();
         let topology = &shared.topology;
-        let to_replica = !force_primary && !session_mode && replica_ok && !self.reads_on_primary;
+        let to_replica = !force_primary
+            && !session_mode
+            && replica_ok
+            && !self.reads_on_primary
+            && !Settings::serializable(self.settings.as_ref());
         // A node that refuses connections is marked down and the unit is
         // routed once more: during a failover the dead primary is found
         // here before the next health check, and the write waits for the
@@ -1249,7 +1270,7 @@ impl Session {
         }
         self.detach();
         match retry {
-            Some(r) if r.read_only_error => {
+            Some(r) if r.read_only_error && !r.within_tx => {
                 self.shared
                     .metrics
                     .retries_on_primary
@@ -1299,6 +1320,25 @@ impl Session {
         Some(AfterUnit::Learn(targets))
     }
 
+    /// Makes `settings` the client's (after its own SET or reset): its
+    /// statements are named anew for them, since another client's
+    /// server-side statement of the same text, prepared under other
+    /// settings (`search_path`), is not the same statement.
+    fn change_settings(&mut self, settings: Option<Arc<Settings>>) {
+        self.settings = settings;
+        let salt = self
+            .settings
+            .as_deref()
+            .map_or(0, |s| s.fingerprint(&self.shared.hasher));
+        if salt != self.statement_salt {
+            self.statement_salt = salt;
+            self.statements.rename(StatementNaming {
+                hasher: &self.shared.hasher,
+                salt,
+            });
+        }
+    }
+
     /// Settles what the answered unit changed without pinning the client
     /// (see [`AfterUnit`]).
     async fn settle_after_unit(&mut self) -> Result<(), ProxyError> {
@@ -1323,11 +1363,7 @@ impl Session {
         if !resets.settings {
             return Ok(());
         }
-        self.settings = Settings::login(self.settings.as_ref());
-        self.statement_salt = self
-            .settings
-            .as_deref()
-            .map_or(0, |s| s.fingerprint(&self.shared.hasher));
+        self.change_settings(Settings::login(self.settings.as_ref()));
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
@@ -1338,11 +1374,9 @@ impl Session {
         };
         let mut q = Vec::new();
         FrontendMessage::Query(query.as_bytes()).encode(&mut q);
-        let ran = att
-            .lease
-            .conn
-            .run_reporting(&q, Some(&mut self.to_client))
-            .await?;
+        let mut reports = Vec::new();
+        let ran = att.lease.conn.run_reporting(&q, Some(&mut reports)).await?;
+        before_ready(&mut self.to_client, &reports);
         if ran.error.is_some() {
             // It holds part of them: closed; the client's next connection
             // is given them.
@@ -1410,16 +1444,40 @@ impl Session {
             }
         }
         let now_held = Settings::changed(self.settings.as_ref(), &held);
-        self.settings = if mine == held {
+        let mine = if mine == held {
             now_held.clone()
         } else {
             Settings::changed(self.settings.as_ref(), &mine)
         };
-        att.lease.conn.applied = now_held;
-        self.statement_salt = self
-            .settings
-            .as_deref()
-            .map_or(0, |s| s.fingerprint(&self.shared.hasher));
+        let conn = &mut att.lease.conn;
+        conn.applied = now_held;
+        // A RESET of a setting the client logged in with left the
+        // connection at its default and told the client so: its login
+        // value is put back now, and the client hears of it.
+        let mut failed = false;
+        if let Some(query) = sync_query(changes(
+            conn.applied.as_deref(),
+            mine.as_deref(),
+            &conn.params,
+        )) {
+            let mut q = Vec::new();
+            FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+            let mut reports = Vec::new();
+            failed = conn
+                .run_reporting(&q, Some(&mut reports))
+                .await?
+                .error
+                .is_some();
+            before_ready(&mut self.to_client, &reports);
+        }
+        if failed {
+            // It holds part of them: closed; the next connection is
+            // given them.
+            self.drop_attached();
+        } else {
+            conn.applied = mine.clone();
+        }
+        self.change_settings(mine);
         self.shared
             .metrics
             .settings_carried
@@ -1610,6 +1668,9 @@ impl Session {
         let Some(retry) = att.retry else {
             return Err(err);
         };
+        if retry.within_tx && start.is_none() {
+            return Err(err);
+        }
         // Within a read-only transaction that has not read yet, the
         // statements that opened it run again first (see `tx_start`).
         self.tx_start = start.map(|mut s| {

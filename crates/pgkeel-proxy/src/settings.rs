@@ -67,6 +67,9 @@ pub struct Settings {
     /// Set when these are a client's settings changed by its own plain
     /// `SET`/`RESET` after login (see [`Settings::changed`]).
     changed: Option<Changed>,
+    /// `default_transaction_isolation` is serializable (see
+    /// [`Settings::serializable`]).
+    serializable: bool,
 }
 
 /// What changed settings remember of the login.
@@ -99,12 +102,7 @@ impl Settings {
             entries.retain(|(n, _)| *n != name);
             entries.push((name, value));
         }
-        (!entries.is_empty()).then(|| {
-            Arc::new(Settings {
-                entries,
-                changed: None,
-            })
-        })
+        (!entries.is_empty()).then(|| Arc::new(Settings::with(entries, None)))
     }
 
     /// `base` (a client's settings, or a connection's) with `values` in
@@ -125,12 +123,26 @@ impl Settings {
             }
         }
         let login = Settings::login(base);
-        (!entries.is_empty() || login.is_some()).then(|| {
-            Arc::new(Settings {
-                entries,
-                changed: Some(Changed { login }),
-            })
-        })
+        (!entries.is_empty() || login.is_some())
+            .then(|| Arc::new(Settings::with(entries, Some(Changed { login }))))
+    }
+
+    fn with(entries: Vec<(String, String)>, changed: Option<Changed>) -> Settings {
+        let serializable = entries.iter().any(|(n, v)| {
+            n == "default_transaction_isolation" && v.eq_ignore_ascii_case("serializable")
+        });
+        Settings {
+            entries,
+            changed,
+            serializable,
+        }
+    }
+
+    /// True when the client's transactions are serializable by default: a
+    /// hot standby refuses every one of them (0A000), so its reads go
+    /// straight to the primary instead of being refused and run again.
+    pub fn serializable(settings: Option<&Arc<Settings>>) -> bool {
+        settings.is_some_and(|s| s.serializable)
     }
 
     /// The settings the client of `settings` logged in with: what `RESET

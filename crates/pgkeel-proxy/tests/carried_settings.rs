@@ -162,7 +162,20 @@ async fn a_set_over_the_extended_protocol_is_carried_too() -> TestResult {
         .await?;
         let a = raw.until_ready().await?;
         assert!(a.errors.is_empty(), "{a:?}");
-        assert_eq!(carried(&env)?, 2);
+        // A value passed as a parameter, as an application sets a tenant
+        // id for row-level security.
+        let set = client
+            .query_one("SELECT set_config('app.tenant', $1, false)", &[&"42"])
+            .await?;
+        assert_eq!(set.get::<_, String>(0), "42");
+        assert_eq!(carried(&env)?, 3);
+        let tenant = client
+            .query_one(
+                "SELECT current_setting('app.tenant'), pg_is_in_recovery()",
+                &[],
+            )
+            .await?;
+        assert_eq!((tenant.get::<_, String>(0), tenant.get::<_, bool>(1)), ("42".into(), true));
         // Neither is pinned (one connection per node), and each keeps
         // its own setting on the replica.
         let row = client

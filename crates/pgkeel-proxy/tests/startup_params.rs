@@ -17,6 +17,22 @@ use pgkeel_wire::FrontendMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
+/// Runs `sql`; the ParameterStatus messages of its answer (name NUL
+/// value NUL), up to its ReadyForQuery.
+async fn read_reports(raw: &mut Raw, sql: &[u8]) -> TestResult<Vec<String>> {
+    raw.send(&[FrontendMessage::Query(sql)]).await?;
+    let mut reported = Vec::new();
+    loop {
+        let (tag, frame) = raw.next().await?;
+        if tag == b'S' {
+            reported.push(String::from_utf8_lossy(&frame[5..]).into_owned());
+        }
+        if tag == b'Z' {
+            return Ok(reported);
+        }
+    }
+}
+
 /// A ParameterStatus value of a login.
 fn param<'a>(reported: &'a [(String, String)], name: &str) -> Option<&'a str> {
     reported
@@ -519,26 +535,29 @@ async fn reset_all_returns_to_the_startup_settings() -> TestResult {
             assert_eq!(row(&c, ask).await?, ["150ms", want], "after {then}");
         }
         // The client hears of its values coming back (ParameterStatus),
-        // after the reset's own reports of the server's defaults.
+        // after the reset's own reports of the server's defaults, before
+        // the reset's ReadyForQuery, as from PostgreSQL; for a pinned
+        // client (a temporary table), with its next statement.
         drop(c);
         let (mut raw, _) = Raw::login_with(&env, &[("application_name", "raw-start")]).await?;
         query(&mut raw, "SET application_name = 'x'").await?;
+        let told = read_reports(&mut raw, b"RESET ALL").await?;
+        assert_eq!(
+            told,
+            [
+                "application_name\0pgkeel-proxy\0",
+                "application_name\0raw-start\0"
+            ]
+        );
+        let ask_name = b"SELECT current_setting('application_name')";
+        assert!(read_reports(&mut raw, ask_name).await?.is_empty());
+        query(&mut raw, "CREATE TEMP TABLE pinned (v int)").await?;
+        query(&mut raw, "SET application_name = 'x'").await?;
         query(&mut raw, "RESET ALL").await?;
-        raw.send(&[FrontendMessage::Query(
-            b"SELECT current_setting('application_name')",
-        )])
-        .await?;
-        let mut reported = Vec::new();
-        loop {
-            let (tag, frame) = raw.next().await?;
-            if tag == b'S' {
-                reported.push(String::from_utf8_lossy(&frame[5..]).into_owned());
-            }
-            if tag == b'Z' {
-                break;
-            }
-        }
-        assert_eq!(reported, ["application_name\0raw-start\0"]);
+        assert_eq!(
+            read_reports(&mut raw, ask_name).await?,
+            ["application_name\0raw-start\0"]
+        );
         Ok(())
     })
     .await
@@ -586,6 +605,17 @@ async fn serializable_sessions_read_on_the_primary_instead_of_failing() -> TestR
         assert_eq!(r, ["f", "serializable"]);
         let s = c.prepare("SELECT pg_is_in_recovery()").await?;
         assert!(!c.query_one(&s, &[]).await?.get::<_, bool>(0));
+        // Its settings say so: the reads went straight to the primary, none
+        // was refused by a replica first.
+        let retries = env
+            .proxy
+            .as_ref()
+            .ok_or("proxy")?
+            .shared()
+            .metrics
+            .retries_on_primary
+            .load(Ordering::Relaxed);
+        assert_eq!(retries, 0);
         // Pipelined: every read runs again, in order, not only the first.
         let (mut raw, _) = Raw::login_with(
             &env,

@@ -7,7 +7,9 @@
 //! `timezone`; multi-tenant apps: `app.tenant_id`), and a transaction
 //! pooler that pins every such client gives each one a server connection
 //! of its own. A statement made only of `SET name = value` / `SET name TO
-//! DEFAULT` / `RESET name` changes nothing but those settings, so the
+//! DEFAULT` / `RESET name` (or `SELECT set_config('name', $1, false)`,
+//! how a value passed as a parameter is set) changes nothing but those
+//! settings, so the
 //! proxy can record their values and apply them on whichever connection
 //! the client is given next. Settings that are about identity or the
 //! current transaction (`role`, `session_authorization`, `transaction_*`),
@@ -15,7 +17,7 @@
 //! are not plain.
 
 use pg_query::NodeEnum;
-use pg_query::protobuf::{SelectStmt, SetOperation, VariableSetKind};
+use pg_query::protobuf::{SelectStmt, SetOperation, VariableSetKind, a_const};
 
 /// One setting a plain `SET`/`RESET` changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +31,10 @@ pub struct SetTarget {
 }
 
 /// Settings a client may not carry between connections by value: who it
-/// is, and what only lasts for the current transaction.
-const NOT_PLAIN: [&str; 5] = [
+/// is, what only lasts for the current transaction, and `seed` (it seeds
+/// the session's random numbers; its value cannot be read back).
+const NOT_PLAIN: [&str; 6] = [
+    "seed",
     "role",
     "session_authorization",
     "transaction_isolation",
@@ -51,9 +55,13 @@ fn plain_settings_inner(sql: &str) -> Option<Vec<SetTarget>> {
     let parsed = pg_query::parse(sql).ok()?;
     let mut targets = Vec::new();
     for raw in &parsed.protobuf.stmts {
-        let Some(NodeEnum::VariableSetStmt(v)) = raw.stmt.as_ref().and_then(|s| s.node.as_ref())
-        else {
-            return None;
+        let v = match raw.stmt.as_ref().and_then(|s| s.node.as_ref())? {
+            NodeEnum::VariableSetStmt(v) => v,
+            NodeEnum::SelectStmt(s) => {
+                targets.extend(set_config_calls(s)?);
+                continue;
+            }
+            _ => return None,
         };
         let reset = match VariableSetKind::try_from(v.kind).ok()? {
             VariableSetKind::VarSetValue => false,
@@ -119,9 +127,78 @@ fn resets_only_inner(sql: &str) -> Option<Resets> {
     any.then_some(resets)
 }
 
-/// `SELECT [pg_catalog.]pg_advisory_unlock_all()` and nothing else.
-fn unlocks_all(s: &SelectStmt) -> bool {
-    let plain = s.from_clause.is_empty()
+/// The settings a `SELECT set_config('name', value, false)` (one call or
+/// several, nothing else) changes for the session: what an application
+/// sends to set a value it passes as a parameter (`SET` takes none), such
+/// as a tenant id for row-level security. The value must be a constant or
+/// a parameter (perhaps cast): an expression could do more than set.
+fn set_config_calls(s: &SelectStmt) -> Option<Vec<SetTarget>> {
+    if !bare_select(s) || s.target_list.is_empty() {
+        return None;
+    }
+    let mut targets = Vec::new();
+    for target in &s.target_list {
+        let Some(NodeEnum::ResTarget(t)) = target.node.as_ref() else {
+            return None;
+        };
+        let Some(NodeEnum::FuncCall(f)) = t.val.as_ref().and_then(|v| v.node.as_ref()) else {
+            return None;
+        };
+        if !calls(f, "set_config") || f.over.is_some() || f.agg_filter.is_some() {
+            return None;
+        }
+        let [name, value, local] = f.args.as_slice() else {
+            return None;
+        };
+        let name = match name.node.as_ref() {
+            Some(NodeEnum::AConst(c)) => match c.val.as_ref() {
+                Some(a_const::Val::Sval(s)) => s.sval.to_ascii_lowercase(),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let session_wide = matches!(
+            local.node.as_ref(),
+            Some(NodeEnum::AConst(c)) if matches!(c.val.as_ref(), Some(a_const::Val::Boolval(b)) if !b.boolval)
+        );
+        if !session_wide || !plain_value(value) || NOT_PLAIN.contains(&name.as_str()) {
+            return None;
+        }
+        targets.push(SetTarget { name, reset: false });
+    }
+    Some(targets)
+}
+
+/// A constant, a parameter, or a cast of one.
+fn plain_value(node: &pg_query::protobuf::Node) -> bool {
+    match node.node.as_ref() {
+        Some(NodeEnum::AConst(c)) => !c.isnull,
+        Some(NodeEnum::ParamRef(_)) => true,
+        Some(NodeEnum::TypeCast(c)) => c.arg.as_deref().is_some_and(plain_value),
+        _ => false,
+    }
+}
+
+/// True when `f` calls `[pg_catalog.]name`.
+fn calls(f: &pg_query::protobuf::FuncCall, name: &str) -> bool {
+    let parts: Vec<&str> = f
+        .funcname
+        .iter()
+        .filter_map(|n| match n.node.as_ref() {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] | ["pg_catalog", n] => *n == name,
+        _ => false,
+    }
+}
+
+/// A SELECT of a target list alone: no FROM, WHERE, grouping, ordering,
+/// limit, locking, WITH, INTO, DISTINCT or set operation.
+fn bare_select(s: &SelectStmt) -> bool {
+    s.from_clause.is_empty()
         && s.where_clause.is_none()
         && s.group_clause.is_empty()
         && s.having_clause.is_none()
@@ -134,7 +211,11 @@ fn unlocks_all(s: &SelectStmt) -> bool {
         && s.with_clause.is_none()
         && s.into_clause.is_none()
         && s.distinct_clause.is_empty()
-        && s.op == SetOperation::SetopNone as i32;
+        && s.op == SetOperation::SetopNone as i32
+}
+
+/// `SELECT [pg_catalog.]pg_advisory_unlock_all()` and nothing else.
+fn unlocks_all(s: &SelectStmt) -> bool {
     let [target] = s.target_list.as_slice() else {
         return false;
     };
@@ -144,19 +225,11 @@ fn unlocks_all(s: &SelectStmt) -> bool {
     let Some(NodeEnum::FuncCall(f)) = t.val.as_ref().and_then(|v| v.node.as_ref()) else {
         return false;
     };
-    let name: Vec<&str> = f
-        .funcname
-        .iter()
-        .filter_map(|n| match n.node.as_ref() {
-            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
-            _ => None,
-        })
-        .collect();
-    let named = matches!(
-        name.as_slice(),
-        ["pg_advisory_unlock_all"] | ["pg_catalog", "pg_advisory_unlock_all"]
-    );
-    plain && named && f.args.is_empty() && f.over.is_none() && f.agg_filter.is_none()
+    bare_select(s)
+        && calls(f, "pg_advisory_unlock_all")
+        && f.args.is_empty()
+        && f.over.is_none()
+        && f.agg_filter.is_none()
 }
 
 #[cfg(test)]
@@ -200,6 +273,16 @@ mod tests {
         assert_eq!(
             names("SET \"TimeZone\" = 'UTC'"),
             Some(vec![set("timezone")])
+        );
+        assert_eq!(
+            names("SELECT set_config('app.tenant_id', $1, false)"),
+            Some(vec![set("app.tenant_id")])
+        );
+        assert_eq!(
+            names(
+                "select pg_catalog.set_config('App.A', '1'::text, false), set_config('b', $2::text, false)"
+            ),
+            Some(vec![set("app.a"), set("b")])
         );
         assert_eq!(
             names("RESET work_mem; SET statement_timeout TO DEFAULT"),
@@ -257,9 +340,16 @@ mod tests {
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
             "SET transaction_read_only = off",
+            "SET seed = 0.5",
             "RESET ALL",
             "SET work_mem = '8MB'; SELECT 1",
-            "SELECT set_config('work_mem', '8MB', false)",
+            "SELECT set_config('work_mem', '8MB', true)",
+            "SELECT set_config('work_mem', '8MB', $2)",
+            "SELECT set_config($1, '8MB', false)",
+            "SELECT set_config('a', pg_advisory_lock(1)::text, false)",
+            "SELECT set_config('a', '1', false), 1",
+            "SELECT set_config('a', '1', false) FROM t",
+            "SELECT set_config('role', 'x', false)",
             "SET work_mem =",
             "DISCARD ALL",
         ] {
