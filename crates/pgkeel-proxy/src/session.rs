@@ -21,6 +21,7 @@ use pgkeel_sql::deallocate::{Deallocate, deallocate_target};
 use pgkeel_sql::session_set::{Resets, SetTarget, plain_settings, resets_only};
 use pgkeel_sql::{Classifier, StatementKind};
 use pgkeel_wire::backend::{encode_error, error_code};
+use pgkeel_wire::frontend::BindTail;
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
 use crate::affinity::ReadAffinity;
@@ -109,7 +110,15 @@ impl Retry {
 /// What a client changed in its session without being pinned, settled on
 /// the same connection once the unit is answered, before the connection
 /// goes back to the pool (see [`Session::unpinned_state`]).
-enum AfterUnit {
+struct AfterUnit {
+    change: SessionChange,
+    /// The unit got an error: it changed nothing (a string of statements
+    /// runs in one implicit transaction, rolled back whole).
+    failed: bool,
+}
+
+/// The kind of session change an [`AfterUnit`] settles.
+enum SessionChange {
     /// A plain `SET`/`RESET` of these: their values are read back and
     /// become the client's settings.
     Learn(Vec<SetTarget>),
@@ -361,6 +370,20 @@ fn lone_statement<'a>(unit: &'a [u8], statements: &'a Statements) -> Option<&'a 
     let executes = matches!(next, FrontendMessage::Execute { portal: b"", .. });
     let synced = matches!(msgs.next(), Some(Ok(FrontendMessage::Sync)));
     (executes && synced && msgs.next().is_none()).then_some(sql)
+}
+
+/// Settings that change how a statement's text is read: a statement
+/// parsed under one value must not be parsed again under another.
+const TEXT_RULES: [&str; 2] = ["client_encoding", "standard_conforming_strings"];
+
+/// True when a Bind of `unit` passes a NULL parameter.
+fn binds_null(unit: &[u8]) -> bool {
+    frames(unit).any(|f| match FrontendMessage::decode(f) {
+        Ok(FrontendMessage::Bind { tail, .. }) => {
+            BindTail::decode(tail).is_ok_and(|t| t.params.iter().any(Option::is_none))
+        }
+        _ => false,
+    })
 }
 
 /// True when the unit ends with Flush (an extended batch left open).
@@ -810,14 +833,31 @@ impl Session {
                 }
                 OwnDeallocate::Refused => kind = StatementKind::Write,
             }
-            if let Some(after) = self.unpinned_state(&unit) {
-                // A SET runs as a write would; a reset stays session state
-                // for the relay (a DISCARD ALL removes the connection's
-                // statements) but does not pin either.
-                if matches!(after, AfterUnit::Learn(_)) {
-                    kind = StatementKind::Write;
+            if let Some(change) = self.unpinned_state(&unit) {
+                match self.attached.as_ref() {
+                    None => {
+                        // A SET runs as a write would; a reset stays
+                        // session state for the relay (a DISCARD ALL
+                        // removes the connection's statements) but does
+                        // not pin either.
+                        if matches!(change, SessionChange::Learn(_)) {
+                            kind = StatementKind::Write;
+                        }
+                        self.after_unit = Some(Box::new(AfterUnit {
+                            change,
+                            failed: false,
+                        }));
+                    }
+                    Some(att) if att.tx == TxStatus::Idle && !att.open_batch => {
+                        // Behind a unit still being answered (tokio-postgres
+                        // sends a Close of a dropped statement ahead): it
+                        // waits, then runs on a connection of its own.
+                        self.queued = Some(unit);
+                        return Ok(());
+                    }
+                    // Inside a transaction: it pins, as before.
+                    Some(_) => {}
                 }
-                self.after_unit = Some(Box::new(after));
             }
         }
         // A unit ended by Flush leaves its implicit transaction open for
@@ -1138,7 +1178,10 @@ impl Session {
                 out,
             )?;
         }
-        if unit_kind == StatementKind::SessionState && resets_all(&unit, &self.statements) {
+        if unit_kind == StatementKind::SessionState
+            && self.after_unit.is_none()
+            && resets_all(&unit, &self.statements)
+        {
             // What a client set with SET after login is reset too.
             self.settings = Settings::login(self.settings.as_ref());
             // The server may be back to its defaults: the client's startup
@@ -1171,6 +1214,11 @@ impl Session {
         while let Some((tag, len)) = split_message(&conn.buf[done..], MAX_MESSAGE_LEN)? {
             let frame = &conn.buf[done..done + len];
             done += len;
+            if tag == b'E'
+                && let Some(after) = self.after_unit.as_mut()
+            {
+                after.failed = true;
+            }
             let out = match att.retry.as_mut() {
                 Some(r) => {
                     if tag == b'E' {
@@ -1267,6 +1315,14 @@ impl Session {
         }
         if self.after_unit.is_some() {
             Box::pin(self.settle_after_unit()).await?;
+            if self.pinned {
+                // The values could not be read back: the client keeps
+                // this connection, which holds them.
+                if let Some(unit) = self.queued.take() {
+                    Box::pin(self.dispatch(unit, false)).await?;
+                }
+                return Ok(());
+            }
         }
         self.detach();
         match retry {
@@ -1296,9 +1352,8 @@ impl Session {
     /// `client_encoding` or `standard_conforming_strings` (which change
     /// what a statement's text means) is carried only while the client has
     /// no prepared statement, whose text would be parsed again elsewhere.
-    fn unpinned_state(&self, unit: &[u8]) -> Option<AfterUnit> {
+    fn unpinned_state(&self, unit: &[u8]) -> Option<SessionChange> {
         if self.pinned
-            || self.attached.is_some()
             || self.after_unit.is_some()
             || self.shared.config.pool_mode == PoolMode::Session
         {
@@ -1306,18 +1361,33 @@ impl Session {
         }
         let sql = std::str::from_utf8(lone_statement(unit, &self.statements)?).ok()?;
         let Some(targets) = plain_settings(sql) else {
-            return resets_only(sql).map(AfterUnit::Reset);
+            let resets = resets_only(sql)?;
+            // Back at its login settings, the client's statements would
+            // be parsed again under other string rules.
+            let login = Settings::login(self.settings.as_ref());
+            let rules_change = TEXT_RULES.iter().any(|n| {
+                let now = self.settings.as_deref().and_then(|s| s.get(n));
+                now != login.as_deref().and_then(|s| s.get(n))
+            });
+            if resets.settings && rules_change && !self.statements.is_empty() {
+                return None;
+            }
+            return Some(SessionChange::Reset(resets));
         };
-        let rereads = |t: &SetTarget| {
-            matches!(
-                t.name.as_str(),
-                "client_encoding" | "standard_conforming_strings"
-            )
-        };
+        let rereads = |t: &SetTarget| TEXT_RULES.contains(&t.name.as_str());
         if targets.iter().any(rereads) && !self.statements.is_empty() {
             return None;
         }
-        Some(AfterUnit::Learn(targets))
+        // `set_config(name, NULL, false)` is a RESET (to the login value):
+        // a NULL parameter is the value of the one call there is.
+        let mut targets = targets;
+        if binds_null(unit) {
+            match targets.as_mut_slice() {
+                [only] => only.reset = true,
+                _ => return None,
+            }
+        }
+        Some(SessionChange::Learn(targets))
     }
 
     /// Makes `settings` the client's (after its own SET or reset): its
@@ -1345,9 +1415,12 @@ impl Session {
         let Some(after) = self.after_unit.take() else {
             return Ok(());
         };
-        match *after {
-            AfterUnit::Learn(targets) => self.learn_settings(targets).await,
-            AfterUnit::Reset(resets) => self.finish_reset(resets).await,
+        if after.failed {
+            return Ok(());
+        }
+        match after.change {
+            SessionChange::Learn(targets) => self.learn_settings(targets).await,
+            SessionChange::Reset(resets) => self.finish_reset(resets).await,
         }
     }
 
