@@ -47,32 +47,42 @@ async fn fails(raw: &mut Raw, sql: &str, code: &str) -> TestResult<Option<char>>
 
 /// A reset string that fails part way (`CLOSE` of a cursor that does not
 /// exist) runs in one implicit transaction: its `RESET ALL` is rolled
-/// back, and PostgreSQL keeps the session's settings. The proxy takes the
-/// reset as done: the connection is recorded as holding no settings while
-/// it still holds the client's `work_mem`, and goes back to the pool with
-/// it; the next client (pool of one) runs with 9MB.
+/// back, and PostgreSQL keeps the session's settings. The proxy took the
+/// reset as done: the connection was recorded as holding no settings
+/// while it still held the client's `work_mem`, and went back to the pool
+/// with it; the next client (pool of one) ran with 9MB.
 #[tokio::test]
 async fn a_failed_reset_string_changes_nothing_for_the_next_client() -> TestResult {
-    common::within(120, async {
-        let env = Env::start(0, |c| c.pool_size = 1).await?;
-        let mut pg = direct(&env, &[]).await?;
-        let default = ok(&mut pg, "SHOW work_mem").await?;
-        ok(&mut pg, "SET work_mem = '9MB'").await?;
-        fails(&mut pg, "RESET ALL; CLOSE no_such_cursor", "34000").await?;
-        assert_eq!(ok(&mut pg, "SHOW work_mem").await?, ["9MB"]);
-
-        let mut a = Raw::login(&env).await?;
-        let mut b = Raw::login(&env).await?;
-        ok(&mut a, "SET work_mem = '9MB'").await?;
-        fails(&mut a, "RESET ALL; CLOSE no_such_cursor", "34000").await?;
-        assert_eq!(
-            ok(&mut b, "SHOW work_mem").await?,
-            default,
-            "another client sees the work_mem a's rolled-back RESET ALL left on the connection"
-        );
-        Ok(())
-    })
+    common::within(
+        120,
+        rolled_back_string_changes_nothing("RESET ALL; CLOSE no_such_cursor", "34000"),
+    )
     .await
+}
+
+/// A client sets work_mem, then runs `sql`, which fails with `code` as a
+/// whole (one implicit transaction, rolled back): PostgreSQL keeps 9MB,
+/// and another client on the same pooled connection (a pool of one) must
+/// see the server's default, not the client's value.
+async fn rolled_back_string_changes_nothing(sql: &str, code: &str) -> TestResult {
+    let env = Env::start(0, |c| c.pool_size = 1).await?;
+    let mut pg = direct(&env, &[]).await?;
+    let default = ok(&mut pg, "SHOW work_mem").await?;
+    ok(&mut pg, "SET work_mem = '9MB'").await?;
+    fails(&mut pg, sql, code).await?;
+    assert_eq!(ok(&mut pg, "SHOW work_mem").await?, ["9MB"]);
+
+    let mut a = Raw::login(&env).await?;
+    let mut b = Raw::login(&env).await?;
+    ok(&mut a, "SET work_mem = '9MB'").await?;
+    fails(&mut a, sql, code).await?;
+    assert_eq!(ok(&mut a, "SHOW work_mem").await?, ["9MB"], "after {sql}");
+    assert_eq!(
+        ok(&mut b, "SHOW work_mem").await?,
+        default,
+        "another client sees what a's rolled-back `{sql}` left on the connection"
+    );
+    Ok(())
 }
 
 /// Same failed reset string, for a client that logged in with work_mem
@@ -148,32 +158,17 @@ async fn discard_all_refused_in_a_transaction_keeps_the_clients_settings() -> Te
 }
 
 /// `RESET work_mem; SET lock_timeout = 'bogus'` fails as a whole (one
-/// implicit transaction): the RESET is rolled back. `learn_settings`
-/// takes every RESET target as done without reading it back: it records
-/// the connection as holding no work_mem while it holds the client's
-/// 9MB, and the next client on it (pool of one) runs with 9MB.
+/// implicit transaction): the RESET is rolled back. `learn_settings` took
+/// every RESET target as done: it recorded the connection as holding no
+/// work_mem while it held the client's 9MB, and the next client on it
+/// (pool of one) ran with 9MB. Now a unit that got an error settles
+/// nothing.
 #[tokio::test]
 async fn a_rolled_back_reset_in_a_set_string_changes_nothing() -> TestResult {
-    common::within(120, async {
-        let env = Env::start(0, |c| c.pool_size = 1).await?;
-        let sql = "RESET work_mem; SET lock_timeout = 'bogus'";
-        let mut pg = direct(&env, &[]).await?;
-        let default = ok(&mut pg, "SHOW work_mem").await?;
-        ok(&mut pg, "SET work_mem = '9MB'").await?;
-        fails(&mut pg, sql, "22023").await?;
-        assert_eq!(ok(&mut pg, "SHOW work_mem").await?, ["9MB"]);
-
-        let mut a = Raw::login(&env).await?;
-        let mut b = Raw::login(&env).await?;
-        ok(&mut a, "SET work_mem = '9MB'").await?;
-        fails(&mut a, sql, "22023").await?;
-        assert_eq!(
-            ok(&mut b, "SHOW work_mem").await?,
-            default,
-            "another client sees the work_mem a's rolled-back RESET left on the connection"
-        );
-        Ok(())
-    })
+    common::within(
+        120,
+        rolled_back_string_changes_nothing("RESET work_mem; SET lock_timeout = 'bogus'", "22023"),
+    )
     .await
 }
 
