@@ -25,11 +25,40 @@ pub struct ReplicaState {
     pub replayable: Vec<Bytes>,
     /// The first statement that cannot be moved, if any.
     pub stuck: Option<String>,
+    /// The session-state unit sent and not yet answered: it counts once
+    /// it succeeded (a `DISCARD ALL` the replica refused, 25001, changed
+    /// nothing, and must not hold the client there).
+    pending: Option<Bytes>,
+    /// The pending unit got an error.
+    pending_failed: bool,
 }
 
 impl ReplicaState {
-    /// Records a session-state unit that ran on a replica.
+    /// Notes a session-state unit sent to a replica; it is recorded by
+    /// [`ReplicaState::settle`] if it succeeds (one pipelined behind it
+    /// counts the first as succeeded).
     pub fn record(&mut self, unit: &Bytes) {
+        self.settle();
+        self.pending = Some(unit.clone());
+    }
+
+    /// The pending unit got an error: it changed nothing.
+    pub fn failed(&mut self) {
+        self.pending_failed = true;
+    }
+
+    /// The pending unit's answers are all in: it is recorded unless it
+    /// failed.
+    pub fn settle(&mut self) {
+        let failed = std::mem::take(&mut self.pending_failed);
+        if let Some(unit) = self.pending.take()
+            && !failed
+        {
+            self.keep(&unit);
+        }
+    }
+
+    fn keep(&mut self, unit: &Bytes) {
         match replayable(unit) {
             Ok(()) => self.replayable.push(unit.clone()),
             Err(text) => {
@@ -174,5 +203,18 @@ mod tests {
         s.record(&Bytes::from(query("DISCARD ALL")));
         assert_eq!(s.replayable.len(), 1);
         assert_eq!(s.stuck.as_deref(), Some("PREPARE p AS SELECT 1"));
+    }
+
+    /// A statement the replica refused changed nothing: it neither
+    /// moves nor holds the client there.
+    #[test]
+    fn a_failed_statement_is_not_recorded() {
+        let mut s = ReplicaState::default();
+        s.record(&Bytes::from(query("DISCARD ALL")));
+        s.failed();
+        s.settle();
+        s.record(&Bytes::from(query("SET a.b = 1")));
+        s.settle();
+        assert_eq!((s.replayable.len(), s.stuck.as_deref()), (1, None));
     }
 }

@@ -1214,10 +1214,13 @@ impl Session {
         while let Some((tag, len)) = split_message(&conn.buf[done..], MAX_MESSAGE_LEN)? {
             let frame = &conn.buf[done..done + len];
             done += len;
-            if tag == b'E'
-                && let Some(after) = self.after_unit.as_mut()
-            {
-                after.failed = true;
+            if tag == b'E' {
+                if let Some(after) = self.after_unit.as_mut() {
+                    after.failed = true;
+                }
+                if let Some(state) = self.replica_state.as_mut() {
+                    state.failed();
+                }
             }
             let out = match att.retry.as_mut() {
                 Some(r) => {
@@ -1263,6 +1266,9 @@ impl Session {
         }
         // Every answer owed is in: the held answers are final unless the
         // connection can go back and the unit be retried elsewhere.
+        if let Some(state) = self.replica_state.as_mut() {
+            state.settle();
+        }
         let retry = att.retry.take();
         if att.relay.failed() {
             if att.relay.restore_failed() {
@@ -1694,9 +1700,11 @@ impl Session {
     /// Applies the settings made on a replica to the attached (primary)
     /// connection and pins the session to it.
     async fn move_state(&mut self) -> Result<(), ProxyError> {
-        let (Some(state), Some(att)) = (self.replica_state.take(), self.attached.as_mut()) else {
+        let (Some(mut state), Some(att)) = (self.replica_state.take(), self.attached.as_mut())
+        else {
             return Ok(());
         };
+        state.settle();
         // The client's startup settings first, then what it changed.
         if let Some(message) =
             settings_now(att, self.settings.as_ref(), &self.shared.metrics).await?
