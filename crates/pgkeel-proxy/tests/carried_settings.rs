@@ -23,14 +23,7 @@ async fn ok(raw: &mut Raw, sql: &str) -> TestResult<Vec<String>> {
 }
 
 fn carried(env: &Env) -> TestResult<u64> {
-    Ok(env
-        .proxy
-        .as_ref()
-        .ok_or("proxy")?
-        .shared()
-        .metrics
-        .settings_carried
-        .load(Ordering::Relaxed))
+    Ok(env.metrics()?.settings_carried.load(Ordering::Relaxed))
 }
 
 /// One server connection per node: a pinned client would hold it, and

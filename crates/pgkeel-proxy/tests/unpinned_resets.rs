@@ -306,10 +306,10 @@ async fn discard_all_refused_in_a_replica_transaction_leaves_writes_possible() -
 /// went to the primary (tokio-postgres sends the Close of a dropped
 /// statement lazily, in the same write as its next request, e.g.
 /// `client.execute("DISCARD ALL")` after any `execute(&str)`) is
-/// dispatched while that unit's connection is still attached:
-/// `unpinned_state` refuses it (`self.attached.is_some()`) and it pins
-/// like any session state. The client then holds the pool's only
-/// connection and the next client waits until 53300.
+/// dispatched while that unit's connection is still attached: it pinned
+/// like any session state, the client held the pool's only connection,
+/// and the next client waited until 53300. Now it waits for the unit
+/// ahead and runs unpinned.
 #[tokio::test]
 async fn a_set_or_reset_pipelined_behind_another_unit_does_not_pin() -> TestResult {
     common::within(120, async {

@@ -75,6 +75,11 @@ impl Env {
         Ok(proxy)
     }
 
+    /// The running proxy's counters.
+    pub fn metrics(&self) -> TestResult<&pgkeel_proxy::metrics::Metrics> {
+        Ok(&self.proxy.as_ref().ok_or("no proxy")?.shared().metrics)
+    }
+
     /// The superuser's name and password.
     pub fn superuser(&self) -> TestResult<(String, String)> {
         let password =
