@@ -63,7 +63,8 @@ struct Ack {
 /// proxy); returns the acknowledged inserts.
 struct Writer {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<Vec<Ack>>,
+    acked: Arc<std::sync::Mutex<Vec<Ack>>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Writer {
@@ -79,8 +80,9 @@ impl Writer {
     fn spawn(urls: Vec<String>, find_primary: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let acked = Arc::new(std::sync::Mutex::new(vec![]));
+        let shared = acked.clone();
         let task = tokio::spawn(async move {
-            let mut acked = vec![];
             let mut next = 1i64;
             let mut client: Option<Client> = None;
             while !flag.load(Ordering::SeqCst) {
@@ -103,19 +105,30 @@ impl Writer {
                     &params,
                 );
                 match tokio::time::timeout(Duration::from_secs(8), insert).await {
-                    Ok(Ok(row)) => acked.push(Ack {
-                        id,
-                        port: row.get(0),
-                        at: Instant::now(),
-                    }),
+                    Ok(Ok(row)) => {
+                        let ack = Ack {
+                            id,
+                            port: row.get(0),
+                            at: Instant::now(),
+                        };
+                        if let Ok(mut acked) = shared.lock() {
+                            acked.push(ack);
+                        }
+                    }
                     _ => client = None,
                 }
                 next += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            acked
         });
-        Writer { stop, task }
+        Writer { stop, acked, task }
+    }
+
+    /// How many inserts server `port` acknowledged so far.
+    fn count_on(&self, port: i64) -> usize {
+        self.acked.lock().map_or(0, |a| {
+            a.iter().filter(|a| i64::from(a.port) == port).count()
+        })
     }
 
     async fn finish(self) -> TestResult<Vec<i64>> {
@@ -124,7 +137,9 @@ impl Writer {
 
     async fn acks(self) -> TestResult<Vec<Ack>> {
         self.stop.store(true, Ordering::SeqCst);
-        Ok(self.task.await?)
+        self.task.await?;
+        let acked = self.acked.lock().map_err(|_| "writer panicked")?;
+        Ok(acked.clone())
     }
 }
 
@@ -283,13 +298,24 @@ async fn the_proxy_follows_a_crash_failover_without_losing_acknowledged_writes()
             .is_some_and(|l| l != "primary")
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let acks = writer.acks().await?;
     let status = c.status()?;
     let new_leader = leader(&status).ok_or("no leader")?;
     let new_port = status["nodes"][node_index(&status, &new_leader)?]["port"]
         .as_i64()
         .ok_or("no port")?;
+    // In quorum mode the new leader's commits wait until the other replica
+    // follows it, which takes a few seconds more on a loaded machine.
+    let resumed = wait_until(
+        "writes through the proxy to resume",
+        Duration::from_secs(30),
+        || async { writer.count_on(new_port) > 10 },
+    )
+    .await;
+    let acks = writer.acks().await?;
+    // A timeout is reported by the checks below, with the counts.
+    if let Ok(took) = resumed {
+        eprintln!("writes resumed on {new_leader} {took:?} after it was elected");
+    }
     // An insert the old primary acknowledged while being killed may
     // arrive just after `crashed`; what matters is the order: old primary,
     // then the new leader only, never back, never a third node.
