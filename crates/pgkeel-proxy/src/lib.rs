@@ -40,6 +40,7 @@ pub mod pool;
 pub mod relay;
 pub mod reload;
 pub mod replica_state;
+pub mod sequence;
 pub mod server;
 pub mod server_stream;
 pub mod session;

@@ -81,6 +81,10 @@ pub struct Metrics {
     /// settings instead of pinning it (each one a client that keeps
     /// pooling and read splitting).
     pub settings_carried: AtomicU64,
+    /// `currval()`/`lastval()` units refused because the client's
+    /// sequence values were no longer on a connection it could get (each
+    /// one a wrong id a direct pooler would have returned).
+    pub sequence_refused: AtomicU64,
     /// Logins whose startup settings had to be checked on a server (none
     /// of the values seen before for that role and database): the extra
     /// round trip a login costs.
@@ -104,6 +108,7 @@ impl Metrics {
             idle_transaction_timeouts: AtomicU64::new(0),
             settings_applied: AtomicU64::new(0),
             settings_carried: AtomicU64::new(0),
+            sequence_refused: AtomicU64::new(0),
             settings_failed: AtomicU64::new(0),
             settings_checked: AtomicU64::new(0),
             hold_time: Histogram::default(),
@@ -179,6 +184,12 @@ pub fn render(shared: &Shared) -> String {
         "pgkeel_proxy_settings_carried_total",
         "Plain SET/RESET statements carried to the client's next connections instead of pinning it.",
         m.settings_carried.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_sequence_values_refused_total",
+        "currval()/lastval() refused: the client's nextval() values were on a connection another client wrote on since.",
+        m.sequence_refused.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

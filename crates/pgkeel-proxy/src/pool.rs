@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::sequence;
 use crate::server::ServerConn;
 use crate::{CancelSlot, Credential, ProxyError, topology::Topology};
 
@@ -35,6 +36,9 @@ pub struct Pool {
     size: AtomicUsize,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
+    /// Woken whenever a connection comes back (see
+    /// [`Pools::wait_for_idle`]).
+    released: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -286,6 +290,7 @@ impl Pools {
                     size: AtomicUsize::new(size),
                     idle: Mutex::new(Vec::new()),
                     permits: Arc::new(Semaphore::new(size)),
+                    released: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -299,29 +304,30 @@ impl Pools {
         topology: &Topology,
         credential: &Credential,
     ) -> Result<Lease, ProxyError> {
-        self.acquire_in(&self.pool(key), topology, credential, None)
-            .await
+        self.acquire_in(
+            &self.pool(key),
+            topology,
+            credential,
+            None,
+            sequence::Want::default(),
+        )
+        .await
     }
 
     /// As [`Pools::acquire`] with the pool already looked up. A client's
     /// cancel request (`cancel`) ends the wait for a free connection, or
-    /// a new connection's login, with [`ProxyError::Cancelled`].
+    /// a new connection's login, with [`ProxyError::Cancelled`]. Which
+    /// idle connection is taken follows `want` (see [`sequence::pick`]).
     pub async fn acquire_in(
         &self,
         pool: &Arc<Pool>,
         topology: &Topology,
         credential: &Credential,
         cancel: Option<&CancelSlot>,
+        want: sequence::Want,
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
-        let node_name = || {
-            topology
-                .backends
-                .get(key.node)
-                .map(|b| b.name.clone())
-                .unwrap_or_default()
-        };
         // A free connection needs no timer.
         let permit = match pool.permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -337,7 +343,11 @@ impl Pools {
                 .map_err(|_| ProxyError::PoolExhausted {
                     user: key.user.clone(),
                     database: key.database.clone(),
-                    node: node_name(),
+                    node: topology
+                        .backends
+                        .get(key.node)
+                        .map(|b| b.name.clone())
+                        .unwrap_or_default(),
                     size: pool.size.load(Ordering::Relaxed),
                     waited: started.elapsed(),
                 })?
@@ -351,11 +361,27 @@ impl Pools {
                 Err(poisoned) => poisoned.into_inner(),
             };
             idle.retain(|c| c.generation == generation);
+            let size = pool.size.load(Ordering::Relaxed);
+            let busy = size.saturating_sub(pool.permits.available_permits());
+            let room = idle.len() + busy < size;
+            let choice = sequence::pick(
+                idle.iter().map(|c| c.written),
+                want.prefer,
+                want.writes,
+                room,
+            );
+            if let sequence::Pick::Idle(at) = choice {
+                // Tried first: popped next.
+                let c = idle.remove(at);
+                idle.push(c);
+            }
             // Most recently used first (its backend is warm); one the
             // server closed while it sat idle is dropped, not handed out.
             let mut found = None;
             let now = Instant::now();
-            while let Some(mut c) = idle.pop() {
+            while choice != sequence::Pick::New
+                && let Some(mut c) = idle.pop()
+            {
                 if let Some(why) = self.retire_now(&c, now) {
                     self.close(c, why, key.node);
                     continue;
@@ -421,6 +447,34 @@ impl Pools {
             // After a shrink, connections beyond the new size are closed.
             if idle.len() < pool.size.load(Ordering::Relaxed) {
                 idle.push(conn);
+            }
+        }
+        pool.released.notify_waiters();
+    }
+
+    /// Waits until the connection last written on at `tick` (see
+    /// [`ServerConn::written`]) is idle in `pool`, for at most `limit`;
+    /// whether it is. A client about
+    /// to read its sequence values waits this way for the connection that
+    /// holds them while another client's statement (often one that does
+    /// not touch them: a read, a Close) finishes on it.
+    pub async fn wait_for_idle(&self, pool: &Pool, tick: u64, limit: Duration) -> bool {
+        let is_idle = || {
+            pool.idle
+                .lock()
+                .is_ok_and(|idle| idle.iter().any(|c| c.written == tick))
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let released = pool.released.notified();
+            tokio::pin!(released);
+            // Registered before the check: a release in between is seen.
+            released.as_mut().enable();
+            if is_idle() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return is_idle();
             }
         }
     }

@@ -15,7 +15,7 @@
 //! next `Sync` exactly as PostgreSQL does, and COPY in the extended
 //! protocol (where the server ignores `Sync` while copying) stays counted.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use pgkeel_wire::backend::{encode_error, error_code, error_message};
 use pgkeel_wire::{FrontendMessage, TxStatus};
 
 use crate::ProxyError;
+use crate::server::StatementIds;
 
 /// A client's named prepared statement.
 #[derive(Debug)]
@@ -442,7 +443,7 @@ impl Relay {
     fn ensure_prepared(
         &mut self,
         stmt: &ClientStatement,
-        prepared: &mut HashSet<u64>,
+        prepared: &mut StatementIds,
         to_server: &mut Vec<u8>,
     ) {
         if prepared.insert(stmt.id) {
@@ -509,7 +510,7 @@ impl Relay {
         msg: &FrontendMessage<'_>,
         kind: StatementKind,
         statements: &mut Statements,
-        prepared: &mut HashSet<u64>,
+        prepared: &mut StatementIds,
         naming: StatementNaming<'_>,
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
@@ -736,7 +737,7 @@ impl Relay {
         &mut self,
         frame: &[u8],
         statements: &mut Statements,
-        prepared: &mut HashSet<u64>,
+        prepared: &mut StatementIds,
         to_client: &mut Vec<u8>,
     ) -> Result<Option<TxStatus>, ProxyError> {
         self.drain(to_client);
@@ -856,7 +857,7 @@ mod tests {
     struct Side {
         relay: Relay,
         stmts: Statements,
-        prepared: HashSet<u64>,
+        prepared: StatementIds,
         hasher: RandomState,
     }
 
@@ -881,7 +882,7 @@ mod tests {
             Side {
                 relay: Relay::default(),
                 stmts: Statements::default(),
-                prepared: HashSet::new(),
+                prepared: StatementIds::default(),
                 hasher: RandomState::new(),
             }
         }
@@ -971,7 +972,7 @@ mod tests {
 
         // Same client, a fresh server connection: Bind injects the Parse
         // and hides its answer.
-        let mut fresh = HashSet::new();
+        let mut fresh = StatementIds::default();
         std::mem::swap(&mut a.prepared, &mut fresh);
         let (s, _) = a.send(&[bind(b"s1"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(s, "CPBES");

@@ -5,6 +5,7 @@
 //! cancel key, and the statements prepared on it.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,10 +40,10 @@ pub struct ServerConn {
     /// Cancel key.
     pub key: i32,
     /// ParameterStatus values from login.
-    pub params: Vec<(String, String)>,
+    pub params: Box<[(String, String)]>,
     /// Ids of the statements prepared on this connection (see
     /// `relay::statement_id`).
-    pub prepared: HashSet<u64>,
+    pub prepared: StatementIds,
     /// The client settings the proxy applied on top of what the
     /// connection reported at login (`params`): `None` when it holds only
     /// its defaults. Compared on each attach so that only what differs is
@@ -55,6 +56,10 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it last went back to its pool (for `server_idle_timeout`).
     pub idle_since: Instant,
+    /// The [`crate::sequence::tick`] of the last write here (0: none): the
+    /// client that holds the same tick wrote here last, so the backend
+    /// holds its `nextval()` values (see [`crate::sequence`]).
+    pub written: u64,
 }
 
 /// The answer to a query the proxy ran itself (see [`ServerConn::run`]),
@@ -100,6 +105,31 @@ fn sasl_body(mech: Option<&str>, data: &[u8]) -> Vec<u8> {
     body.extend_from_slice(data);
     body
 }
+
+/// Hashes a statement id as itself: ids are already hashes, keyed by the
+/// proxy's secret (`relay::statement_id`), so hashing them again only
+/// costs time, and a stateless hasher costs no space in every connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The ids of the statements prepared on a connection.
+pub type StatementIds = HashSet<u64, BuildHasherDefault<IdHasher>>;
 
 impl ServerConn {
     /// Sends `message` (a simple Query of the proxy's own, encoded) and
@@ -180,18 +210,20 @@ impl ServerConn {
         write_all(&mut stream, &out).await?;
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<ScramClient> = None;
+        let mut params = Vec::new();
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::new(),
             addr,
             pid: 0,
             key: 0,
-            params: Vec::new(),
-            prepared: HashSet::new(),
+            params: Box::default(),
+            prepared: StatementIds::default(),
             applied: None,
             generation,
             created: Instant::now(),
             idle_since: Instant::now(),
+            written: 0,
         };
         loop {
             let len = read_message(&mut conn.stream, &mut buf).await?;
@@ -263,7 +295,7 @@ impl ServerConn {
                     }
                 },
                 BackendMessage::ParameterStatus { name, value } => {
-                    conn.params.push((name.to_string(), value.to_string()));
+                    params.push((name.to_string(), value.to_string()));
                 }
                 BackendMessage::BackendKeyData { pid, key } => {
                     conn.pid = pid;
@@ -271,6 +303,7 @@ impl ServerConn {
                 }
                 BackendMessage::ReadyForQuery(_) => {
                     conn.buf = buf;
+                    conn.params = params.into_boxed_slice();
                     return Ok(conn);
                 }
                 BackendMessage::ErrorResponse(f) => {

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
 use crate::replica_state::{ReplicaState, replay, run_units};
+use crate::sequence;
 use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{
     Settings, changes, from_hex, in_sync, may_reset_all, restore_query, sync_query, values_query,
@@ -174,6 +175,16 @@ pub struct Session {
     named_kinds: NamedKinds,
     /// Where this client's cancel requests go (see [`CancelSlot`]).
     cancel: Arc<CancelSlot>,
+    /// The [`sequence::tick`] of this client's last write: the primary
+    /// connection with that [`ServerConn::written`] holds its `nextval()`
+    /// values (0: none; see [`crate::sequence`]).
+    last_write: u64,
+}
+
+/// Whether `unit` runs anything (a Query, an Execute, a function call),
+/// not only prepares or describes.
+fn executes(unit: &[u8]) -> bool {
+    frames(unit).any(|f| matches!(f.first(), Some(b'Q' | b'E' | b'F')))
 }
 
 fn rfq(out: &mut Vec<u8>, status: TxStatus) {
@@ -381,6 +392,7 @@ impl Session {
             reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
             cancel,
+            last_write: 0,
         }
     }
 
@@ -540,7 +552,9 @@ impl Session {
 
     /// Where a unit may run: the strongest kind among its statements
     /// (for Parse/Query: the statement's; Bind: its statement's, looked
-    /// up, not classified again), and its named Parses' own kinds.
+    /// up, not classified again), and its named Parses' own kinds. A unit
+    /// of transaction control only (`BEGIN`, `COMMIT`...) is
+    /// [`StatementKind::TransactionControl`]: the primary, but no write.
     fn classify_unit(&self, unit: &[u8]) -> (StatementKind, NamedKinds) {
         let mut named = NO_NAMED_KINDS;
         // Names of those first named Parses, for Binds later in the unit
@@ -552,7 +566,11 @@ impl Session {
         // client's from before (looked up when first bound).
         let mut last_unnamed: Option<StatementKind> = None;
         let mut session = false;
+        let mut sequence = false;
         let mut write = false;
+        // Only BEGIN and transaction control among the statements that
+        // need the primary: nothing that may call nextval().
+        let mut control_only = true;
         let mut begin_ro = false;
         for frame in frames(unit) {
             let kind = match FrontendMessage::decode(frame) {
@@ -571,9 +589,13 @@ impl Session {
                         named_seen += 1;
                     }
                     // A Parse runs nothing: what it prepares changes
-                    // session state only when bound (its Bind says so);
-                    // until then it goes where a write would.
-                    if k == StatementKind::SessionState {
+                    // session state or reads sequence values only when
+                    // bound (its Bind says so); until then it goes where a
+                    // write would.
+                    if matches!(
+                        k,
+                        StatementKind::SessionState | StatementKind::SequenceValue
+                    ) {
                         StatementKind::Write
                     } else {
                         k
@@ -607,13 +629,24 @@ impl Session {
             };
             match kind {
                 StatementKind::SessionState => session = true,
+                StatementKind::SequenceValue => sequence = true,
                 StatementKind::Begin { read_only: true } => begin_ro = true,
-                k if !k.replica_ok() => write = true,
+                k @ (StatementKind::Begin { .. } | StatementKind::TransactionControl) => {
+                    write |= !k.replica_ok();
+                }
+                k if !k.replica_ok() => {
+                    write = true;
+                    control_only = false;
+                }
                 _ => {}
             }
         }
         let kind = if session {
             StatementKind::SessionState
+        } else if sequence {
+            StatementKind::SequenceValue
+        } else if write && control_only {
+            StatementKind::TransactionControl
         } else if write {
             StatementKind::Write
         } else if begin_ro {
@@ -921,10 +954,33 @@ impl Session {
                 return Ok(());
             };
             let pool = self.pool_for(node);
+            // The connection of the client's last write, when free, keeps
+            // its `nextval()` values within reach (see `sequence`).
+            if is_primary
+                && self.last_write != 0
+                && kind == StatementKind::SequenceValue
+                && !self.pinned
+            {
+                // Busy with another client's statement, perhaps one that
+                // leaves the values alone: worth a short wait. Boxed: rare,
+                // and its timer would otherwise size every session's
+                // future.
+                let limit = shared.queue_wait().min(sequence::BUSY_WAIT);
+                Box::pin(shared.pools.wait_for_idle(&pool, self.last_write, limit)).await;
+            }
             match self
                 .shared
                 .pools
-                .acquire_in(&pool, topology, &self.credential, Some(&*self.cancel))
+                .acquire_in(
+                    &pool,
+                    topology,
+                    &self.credential,
+                    Some(&*self.cancel),
+                    sequence::Want {
+                        prefer: if is_primary { self.last_write } else { 0 },
+                        writes: is_primary && sequence::changes_values(kind) && executes(&unit),
+                    },
+                )
                 .await
             {
                 Ok(lease) => break (node, is_primary, lease),
@@ -1055,6 +1111,35 @@ impl Session {
             // Pipelined ahead of the unit: no round trip of its own (if it
             // fails, every statement of the unit is refused in its failed
             // block).
+        }
+        let mut unit = unit;
+        if att.is_primary && self.shared.config.pool_mode != PoolMode::Session {
+            let conn = &mut att.lease.conn;
+            // A pinned client's connection is its own; a batch already
+            // open cannot take the refusal's simple Query.
+            let refuse = unit_kind == StatementKind::SequenceValue
+                && !self.pinned
+                && !att.open_batch
+                && !ends_with_flush(&unit)
+                && executes(&unit)
+                && !sequence::holds_values(conn.written, self.last_write);
+            if refuse {
+                tracing::info!(
+                    pid = conn.pid,
+                    "refused currval()/lastval(): the client's sequence values are not on this connection"
+                );
+                self.shared
+                    .metrics
+                    .sequence_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut q = Vec::new();
+                let query = sequence::refusal_query(self.last_write != 0);
+                FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+                unit = Bytes::from(q);
+            } else if sequence::changes_values(unit_kind) && executes(&unit) {
+                conn.written = sequence::tick();
+                self.last_write = conn.written;
+            }
         }
         for frame in frames(&unit) {
             let msg = FrontendMessage::decode(frame)?;

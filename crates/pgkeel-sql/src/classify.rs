@@ -42,12 +42,15 @@ fn classify_inner(sql: &str, policy: &FunctionPolicy) -> StatementKind {
         match called_functions(sql, policy, &skip) {
             FunctionEffect::ReadOnly => combined,
             FunctionEffect::Write => StatementKind::Write,
+            FunctionEffect::SequenceValue => StatementKind::SequenceValue,
             FunctionEffect::Session => StatementKind::SessionState,
         }
     } else if combined == StatementKind::Write || combined == StatementKind::TransactionControl {
-        // A session-level function call inside a write still pins.
+        // A session-level function call inside a write still pins, and a
+        // write that uses `currval()` must find the session's value.
         match called_functions(sql, policy, &[]) {
             FunctionEffect::Session => StatementKind::SessionState,
+            FunctionEffect::SequenceValue => StatementKind::SequenceValue,
             _ => combined,
         }
     } else {
@@ -301,8 +304,11 @@ fn called_functions(sql: &str, policy: &FunctionPolicy, skip: &[&str]) -> Functi
         }
         match policy.effect(&schema, &name) {
             FunctionEffect::Session => return FunctionEffect::Session,
-            FunctionEffect::Write => worst = FunctionEffect::Write,
-            FunctionEffect::ReadOnly => {}
+            FunctionEffect::SequenceValue => worst = FunctionEffect::SequenceValue,
+            FunctionEffect::Write if worst == FunctionEffect::ReadOnly => {
+                worst = FunctionEffect::Write;
+            }
+            FunctionEffect::Write | FunctionEffect::ReadOnly => {}
         }
     }
     worst

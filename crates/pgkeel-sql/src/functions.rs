@@ -170,8 +170,6 @@ const READ_ONLY_BUILTINS: &[&str] = &[
 const WRITERS: &[&str] = &[
     "nextval",
     "setval",
-    "currval",
-    "lastval",
     "pg_advisory_xact_lock",
     "pg_advisory_xact_lock_shared",
     "pg_try_advisory_xact_lock",
@@ -204,6 +202,10 @@ const SESSION: &[&str] = &[
     "setseed",
 ];
 
+/// Functions that read the values of the session's last `nextval()`
+/// calls: those live on the server connection that ran them.
+const SEQUENCE_VALUES: &[&str] = &["currval", "lastval"];
+
 /// What a function call means for routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunctionEffect {
@@ -211,6 +213,9 @@ pub enum FunctionEffect {
     ReadOnly,
     /// Writes, or unknown: primary.
     Write,
+    /// Reads the session's sequence values (`currval`, `lastval`):
+    /// primary, on the connection of the session's last write.
+    SequenceValue,
     /// Changes session state: primary, and pins the session.
     Session,
 }
@@ -255,6 +260,9 @@ impl FunctionPolicy {
         if builtin && WRITERS.contains(&name) {
             return FunctionEffect::Write;
         }
+        if builtin && SEQUENCE_VALUES.contains(&name) {
+            return FunctionEffect::SequenceValue;
+        }
         let listed = if builtin {
             self.read_only.contains(name)
         } else {
@@ -276,6 +284,12 @@ mod tests {
     fn writers_beat_the_allow_list() {
         let p = FunctionPolicy::with_read_only(["nextval", "App.Lookup"]);
         assert_eq!(p.effect("", "nextval"), FunctionEffect::Write);
+        assert_eq!(p.effect("", "lastval"), FunctionEffect::SequenceValue);
+        assert_eq!(
+            p.effect("pg_catalog", "currval"),
+            FunctionEffect::SequenceValue
+        );
+        assert_eq!(p.effect("app", "currval"), FunctionEffect::Write);
         assert_eq!(p.effect("", "now"), FunctionEffect::ReadOnly);
         assert_eq!(p.effect("pg_catalog", "count"), FunctionEffect::ReadOnly);
         assert_eq!(p.effect("app", "lookup"), FunctionEffect::ReadOnly);

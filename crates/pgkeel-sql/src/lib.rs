@@ -44,6 +44,10 @@ pub enum StatementKind {
     SessionState,
     /// Nothing to run (empty string or only comments).
     Empty,
+    /// Calls `currval()`/`lastval()` (and may write): their values come
+    /// from the session's last `nextval()`, which only the server
+    /// connection that ran it holds, so it must run there.
+    SequenceValue,
 }
 
 impl StatementKind {

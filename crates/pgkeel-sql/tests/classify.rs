@@ -202,3 +202,33 @@ fn a_new_function_policy_applies_to_cached_statements() {
     c.set_policy(FunctionPolicy::with_read_only(["nextval"]));
     assert_eq!(c.classify("SELECT nextval('s')"), Write);
 }
+
+/// `currval()`/`lastval()` read what the session's last `nextval()` left
+/// on its server connection, whatever else the statement does.
+#[test]
+fn sequence_values() {
+    check(&[
+        ("SELECT lastval()", SequenceValue),
+        ("SELECT LASTVAL()", SequenceValue),
+        ("SELECT currval('t_id_seq')", SequenceValue),
+        ("SELECT pg_catalog.currval('s'::regclass)", SequenceValue),
+        (
+            "INSERT INTO child (parent_id) VALUES (currval('parent_id_seq'))",
+            SequenceValue,
+        ),
+        ("SELECT nextval('s'), currval('s')", SequenceValue),
+        ("SELECT currval('s'), nextval('s')", SequenceValue),
+        ("BEGIN; SELECT lastval(); COMMIT", SequenceValue),
+        ("BEGIN READ ONLY; SELECT lastval()", SequenceValue),
+        // Only the built-ins: a schema's own function of that name is
+        // any function.
+        ("SELECT app.currval(1)", Write),
+        ("SELECT 'lastval()'", Read),
+        ("SELECT lastval FROM t", Read),
+        // Session state still pins, which keeps the connection anyway.
+        (
+            "SELECT set_config('a.b', '1', false), lastval()",
+            SessionState,
+        ),
+    ]);
+}
