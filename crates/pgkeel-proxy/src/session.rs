@@ -1187,13 +1187,13 @@ impl Session {
             && self.after_unit.is_none()
             && resets_all(&unit, &self.statements)
         {
-            // What a client set with SET after login is reset too.
-            self.settings = Settings::login(self.settings.as_ref());
-            // The server may be back to its defaults: the client's startup
-            // settings that are go again ahead of its next statement
-            // outside a transaction (in PostgreSQL they are what RESET
-            // returns to).
-            att.relay.restore_settings();
+            // A pinned (or session-mode) client's reset: settled once it
+            // is answered (see `finish_pinned_reset`); what it pipelined
+            // behind waits until then.
+            self.after_unit = Some(Box::new(AfterUnit {
+                change: SessionChange::Reset(Resets { settings: true }),
+                failed: false,
+            }));
         }
         if !to_server.is_empty() {
             write_all(&mut att.lease.conn.stream, &to_server).await?;
@@ -1298,13 +1298,17 @@ impl Session {
             // A transaction on a replica may still move to the primary
             // while it has not read (see `tx_start`).
             let movable = !self.pinned && !session_mode && !att.is_primary;
+            let tx = att.tx;
+            if self.after_unit.is_some() && (self.pinned || session_mode) {
+                Box::pin(self.finish_pinned_reset(tx)).await?;
+            }
             match retry {
                 Some(r) if movable && r.feature_refused => {
                     return Box::pin(self.move_transaction(r)).await;
                 }
                 Some(r) => {
                     let kept = movable
-                        && att.tx == TxStatus::InTransaction
+                        && tx == TxStatus::InTransaction
                         && self
                             .tx_start
                             .get_or_insert_with(Default::default)

@@ -130,7 +130,6 @@ async fn a_failed_reset_string_keeps_the_clients_own_setting() -> TestResult {
 /// server answers (`self.settings = login`, `restore_settings`): after
 /// ROLLBACK the login value is put back over the one the client set.
 #[tokio::test]
-#[ignore = "open: a pinned client's reset takes effect when sent, not when it succeeds"]
 async fn discard_all_refused_in_a_transaction_keeps_the_clients_settings() -> TestResult {
     common::within(120, async {
         let env = Env::start(0, |c| c.pool_size = 1).await?;
@@ -257,7 +256,6 @@ async fn reset_all_keeps_statements_under_their_string_rules() -> TestResult {
 /// connection (the replica, where the client's read goes) it is
 /// undefined and `current_setting` fails with 42704.
 #[tokio::test]
-#[ignore = "open: a RESET of an undefined placeholder is carried as removed"]
 async fn reset_of_a_custom_setting_leaves_it_defined() -> TestResult {
     common::within(120, async {
         let env = Env::start(1, |c| c.pool_size = 1).await?;
@@ -354,7 +352,6 @@ async fn a_set_or_reset_pipelined_behind_another_unit_does_not_pin() -> TestResu
 /// first, at the server's default (the same holds for a pinned client in
 /// transaction pooling).
 #[tokio::test]
-#[ignore = "open: a pinned or session-mode reset's restore waits for an idle relay"]
 async fn session_mode_discard_all_with_a_pipelined_read_sees_login_settings() -> TestResult {
     common::within(120, async {
         let env = Env::start(0, |c| {

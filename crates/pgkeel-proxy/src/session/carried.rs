@@ -39,6 +39,25 @@ pub(super) fn before_ready(out: &mut Vec<u8>, frames: &[u8]) {
     }
 }
 
+/// Puts the client's login `settings` back on `conn` after a reset (see
+/// [`restore_query`]), their ParameterStatus messages going into `out`
+/// ahead of the reset's ReadyForQuery; whether the server refused.
+async fn restore_login(
+    conn: &mut ServerConn,
+    settings: Option<&Settings>,
+    out: &mut Vec<u8>,
+) -> Result<bool, ProxyError> {
+    let Some(query) = settings.and_then(restore_query) else {
+        return Ok(false);
+    };
+    let mut q = Vec::new();
+    FrontendMessage::Query(query.as_bytes()).encode(&mut q);
+    let mut reports = Vec::new();
+    let ran = conn.run_reporting(&q, Some(&mut reports)).await?;
+    before_ready(out, &reports);
+    Ok(ran.error.is_some())
+}
+
 /// The text of `unit` when it runs exactly one string of SQL as a unit
 /// of its own: one simple Query; or a Parse (as JDBC sends everything),
 /// or none (a statement the client parsed in a
@@ -190,20 +209,53 @@ impl Session {
         };
         // The reset left the connection at its defaults.
         att.lease.conn.applied = None;
-        let Some(query) = self.settings.as_deref().and_then(restore_query) else {
-            return Ok(());
-        };
-        let mut q = Vec::new();
-        FrontendMessage::Query(query.as_bytes()).encode(&mut q);
-        let mut reports = Vec::new();
-        let ran = att.lease.conn.run_reporting(&q, Some(&mut reports)).await?;
-        before_ready(&mut self.to_client, &reports);
-        if ran.error.is_some() {
+        let settings = self.settings.as_deref();
+        if restore_login(&mut att.lease.conn, settings, &mut self.to_client).await? {
             // It holds part of them: closed; the client's next connection
             // is given them.
             self.drop_attached();
         } else {
             att.lease.conn.applied = self.settings.clone();
+        }
+        Ok(())
+    }
+
+    /// A pinned (or session-mode) client's reset (`RESET ALL`, `DISCARD
+    /// ALL`, in any unit) was answered, the transaction status being
+    /// `tx`. If it failed (`DISCARD ALL` inside a transaction: 25001) it
+    /// changed nothing. Otherwise the client is back at its login
+    /// settings: outside a transaction they are put back on its
+    /// connection at once (where the server's defaults now are), their
+    /// ParameterStatus messages going ahead of the reset's ReadyForQuery,
+    /// before anything it pipelined behind runs; inside one, ahead of its
+    /// next unit outside a transaction. The connection holds the client's
+    /// session state: if the restore fails, the session ends.
+    pub(super) async fn finish_pinned_reset(&mut self, tx: TxStatus) -> Result<(), ProxyError> {
+        let Some(after) = self.after_unit.take() else {
+            return Ok(());
+        };
+        if after.failed {
+            return Ok(());
+        }
+        // Not `change_settings`: a pinned client's statements keep the
+        // names (and server-side statements) they have on its connection.
+        self.settings = Settings::login(self.settings.as_ref());
+        let Some(att) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        if tx != TxStatus::Idle {
+            att.relay.restore_settings();
+            return Ok(());
+        }
+        let settings = self.settings.as_deref();
+        if restore_login(&mut att.lease.conn, settings, &mut self.to_client).await? {
+            // The session ends with the reset: its FATAL error takes the
+            // place of the ReadyForQuery, as when a server ends one.
+            let at = self.to_client.len().saturating_sub(6);
+            if self.to_client.get(at..at + 5) == Some(&[b'Z', 0, 0, 0, 5][..]) {
+                self.to_client.truncate(at);
+            }
+            return Err(ProxyError::SessionStateLost);
         }
         Ok(())
     }
@@ -258,9 +310,12 @@ impl Session {
         let mut mine = Vec::with_capacity(targets.len());
         for t in targets.iter() {
             if t.reset {
-                held.push((t.name.clone(), None));
+                // A RESET defines a custom placeholder (`app.x`) the
+                // session never set, as ''.
+                let placeholder = t.name.contains('.').then(String::new);
+                held.push((t.name.clone(), placeholder.clone()));
                 let start = login.as_ref().and_then(|l| l.get(&t.name));
-                mine.push((t.name.clone(), start.map(str::to_string)));
+                mine.push((t.name.clone(), start.map(str::to_string).or(placeholder)));
             } else {
                 let value = shown.next().flatten();
                 held.push((t.name.clone(), value.clone()));
