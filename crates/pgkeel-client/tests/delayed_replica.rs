@@ -38,7 +38,7 @@ async fn read_your_writes_and_the_users_api_with_a_delayed_replica() -> TestResu
         .batch_execute("ALTER SYSTEM SET recovery_min_apply_delay = '2s'")
         .await?;
     delayed.batch_execute("SELECT pg_reload_conf()").await?;
-    let applied = eventually(Duration::from_secs(10), || async {
+    let applied = eventually(Duration::from_secs(30), || async {
         delayed
             .query_one("SHOW recovery_min_apply_delay", &[])
             .await
@@ -72,7 +72,7 @@ async fn read_your_writes(cluster: &TempCluster, delayed: &Client) -> TestResult
         "replica1 applied the write without delay"
     );
     assert!(
-        eventually(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(60), || async {
             has_table(delayed, "rw").await.is_ok_and(|t| t)
         })
         .await,
@@ -145,10 +145,11 @@ async fn users_api(cluster: &TempCluster, delayed: &Client) -> TestResult {
     app::ensure_schema(&pool).await?; // idempotent
     // Plain reads may land on the delayed replica: let it have the table.
     assert!(
-        eventually(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(60), || async {
             has_table(delayed, "users").await.is_ok_and(|t| t)
         })
-        .await
+        .await,
+        "replica1 never applied the users table"
     );
 
     let listener = TcpListener::bind(args.listen).await?;
@@ -195,12 +196,13 @@ async fn users_api(cluster: &TempCluster, delayed: &Client) -> TestResult {
     let grace: app::User = created.json()?;
     let path = format!("/users/{}", grace.id);
     assert!(
-        eventually(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(60), || async {
             http(addr, "GET", &path, &[], "")
                 .await
                 .is_ok_and(|a| a.status == 200)
         })
-        .await
+        .await,
+        "a plain read never found the new user"
     );
 
     // Errors.

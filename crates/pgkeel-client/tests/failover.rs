@@ -130,19 +130,26 @@ async fn writes_follow_the_primary_through_read_only_errors_and_failover() -> Te
         .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
         .await?;
     primary_su.batch_execute("SELECT pg_reload_conf()").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let err = pool
-        .write()
-        .await
-        .err()
-        .ok_or("write accepted by a fenced primary")?;
+    // The reload reaches the server's sessions asynchronously: writes
+    // (opened and dropped) until the first refusal, for up to 30 s.
+    let start = Instant::now();
+    let err = loop {
+        match pool.write().await {
+            Err(e) => break e,
+            Ok(tx) if start.elapsed() < Duration::from_secs(30) => {
+                tx.rollback().await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) => return Err("write accepted by a fenced primary".into()),
+        }
+    };
     assert_eq!(err.kind(), ErrorKind::NoPrimary, "{err}");
     assert!(err.to_string().contains("read-only"), "{err}");
     primary_su
         .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
         .await?;
     primary_su.batch_execute("SELECT pg_reload_conf()").await?;
-    let tx = write_within(&pool, Duration::from_secs(10)).await?;
+    let tx = write_within(&pool, Duration::from_secs(30)).await?;
     assert_eq!(node_of(&cluster, write_port(&tx).await?), "primary");
     tx.rollback().await?;
     drop(primary_su);
@@ -151,7 +158,7 @@ async fn writes_follow_the_primary_through_read_only_errors_and_failover() -> Te
     cluster.stop_node("primary").await?;
     let promoted = superuser(&cluster, "replica1").await?;
     promoted.batch_execute("SELECT pg_promote()").await?;
-    let tx = write_within(&pool, Duration::from_secs(30)).await?;
+    let tx = write_within(&pool, Duration::from_secs(60)).await?;
     assert_eq!(node_of(&cluster, write_port(&tx).await?), "replica1");
     tx.execute("INSERT INTO f (at) VALUES ('after failover')", &[])
         .await?;

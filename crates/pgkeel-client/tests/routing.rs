@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{TestResult, eventually, node_of, pool, pool_config, port};
 use pgkeel_client::{ErrorKind, ReplicatedPool};
@@ -102,9 +102,11 @@ async fn reads_spread_writes_stay_on_the_primary_and_reads_survive_a_replica_sto
 
     // A replica stops while reads run: none of them fails.
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let reader = {
         let pool = pool.clone();
         let stop = stop.clone();
+        let done = done.clone();
         tokio::spawn(async move {
             let mut ports = Vec::new();
             let mut failures = Vec::new();
@@ -119,13 +121,29 @@ async fn reads_spread_writes_stay_on_the_primary_and_reads_survive_a_replica_sto
                     Ok(p) => ports.push(p),
                     Err(e) => failures.push(e.to_string()),
                 }
+                done.store(ports.len(), Ordering::Relaxed);
             }
             (ports, failures)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Reads on both replicas first (a fixed pause could pass before the
+    // reader ran at all), then the stop; then at least 700 ms and as many
+    // reads again as before it returned, so the last quarter checked below
+    // is surely after it, however long the stop took.
+    let wait_reads = |n: usize| {
+        let done = done.clone();
+        async move {
+            let start = Instant::now();
+            while done.load(Ordering::Relaxed) < n && start.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_reads(40).await;
     cluster.stop_node("replica1").await?;
+    let before = done.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_reads(2 * before + 20).await;
     stop.store(true, Ordering::Relaxed);
     let (ports, failures) = reader.await?;
     assert!(failures.is_empty(), "reads failed: {failures:?}");
@@ -140,20 +158,20 @@ async fn reads_spread_writes_stay_on_the_primary_and_reads_survive_a_replica_sto
         !tail.contains(&replica1),
         "reads still reach the stopped replica"
     );
-    assert!(
+    let marked_down = eventually(Duration::from_secs(30), || async {
         pool.status()
             .replicas
             .iter()
-            .any(|r| r.addr.port == replica1 as u16 && !r.up),
-        "{:?}",
-        pool.status()
-    );
+            .any(|r| r.addr.port == replica1 as u16 && !r.up)
+    })
+    .await;
+    assert!(marked_down, "{:?}", pool.status());
     let counts = read_spread(&cluster, &pool, 20).await?;
     assert_eq!(counts.get("replica2"), Some(&20), "{counts:?}");
 
     // Back up: it serves reads again without anyone rediscovering.
     cluster.start_node("replica1").await?;
-    let back = eventually(Duration::from_secs(20), || async {
+    let back = eventually(Duration::from_secs(60), || async {
         read_spread(&cluster, &pool, 10)
             .await
             .is_ok_and(|c| c.get("replica1").copied().unwrap_or(0) > 0)

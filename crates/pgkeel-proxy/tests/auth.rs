@@ -121,7 +121,7 @@ async fn offered_salt(port: u16, user: &str) -> TestResult<String> {
 async fn wait_replayed(env: &Env, replicas: &[&str], check: &str) -> TestResult {
     for replica in replicas {
         let direct = env.cluster.client(replica).await?;
-        let ok = TempCluster::eventually(Duration::from_secs(20), || async {
+        let ok = TempCluster::eventually(Duration::from_secs(60), || async {
             direct
                 .query_one(check, &[])
                 .await
@@ -352,15 +352,16 @@ async fn concurrent_first_logins_share_one_auth_query() -> TestResult {
 /// Clients logging in at once as a role the proxy has not looked up yet.
 const BURST: usize = 8;
 
-/// An auth query that takes half a second (so a burst of logins overlaps
-/// it), counts its runs in a sequence (not rolled back by an error) and
-/// fails while `auth_ok` is empty.
+/// An auth query that takes two seconds (so a burst of logins overlaps
+/// it, even when a loaded machine is slow to start some of them), counts
+/// its runs in a sequence (not rolled back by an error) and fails while
+/// `auth_ok` is empty.
 const SLOW_LOOKUP: &str = "CREATE SEQUENCE public.auth_calls; \
      CREATE TABLE public.auth_ok (x int); \
      CREATE FUNCTION public.auth_lookup(u text) \
      RETURNS TABLE (r_name text, r_secret text) LANGUAGE plpgsql AS $$ \
      BEGIN \
-       PERFORM pg_sleep(0.5); \
+       PERFORM pg_sleep(2); \
        PERFORM nextval('public.auth_calls'); \
        IF NOT EXISTS (SELECT 1 FROM public.auth_ok) THEN \
          RAISE EXCEPTION 'auth lookups are switched off'; \

@@ -47,6 +47,21 @@ async fn bye(mut raw: Raw) -> TestResult {
     Ok(())
 }
 
+/// Whether `sql` runs (active) on the primary within 30 s.
+async fn running_on_primary(env: &Env, sql: &str) -> TestResult<bool> {
+    let direct = env.cluster.client("primary").await?;
+    Ok(TempCluster::eventually(Duration::from_secs(30), || async {
+        direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                &[&sql],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await)
+}
+
 fn bind_portal<'a>(portal: &'a [u8], statement: &'a [u8]) -> FrontendMessage<'a> {
     FrontendMessage::Bind {
         portal,
@@ -646,7 +661,13 @@ async fn cancel_right_client(env: &Env) -> TestResult {
     let b = env.client().await?;
     let token = a.cancel_token();
     let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(5)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // a runs before b asks and the cancel is sent (a cancel that arrives
+    // before its statement is ignored; a loaded machine may take more than
+    // a few hundred milliseconds to start it).
+    ensure!(
+        running_on_primary(env, "SELECT pg_sleep(5)").await?,
+        "a's statement never ran"
+    );
     let other = tokio::spawn(async move { b.simple_query("SELECT 'b'").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     token.cancel_query(NoTls).await?;
@@ -671,29 +692,20 @@ async fn cancel_while_queued(env: &Env) -> TestResult {
     let a = env.client().await?;
     let b = env.client().await?;
     let token = b.cancel_token();
-    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(3)").await });
+    let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(6)").await });
     // a runs (on the one connection) before b asks: a loaded machine may
     // take more than a few hundred milliseconds for either.
-    let direct = env.cluster.client("primary").await?;
-    let running = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
-        direct
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE query = 'SELECT pg_sleep(3)' AND state = 'active'",
-                &[],
-            )
-            .await
-            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
-    })
-    .await;
-    ensure!(running, "a's statement never ran");
+    ensure!(
+        running_on_primary(env, "SELECT pg_sleep(6)").await?,
+        "a's statement never ran"
+    );
     let waiting = tokio::spawn(async move {
-        let r = b.simple_query("SELECT pg_sleep(3)").await;
+        let r = b.simple_query("SELECT pg_sleep(6)").await;
         (b, r)
     });
     // A cancel before b's statement reaches the proxy is ignored (nothing
-    // runs): sent again until b has its answer.
-    for _ in 0..12 {
+    // runs): sent again until b has its answer, for most of a's 6 s.
+    for _ in 0..25 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if waiting.is_finished() {
             break;
@@ -703,7 +715,7 @@ async fn cancel_while_queued(env: &Env) -> TestResult {
     let (b, b_result) = waiting.await?;
     let err = b_result.err().ok_or("b's statement was not cancelled")?;
     ensure!(err.code().map(|c| c.code()) == Some("57014"), "b: {err:?}");
-    // b's answer came while a's statement still ran (it sleeps 3 s), not
+    // b's answer came while a's statement still ran (it sleeps 6 s), not
     // after it.
     ensure!(
         !slow.is_finished(),
@@ -724,8 +736,9 @@ async fn cancel_while_queued(env: &Env) -> TestResult {
 
     // b is idle: its cancel is ignored, and not kept for later.
     token.cancel_query(NoTls).await?;
-    // (Time for the proxy to handle it before b queues again.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // (Time for the proxy to handle it before b queues again: nothing
+    // tells when it has, and a loaded machine can take a while.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let a = env.client().await?;
     let slow = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(1)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -41,7 +41,7 @@ async fn notifications_arrive(mode: PoolMode) -> TestResult {
         sender
             .batch_execute(&format!("NOTIFY jobs, 'job {i}'"))
             .await?;
-        let got = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+        let got = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
             .await
             .map_err(|_| format!("notification {i} never arrived ({mode:?})"))?
             .ok_or("listener connection closed")?;

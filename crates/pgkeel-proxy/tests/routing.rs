@@ -90,7 +90,7 @@ async fn sticky_body() -> TestResult {
         .await?
         .get::<_, i64>(0);
     assert!(killed > 0, "the proxy keeps pooled connections on {other}");
-    let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
+    let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
         dba.query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
             &[],
@@ -119,15 +119,17 @@ async fn lost_read_body() -> TestResult {
     assert_eq!(read_port(&client).await?, replica);
     let (su, su_password) = env.superuser()?;
     let dba = pgkeel_testkit::connect_url(&env.url_as(replica, &su, &su_password)).await?;
+    // Long enough to be seen running and terminated on a loaded machine
+    // (it runs again in full on the primary).
     let slow = tokio::spawn(async move {
         client
-            .simple_query("SELECT current_setting('port'), pg_sleep(2)")
+            .simple_query("SELECT current_setting('port'), pg_sleep(5)")
             .await
             .map(|m| first_value(&m))
     });
     const RUNNING: &str = "FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy' \
-        AND state = 'active' AND query LIKE '%pg_sleep(2)%'";
-    let running = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(10), || async {
+        AND state = 'active' AND query LIKE '%pg_sleep(5)%'";
+    let running = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
         dba.query_one(&format!("SELECT count(*) = 1 {RUNNING}"), &[])
             .await
             .is_ok_and(|r| r.get::<_, bool>(0))
@@ -298,8 +300,15 @@ async fn routing_body() -> TestResult {
     let sleeper = env.client().await?;
     let token = sleeper.cancel_token();
     let running = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    token.cancel_query(tokio_postgres::NoTls).await?;
+    // A cancel that arrives before the statement runs is ignored: sent
+    // every 200 ms until the statement ends (for up to 20 s).
+    let start = std::time::Instant::now();
+    while !running.is_finished() && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !running.is_finished() {
+            token.cancel_query(tokio_postgres::NoTls).await?;
+        }
+    }
     let outcome = tokio::time::timeout(Duration::from_secs(20), running).await??;
     let err = outcome.err().ok_or("pg_sleep(60) was not cancelled")?;
     assert_eq!(

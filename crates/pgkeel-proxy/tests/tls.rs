@@ -133,8 +133,15 @@ async fn tls_body() -> TestResult {
     let sleeper = tls_client(&env.url(), connector(&cert)?).await?;
     let token = sleeper.cancel_token();
     let running = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(60)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    token.cancel_query(connector(&cert)?).await?;
+    // A cancel that arrives before the statement runs is ignored: sent
+    // every 200 ms until the statement ends (for up to 20 s).
+    let cancelling = std::time::Instant::now();
+    while !running.is_finished() && cancelling.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !running.is_finished() {
+            token.cancel_query(connector(&cert)?).await?;
+        }
+    }
     let outcome = tokio::time::timeout(Duration::from_secs(20), running).await??;
     let err = outcome.err().ok_or("pg_sleep(60) was not cancelled")?;
     assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57014"));

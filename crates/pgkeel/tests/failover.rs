@@ -49,12 +49,14 @@ async fn connect_primary(urls: &[String]) -> Option<Client> {
     None
 }
 
-/// An acknowledged insert: its id, the server port that committed it and
-/// when.
+/// An acknowledged insert: its id, the server port that committed it,
+/// when it was sent and when its acknowledgement was seen (later than it
+/// arrived if the writer task ran late).
 #[derive(Debug, Clone, Copy)]
 struct Ack {
     id: i64,
     port: i32,
+    sent: Instant,
     at: Instant,
 }
 
@@ -100,6 +102,7 @@ impl Writer {
                 let Some(c) = &client else { continue };
                 let id = next;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                let sent = Instant::now();
                 let insert = c.query_one(
                     "INSERT INTO w (id) VALUES ($1) RETURNING current_setting('port')::int",
                     &params,
@@ -109,6 +112,7 @@ impl Writer {
                         let ack = Ack {
                             id,
                             port: row.get(0),
+                            sent,
                             at: Instant::now(),
                         };
                         if let Ok(mut acked) = shared.lock() {
@@ -129,6 +133,11 @@ impl Writer {
         self.acked.lock().map_or(0, |a| {
             a.iter().filter(|a| i64::from(a.port) == port).count()
         })
+    }
+
+    /// How many inserts were acknowledged so far.
+    fn count(&self) -> usize {
+        self.acked.lock().map_or(0, |a| a.len())
     }
 
     async fn finish(self) -> TestResult<Vec<i64>> {
@@ -186,7 +195,11 @@ fn sigkill(pid: &serde_json::Value) -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
+/// The tests below run on two worker threads: `c.status()` runs `pgkeel
+/// status` and blocks its thread until it answers, which must not stop the
+/// writer task (on a loaded machine it barely wrote, and its
+/// acknowledgements were timestamped late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> TestResult {
     let _serial = SERIAL.lock().await;
     let c = cluster_with_table("quorum").await?;
@@ -195,9 +208,17 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
     assert_eq!(leader(&status).as_deref(), Some("primary"), "{status}");
 
     let writer = Writer::start(urls.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Host crash: PostgreSQL and its agent die together.
     let p = &status["nodes"][node_index(&status, "primary")?];
+    let old_port = p["port"].as_i64().ok_or("no port")?;
+    // Commits on the primary before the crash (a fixed pause let a loaded
+    // machine write only a couple).
+    wait_until(
+        "the writer to commit on the primary",
+        Duration::from_secs(30),
+        || async { writer.count_on(old_port) > 10 },
+    )
+    .await?;
+    // Host crash: PostgreSQL and its agent die together.
     sigkill(&p["agent_pid"])?;
     sigkill(&p["pid"])?;
     let crashed = Instant::now();
@@ -208,17 +229,27 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
             .is_some_and(|l| l != "primary")
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let acked = writer.finish().await?;
-    eprintln!(
-        "new leader after {took:?} ({:?} since crash); {} commits acknowledged",
-        took,
-        acked.len()
-    );
-    let _ = crashed;
-
     let status = c.status()?;
     let new_leader = leader(&status).ok_or("no leader")?;
+    let new_port = status["nodes"][node_index(&status, &new_leader)?]["port"]
+        .as_i64()
+        .ok_or("no port")?;
+    // Let writes land on the new leader too, so the check below covers
+    // them (in quorum mode they wait until the other replica follows). Not
+    // a check of its own: the test is about commits not being lost.
+    let resumed = wait_until(
+        "writes on the new leader",
+        Duration::from_secs(30),
+        || async { writer.count_on(new_port) > 10 },
+    )
+    .await;
+    let acked = writer.finish().await?;
+    eprintln!(
+        "new leader after {took:?} ({:?} since crash); {} commits acknowledged; writes on it: {resumed:?}",
+        crashed.elapsed(),
+        acked.len()
+    );
+
     let new_url = c.url(&["--node", &new_leader])?;
     assert!(acked.len() > 10, "the writer barely wrote: {}", acked.len());
     assert!(*acked.last().unwrap_or(&0) > 0);
@@ -266,19 +297,20 @@ async fn primary_host_crash_fails_over_without_losing_acknowledged_commits() -> 
         },
     )
     .await?;
-    let missing = missing_on(&c.url(&["--node", "primary"])?, &acked).await;
-    let missing = match missing {
-        Ok(m) if m.is_empty() => m,
-        _ => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            missing_on(&c.url(&["--node", "primary"])?, &acked).await?
-        }
-    };
+    // Streaming does not mean replayed yet: poll until it has every row.
+    let rejoined = c.url(&["--node", "primary"])?;
+    let mut missing = missing_on(&rejoined, &acked).await;
+    let start = Instant::now();
+    while !missing.as_ref().is_ok_and(Vec::is_empty) && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        missing = missing_on(&rejoined, &acked).await;
+    }
+    let missing = missing?;
     assert!(missing.is_empty(), "rejoined node lacks rows: {missing:?}");
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_follows_a_crash_failover_without_losing_acknowledged_writes() -> TestResult {
     let _serial = SERIAL.lock().await;
     let c = cluster_with_table("quorum").await?;
@@ -286,7 +318,17 @@ async fn the_proxy_follows_a_crash_failover_without_losing_acknowledged_writes()
     let status = c.status()?;
     let old_port = i32::from(c.base_port);
     let writer = Writer::through(proxy.clone());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Writes through the proxy on the old primary first (checked below).
+    let before = wait_until(
+        "writes through the proxy before the crash",
+        Duration::from_secs(30),
+        || async { writer.count_on(i64::from(old_port)) > 10 },
+    )
+    .await;
+    if let Err(e) = before {
+        let acks = writer.acks().await?;
+        return Err(format!("{e}: {} acknowledged", acks.len()).into());
+    }
     let p = &status["nodes"][node_index(&status, "primary")?];
     sigkill(&p["agent_pid"])?;
     sigkill(&p["pid"])?;
@@ -335,10 +377,14 @@ async fn the_proxy_follows_a_crash_failover_without_losing_acknowledged_writes()
         "writes through the proxy did not resume on {new_leader}: {}",
         rest.len()
     );
+    // Judged by when each insert was sent, not when the writer task got
+    // to its answer (which a loaded machine can delay).
     assert!(
         acks.iter()
-            .all(|a| a.port != old_port || a.at < crashed + Duration::from_secs(1)),
-        "the old primary acknowledged writes long after it was killed"
+            .all(|a| a.port != old_port || a.sent < crashed + Duration::from_secs(1)),
+        "the old primary acknowledged writes sent long after it was killed: {:?}",
+        acks.iter()
+            .find(|a| a.port == old_port && a.sent >= crashed + Duration::from_secs(1))
     );
     let window = acks
         .windows(2)
@@ -393,21 +439,41 @@ async fn postgres_crash_alone_is_restarted_in_place() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestResult {
     let _serial = SERIAL.lock().await;
     let c = cluster_with_table("sync").await?;
     let urls = urls(&c)?;
     let writer = Writer::start(urls);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Some commits before the switchover, whatever the machine's load.
+    wait_until(
+        "the writer to commit before the switchover",
+        Duration::from_secs(30),
+        || async { writer.count() > 10 },
+    )
+    .await?;
     let out = c.run("switchover", &["--to", "replica2"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.contains("writes were unavailable for"), "{stdout}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let acked = writer.finish().await?;
     let s = c.status()?;
     assert_eq!(leader(&s).as_deref(), Some("replica2"), "{s}");
+    // Some commits on the new primary too, so the check below covers
+    // them (not a check of its own).
+    let new_port = s["nodes"][node_index(&s, "replica2")?]["port"]
+        .as_i64()
+        .ok_or("no port")?;
+    let resumed = wait_until(
+        "writes on the new primary",
+        Duration::from_secs(30),
+        || async { writer.count_on(new_port) > 10 },
+    )
+    .await;
+    let acked = writer.finish().await?;
+    eprintln!(
+        "{} commits acknowledged; on replica2: {resumed:?}",
+        acked.len()
+    );
     let missing = missing_on(&c.url(&["--node", "replica2"])?, &acked).await?;
     assert!(
         missing.is_empty(),
@@ -423,11 +489,12 @@ async fn switchover_under_writer_loses_nothing_and_reports_the_window() -> TestR
     Ok(())
 }
 
-/// Counts the nodes that accept writes right now.
+/// Counts the nodes that accept writes right now (a node that does not
+/// answer within 5 s counts as not writable).
 async fn writable_count(urls: &[String]) -> usize {
     let mut writable = 0;
     for url in urls {
-        if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), connect_url(url)).await
+        if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(5), connect_url(url)).await
             && let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
             && !row.get::<_, bool>(0)
         {
@@ -481,29 +548,33 @@ async fn etcd_loss_keeps_a_confirmed_primary_and_never_two() -> TestResult {
         primary_pid.as_i64(),
         "the primary was restarted"
     );
-    // One member can no longer confirm it: the primary fences itself.
+    // One member can no longer confirm it: the primary fences itself
+    // within 5 s. Judged by when each look started (a look takes longer on
+    // a loaded machine): one that started 5 s after the kill must not find
+    // a writable primary, and the looks go on until one such has been made.
     let status = c.status()?;
     sigkill(&status["nodes"][node_index(&status, "replica2")?]["agent_pid"])?;
     let start = Instant::now();
+    let bound = Duration::from_secs(5);
     let mut fenced_after = None;
-    while start.elapsed() < Duration::from_secs(8) {
+    let mut looked_after_bound = false;
+    while start.elapsed() < Duration::from_secs(8) || !looked_after_bound {
+        let looked = start.elapsed();
         let writable = writable_count(&urls).await;
+        assert!(writable <= 1, "two writable primaries after {looked:?}");
         assert!(
-            writable <= 1,
-            "two writable primaries after {:?}",
-            start.elapsed()
+            writable == 0 || looked < bound,
+            "the primary still accepted writes {looked:?} after it lost a confirmation"
         );
         if writable == 0 && fenced_after.is_none() {
             fenced_after = Some(start.elapsed());
         }
+        looked_after_bound |= looked >= bound;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let fenced = fenced_after
         .ok_or("the primary kept accepting writes without etcd or a full set of confirmations")?;
-    assert!(
-        fenced < Duration::from_secs(5),
-        "fenced only after {fenced:?}"
-    );
+    eprintln!("fenced (seen) {fenced:?} after one member stopped confirming");
     // etcd and the agent back: the cluster recovers with one primary.
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -524,7 +595,7 @@ async fn rest_api_answers_like_patroni_and_guards_posts() -> TestResult {
     c.up(&["--mode", "async"]);
     let api = |i: u16, path: &str| format!("http://127.0.0.1:{}{path}", c.base_port + i + 2000);
     let get = |url: String| async move {
-        pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_secs(2)).await
+        pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_secs(10)).await
     };
     assert_eq!(get(api(0, "/primary")).await?.0, 200);
     assert_eq!(get(api(1, "/primary")).await?.0, 503);
@@ -547,7 +618,7 @@ async fn rest_api_answers_like_patroni_and_guards_posts() -> TestResult {
         &api(0, "/switchover"),
         &[],
         "{}",
-        Duration::from_secs(2),
+        Duration::from_secs(10),
     )
     .await?;
     assert_eq!(denied.0, 401, "{denied:?}");

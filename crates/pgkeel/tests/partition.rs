@@ -208,7 +208,7 @@ impl Lab {
     /// start. Returns once both replicas stream, with the table `w`.
     async fn start_nodes(&mut self) -> TestResult {
         let lab = self;
-        wait_for("etcd to answer", Duration::from_secs(20), || async {
+        wait_for("etcd to answer", Duration::from_secs(60), || async {
             lab.view().await.ok()
         })
         .await?;
@@ -226,7 +226,7 @@ impl Lab {
             if i == 0 {
                 wait_for(
                     "the primary's agent to take the leader key",
-                    Duration::from_secs(30),
+                    Duration::from_secs(60),
                     || async {
                         let v = lab.view().await.ok()?;
                         (v.leader.as_deref() == Some("primary")).then_some(())
@@ -239,7 +239,7 @@ impl Lab {
             .await?;
         wait_for(
             "both replicas to stream from the primary",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async { (lab.streaming_standbys(0).await.ok()? == 2).then_some(()) },
         )
         .await?;
@@ -250,7 +250,7 @@ impl Lab {
     /// Waits until every agent has published its member key (on a live
     /// lease) again.
     async fn all_members_published(&self, what: &str) -> TestResult {
-        wait_for(what, Duration::from_secs(20), || async {
+        wait_for(what, Duration::from_secs(60), || async {
             let v = self.view().await.ok()?;
             NODES
                 .iter()
@@ -290,10 +290,11 @@ impl Lab {
     }
 
     /// A superuser session on node `i` over its Unix socket (unaffected by
-    /// partitions), bounded to 2 s.
+    /// partitions), bounded to 5 s (a loaded machine may take a second or
+    /// two; a node that does not answer counts as not running).
     async fn connect(&self, i: usize) -> TestResult<pgkeel_pg::probe::NodeConn> {
         let node = self.cluster.node(NODES[i])?;
-        Ok(tokio::time::timeout(Duration::from_secs(2), self.cluster.connect(node)).await??)
+        Ok(tokio::time::timeout(Duration::from_secs(5), self.cluster.connect(node)).await??)
     }
 
     async fn sql(&self, i: usize, sql: &str) -> TestResult {
@@ -306,7 +307,7 @@ impl Lab {
     async fn writable(&self, i: usize) -> Option<bool> {
         let conn = self.connect(i).await.ok()?;
         let q = conn.client().query_one("SELECT pg_is_in_recovery()", &[]);
-        let row = tokio::time::timeout(Duration::from_secs(2), q)
+        let row = tokio::time::timeout(Duration::from_secs(5), q)
             .await
             .ok()?
             .ok()?;
@@ -354,7 +355,7 @@ impl Lab {
         let target = self.wal_position(source).await?;
         wait_for(
             &format!("{} to replay {}'s WAL", NODES[i], NODES[source]),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async {
                 (self.writable(i).await == Some(false)
                     && self.wal_position(i).await.ok()? >= target)
@@ -398,11 +399,14 @@ impl Lab {
     }
 }
 
-/// One acknowledged insert: its id, the node that committed it, and when.
+/// One acknowledged insert: its id, the node that committed it, when it
+/// was sent and when its acknowledgement was seen (later than it arrived
+/// if the writer task ran late).
 #[derive(Debug, Clone, Copy)]
 struct Ack {
     id: i64,
     node: usize,
+    sent: Instant,
     at: Instant,
 }
 
@@ -419,16 +423,18 @@ struct Sample {
 /// sampler asking every node every 50 ms whether it runs as a primary.
 struct Watch {
     stop: Arc<AtomicBool>,
-    writer: tokio::task::JoinHandle<Vec<Ack>>,
+    /// The writer's acknowledged inserts so far.
+    acked: Arc<std::sync::Mutex<Vec<Ack>>>,
+    writer: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<Vec<Sample>>,
 }
 
 impl Watch {
     fn start(lab: &Arc<Lab>) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, l) = (stop.clone(), lab.clone());
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, l, shared) = (stop.clone(), lab.clone(), acked.clone());
         let writer = tokio::spawn(async move {
-            let mut acked = vec![];
             let mut next = 1i64;
             let mut current: Option<(usize, pgkeel_pg::probe::NodeConn)> = None;
             while !flag.load(Ordering::SeqCst) {
@@ -449,20 +455,26 @@ impl Watch {
                 let id = next;
                 next += 1;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                let sent = Instant::now();
                 let insert = conn
                     .client()
                     .execute("INSERT INTO w (id) VALUES ($1)", &params);
                 match tokio::time::timeout(Duration::from_secs(8), insert).await {
-                    Ok(Ok(_)) => acked.push(Ack {
-                        id,
-                        node: *node,
-                        at: Instant::now(),
-                    }),
+                    Ok(Ok(_)) => {
+                        let ack = Ack {
+                            id,
+                            node: *node,
+                            sent,
+                            at: Instant::now(),
+                        };
+                        if let Ok(mut acked) = shared.lock() {
+                            acked.push(ack);
+                        }
+                    }
                     _ => current = None,
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            acked
         });
         let (flag, l) = (stop.clone(), lab.clone());
         let sampler = tokio::spawn(async move {
@@ -480,16 +492,52 @@ impl Watch {
         });
         Watch {
             stop,
+            acked,
             writer,
             sampler,
         }
     }
 
+    /// How many inserts acknowledged so far `count` holds for.
+    fn acked_where(&self, count: impl Fn(&Ack) -> bool) -> usize {
+        self.acked
+            .lock()
+            .map_or(0, |acked| acked.iter().filter(|a| count(a)).count())
+    }
+
+    /// Waits until `count` holds for more than `n` acknowledged inserts,
+    /// for up to `timeout`; `Err` says how many it saw (the caller's own
+    /// check reports it).
+    async fn wait_acked(
+        &self,
+        n: usize,
+        timeout: Duration,
+        count: impl Fn(&Ack) -> bool,
+    ) -> Result<(), usize> {
+        let start = Instant::now();
+        loop {
+            let seen = self.acked_where(&count);
+            if seen > n {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(seen);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn finish(mut self) -> TestResult<(Vec<Ack>, Vec<Sample>)> {
         self.stop.store(true, Ordering::SeqCst);
-        let writer = std::mem::replace(&mut self.writer, tokio::spawn(async { vec![] }));
+        let writer = std::mem::replace(&mut self.writer, tokio::spawn(async {}));
         let sampler = std::mem::replace(&mut self.sampler, tokio::spawn(async { vec![] }));
-        Ok((writer.await?, sampler.await?))
+        writer.await?;
+        let acked = self
+            .acked
+            .lock()
+            .map_err(|_| "the writer panicked")?
+            .clone();
+        Ok((acked, sampler.await?))
     }
 }
 
@@ -611,28 +659,53 @@ struct PrimaryCut {
     commits_until_fenced: bool,
 }
 
-/// Starts the writer and the sampler, lets them run for `settle`, then
-/// applies `partition`: returns them with the moment of the cut.
+/// When a partition was cut: `start` just before it was applied (what
+/// fencing deadlines count from), `done` once it was in place (inserts
+/// sent before then may still be acknowledged through it).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    start: Instant,
+    done: Instant,
+}
+
+/// Starts the writer and the sampler, lets them run for `settle` and until
+/// the writer has committed more than 10 inserts (a fixed pause let a
+/// loaded machine write only a few), then applies `partition`: returns
+/// them with the moment of the cut.
 async fn watch_then_cut(
     lab: &Arc<Lab>,
     partition: &Partition,
     settle: Duration,
-) -> TestResult<(Watch, Instant)> {
+) -> TestResult<(Watch, Cut)> {
     let watch = Watch::start(lab);
     tokio::time::sleep(settle).await;
-    let cut = Instant::now();
+    if let Err(seen) = watch
+        .wait_acked(10, Duration::from_secs(30), |_| true)
+        .await
+    {
+        return Err(format!("the writer barely wrote before the cut: {seen}").into());
+    }
+    let start = Instant::now();
     partition.apply(&lab.net)?;
-    Ok((watch, cut))
+    let done = Instant::now();
+    Ok((watch, Cut { start, done }))
 }
 
-/// Keeps `partition` for `hold` more, reads etcd as it is then, and heals:
-/// returns that view with the moment of the heal.
+/// Keeps `partition` for `hold` more and until the writer has committed
+/// more than 20 inserts since the cut (or 30 s more passed: the caller's
+/// checks report it), reads etcd as it is then, and heals: returns that
+/// view with the moment of the heal.
 async fn hold_then_heal(
     lab: &Arc<Lab>,
+    watch: &Watch,
     partition: &Partition,
+    cut: Instant,
     hold: Duration,
 ) -> TestResult<(ClusterView, Instant)> {
     tokio::time::sleep(hold).await;
+    let _ = watch
+        .wait_acked(20, Duration::from_secs(30), |a| a.at > cut)
+        .await;
     let during = lab.view().await?;
     partition.heal(&lab.net)?;
     Ok((during, Instant::now()))
@@ -697,7 +770,7 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
     // PostgreSQL runs it: the new primary must come from the published one.
     let published = wait_for(
         "the primary to publish its synchronous set",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             let standbys = lab.view().await.ok()?.sync?.standbys;
             (!standbys.is_empty()).then_some(standbys)
@@ -705,11 +778,12 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
     )
     .await?;
     let sync_states = lab.sync_states(0).await?;
-    let (watch, cut) =
+    let (watch, cut_at) =
         watch_then_cut(lab, &scenario.partition, Duration::from_millis(1500)).await?;
+    let cut = cut_at.start;
     let promoted = wait_for(
         "a replica to be promoted after the primary was cut off",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             for i in 1..3 {
                 if lab.writable(i).await == Some(true) {
@@ -722,14 +796,17 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
     .await?;
     let old_stopped = wait_for(
         "the cut-off primary to stop running as a primary",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || async { (lab.writable(0).await != Some(true)).then_some(()) },
     )
     .await;
-    // Let the writer commit on the new primary for a while, then heal: the
-    // old primary comes back as a standby of the new one (its agent
-    // rewinds it). The sampler watches throughout.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the writer commit on the new primary for a while (more than 10
+    // inserts, or 30 s: checked below), then heal: the old primary comes
+    // back as a standby of the new one (its agent rewinds it). The sampler
+    // watches throughout.
+    let _ = watch
+        .wait_acked(10, Duration::from_secs(30), |a| a.node == promoted)
+        .await;
     scenario.partition.heal(&lab.net)?;
     let healed = Instant::now();
     let rejoined = wait_for(
@@ -786,9 +863,12 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
         "{} was promoted but PostgreSQL did not count it as synchronous: {sync_states:?}",
         NODES[promoted]
     );
+    // Inserts the cut-off primary acknowledged that were sent once the
+    // partition was in place (judged by when they were sent: an insert
+    // acknowledged just before the cut may reach the writer late).
     let late = acks
         .iter()
-        .filter(|a| a.node == 0 && a.at > cut + Duration::from_millis(100))
+        .filter(|a| a.node == 0 && a.sent > cut_at.done + Duration::from_millis(100))
         .count();
     if scenario.commits_until_fenced {
         // Its confirming standby made those commits durable: it must be
@@ -836,7 +916,7 @@ async fn primary_failover(lab: Arc<Lab>, scenario: PrimaryCut) -> TestResult {
     );
     wait_for(
         "the new primary to stream to both standbys",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { (lab.streaming_standbys(promoted).await.ok()? == 2).then_some(()) },
     )
     .await?;
@@ -858,10 +938,11 @@ async fn primary_cut_from_etcd(lab: Arc<Lab>) -> TestResult {
     let partition = Partition::Links(vec![(0, Peer::Switch)]);
     let primary_pid = lab.postmaster_pid(0);
     let (watch, cut) = watch_then_cut(lab, &partition, Duration::from_millis(1500)).await?;
+    let cut = cut.start;
     // The lease runs out in etcd: the key is vacant for everyone else.
     wait_for(
         "the leader key to expire in etcd",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || async { lab.view().await.ok()?.leader.is_none().then_some(()) },
     )
     .await?;
@@ -882,10 +963,10 @@ async fn primary_cut_from_etcd(lab: Arc<Lab>) -> TestResult {
         "{refused}"
     );
     // Two more TTLs with the key vacant: time for a wrong takeover.
-    let (during, healed) = hold_then_heal(lab, &partition, TTL * 2).await?;
+    let (during, healed) = hold_then_heal(lab, &watch, &partition, cut, TTL * 2).await?;
     wait_for(
         "the primary to take the leader key back",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async { (lab.view().await.ok()?.leader.as_deref() == Some("primary")).then_some(()) },
     )
     .await?;
@@ -907,7 +988,12 @@ async fn primary_cut_from_etcd(lab: Arc<Lab>) -> TestResult {
         lab.caught_up(replica, 0).await?;
         lab.holds_every_ack(replica, &acks, "a replica").await?;
     }
-    assert_eq!(lab.streaming_standbys(0).await?, 2);
+    wait_for(
+        "the primary to stream to both standbys",
+        Duration::from_secs(60),
+        || async { (lab.streaming_standbys(0).await.ok()? == 2).then_some(()) },
+    )
+    .await?;
     Ok(())
 }
 
@@ -937,10 +1023,11 @@ async fn replica_cut(lab: Arc<Lab>, name: &str, partition: Partition) -> TestRes
     let lab = &lab;
     let primary_pid = lab.postmaster_pid(0);
     let (watch, cut) = watch_then_cut(lab, &partition, Duration::from_millis(1000)).await?;
+    let cut = cut.start;
     // Its WAL stream stops once `wal_receiver_timeout` notices.
     wait_for(
         "replica2's WAL stream to stop",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async { (!lab.receiving(2).await.ok()?).then_some(()) },
     )
     .await?;
@@ -948,7 +1035,7 @@ async fn replica_cut(lab: Arc<Lab>, name: &str, partition: Partition) -> TestRes
     // Well past a lease TTL with no stream, and at least two TTLs cut:
     // time for any wrong failover to happen.
     let hold = (TTL + Duration::from_secs(1)).max((TTL * 2).saturating_sub(stopped));
-    let (during, healed) = hold_then_heal(lab, &partition, hold).await?;
+    let (during, healed) = hold_then_heal(lab, &watch, &partition, cut, hold).await?;
     wait_for(
         "replica2 to stream again",
         Duration::from_secs(60),
@@ -1001,7 +1088,7 @@ async fn replica_cut(lab: Arc<Lab>, name: &str, partition: Partition) -> TestRes
     lab.holds_every_ack(2, &acks, "the healed replica").await?;
     wait_for(
         "the primary to stream to both standbys",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { (lab.streaming_standbys(0).await.ok()? == 2).then_some(()) },
     )
     .await?;

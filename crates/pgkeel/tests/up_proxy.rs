@@ -26,6 +26,20 @@ async fn up_starts_the_proxy_and_down_stops_it() -> TestResult {
     let url = c.url(&["--proxy"])?;
     assert!(url.contains(&format!("@127.0.0.1:{port}/")), "{url}");
     let client = connect_url(&url).await?;
+    // `up` waits until the proxy routes to the primary; its health checks
+    // may find the replicas a moment later (reads go to the primary until
+    // then).
+    let started = std::time::Instant::now();
+    while !client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get::<_, bool>(0)
+    {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            return Err("the proxy never served a read from a replica".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for _ in 0..4 {
         let row = client
             .query_one(
@@ -136,10 +150,12 @@ async fn busy_proxy_port_is_refused_and_no_proxy_leaves_it_out() -> TestResult {
     Ok(())
 }
 
-/// Polls the proxy's log until it contains `needle` `times` times.
+/// Polls the proxy's log (for up to 60 s) until it contains `needle`
+/// `times` times.
 async fn log_shows(c: &CliCluster, needle: &str, times: usize) -> TestResult<String> {
     let log = c.root.join("proxy").join("proxy.log");
-    for _ in 0..100 {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.matches(needle).count() >= times {
             return Ok(text);
@@ -198,8 +214,21 @@ async fn sighup_reloads_limits_without_dropping_clients_and_refuses_a_broken_fil
     log_shows(&c, "reload refused", 1).await?;
     first.simple_query("SELECT 1").await?;
     drop(second);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let again = connect_url(&url).await?;
+    // Its slot is free once the proxy has seen it leave (the limit is
+    // still 2): retried while refused for that reason only.
+    let started = std::time::Instant::now();
+    let again = loop {
+        match connect_url(&url).await {
+            Ok(client) => break client,
+            Err(e)
+                if format!("{e:?}").contains("too many clients")
+                    && started.elapsed() < std::time::Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     again.simple_query("SELECT 1").await?;
 
     std::fs::write(&file, &original)?;

@@ -16,7 +16,11 @@ pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>
 pub const NODES: [&str; 3] = ["primary", "replica1", "replica2"];
 
 /// Pool settings for every node of `cluster`, from their URLs, probed
-/// often so tests see changes quickly.
+/// often so tests see changes quickly. The connect timeout (which also
+/// bounds each health probe) is generous: on a loaded machine a probe
+/// slower than 2 s marked a healthy node down (a rediscovery, reads off
+/// one replica) and broke tests that count those. A stopped node refuses
+/// at once, so the tests do not wait for it.
 pub async fn pool_config(cluster: &TempCluster) -> TestResult<PoolConfig> {
     let mut urls = Vec::new();
     for node in NODES {
@@ -24,7 +28,7 @@ pub async fn pool_config(cluster: &TempCluster) -> TestResult<PoolConfig> {
     }
     let mut config = PoolConfig::from_urls(&urls)?;
     config.health_interval = Duration::from_millis(100);
-    config.connect_timeout = Duration::from_secs(2);
+    config.connect_timeout = Duration::from_secs(10);
     Ok(config)
 }
 

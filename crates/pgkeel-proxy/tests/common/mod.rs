@@ -43,6 +43,9 @@ impl Env {
         adjust: impl FnOnce(&mut ProxyConfig),
     ) -> TestResult<Env> {
         let cluster = TempCluster::start(replicas, "async").await?;
+        // Chosen once the cluster runs, just before the proxy binds it:
+        // the longer a free port waits, the likelier another process
+        // takes it meanwhile.
         let port = free_port_block(1);
         let mut opts = ClusterProxyOptions::new(([127, 0, 0, 1], port).into());
         options(&mut opts);
@@ -227,11 +230,11 @@ pub async fn raw_login_with(
     }
 }
 
-/// Reads until the proxy closes the connection (or 10 s pass) and returns
+/// Reads until the proxy closes the connection (or 30 s pass) and returns
 /// everything it sent.
 pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> TestResult<Vec<u8>> {
     let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut all))
         .await
         .map_err(|_| "proxy kept the connection open")??;
     Ok(all)
@@ -306,9 +309,9 @@ impl Raw {
     }
 
     pub async fn next(&mut self) -> TestResult<(u8, Vec<u8>)> {
-        self.next_within(Duration::from_secs(10))
+        self.next_within(Duration::from_secs(30))
             .await?
-            .ok_or_else(|| "no answer within 10 s".into())
+            .ok_or_else(|| "no answer within 30 s".into())
     }
 
     /// Tags of the messages up to and including the next ReadyForQuery,
