@@ -81,10 +81,13 @@ pub struct Metrics {
     /// settings instead of pinning it (each one a client that keeps
     /// pooling and read splitting).
     pub settings_carried: AtomicU64,
-    /// `currval()`/`lastval()` units refused because the client's
-    /// sequence values were no longer on a connection it could get (each
-    /// one a wrong id a direct pooler would have returned).
-    pub sequence_refused: AtomicU64,
+    /// Another client's `nextval()` values discarded from a primary
+    /// connection before a client wrote there (see `sequence`).
+    pub sequence_discarded: AtomicU64,
+    /// `currval()`/`lastval()` units that ran where the client's values
+    /// were not (gone: taken over or closed); each got PostgreSQL's 55000
+    /// and a notice, where a plain pooler may answer another client's id.
+    pub sequence_lost: AtomicU64,
     /// Logins whose startup settings had to be checked on a server (none
     /// of the values seen before for that role and database): the extra
     /// round trip a login costs.
@@ -108,7 +111,8 @@ impl Metrics {
             idle_transaction_timeouts: AtomicU64::new(0),
             settings_applied: AtomicU64::new(0),
             settings_carried: AtomicU64::new(0),
-            sequence_refused: AtomicU64::new(0),
+            sequence_discarded: AtomicU64::new(0),
+            sequence_lost: AtomicU64::new(0),
             settings_failed: AtomicU64::new(0),
             settings_checked: AtomicU64::new(0),
             hold_time: Histogram::default(),
@@ -187,9 +191,15 @@ pub fn render(shared: &Shared) -> String {
     );
     counter(
         &mut out,
-        "pgkeel_proxy_sequence_values_refused_total",
-        "currval()/lastval() refused: the client's nextval() values were on a connection another client wrote on since.",
-        m.sequence_refused.load(Ordering::Relaxed),
+        "pgkeel_proxy_sequence_values_discarded_total",
+        "Other clients' nextval() values discarded from a primary connection before a client wrote there.",
+        m.sequence_discarded.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "pgkeel_proxy_sequence_values_lost_total",
+        "currval()/lastval() run where the client's nextval() values were gone (PostgreSQL's 55000 and a notice).",
+        m.sequence_lost.load(Ordering::Relaxed),
     );
     counter(
         &mut out,

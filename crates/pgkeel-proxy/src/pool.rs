@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -324,7 +324,7 @@ impl Pools {
         topology: &Topology,
         credential: &Credential,
         cancel: Option<&CancelSlot>,
-        want: sequence::Want,
+        want: sequence::Want<'_>,
     ) -> Result<Lease, ProxyError> {
         let pool = pool.clone();
         let key = &pool.key;
@@ -362,12 +362,19 @@ impl Pools {
             };
             idle.retain(|c| c.generation == generation);
             let size = pool.size.load(Ordering::Relaxed);
+            // Checked out, this acquire's own permit included: a new
+            // connection takes that one's place.
             let busy = size.saturating_sub(pool.permits.available_permits());
-            let room = idle.len() + busy < size;
+            let room = idle.len() + busy <= size;
             let choice = sequence::pick(
-                idle.iter().map(|c| c.written),
-                want.prefer,
-                want.writes,
+                idle.iter().map(|c| {
+                    let values = c.values.as_ref();
+                    (
+                        want.mine.is_some_and(|m| sequence::is_mine(values, m)),
+                        sequence::written(values),
+                    )
+                }),
+                want.will_write,
                 room,
             );
             if let sequence::Pick::Idle(at) = choice {
@@ -452,17 +459,22 @@ impl Pools {
         pool.released.notify_waiters();
     }
 
-    /// Waits until the connection last written on at `tick` (see
-    /// [`ServerConn::written`]) is idle in `pool`, for at most `limit`;
-    /// whether it is. A client about
-    /// to read its sequence values waits this way for the connection that
-    /// holds them while another client's statement (often one that does
-    /// not touch them: a read, a Close) finishes on it.
-    pub async fn wait_for_idle(&self, pool: &Pool, tick: u64, limit: Duration) -> bool {
+    /// Waits until the connection holding the sequence values `mine`
+    /// refers to is idle in `pool`, for at most `limit`; whether it is
+    /// (not when those values are gone: taken over or closed). A client
+    /// about to read its values waits this way while another client's
+    /// statement that leaves them alone (a read, a Close) runs there.
+    pub async fn wait_for_idle(
+        &self,
+        pool: &Pool,
+        mine: &Weak<AtomicU64>,
+        limit: Duration,
+    ) -> bool {
         let is_idle = || {
-            pool.idle
-                .lock()
-                .is_ok_and(|idle| idle.iter().any(|c| c.written == tick))
+            pool.idle.lock().is_ok_and(|idle| {
+                idle.iter()
+                    .any(|c| sequence::is_mine(c.values.as_ref(), mine))
+            })
         };
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -470,6 +482,9 @@ impl Pools {
             tokio::pin!(released);
             // Registered before the check: a release in between is seen.
             released.as_mut().enable();
+            if mine.strong_count() == 0 {
+                return false;
+            }
             if is_idle() {
                 return true;
             }

@@ -4,43 +4,106 @@
 //! implicit ones of `serial` and identity columns) in the backend that ran
 //! them. A pooled client's next statement may get another backend, where
 //! `lastval()` answers with another client's id and `currval()` with
-//! another client's value, or 55000. An application that reads back the id
-//! of its insert that way (PHP PDO's `lastInsertId()`, Doctrine DBAL, an
-//! `INSERT ... VALUES (currval('parent_id_seq'))` after the parent's
-//! insert) would then link rows to the wrong parent, silently.
+//! another client's value. An application that reads back the id of its
+//! insert that way (PHP PDO's `lastInsertId()`, Doctrine DBAL, an `INSERT
+//! ... VALUES (currval('parent_id_seq'))` after the parent's insert) would
+//! then link rows to the wrong parent, silently.
 //!
-//! So every write (a unit that may call `nextval()`) gets a proxy-wide
-//! tick, kept by its client and by the connection it ran on: while the
-//! two are equal, the client wrote there last and nobody has written
-//! there since (reads by others do not touch the values). A client's next
-//! unit on the primary is given that connection when it is free; a unit
-//! that reads the values runs only where the ticks match, and is
-//! otherwise refused with 55000 instead of a wrong value.
+//! So the values on a primary connection belong to one client at most:
+//! the connection holds a [`Values`] token, and the client whose write ran
+//! there last holds a weak reference to it. Before another client's unit
+//! that may call `nextval()` (or reads the values) runs there, the old
+//! owner's values are discarded (`DISCARD SEQUENCES`, pipelined ahead) and
+//! the token replaced, which tells the old owner its values are gone. A
+//! client's units on the primary are given its own connection when it is
+//! idle (a unit reading the values waits for it while another client's
+//! unit runs there); writers take connections that hold nobody's values
+//! first. What a client reads is then its own value, or PostgreSQL's 55000
+//! ("not yet defined in this session") when its values are gone, with a
+//! notice saying why: never another client's.
 
+use std::sync::Arc;
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use pgkeel_sql::StatementKind;
 
-/// How long a unit that reads sequence values waits for the connection
-/// that holds them while another client uses it, before it is refused.
-pub const BUSY_WAIT: Duration = Duration::from_secs(1);
+/// A client's ownership of a connection's sequence values; the number is
+/// when the client last wrote there (see [`tick`]), which decides the
+/// connection least likely still wanted.
+pub type Values = Arc<AtomicU64>;
 
-/// A new write tick for [`crate::server::ServerConn::written`]: unique,
-/// later writes get larger ones, never 0.
+/// The hidden query run ahead of a unit on a connection that holds
+/// another client's values.
+pub const DISCARD: &str = "DISCARD SEQUENCES";
+
+/// Sent to a client whose unit reads sequence values where its own are
+/// not (they were discarded, or their connection closed): PostgreSQL's
+/// answer is then 55000, or a value of this unit's own `nextval()`.
+pub const LOST_NOTICE: &str = "pgkeel: the nextval() values of this client were on a server \
+     connection another client has written on since, or that closed (transaction pooling): \
+     currval() and lastval() see only nextval() calls made from this statement on; call them \
+     in the same transaction (or query string) as the INSERT or nextval() they refer to, or \
+     use INSERT ... RETURNING";
+
+/// A new write time: later writes get larger ones, never 0.
 pub fn tick() -> u64 {
     static TICKS: AtomicU64 = AtomicU64::new(1);
     TICKS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// What a client asks of the pool, for its sequence values.
+/// When `values` (a connection's) were last written (0: nobody's).
+pub fn written(values: Option<&Values>) -> u64 {
+    values.map_or(0, |v| v.load(Ordering::Relaxed))
+}
+
+/// Whether a connection's `values` are the ones `mine` (a client's) refers
+/// to.
+pub fn is_mine(values: Option<&Values>, mine: &Weak<AtomicU64>) -> bool {
+    values.is_some_and(|v| std::ptr::eq(Arc::as_ptr(v), mine.as_ptr()))
+}
+
+/// Whether the client holding `mine` ever wrote (its values may be gone).
+pub fn ever_wrote(mine: &Weak<AtomicU64>) -> bool {
+    !Weak::ptr_eq(mine, &Weak::new())
+}
+
+/// Whether a unit of `kind` may call `nextval()` when it runs: it makes
+/// its connection hold its client's values.
+pub fn changes_values(kind: StatementKind) -> bool {
+    matches!(
+        kind,
+        StatementKind::Write
+            | StatementKind::SessionState
+            | StatementKind::SequenceValue { writes: true }
+    )
+}
+
+/// Whether a unit of `kind` reads sequence values (`currval()`,
+/// `lastval()`).
+pub fn reads_values(kind: StatementKind) -> bool {
+    matches!(kind, StatementKind::SequenceValue { .. })
+}
+
+/// Whether a unit of `kind` will likely write on the connection it gets
+/// (it may call `nextval()`, or opens a read-write transaction): the pool
+/// gives it one holding nobody's values if it can (see [`pick`]).
+pub fn will_write(kind: StatementKind) -> bool {
+    changes_values(kind)
+        || matches!(
+            kind,
+            StatementKind::Begin { read_only: false } | StatementKind::TransactionControl
+        )
+}
+
+/// What a client asks of the pool for its sequence values (see
+/// [`pick`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Want {
-    /// The tick of its last write (0: none): its connection is the one
-    /// with that [`crate::server::ServerConn::written`].
-    pub prefer: u64,
-    /// The unit may call `nextval()`.
-    pub writes: bool,
+pub struct Want<'a> {
+    /// The client's values, wherever they are.
+    pub mine: Option<&'a Weak<AtomicU64>>,
+    /// The unit will likely write (see [`will_write`]).
+    pub will_write: bool,
 }
 
 /// Which connection the pool hands a client (see [`pick`]).
@@ -50,35 +113,32 @@ pub enum Pick {
     Idle(usize),
     /// The one released last (it is warm), or a new one if none is idle.
     Last,
-    /// A new one, though some are idle: each of those holds values
-    /// another client may still want.
+    /// A new one, though some are idle: each holds another client's
+    /// values.
     New,
 }
 
-/// Which connection a client gets, from the idle ones (their write ticks,
-/// most recently released last): its own last write connection (the one
-/// whose tick is `prefer`) wherever it is. Otherwise a unit that `writes`
-/// (and will make a connection hold its values) takes one that holds
-/// nobody's, else a new one while the pool has `room`, else the one
-/// written on longest ago (a client reads its values back just after
-/// writing, so those are the least likely still wanted); other units
-/// leave the connections written on recently to their writers the same
-/// way, and otherwise take the warm one released last.
+/// Which connection a client gets, from the idle ones (`(mine,
+/// written)`: whether its values are the client's, and when they were
+/// last written, 0 for nobody's; most recently released last): its own
+/// wherever it is. Otherwise the one written on longest ago (nobody's
+/// first: a client reads its values back just after writing, so those
+/// are the least likely still wanted), unless the one released last is
+/// as good (it is warm); but a unit that `will_write` takes a new one
+/// when every idle one holds someone's values and the pool has `room`.
 pub fn pick(
-    idle: impl ExactSizeIterator<Item = u64>,
-    prefer: u64,
-    writes: bool,
+    idle: impl ExactSizeIterator<Item = (bool, u64)>,
+    will_write: bool,
     room: bool,
 ) -> Pick {
     let Some(last) = idle.len().checked_sub(1) else {
         return Pick::Last;
     };
-    // The least recently written; among those never written, the one
-    // released last.
+    // The least recently written; among equals, the one released last.
     let mut oldest = (last, u64::MAX);
     let mut last_written = 0;
-    for (i, written) in idle.enumerate() {
-        if prefer != 0 && written == prefer {
+    for (i, (mine, written)) in idle.enumerate() {
+        if mine {
             return Pick::Idle(i);
         }
         if written <= oldest.1 {
@@ -89,59 +149,13 @@ pub fn pick(
         }
     }
     let (at, written) = oldest;
-    if writes && written != 0 && room {
+    if will_write && written != 0 && room {
         Pick::New
     } else if at != last && written < last_written {
         Pick::Idle(at)
     } else {
         Pick::Last
     }
-}
-
-/// Whether a unit of `kind` may call `nextval()`: it may change the
-/// values its connection holds for its client.
-pub fn changes_values(kind: StatementKind) -> bool {
-    matches!(
-        kind,
-        StatementKind::Write | StatementKind::SessionState | StatementKind::SequenceValue
-    )
-}
-
-/// Whether a connection last written on at tick `written` holds the
-/// sequence values of a client whose last write had tick `last_write`
-/// (0: none since it connected).
-pub fn holds_values(written: u64, last_write: u64) -> bool {
-    last_write != 0 && written == last_write
-}
-
-/// Why a unit reading sequence values cannot run: the client has not
-/// written yet (`wrote` false) or its values are gone.
-pub fn refusal(wrote: bool) -> &'static str {
-    if wrote {
-        "currval()/lastval() cannot be answered: the values of the nextval() calls of this \
-         client are held by the server connection of its last write, and under transaction \
-         pooling another client has written on that connection since (or it was closed)"
-    } else {
-        "currval()/lastval() have no value yet: this client has not written anything since it \
-         connected"
-    }
-}
-
-/// What to do instead of reading sequence values later.
-pub const REFUSAL_HINT: &str = "call currval()/lastval() in the same transaction (or query \
-     string) as the INSERT or nextval() they refer to, or use INSERT ... RETURNING";
-
-/// A simple Query that fails on the server with 55000 and `refusal`: the
-/// answer the client gets instead of a wrong value, from the server so
-/// that a transaction it runs in fails as PostgreSQL's own error would
-/// make it fail. The texts hold no quote or dollar sign.
-pub fn refusal_query(wrote: bool) -> String {
-    format!(
-        "DO $pgkeel$BEGIN RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = '{}', HINT = '{}'; \
-         END$pgkeel$",
-        refusal(wrote),
-        REFUSAL_HINT
-    )
 }
 
 #[cfg(test)]
@@ -151,7 +165,14 @@ mod tests {
     #[test]
     fn only_units_that_may_call_nextval_change_values() {
         assert!(changes_values(StatementKind::Write));
-        assert!(changes_values(StatementKind::SequenceValue));
+        assert!(changes_values(StatementKind::SequenceValue {
+            writes: true
+        }));
+        assert!(!changes_values(StatementKind::SequenceValue {
+            writes: false
+        }));
+        assert!(reads_values(StatementKind::SequenceValue { writes: false }));
+        assert!(!reads_values(StatementKind::Write));
         assert!(changes_values(StatementKind::SessionState));
         for k in [
             StatementKind::Read,
@@ -162,51 +183,64 @@ mod tests {
         ] {
             assert!(!changes_values(k), "{k:?}");
         }
+        assert!(will_write(StatementKind::Begin { read_only: false }));
+        assert!(will_write(StatementKind::TransactionControl));
+        assert!(!will_write(StatementKind::Begin { read_only: true }));
+        assert!(!will_write(StatementKind::Read));
     }
 
     #[test]
-    fn values_are_held_only_where_the_client_wrote_last() {
-        assert!(holds_values(7, 7));
-        // Someone wrote there since, or the client wrote elsewhere since.
-        assert!(!holds_values(8, 7));
-        assert!(!holds_values(7, 8));
-        // Never wrote.
-        assert!(!holds_values(0, 0));
-    }
-
-    #[test]
-    fn the_pool_hands_out_the_clients_own_else_one_nobody_wants() {
-        let idle = [5, 0, 9, 7];
-        for writes in [false, true] {
-            // The client's own, wherever it is (last too).
-            assert_eq!(pick(idle.into_iter(), 5, writes, true), Pick::Idle(0));
-            assert_eq!(pick(idle.into_iter(), 7, writes, true), Pick::Idle(3));
-            // Not there (closed, busy, written on since): the one never
-            // written on.
-            assert_eq!(pick(idle.into_iter(), 8, writes, true), Pick::Idle(1));
-            assert_eq!(pick(idle.into_iter(), 0, writes, false), Pick::Idle(1));
-            assert_eq!(pick(std::iter::empty(), 3, writes, true), Pick::Last);
-        }
-        // All hold values: a write makes a new one while it can, else
-        // takes the one written on longest ago; another unit takes that.
-        let owned = [5, 9, 7];
-        assert_eq!(pick(owned.into_iter(), 0, true, true), Pick::New);
-        assert_eq!(pick(owned.into_iter(), 0, true, false), Pick::Idle(0));
-        assert_eq!(pick(owned.into_iter(), 0, false, true), Pick::Idle(0));
-        // Nobody's values anywhere (replicas): the warm one.
-        assert_eq!(pick([0, 0].into_iter(), 0, true, true), Pick::Last);
-        assert_eq!(pick([0, 0].into_iter(), 0, false, true), Pick::Last);
-        // The one released last was written on longest ago.
-        assert_eq!(pick([6, 5].into_iter(), 0, false, true), Pick::Last);
+    fn ownership_follows_the_token() {
+        let mut mine = Weak::new();
+        assert!(!ever_wrote(&mine));
+        assert!(!is_mine(None, &mine));
+        let values: Values = Arc::new(AtomicU64::new(tick()));
+        assert!(!is_mine(Some(&values), &mine));
+        mine = Arc::downgrade(&values);
+        assert!(is_mine(Some(&values), &mine));
+        assert!(written(Some(&values)) > 0);
+        assert_eq!(written(None), 0);
+        // Taken over: the old owner sees it.
+        let other: Values = Arc::new(AtomicU64::new(tick()));
+        assert!(!is_mine(Some(&other), &mine));
+        drop(values);
+        assert_eq!(mine.strong_count(), 0);
+        assert!(ever_wrote(&mine));
         assert!(tick() < tick());
     }
 
     #[test]
-    fn the_refusal_is_one_literal() {
-        for wrote in [true, false] {
-            let text = format!("{}{}", refusal(wrote), REFUSAL_HINT);
-            assert!(!text.contains('\'') && !text.contains('$'), "{text}");
-            assert!(refusal_query(wrote).contains("'55000'"));
+    fn the_pool_hands_out_the_clients_own_else_one_nobody_wants() {
+        let idle = [(false, 5), (false, 0), (true, 9), (false, 7)];
+        for (w, room) in [(false, false), (true, true)] {
+            // The client's own, wherever it is.
+            assert_eq!(pick(idle.into_iter(), w, room), Pick::Idle(2));
+            // Else the one holding nobody's values.
+            let others = [(false, 5), (false, 0), (false, 9), (false, 7)];
+            assert_eq!(pick(others.into_iter(), w, room), Pick::Idle(1));
+            assert_eq!(pick(std::iter::empty(), w, room), Pick::Last);
         }
+        // All hold someone's values: a write makes a new one while it
+        // can, else takes the one written on longest ago; another unit
+        // takes that.
+        let owned = [(false, 5), (false, 9), (false, 7)];
+        assert_eq!(pick(owned.into_iter(), true, true), Pick::New);
+        assert_eq!(pick(owned.into_iter(), true, false), Pick::Idle(0));
+        assert_eq!(pick(owned.into_iter(), false, true), Pick::Idle(0));
+        // Nobody's values anywhere (replicas): the warm one.
+        let clean = [(false, 0), (false, 0)];
+        assert_eq!(pick(clean.into_iter(), true, true), Pick::Last);
+        assert_eq!(pick(clean.into_iter(), false, true), Pick::Last);
+        // The one released last was written on longest ago.
+        assert_eq!(
+            pick([(false, 6), (false, 5)].into_iter(), false, true),
+            Pick::Last
+        );
+    }
+
+    #[test]
+    fn the_notice_names_the_fix() {
+        assert!(LOST_NOTICE.contains("RETURNING"));
+        assert!(DISCARD.starts_with("DISCARD"));
     }
 }

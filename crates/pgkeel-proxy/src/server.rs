@@ -56,10 +56,10 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it last went back to its pool (for `server_idle_timeout`).
     pub idle_since: Instant,
-    /// The [`crate::sequence::tick`] of the last write here (0: none): the
-    /// client that holds the same tick wrote here last, so the backend
-    /// holds its `nextval()` values (see [`crate::sequence`]).
-    pub written: u64,
+    /// Whose `nextval()` values the backend holds (see
+    /// [`crate::sequence`]): the client with a weak reference to this
+    /// token; `None`: nobody's.
+    pub values: Option<crate::sequence::Values>,
 }
 
 /// The answer to a query the proxy ran itself (see [`ServerConn::run`]),
@@ -223,7 +223,7 @@ impl ServerConn {
             generation,
             created: Instant::now(),
             idle_since: Instant::now(),
-            written: 0,
+            values: None,
         };
         loop {
             let len = read_message(&mut conn.stream, &mut buf).await?;

@@ -12,15 +12,15 @@
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use pgkeel_sql::deallocate::{Deallocate, deallocate_target};
 use pgkeel_sql::session_set::{Resets, SetTarget, plain_settings, resets_only};
 use pgkeel_sql::{Classifier, StatementKind};
-use pgkeel_wire::backend::{encode_error, error_code};
+use pgkeel_wire::backend::{ErrorFields, encode_error, error_code};
 use pgkeel_wire::frontend::BindTail;
 use pgkeel_wire::{BackendMessage, FrontendMessage, MAX_MESSAGE_LEN, TxStatus, split_message};
 
@@ -175,10 +175,10 @@ pub struct Session {
     named_kinds: NamedKinds,
     /// Where this client's cancel requests go (see [`CancelSlot`]).
     cancel: Arc<CancelSlot>,
-    /// The [`sequence::tick`] of this client's last write: the primary
-    /// connection with that [`ServerConn::written`] holds its `nextval()`
-    /// values (0: none; see [`crate::sequence`]).
-    last_write: u64,
+    /// This client's `nextval()` values, on the primary connection whose
+    /// [`ServerConn::values`] this refers to, while that connection lives
+    /// and nobody else has written there (see [`crate::sequence`]).
+    sequence_values: Weak<AtomicU64>,
 }
 
 /// Whether `unit` runs anything (a Query, an Execute, a function call),
@@ -392,7 +392,7 @@ impl Session {
             reads_on_primary: false,
             named_kinds: NO_NAMED_KINDS,
             cancel,
-            last_write: 0,
+            sequence_values: Weak::new(),
         }
     }
 
@@ -594,7 +594,7 @@ impl Session {
                     // write would.
                     if matches!(
                         k,
-                        StatementKind::SessionState | StatementKind::SequenceValue
+                        StatementKind::SessionState | StatementKind::SequenceValue { .. }
                     ) {
                         StatementKind::Write
                     } else {
@@ -629,7 +629,11 @@ impl Session {
             };
             match kind {
                 StatementKind::SessionState => session = true,
-                StatementKind::SequenceValue => sequence = true,
+                StatementKind::SequenceValue { writes } => {
+                    sequence = true;
+                    write |= writes;
+                    control_only &= !writes;
+                }
                 StatementKind::Begin { read_only: true } => begin_ro = true,
                 k @ (StatementKind::Begin { .. } | StatementKind::TransactionControl) => {
                     write |= !k.replica_ok();
@@ -644,7 +648,9 @@ impl Session {
         let kind = if session {
             StatementKind::SessionState
         } else if sequence {
-            StatementKind::SequenceValue
+            StatementKind::SequenceValue {
+                writes: write && !control_only,
+            }
         } else if write && control_only {
             StatementKind::TransactionControl
         } else if write {
@@ -776,6 +782,12 @@ impl Session {
         }
         let (mut kind, named_kinds) = self.classify_unit(&unit);
         self.named_kinds = named_kinds;
+        if force_primary && kind.replica_ok() {
+            // Run again on the primary after a replica refused it (25006:
+            // it writes, perhaps calling nextval()) or was lost: taken for
+            // a write, whose values the connection then holds.
+            kind = StatementKind::Write;
+        }
         if kind == StatementKind::SessionState {
             match self.deallocate_own(&unit) {
                 OwnDeallocate::No => {}
@@ -817,7 +829,13 @@ impl Session {
         // whatever the client sends next (a write, perhaps), and its
         // answers must reach the client before a Sync: it is not routed
         // to a replica (where they would be held) outside a transaction.
-        let replica_ok = kind.replica_ok() && !ends_with_flush(&unit);
+        // A read of sequence values a client does not have (it never
+        // wrote, or they are gone) needs no primary connection, whose
+        // owner's values would have to be discarded first: a standby,
+        // where no session has any, gives PostgreSQL's own answer.
+        let no_values = kind == StatementKind::SequenceValue { writes: false }
+            && self.sequence_values.strong_count() == 0;
+        let replica_ok = (kind.replica_ok() || no_values) && !ends_with_flush(&unit);
         let session_mode = self.shared.config.pool_mode == PoolMode::Session;
         // Pinned to a replica by settings made in a read-only transaction
         // there, and now something only the primary can run: the session
@@ -954,19 +972,26 @@ impl Session {
                 return Ok(());
             };
             let pool = self.pool_for(node);
-            // The connection of the client's last write, when free, keeps
-            // its `nextval()` values within reach (see `sequence`).
-            if is_primary
-                && self.last_write != 0
-                && kind == StatementKind::SequenceValue
-                && !self.pinned
+            // The connection that holds the client's `nextval()` values is
+            // busy with another client's unit that leaves them alone (a
+            // read, a Close): a unit that reads them waits for it. Boxed:
+            // rare, and its timer would otherwise size every session's
+            // future.
+            if is_primary && sequence::reads_values(kind) && self.sequence_values.strong_count() > 0
             {
-                // Busy with another client's statement, perhaps one that
-                // leaves the values alone: worth a short wait. Boxed: rare,
-                // and its timer would otherwise size every session's
-                // future.
-                let limit = shared.queue_wait().min(sequence::BUSY_WAIT);
-                Box::pin(shared.pools.wait_for_idle(&pool, self.last_write, limit)).await;
+                let mine = &self.sequence_values;
+                let cancel = &*self.cancel;
+                let waited = Box::pin(async {
+                    tokio::select! {
+                        _ = shared.pools.wait_for_idle(&pool, mine, shared.queue_wait()) => true,
+                        () = cancel.cancelled() => false,
+                    }
+                })
+                .await;
+                if !waited {
+                    self.wait_failed(&unit, &ProxyError::Cancelled);
+                    return Ok(());
+                }
             }
             match self
                 .shared
@@ -977,8 +1002,10 @@ impl Session {
                     &self.credential,
                     Some(&*self.cancel),
                     sequence::Want {
-                        prefer: if is_primary { self.last_write } else { 0 },
-                        writes: is_primary && sequence::changes_values(kind) && executes(&unit),
+                        mine: is_primary.then_some(&self.sequence_values),
+                        will_write: is_primary
+                            && sequence::will_write(kind)
+                            && (executes(&unit) || !sequence::changes_values(kind)),
                     },
                 )
                 .await
@@ -1070,6 +1097,24 @@ impl Session {
         let Some(att) = self.attached.as_mut() else {
             return Ok(());
         };
+        // Another client's `nextval()` values on the connection go before
+        // a unit that may call `nextval()` (or reads them) runs there, and
+        // before a batch opened with Flush (see `sequence`).
+        let runs = executes(&unit);
+        let mine = sequence::is_mine(att.lease.conn.values.as_ref(), &self.sequence_values);
+        let discard = att.is_primary
+            && !mine
+            && att.lease.conn.values.is_some()
+            && att.tx != TxStatus::Failed
+            && !att.open_batch
+            && ((runs
+                && (sequence::changes_values(unit_kind) || sequence::reads_values(unit_kind)))
+                || ends_with_flush(&unit));
+        if discard && !att.relay.is_idle() {
+            // Behind answers still owed: sent once they are in.
+            self.queued = Some(unit);
+            return Ok(());
+        }
         let mut named = 0;
         let mut to_server = Vec::with_capacity(unit.len() + 64);
         // Only between transactions (and batches): the query has a
@@ -1095,10 +1140,25 @@ impl Session {
         } else {
             None
         };
-        if let Some((query, restore)) = settings_query {
+        let settings = settings_query.is_some();
+        let hidden = match settings_query {
+            Some((query, restore)) if discard => {
+                Some((format!("{query}; {}", sequence::DISCARD), restore))
+            }
+            None if discard => Some((sequence::DISCARD.to_string(), false)),
+            other => other,
+        };
+        if discard {
+            att.lease.conn.values = None;
+            self.shared
+                .metrics
+                .sequence_discarded
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((query, restore)) = hidden {
             FrontendMessage::Query(query.as_bytes()).encode(&mut to_server);
             att.relay.hidden_query(restore);
-            if may_end_block(&unit, &self.statements) {
+            if settings && may_end_block(&unit, &self.statements) {
                 // Should the query fail, the unit's first statement would
                 // end its failed block and the rest would run without the
                 // settings: the unit waits for the outcome (a round trip;
@@ -1112,33 +1172,33 @@ impl Session {
             // fails, every statement of the unit is refused in its failed
             // block).
         }
-        let mut unit = unit;
-        if att.is_primary && self.shared.config.pool_mode != PoolMode::Session {
-            let conn = &mut att.lease.conn;
-            // A pinned client's connection is its own; a batch already
-            // open cannot take the refusal's simple Query.
-            let refuse = unit_kind == StatementKind::SequenceValue
-                && !self.pinned
-                && !att.open_batch
-                && !ends_with_flush(&unit)
-                && executes(&unit)
-                && !sequence::holds_values(conn.written, self.last_write);
-            if refuse {
-                tracing::info!(
-                    pid = conn.pid,
-                    "refused currval()/lastval(): the client's sequence values are not on this connection"
-                );
-                self.shared
-                    .metrics
-                    .sequence_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                let mut q = Vec::new();
-                let query = sequence::refusal_query(self.last_write != 0);
-                FrontendMessage::Query(query.as_bytes()).encode(&mut q);
-                unit = Bytes::from(q);
-            } else if sequence::changes_values(unit_kind) && executes(&unit) {
-                conn.written = sequence::tick();
-                self.last_write = conn.written;
+        if runs
+            && sequence::reads_values(unit_kind)
+            && !mine
+            && sequence::ever_wrote(&self.sequence_values)
+        {
+            // Its values are gone: PostgreSQL's answer (55000, or a value
+            // of this unit's own nextval()) comes with why.
+            BackendMessage::NoticeResponse(ErrorFields::new(
+                "NOTICE",
+                "55000",
+                sequence::LOST_NOTICE,
+            ))
+            .encode(&mut self.to_client);
+            self.shared
+                .metrics
+                .sequence_lost
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if att.is_primary && runs && sequence::changes_values(unit_kind) {
+            let now = sequence::tick();
+            match att.lease.conn.values.as_ref() {
+                Some(v) if mine => v.store(now, Ordering::Relaxed),
+                _ => {
+                    let values = Arc::new(AtomicU64::new(now));
+                    self.sequence_values = Arc::downgrade(&values);
+                    att.lease.conn.values = Some(values);
+                }
             }
         }
         for frame in frames(&unit) {

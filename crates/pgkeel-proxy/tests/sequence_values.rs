@@ -35,8 +35,10 @@ fn refused(e: &tokio_postgres::Error) -> (String, String) {
     )
 }
 
-fn refusals(env: &Env) -> TestResult<u64> {
-    Ok(env.metrics()?.sequence_refused.load(Ordering::Relaxed))
+/// currval()/lastval() units that ran where the client's values were
+/// gone.
+fn lost(env: &Env) -> TestResult<u64> {
+    Ok(env.metrics()?.sequence_lost.load(Ordering::Relaxed))
 }
 
 #[tokio::test]
@@ -58,11 +60,11 @@ async fn lastval_answers_the_clients_own_insert_or_55000_never_anothers() -> Tes
         a.batch_execute("COMMIT").await?;
         b.batch_execute("COMMIT").await?;
         assert_eq!(
-            lastval(&a).await.map_err(|e| format!("line 69: {e:?}"))?,
+            lastval(&a).await.map_err(|e| format!("lastval: {e:?}"))?,
             a_id
         );
         assert_eq!(
-            lastval(&b).await.map_err(|e| format!("line 70: {e:?}"))?,
+            lastval(&b).await.map_err(|e| format!("lastval: {e:?}"))?,
             b_id
         );
         // Reads, and another client's read-only transaction on that
@@ -79,10 +81,10 @@ async fn lastval_answers_the_clients_own_insert_or_55000_never_anothers() -> Tes
         c.batch_execute("COMMIT").await?;
         b.batch_execute("COMMIT").await?;
         assert_eq!(
-            lastval(&a).await.map_err(|e| format!("line 83: {e:?}"))?,
+            lastval(&a).await.map_err(|e| format!("lastval: {e:?}"))?,
             a_id
         );
-        assert_eq!(refusals(&env)?, 0);
+        assert_eq!(lost(&env)?, 0);
 
         // With b's connection busy, a client that has not written yet
         // must write on the one that holds a's value: a's lastval() would
@@ -103,11 +105,11 @@ async fn lastval_answers_the_clients_own_insert_or_55000_never_anothers() -> Tes
         };
         let (code, message) = refused(&e);
         assert_eq!(code, "55000", "{message}");
-        assert!(message.contains("another client has written"), "{message}");
-        assert_eq!(refusals(&env)?, 1);
+        assert!(message.contains("not yet defined"), "{message}");
+        assert_eq!(lost(&env)?, 1);
         // c's own value is right.
         assert_eq!(
-            lastval(&c).await.map_err(|e| format!("line 109: {e:?}"))?,
+            lastval(&c).await.map_err(|e| format!("lastval: {e:?}"))?,
             c_id
         );
         // Inside a transaction that did not get it either: the refusal
@@ -129,7 +131,7 @@ async fn lastval_answers_the_clients_own_insert_or_55000_never_anothers() -> Tes
         // Once a writes again, its values are back.
         let a_id = insert(&a, "a").await?;
         assert_eq!(
-            lastval(&a).await.map_err(|e| format!("line 124: {e:?}"))?,
+            lastval(&a).await.map_err(|e| format!("lastval: {e:?}"))?,
             a_id
         );
         // The same transaction always sees its own.
@@ -150,7 +152,8 @@ async fn lastval_answers_the_clients_own_insert_or_55000_never_anothers() -> Tes
         let d = env.client().await?;
         let (code, message) = refused(&lastval(&d).await.err().ok_or("answered")?);
         assert_eq!(code, "55000");
-        assert!(message.contains("no value yet"), "{message}");
+        assert!(message.contains("not yet defined"), "{message}");
+        assert_eq!(lost(&env)?, 2, "a client that never wrote lost nothing");
         Ok(())
     })
     .await
@@ -242,4 +245,36 @@ async fn parents_and_children(pool_size: usize) -> TestResult<i64> {
     })
     .await?;
     Ok(refused_total)
+}
+
+/// A client whose values are gone (another client wrote on their only
+/// connection) asks for them: it gets PostgreSQL's 55000 with a notice
+/// saying why, from a standby, and the other client's values, which now
+/// hold that connection, stay.
+#[tokio::test]
+async fn reading_lost_values_leaves_the_owners_alone() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        let mut a = common::Raw::login(&env).await?;
+        let mut b = common::Raw::login(&env).await?;
+        for (by_a, sql) in [
+            (true, "CREATE TABLE seq_l (id bigserial PRIMARY KEY)"),
+            (true, "INSERT INTO seq_l DEFAULT VALUES"),
+            (false, "INSERT INTO seq_l DEFAULT VALUES"),
+        ] {
+            let raw = if by_a { &mut a } else { &mut b };
+            let g = common::query(raw, sql).await?;
+            assert!(g.errors.is_empty(), "{sql}: {g:?}");
+        }
+        for _ in 0..2 {
+            let g = common::query(&mut a, "SELECT lastval()").await?;
+            assert_eq!(g.errors, ["55000"], "{g:?}");
+            assert!(g.tags.starts_with('N'), "no notice first: {g:?}");
+        }
+        let g = common::query(&mut b, "SELECT lastval()").await?;
+        assert_eq!(common::texts(&g), ["2"], "{g:?}");
+        assert_eq!(lost(&env)?, 2);
+        Ok(())
+    })
+    .await
 }

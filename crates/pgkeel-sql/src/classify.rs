@@ -40,17 +40,19 @@ fn classify_inner(sql: &str, policy: &FunctionPolicy) -> StatementKind {
             .chain(parsed.aliases.keys().map(String::as_str))
             .collect();
         match called_functions(sql, policy, &skip) {
-            FunctionEffect::ReadOnly => combined,
-            FunctionEffect::Write => StatementKind::Write,
-            FunctionEffect::SequenceValue => StatementKind::SequenceValue,
-            FunctionEffect::Session => StatementKind::SessionState,
+            (FunctionEffect::Session, _) => StatementKind::SessionState,
+            (effect, true) => StatementKind::SequenceValue {
+                writes: effect == FunctionEffect::Write,
+            },
+            (FunctionEffect::ReadOnly, false) => combined,
+            (_, false) => StatementKind::Write,
         }
     } else if combined == StatementKind::Write || combined == StatementKind::TransactionControl {
         // A session-level function call inside a write still pins, and a
         // write that uses `currval()` must find the session's value.
         match called_functions(sql, policy, &[]) {
-            FunctionEffect::Session => StatementKind::SessionState,
-            FunctionEffect::SequenceValue => StatementKind::SequenceValue,
+            (FunctionEffect::Session, _) => StatementKind::SessionState,
+            (_, true) => StatementKind::SequenceValue { writes: true },
             _ => combined,
         }
     } else {
@@ -274,9 +276,9 @@ fn unquote(ident: &str) -> String {
 /// The strongest effect among the function calls in `sql`: an identifier
 /// followed by `(` (optionally schema-qualified), except CTE names and
 /// aliases with column lists.
-fn called_functions(sql: &str, policy: &FunctionPolicy, skip: &[&str]) -> FunctionEffect {
+fn called_functions(sql: &str, policy: &FunctionPolicy, skip: &[&str]) -> (FunctionEffect, bool) {
     let Ok(scan) = pg_query::scan(sql) else {
-        return FunctionEffect::Write;
+        return (FunctionEffect::Write, false);
     };
     let tokens = &scan.tokens;
     let text = |t: &protobuf::ScanToken| -> &str {
@@ -288,6 +290,7 @@ fn called_functions(sql: &str, policy: &FunctionPolicy, skip: &[&str]) -> Functi
     // ROW, IN, COALESCE...) or built-ins that do not write.
     let is_name = |t: &protobuf::ScanToken| t.token == Token::Ident as i32;
     let mut worst = FunctionEffect::ReadOnly;
+    let mut sequence = false;
     for i in 0..tokens.len() {
         let t = &tokens[i];
         if !is_name(t) || tokens.get(i + 1).map(|n| n.token) != Some(Token::Ascii40 as i32) {
@@ -303,13 +306,11 @@ fn called_functions(sql: &str, policy: &FunctionPolicy, skip: &[&str]) -> Functi
             continue;
         }
         match policy.effect(&schema, &name) {
-            FunctionEffect::Session => return FunctionEffect::Session,
-            FunctionEffect::SequenceValue => worst = FunctionEffect::SequenceValue,
-            FunctionEffect::Write if worst == FunctionEffect::ReadOnly => {
-                worst = FunctionEffect::Write;
-            }
-            FunctionEffect::Write | FunctionEffect::ReadOnly => {}
+            FunctionEffect::Session => return (FunctionEffect::Session, sequence),
+            FunctionEffect::SequenceValue => sequence = true,
+            FunctionEffect::Write => worst = FunctionEffect::Write,
+            FunctionEffect::ReadOnly => {}
         }
     }
-    worst
+    (worst, sequence)
 }

@@ -44,10 +44,14 @@ pub enum StatementKind {
     SessionState,
     /// Nothing to run (empty string or only comments).
     Empty,
-    /// Calls `currval()`/`lastval()` (and may write): their values come
-    /// from the session's last `nextval()`, which only the server
-    /// connection that ran it holds, so it must run there.
-    SequenceValue,
+    /// Calls `currval()`/`lastval()`: their values come from the
+    /// session's last `nextval()`, which only the server connection that
+    /// ran it holds, so it must run there (primary only).
+    SequenceValue {
+        /// It may also write (and call `nextval()`); otherwise it only
+        /// reads, apart from those values.
+        writes: bool,
+    },
 }
 
 impl StatementKind {

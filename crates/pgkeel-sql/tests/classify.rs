@@ -208,18 +208,36 @@ fn a_new_function_policy_applies_to_cached_statements() {
 #[test]
 fn sequence_values() {
     check(&[
-        ("SELECT lastval()", SequenceValue),
-        ("SELECT LASTVAL()", SequenceValue),
-        ("SELECT currval('t_id_seq')", SequenceValue),
-        ("SELECT pg_catalog.currval('s'::regclass)", SequenceValue),
+        ("SELECT lastval()", SequenceValue { writes: false }),
+        ("SELECT LASTVAL()", SequenceValue { writes: false }),
+        (
+            "SELECT currval('t_id_seq')",
+            SequenceValue { writes: false },
+        ),
+        (
+            "SELECT pg_catalog.currval('s'::regclass)",
+            SequenceValue { writes: false },
+        ),
         (
             "INSERT INTO child (parent_id) VALUES (currval('parent_id_seq'))",
-            SequenceValue,
+            SequenceValue { writes: true },
         ),
-        ("SELECT nextval('s'), currval('s')", SequenceValue),
-        ("SELECT currval('s'), nextval('s')", SequenceValue),
-        ("BEGIN; SELECT lastval(); COMMIT", SequenceValue),
-        ("BEGIN READ ONLY; SELECT lastval()", SequenceValue),
+        (
+            "SELECT nextval('s'), currval('s')",
+            SequenceValue { writes: true },
+        ),
+        (
+            "SELECT currval('s'), nextval('s')",
+            SequenceValue { writes: true },
+        ),
+        (
+            "BEGIN; SELECT lastval(); COMMIT",
+            SequenceValue { writes: true },
+        ),
+        (
+            "BEGIN READ ONLY; SELECT lastval()",
+            SequenceValue { writes: false },
+        ),
         // Only the built-ins: a schema's own function of that name is
         // any function.
         ("SELECT app.currval(1)", Write),
