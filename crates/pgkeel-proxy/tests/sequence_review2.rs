@@ -551,3 +551,45 @@ async fn a_wait_for_values_ends_when_they_are_discarded() -> TestResult {
     })
     .await
 }
+
+/// 1b. The same skip, in separate units: a write refused inside a failed
+/// transaction (25P02: nothing ran) still makes its client the owner of
+/// the connection, without the discard, though another client's values
+/// are on it. After ROLLBACK, that client's `lastval()` is taken to its
+/// "own" connection and answers the other client's id (and the other
+/// client lost its values for nothing). PostgreSQL: 55000.
+#[tokio::test]
+async fn a_write_refused_in_a_failed_transaction_does_not_adopt_anothers_values() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        let (mut a, a_id) = a_inserted(&env).await?;
+        let mut results = vec![];
+        let mut d = direct(&env).await?;
+        let mut b = Raw::login(&env).await?;
+        for raw in [&mut d, &mut b] {
+            ok(raw, "BEGIN").await?;
+            let g = run(raw, "SELECT 1/0").await?;
+            assert_eq!(g.status, Some('E'), "{g:?}");
+            let g = run(raw, "INSERT INTO t (who) VALUES ('b')").await?;
+            assert_eq!(g.errors, ["25P02"], "{g:?}");
+            ok(raw, "ROLLBACK").await?;
+            results.push(run(raw, "SELECT lastval()").await?);
+        }
+        eprintln!("direct: {:?}\nproxied: {:?}", results[0], results[1]);
+        assert_eq!(results[0].errors, ["55000"], "direct: {:?}", results[0]);
+        let got = &results[1];
+        assert!(
+            !got.values.contains(&Some(a_id.clone())),
+            "b's lastval() answered a's id {a_id}: {got:?}"
+        );
+        assert_eq!(got.errors, ["55000"], "{got:?}");
+        let g = run(&mut a, "SELECT lastval()").await?;
+        assert_eq!(
+            (g.errors.as_slice(), g.values.as_slice()),
+            (&[][..], &[Some(a_id.clone())][..]),
+            "a lost its values to b's refused write: {g:?}"
+        );
+        Ok(())
+    })
+    .await
+}
