@@ -246,13 +246,15 @@ async fn a_read_the_standby_refused_as_serializable_does_not_discard_anothers_va
     common::within(180, async {
         let env = Env::start(1, |c| c.pool_size = 1).await?;
         let (mut a, a_id) = a_inserted(&env).await?;
+        // Connected before the change: a session of the role started
+        // after it is serializable, which the standby refuses outright.
+        let standby = env.cluster.client("replica1").await?;
         let su = env.primary_superuser().await?;
         su.batch_execute(&format!(
             "ALTER ROLE \"{}\" SET default_transaction_isolation = 'serializable'",
             env.user
         ))
         .await?;
-        let standby = env.cluster.client("replica1").await?;
         let replayed = TempCluster::eventually(Duration::from_secs(30), || async {
             standby
                 .query_one(
