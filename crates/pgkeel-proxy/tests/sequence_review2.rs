@@ -595,3 +595,34 @@ async fn a_write_refused_in_a_failed_transaction_does_not_adopt_anothers_values(
     })
     .await
 }
+
+/// 11. `queue_wait` bounds how long a client waits for a server
+/// connection; a read of values whose connection another client's
+/// transaction holds waits for it up to `queue_wait`, then waits
+/// `queue_wait` again for a connection of the full pool: twice the
+/// configured limit before the "pool exhausted" error.
+#[tokio::test]
+async fn a_read_of_values_waits_at_most_the_queue_wait() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| {
+            c.pool_size = 1;
+            c.queue_wait = Duration::from_secs(2);
+        })
+        .await?;
+        let (mut a, _a_id) = a_inserted(&env).await?;
+        let mut b = Raw::login(&env).await?;
+        ok(&mut b, "BEGIN").await?;
+        let started = Instant::now();
+        let g = run(&mut a, "SELECT lastval()").await?;
+        let took = started.elapsed();
+        eprintln!("a waited {took:?}: {g:?}");
+        assert_eq!(g.errors, ["53300"], "{g:?}");
+        assert!(
+            took < Duration::from_millis(3000),
+            "a waited {took:?} with a queue wait of 2 s"
+        );
+        ok(&mut b, "COMMIT").await?;
+        Ok(())
+    })
+    .await
+}
