@@ -626,3 +626,69 @@ async fn a_read_of_values_waits_at_most_the_queue_wait() -> TestResult {
     })
     .await
 }
+
+/// 12. The hidden `DISCARD SEQUENCES` is a simple Query: inside a
+/// transaction it destroys the client's unnamed portal (PostgreSQL drops
+/// it for any simple Query), which a client fetching in chunks
+/// (Execute with a row limit, PortalSuspended) still uses. The relay
+/// parses the unnamed statement again, but nothing restores the portal:
+/// the next Execute of it fails (34000) where PostgreSQL returns the
+/// next rows.
+#[tokio::test]
+async fn the_hidden_discard_keeps_the_unnamed_portal() -> TestResult {
+    common::within(120, async {
+        let env = Env::start(1, |c| c.pool_size = 1).await?;
+        let (_a, _a_id) = a_inserted(&env).await?;
+        let mut d = direct(&env).await?;
+        let mut b = Raw::login(&env).await?;
+        let mut answers = vec![];
+        for raw in [&mut d, &mut b] {
+            ok(raw, "BEGIN").await?;
+            raw.send(&[
+                parse("", "SELECT generate_series(1, 4)"),
+                bind(""),
+                FrontendMessage::Execute {
+                    portal: b"",
+                    max_rows: 2,
+                },
+                FrontendMessage::Sync,
+            ])
+            .await?;
+            let first = until_ready(raw).await?;
+            assert_eq!(first.values.len(), 2, "{first:?}");
+            // The next rows, and an insert, in one batch.
+            raw.send(&[
+                FrontendMessage::Execute {
+                    portal: b"",
+                    max_rows: 2,
+                },
+                parse("ins", "INSERT INTO t (who) VALUES ('b')"),
+                FrontendMessage::Bind {
+                    portal: b"p",
+                    statement: b"ins",
+                    tail: common::NO_PARAMS,
+                },
+                FrontendMessage::Execute {
+                    portal: b"p",
+                    max_rows: 0,
+                },
+                FrontendMessage::Sync,
+            ])
+            .await?;
+            let next = until_ready(raw).await?;
+            ok(raw, "ROLLBACK").await?;
+            answers.push(next);
+        }
+        eprintln!("direct: {:?}\nproxied: {:?}", answers[0], answers[1]);
+        assert_eq!(answers[0].errors, Vec::<String>::new(), "direct: {:?}", answers[0]);
+        assert_eq!(
+            answers[1].errors,
+            Vec::<String>::new(),
+            "the unnamed portal was lost: {:?}",
+            answers[1]
+        );
+        assert_eq!(answers[1].values, answers[0].values);
+        Ok(())
+    })
+    .await
+}
