@@ -98,12 +98,19 @@ async fn a_inserted(env: &Env) -> TestResult<(Raw, String)> {
 async fn no_clients(env: &Env) -> TestResult {
     let gone = TempCluster::eventually(Duration::from_secs(10), || async {
         env.proxy.as_ref().is_some_and(|p| {
-            p.shared().clients.load(std::sync::atomic::Ordering::Relaxed) == 0
+            p.shared()
+                .clients
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
                 && p.shared().pools.stats().iter().all(|s| s.active == 0)
         })
     })
     .await;
-    if gone { Ok(()) } else { Err("clients never left".into()) }
+    if gone {
+        Ok(())
+    } else {
+        Err("clients never left".into())
+    }
 }
 
 /// 1. Inside a failed transaction the discard is skipped ("nothing runs
@@ -195,7 +202,9 @@ async fn a_transaction_opened_with_a_read_of_values_is_read_write() -> TestResul
             answers.push((first, back, insert, commit));
         }
         eprintln!("direct: {:?}\nproxied: {:?}", answers[0], answers[1]);
-        for (what, (first, back, insert, commit)) in [("direct", &answers[0]), ("proxied", &answers[1])] {
+        for (what, (first, back, insert, commit)) in
+            [("direct", &answers[0]), ("proxied", &answers[1])]
+        {
             assert_eq!(first.errors, ["55000"], "{what}: {first:?}");
             assert_eq!(back.errors, Vec::<String>::new(), "{what}: {back:?}");
             assert_eq!(
@@ -241,8 +250,8 @@ async fn a_carried_set_does_not_discard_anothers_values() -> TestResult {
 /// another client's values. Only a 25006 refusal means the statement
 /// writes.
 #[tokio::test]
-async fn a_read_the_standby_refused_as_serializable_does_not_discard_anothers_values()
--> TestResult {
+async fn a_read_the_standby_refused_as_serializable_does_not_discard_anothers_values() -> TestResult
+{
     common::within(180, async {
         let env = Env::start(1, |c| c.pool_size = 1).await?;
         let (mut a, a_id) = a_inserted(&env).await?;
@@ -481,8 +490,8 @@ async fn lastval_after_a_failover_does_not_wait_for_the_old_primary() -> TestRes
 /// replica, a lagging one) it runs as a read: no discard, no new owner,
 /// and the connection's owner then reads the reader's value as its own.
 #[tokio::test]
-async fn a_read_through_a_view_calling_nextval_does_not_hand_its_value_to_the_owner()
--> TestResult {
+async fn a_read_through_a_view_calling_nextval_does_not_hand_its_value_to_the_owner() -> TestResult
+{
     common::within(120, async {
         let env = Env::start(1, |c| c.pool_size = 1).await?;
         let (mut a, a_id) = a_inserted(&env).await?;
@@ -530,7 +539,8 @@ async fn a_wait_for_values_ends_when_they_are_discarded() -> TestResult {
         let mut b = Raw::login(&env).await?;
         ok(&mut b, "BEGIN").await?;
         let started = Instant::now();
-        a.send(&[FrontendMessage::Query(b"SELECT lastval()")]).await?;
+        a.send(&[FrontendMessage::Query(b"SELECT lastval()")])
+            .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         // b writes there: a's values are gone while a waits for them.
         ok(&mut b, "INSERT INTO t (who) VALUES ('b')").await?;
@@ -680,7 +690,12 @@ async fn the_hidden_discard_keeps_the_unnamed_portal() -> TestResult {
             answers.push(next);
         }
         eprintln!("direct: {:?}\nproxied: {:?}", answers[0], answers[1]);
-        assert_eq!(answers[0].errors, Vec::<String>::new(), "direct: {:?}", answers[0]);
+        assert_eq!(
+            answers[0].errors,
+            Vec::<String>::new(),
+            "direct: {:?}",
+            answers[0]
+        );
         assert_eq!(
             answers[1].errors,
             Vec::<String>::new(),
