@@ -335,8 +335,12 @@ impl Pools {
                 let started = Instant::now();
                 // Boxed: the timer and the wait would otherwise size every
                 // session's future, though a free connection needs neither.
+                let wait = match want.wait_ms {
+                    u32::MAX => self.queue_wait(),
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
                 Box::pin(or_cancelled(
-                    tokio::time::timeout(self.queue_wait(), pool.permits.clone().acquire_owned()),
+                    tokio::time::timeout(wait, pool.permits.clone().acquire_owned()),
                     cancel,
                 ))
                 .await?
@@ -460,23 +464,19 @@ impl Pools {
     }
 
     /// Waits until the connection holding the sequence values `mine`
-    /// refers to is idle in `pool`, for at most `limit`; whether it is
-    /// (not when those values are gone: taken over or closed). A client
-    /// about to read its values waits this way while another client's
-    /// statement that leaves them alone (a read, a Close) runs there.
+    /// refers to is idle in `pool`, until `deadline`; whether it is (not
+    /// when those values are gone: taken over or closed). A client about
+    /// to read its values waits this way while another client's statement
+    /// holds the connection.
     pub async fn wait_for_idle(
         &self,
         pool: &Pool,
-        mine: &Weak<AtomicU64>,
-        limit: Duration,
+        mine: &Weak<sequence::Owner>,
+        deadline: tokio::time::Instant,
     ) -> bool {
-        let is_idle = || {
-            pool.idle.lock().is_ok_and(|idle| {
-                idle.iter()
-                    .any(|c| sequence::is_mine(c.values.as_ref(), mine))
-            })
-        };
-        let deadline = tokio::time::Instant::now() + limit;
+        // Another client may take the values over without a release:
+        // looked at again now and then.
+        const LOOK_AGAIN: Duration = Duration::from_millis(50);
         loop {
             let released = pool.released.notified();
             tokio::pin!(released);
@@ -485,12 +485,18 @@ impl Pools {
             if mine.strong_count() == 0 {
                 return false;
             }
-            if is_idle() {
+            let idle = pool.idle.lock().is_ok_and(|idle| {
+                idle.iter()
+                    .any(|c| sequence::is_mine(c.values.as_ref(), mine))
+            });
+            if idle {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return is_idle();
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
             }
+            let _ = tokio::time::timeout_at(deadline.min(now + LOOK_AGAIN), released).await;
         }
     }
 

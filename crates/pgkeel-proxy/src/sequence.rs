@@ -10,28 +10,54 @@
 //! then link rows to the wrong parent, silently.
 //!
 //! So the values on a primary connection belong to one client at most:
-//! the connection holds a [`Values`] token, and the client whose write ran
-//! there last holds a weak reference to it. Before another client's unit
-//! that may call `nextval()` (or reads the values) runs there, the old
-//! owner's values are discarded (`DISCARD SEQUENCES`, pipelined ahead) and
-//! the token replaced, which tells the old owner its values are gone. A
-//! client's units on the primary are given its own connection when it is
-//! idle (a unit reading the values waits for it while another client's
-//! unit runs there); writers take connections that hold nobody's values
-//! first. What a client reads is then its own value, or PostgreSQL's 55000
-//! ("not yet defined in this session") when its values are gone, with a
-//! notice saying why: never another client's.
+//! the connection holds an [`Owner`] token, and the client whose unit ran
+//! there last a weak reference to it. Before a client's unit runs on a
+//! connection holding another client's values (its first unit there
+//! outside a transaction), those are discarded (`DISCARD SEQUENCES`,
+//! pipelined ahead) and the token replaced, which tells the old owner its
+//! values are gone; whatever runs there then is the new owner's (a view
+//! may call `nextval()`). A plain SET or a reset calls no `nextval()` and
+//! leaves the values alone. A client's units on the primary are given its
+//! own connection when it is idle (a unit reading the values waits for it
+//! while another client's unit runs there); others take connections
+//! holding nobody's values first, or a new one while the pool has room.
+//! What a client reads is then its own value, or PostgreSQL's 55000 ("not
+//! yet defined in this session") when its values are gone, with a notice
+//! saying why: never another client's.
 
-use std::sync::Arc;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use pgkeel_sql::StatementKind;
 
-/// A client's ownership of a connection's sequence values; the number is
-/// when the client last wrote there (see [`tick`]), which decides the
-/// connection least likely still wanted.
-pub type Values = Arc<AtomicU64>;
+/// A client's ownership of a connection's sequence values.
+#[derive(Debug)]
+pub struct Owner {
+    /// When the client last ran something there (see [`tick`]): the
+    /// connection used longest ago is the one least likely still wanted.
+    used: AtomicU64,
+    /// The node of the connection: after a failover the client's values
+    /// are on a node that is no longer the primary.
+    node: usize,
+}
+
+/// A connection's token (see [`Owner`]).
+pub type Values = Arc<Owner>;
+
+impl Owner {
+    /// A token for a connection to `node`, used now.
+    pub fn new(node: usize) -> Values {
+        Arc::new(Owner {
+            used: AtomicU64::new(tick()),
+            node,
+        })
+    }
+
+    /// The owner ran something there again.
+    pub fn touch(&self) {
+        self.used.store(tick(), Ordering::Relaxed);
+    }
+}
 
 /// The hidden query run ahead of a unit on a connection that holds
 /// another client's values.
@@ -52,31 +78,29 @@ pub fn tick() -> u64 {
     TICKS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// When `values` (a connection's) were last written (0: nobody's).
+/// When the owner of `values` (a connection's) last used it; 0 when
+/// nobody's values are there or their owner has gone (disconnected).
 pub fn written(values: Option<&Values>) -> u64 {
-    values.map_or(0, |v| v.load(Ordering::Relaxed))
+    values
+        .filter(|v| Arc::weak_count(v) > 0)
+        .map_or(0, |v| v.used.load(Ordering::Relaxed))
 }
 
 /// Whether a connection's `values` are the ones `mine` (a client's) refers
 /// to.
-pub fn is_mine(values: Option<&Values>, mine: &Weak<AtomicU64>) -> bool {
+pub fn is_mine(values: Option<&Values>, mine: &Weak<Owner>) -> bool {
     values.is_some_and(|v| std::ptr::eq(Arc::as_ptr(v), mine.as_ptr()))
 }
 
-/// Whether the client holding `mine` ever wrote (its values may be gone).
-pub fn ever_wrote(mine: &Weak<AtomicU64>) -> bool {
+/// Whether the client holding `mine` ever ran something on the primary
+/// (its values may be gone).
+pub fn ever_wrote(mine: &Weak<Owner>) -> bool {
     !Weak::ptr_eq(mine, &Weak::new())
 }
 
-/// Whether a unit of `kind` may call `nextval()` when it runs: it makes
-/// its connection hold its client's values.
-pub fn changes_values(kind: StatementKind) -> bool {
-    matches!(
-        kind,
-        StatementKind::Write
-            | StatementKind::SessionState
-            | StatementKind::SequenceValue { writes: true }
-    )
+/// The node holding the values `mine` refers to, while they live.
+pub fn node_of(mine: &Weak<Owner>) -> Option<usize> {
+    mine.upgrade().map(|v| v.node)
 }
 
 /// Whether a unit of `kind` reads sequence values (`currval()`,
@@ -85,25 +109,29 @@ pub fn reads_values(kind: StatementKind) -> bool {
     matches!(kind, StatementKind::SequenceValue { .. })
 }
 
-/// Whether a unit of `kind` will likely write on the connection it gets
-/// (it may call `nextval()`, or opens a read-write transaction): the pool
-/// gives it one holding nobody's values if it can (see [`pick`]).
-pub fn will_write(kind: StatementKind) -> bool {
-    changes_values(kind)
-        || matches!(
-            kind,
-            StatementKind::Begin { read_only: false } | StatementKind::TransactionControl
-        )
-}
-
 /// What a client asks of the pool for its sequence values (see
 /// [`pick`]).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Want<'a> {
     /// The client's values, wherever they are.
-    pub mine: Option<&'a Weak<AtomicU64>>,
-    /// The unit will likely write (see [`will_write`]).
+    pub mine: Option<&'a Weak<Owner>>,
+    /// The unit will run something: it takes a new connection rather than
+    /// discard another client's values.
     pub will_write: bool,
+    /// How long a wait for a free connection may last, in milliseconds
+    /// (`u32::MAX`: the queue wait); small, since every session's future
+    /// holds it.
+    pub wait_ms: u32,
+}
+
+impl Default for Want<'_> {
+    fn default() -> Self {
+        Want {
+            mine: None,
+            will_write: false,
+            wait_ms: u32::MAX,
+        }
+    }
 }
 
 /// Which connection the pool hands a client (see [`pick`]).
@@ -121,11 +149,12 @@ pub enum Pick {
 /// Which connection a client gets, from the idle ones (`(mine,
 /// written)`: whether its values are the client's, and when they were
 /// last written, 0 for nobody's; most recently released last): its own
-/// wherever it is. Otherwise the one written on longest ago (nobody's
-/// first: a client reads its values back just after writing, so those
-/// are the least likely still wanted), unless the one released last is
-/// as good (it is warm); but a unit that `will_write` takes a new one
-/// when every idle one holds someone's values and the pool has `room`.
+/// wherever it is. Otherwise the one used longest ago (nobody's first: a
+/// client reads its values back just after writing, so those are the
+/// least likely still wanted), unless the one released last is as good
+/// (it is warm); but a unit that `will_write` (runs something, which would
+/// discard the values there) takes a new one when every idle one holds
+/// someone's values and the pool has `room`.
 pub fn pick(
     idle: impl ExactSizeIterator<Item = (bool, u64)>,
     will_write: bool,
@@ -163,30 +192,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_units_that_may_call_nextval_change_values() {
-        assert!(changes_values(StatementKind::Write));
-        assert!(changes_values(StatementKind::SequenceValue {
-            writes: true
-        }));
-        assert!(!changes_values(StatementKind::SequenceValue {
-            writes: false
-        }));
+    fn only_reads_of_currval_and_lastval_read_values() {
         assert!(reads_values(StatementKind::SequenceValue { writes: false }));
+        assert!(reads_values(StatementKind::SequenceValue { writes: true }));
         assert!(!reads_values(StatementKind::Write));
-        assert!(changes_values(StatementKind::SessionState));
-        for k in [
-            StatementKind::Read,
-            StatementKind::Empty,
-            StatementKind::TransactionControl,
-            StatementKind::Begin { read_only: false },
-            StatementKind::Begin { read_only: true },
-        ] {
-            assert!(!changes_values(k), "{k:?}");
-        }
-        assert!(will_write(StatementKind::Begin { read_only: false }));
-        assert!(will_write(StatementKind::TransactionControl));
-        assert!(!will_write(StatementKind::Begin { read_only: true }));
-        assert!(!will_write(StatementKind::Read));
+        assert!(!reads_values(StatementKind::Read));
     }
 
     #[test]
@@ -194,17 +204,24 @@ mod tests {
         let mut mine = Weak::new();
         assert!(!ever_wrote(&mine));
         assert!(!is_mine(None, &mine));
-        let values: Values = Arc::new(AtomicU64::new(tick()));
+        let values = Owner::new(3);
         assert!(!is_mine(Some(&values), &mine));
+        // Nobody holds it: the owner is gone.
+        assert_eq!(written(Some(&values)), 0);
         mine = Arc::downgrade(&values);
         assert!(is_mine(Some(&values), &mine));
         assert!(written(Some(&values)) > 0);
+        assert_eq!(node_of(&mine), Some(3));
         assert_eq!(written(None), 0);
+        let before = written(Some(&values));
+        values.touch();
+        assert!(written(Some(&values)) > before);
         // Taken over: the old owner sees it.
-        let other: Values = Arc::new(AtomicU64::new(tick()));
+        let other = Owner::new(3);
         assert!(!is_mine(Some(&other), &mine));
         drop(values);
         assert_eq!(mine.strong_count(), 0);
+        assert_eq!(node_of(&mine), None);
         assert!(ever_wrote(&mine));
         assert!(tick() < tick());
     }

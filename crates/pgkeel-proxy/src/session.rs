@@ -178,7 +178,7 @@ pub struct Session {
     /// This client's `nextval()` values, on the primary connection whose
     /// [`ServerConn::values`] this refers to, while that connection lives
     /// and nobody else has written there (see [`crate::sequence`]).
-    sequence_values: Weak<AtomicU64>,
+    sequence_values: Weak<sequence::Owner>,
 }
 
 /// Whether `unit` runs anything (a Query, an Execute, a function call),
@@ -648,9 +648,9 @@ impl Session {
         let kind = if session {
             StatementKind::SessionState
         } else if sequence {
-            StatementKind::SequenceValue {
-                writes: write && !control_only,
-            }
+            // With BEGIN or transaction control too, it is no lone read
+            // (a standby could not run the rest).
+            StatementKind::SequenceValue { writes: write }
         } else if write && control_only {
             StatementKind::TransactionControl
         } else if write {
@@ -782,12 +782,6 @@ impl Session {
         }
         let (mut kind, named_kinds) = self.classify_unit(&unit);
         self.named_kinds = named_kinds;
-        if force_primary && kind.replica_ok() {
-            // Run again on the primary after a replica refused it (25006:
-            // it writes, perhaps calling nextval()) or was lost: taken for
-            // a write, whose values the connection then holds.
-            kind = StatementKind::Write;
-        }
         if kind == StatementKind::SessionState {
             match self.deallocate_own(&unit) {
                 OwnDeallocate::No => {}
@@ -935,6 +929,9 @@ impl Session {
             let current = self.reader.as_ref().map(ReadAffinity::node);
             let routed = match topology.route(to_replica, &rules, current) {
                 Some(r) => Some(r),
+                // A read of values the client does not have, with no
+                // usable standby: the primary answers it as well.
+                None if no_values && to_replica => topology.route(false, &rules, current),
                 // During a failover there is briefly no primary: hold the
                 // write (like a full pool) rather than fail it.
                 // Boxed: rare, and its timer would otherwise size every
@@ -977,13 +974,17 @@ impl Session {
             // read, a Close): a unit that reads them waits for it. Boxed:
             // rare, and its timer would otherwise size every session's
             // future.
-            if is_primary && sequence::reads_values(kind) && self.sequence_values.strong_count() > 0
+            let mut wait_ms = u32::MAX;
+            if is_primary
+                && sequence::reads_values(kind)
+                && sequence::node_of(&self.sequence_values) == Some(node)
             {
+                let until = tokio::time::Instant::now() + shared.queue_wait();
                 let mine = &self.sequence_values;
                 let cancel = &*self.cancel;
                 let waited = Box::pin(async {
                     tokio::select! {
-                        _ = shared.pools.wait_for_idle(&pool, mine, shared.queue_wait()) => true,
+                        _ = shared.pools.wait_for_idle(&pool, mine, until) => true,
                         () = cancel.cancelled() => false,
                     }
                 })
@@ -992,6 +993,9 @@ impl Session {
                     self.wait_failed(&unit, &ProxyError::Cancelled);
                     return Ok(());
                 }
+                // What is left of the queue wait, for a free connection.
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                wait_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX - 1);
             }
             match self
                 .shared
@@ -1004,8 +1008,9 @@ impl Session {
                     sequence::Want {
                         mine: is_primary.then_some(&self.sequence_values),
                         will_write: is_primary
-                            && sequence::will_write(kind)
-                            && (executes(&unit) || !sequence::changes_values(kind)),
+                            && self.after_unit.is_none()
+                            && (executes(&unit) || ends_with_flush(&unit)),
+                        wait_ms,
                     },
                 )
                 .await
@@ -1098,18 +1103,20 @@ impl Session {
             return Ok(());
         };
         // Another client's `nextval()` values on the connection go before
-        // a unit that may call `nextval()` (or reads them) runs there, and
-        // before a batch opened with Flush (see `sequence`).
+        // the client's first unit outside a transaction that runs
+        // something there (a transaction's first is its BEGIN) or opens a
+        // batch: from then on what runs there is the client's (see
+        // `sequence`). A plain SET or reset calls no `nextval()` and leaves
+        // them alone; a Parse alone runs nothing.
         let runs = executes(&unit);
+        let carried = self.after_unit.is_some();
         let mine = sequence::is_mine(att.lease.conn.values.as_ref(), &self.sequence_values);
-        let discard = att.is_primary
+        let touches = att.is_primary && !carried && (runs || ends_with_flush(&unit));
+        let discard = touches
             && !mine
             && att.lease.conn.values.is_some()
-            && att.tx != TxStatus::Failed
-            && !att.open_batch
-            && ((runs
-                && (sequence::changes_values(unit_kind) || sequence::reads_values(unit_kind)))
-                || ends_with_flush(&unit));
+            && att.tx == TxStatus::Idle
+            && !att.open_batch;
         if discard && !att.relay.is_idle() {
             // Behind answers still owed: sent once they are in.
             self.queued = Some(unit);
@@ -1178,24 +1185,28 @@ impl Session {
             && sequence::ever_wrote(&self.sequence_values)
         {
             // Its values are gone: PostgreSQL's answer (55000, or a value
-            // of this unit's own nextval()) comes with why.
+            // of this unit's own nextval()) comes with why (held with the
+            // answers of a read that may run again elsewhere).
+            let out = match att.retry.as_mut() {
+                Some(r) => &mut r.held,
+                None => &mut self.to_client,
+            };
             BackendMessage::NoticeResponse(ErrorFields::new(
                 "NOTICE",
                 "55000",
                 sequence::LOST_NOTICE,
             ))
-            .encode(&mut self.to_client);
+            .encode(out);
             self.shared
                 .metrics
                 .sequence_lost
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if att.is_primary && runs && sequence::changes_values(unit_kind) {
-            let now = sequence::tick();
+        if touches && runs {
             match att.lease.conn.values.as_ref() {
-                Some(v) if mine => v.store(now, Ordering::Relaxed),
+                Some(v) if mine => v.touch(),
                 _ => {
-                    let values = Arc::new(AtomicU64::new(now));
+                    let values = sequence::Owner::new(att.lease.node);
                     self.sequence_values = Arc::downgrade(&values);
                     att.lease.conn.values = Some(values);
                 }
@@ -1602,6 +1613,8 @@ impl Session {
         let needs_reset = self.pinned || self.shared.config.pool_mode == PoolMode::Session;
         if needs_reset {
             let conn = &mut att.lease.conn;
+            // DISCARD ALL discards the sequence values too.
+            conn.values = None;
             let mut q = Vec::new();
             FrontendMessage::Query(b"DISCARD ALL").encode(&mut q);
             let ok = async {
