@@ -9,48 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::got::{Got, one, run, until_ready};
 use common::{EXEC, Env, Raw, TestResult, bind, first_column, parse, query, raw_login};
 use pgkeel_wire::FrontendMessage;
 use pgkeel_wire::backend::error_code;
-
-/// What a raw client got up to the next ReadyForQuery: tags, every
-/// DataRow's first column, SQLSTATEs.
-#[derive(Debug, Default)]
-struct Got {
-    tags: String,
-    values: Vec<Option<String>>,
-    errors: Vec<String>,
-}
-
-async fn until_ready(raw: &mut Raw) -> TestResult<Got> {
-    let mut g = Got::default();
-    loop {
-        let (tag, frame) = raw.next().await?;
-        g.tags.push(char::from(tag));
-        match tag {
-            b'D' => g.values.push(first_column(&frame)),
-            b'E' => g
-                .errors
-                .push(error_code(&frame[5..]).unwrap_or("?").to_string()),
-            b'Z' => return Ok(g),
-            _ => {}
-        }
-    }
-}
-
-async fn run(raw: &mut Raw, sql: &str) -> TestResult<Got> {
-    raw.send(&[FrontendMessage::Query(sql.as_bytes())]).await?;
-    until_ready(raw).await
-}
-
-/// Runs `sql`, which must succeed and return one value.
-async fn one(raw: &mut Raw, sql: &str) -> TestResult<String> {
-    let g = run(raw, sql).await?;
-    if !g.errors.is_empty() {
-        return Err(format!("{sql}: {g:?}").into());
-    }
-    Ok(g.values.first().cloned().flatten().ok_or("no value")?)
-}
 
 /// The contract: `lastval()` answers the client's own `mine`, or is
 /// refused with 55000; never `theirs`.
