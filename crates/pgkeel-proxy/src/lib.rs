@@ -46,6 +46,7 @@ pub mod server_stream;
 pub mod session;
 pub mod settings;
 pub mod settings_cache;
+pub mod spare;
 pub mod stream;
 pub mod tls;
 pub mod topology;

@@ -34,7 +34,10 @@ pub struct PoolKey {
 pub struct Pool {
     key: PoolKey,
     size: AtomicUsize,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed: a connection moves (into a lease, an attach, back) on
+    /// every transaction, and a box moves as a pointer.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     permits: Arc<Semaphore>,
     /// Woken whenever a connection comes back (see
     /// [`Pools::wait_for_idle`]).
@@ -91,7 +94,7 @@ async fn or_cancelled<F: Future>(
 #[derive(Debug)]
 pub struct Lease {
     /// The connection.
-    pub conn: ServerConn,
+    pub conn: Box<ServerConn>,
     /// Node index.
     pub node: usize,
     pool: Arc<Pool>,
@@ -194,7 +197,7 @@ impl Pools {
     }
 
     /// Closes `conn` (politely) and counts why.
-    fn close(&self, mut conn: ServerConn, why: Retire, node: usize) {
+    fn close(&self, mut conn: Box<ServerConn>, why: Retire, node: usize) {
         let counter = match why {
             Retire::Idle => &self.closed_idle,
             Retire::Lifetime => &self.closed_lifetime,
@@ -217,7 +220,7 @@ impl Pools {
         let now = Instant::now();
         let mut closed = 0;
         for pool in pools {
-            let retired: Vec<(ServerConn, Retire)> = {
+            let retired: Vec<(Box<ServerConn>, Retire)> = {
                 let mut idle = match pool.idle.lock() {
                     Ok(i) => i,
                     Err(poisoned) => poisoned.into_inner(),
@@ -429,7 +432,8 @@ impl Pools {
                     ),
                     cancel,
                 ))
-                .await??
+                .await
+                .map(|c| c.map(Box::new))??
             }
         };
         Ok(Lease {
@@ -444,12 +448,9 @@ impl Pools {
     /// nothing in flight).
     pub fn release(&self, lease: Lease) {
         let Lease { mut conn, pool, .. } = lease;
-        let now = Instant::now();
-        if let Some(Retire::Lifetime) = self.retire_now(&conn, now) {
-            self.close(conn, Retire::Lifetime, pool.key.node);
-            return;
-        }
-        conn.idle_since = now;
+        // Pooled even past its lifetime: the next acquire (or the
+        // reaper) closes it, and a release stays cheap.
+        conn.idle_since = Instant::now();
         if conn.buf.is_empty() && conn.buf.capacity() > IDLE_BUF_MAX {
             // A big result should not stay allocated in an idle connection.
             conn.buf = bytes::BytesMut::new();

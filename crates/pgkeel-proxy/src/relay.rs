@@ -183,7 +183,9 @@ pub fn may_end_block(unit: &[u8], statements: &Statements) -> bool {
 /// client's: the Parse is sent again there first.
 #[derive(Debug, Default)]
 pub struct Statements {
-    named: HashMap<Box<[u8]>, Arc<ClientStatement>>,
+    /// Looked up for every Bind: a fast seeded hash (SipHash cost as much
+    /// as the rest of classifying a Bind).
+    named: HashMap<Box<[u8]>, Arc<ClientStatement>, foldhash::fast::RandomState>,
     /// The Parse frame of the unnamed statement (empty: none); its buffer
     /// is reused, so recording it costs a copy, not an allocation (boxed:
     /// every idle client pays for the session's size).
@@ -318,8 +320,10 @@ enum Expect {
 }
 
 /// The expectations for one attached server connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Relay {
+    /// Taken from the thread's spares and given back on drop: a Relay
+    /// lives for one attach, often one transaction.
     queue: VecDeque<Expect>,
     /// The server is in COPY IN from the extended protocol: it ignores
     /// Sync until the client ends the copy.
@@ -352,6 +356,41 @@ pub struct Relay {
     /// if the server says it did (see [`removed_all`]), the client's
     /// named statements recorded before this `seq` are forgotten.
     removing: Option<NonZeroU64>,
+}
+
+/// Emptied queues of finished relays, kept per thread (see `crate::spare`).
+const SPARE_QUEUES: usize = 32;
+
+thread_local! {
+    static QUEUES: std::cell::RefCell<Vec<VecDeque<Expect>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            queue: crate::spare::take_from(&QUEUES),
+            copy_ignores_sync: false,
+            failed: false,
+            settings_checked: false,
+            unit_held: false,
+            unnamed_here: false,
+            restore_pending: false,
+            hidden_reports: false,
+            hidden_cancelled: false,
+            removing: None,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let mut queue = std::mem::take(&mut self.queue);
+        if queue.capacity() > 0 && queue.capacity() <= 64 {
+            queue.clear();
+            crate::spare::give_to(&QUEUES, queue, SPARE_QUEUES);
+        }
+    }
 }
 
 fn push_empty(out: &mut Vec<u8>, tag: u8) {
@@ -496,6 +535,29 @@ impl Relay {
             prepared: Some(stmt.id),
             hidden,
         });
+    }
+
+    /// Sends an Execute, Sync or Flush, which carry nothing to track (no
+    /// statement names): what [`Relay::send`] does for them, without
+    /// decoding; false (nothing sent) for any other message.
+    pub fn send_plain(
+        &mut self,
+        frame: &[u8],
+        to_server: &mut Vec<u8>,
+        to_client: &mut Vec<u8>,
+    ) -> bool {
+        let expect = match frame.first() {
+            Some(b'E') => Some(Expect::Execute),
+            Some(b'S') => (!self.copy_ignores_sync).then_some(Expect::Sync),
+            Some(b'H') => None,
+            _ => return false,
+        };
+        to_server.extend_from_slice(frame);
+        if let Some(e) = expect {
+            self.queue.push_back(e);
+        }
+        self.drain(to_client);
+        true
     }
 
     /// Translates one client message for the server: appends what to send
@@ -740,8 +802,21 @@ impl Relay {
         prepared: &mut StatementIds,
         to_client: &mut Vec<u8>,
     ) -> Result<Option<TxStatus>, ProxyError> {
-        self.drain(to_client);
         let tag = frame.first().copied().unwrap_or(0);
+        let head = self.queue.front().copied();
+        if matches!(tag, b'D' | b'N' | b'd')
+            && !self.failed
+            && matches!(
+                head,
+                Some(Expect::Execute | Expect::Query | Expect::Describe | Expect::Sync)
+            )
+        {
+            // Rows (most of any large answer), notices and copy data
+            // change nothing tracked: forwarded at once.
+            to_client.extend_from_slice(frame);
+            return Ok(None);
+        }
+        self.drain(to_client);
         let head = self.queue.front().copied();
         if head == Some(Expect::Hidden) {
             self.receive_hidden(tag, frame, to_client);

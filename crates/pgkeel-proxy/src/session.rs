@@ -36,6 +36,7 @@ use crate::server::{ServerConn, read_message, write_all};
 use crate::settings::{
     Settings, changes, from_hex, in_sync, may_reset_all, restore_query, sync_query, values_query,
 };
+use crate::spare;
 use crate::stream::ClientStream;
 use crate::tx_start::TxStart;
 use crate::{CancelSlot, CancelTarget, Credential, ProxyError, Shared};
@@ -85,12 +86,17 @@ impl Retry {
     fn new(unit: Bytes, reads: bool) -> Self {
         Retry {
             unit,
-            held: Vec::new(),
+            held: spare::take(),
             read_only_error: false,
             feature_refused: false,
             reads,
             within_tx: false,
         }
+    }
+
+    /// The unit, to run again elsewhere.
+    fn take_unit(&mut self) -> Bytes {
+        std::mem::take(&mut self.unit)
     }
 
     /// Adds a read pipelined behind the held ones when it may run again
@@ -110,6 +116,12 @@ impl Retry {
         joined.extend_from_slice(unit);
         self.unit = joined.into();
         true
+    }
+}
+
+impl Drop for Retry {
+    fn drop(&mut self) {
+        spare::give(std::mem::take(&mut self.held));
     }
 }
 
@@ -447,8 +459,9 @@ impl Session {
                 self.to_client.clear();
             }
             if self.attached.is_none() && self.to_client.capacity() > 0 {
-                // An idle client holds no buffers.
-                self.to_client = Vec::new();
+                // An idle client holds no buffers: its next unit takes one
+                // again (see `spare`).
+                spare::give(std::mem::take(&mut self.to_client));
                 self.statements.shrink();
             }
             let want_client = self.queued.is_none();
@@ -573,7 +586,11 @@ impl Session {
         let mut control_only = true;
         let mut begin_ro = false;
         for frame in frames(unit) {
-            let kind = match FrontendMessage::decode(frame) {
+            if !matches!(frame.first(), Some(b'Q' | b'P' | b'B' | b'F')) {
+                // Describe, Execute, Close, Sync, Flush: nothing to route by.
+                continue;
+            }
+            let kind = match FrontendMessage::decode_again(frame) {
                 Ok(FrontendMessage::Query(q)) => classify_text(&self.shared.classifier, q),
                 Ok(FrontendMessage::Parse { name, query, .. }) => {
                     let k = classify_text(&self.shared.classifier, query);
@@ -1059,6 +1076,9 @@ impl Session {
                 && simple_queries(&unit);
             Retry::new(unit.clone(), reads)
         });
+        if self.to_client.capacity() == 0 {
+            self.to_client = spare::take();
+        }
         self.attached = Some(Attached {
             lease,
             relay: Relay::default(),
@@ -1123,7 +1143,7 @@ impl Session {
             return Ok(());
         }
         let mut named = 0;
-        let mut to_server = Vec::with_capacity(unit.len() + 64);
+        let mut to_server = spare::take();
         // Only between transactions (and batches): the query has a
         // transaction block of its own. Either the connection is given the
         // client's settings (first unit), or the client's own reset of
@@ -1213,7 +1233,22 @@ impl Session {
             }
         }
         for frame in frames(&unit) {
-            let msg = FrontendMessage::decode(frame)?;
+            if unit_kind != StatementKind::SessionState {
+                // Execute, Sync, Flush: relayed as they are.
+                let out = match att.retry.as_mut() {
+                    Some(r) => &mut r.held,
+                    None => &mut self.to_client,
+                };
+                if att.relay.send_plain(frame, &mut to_server, out) {
+                    match frame.first() {
+                        Some(b'H') => att.open_batch = true,
+                        Some(b'S') => att.open_batch = false,
+                        _ => {}
+                    }
+                    continue;
+                }
+            }
+            let msg = FrontendMessage::decode_again(frame)?;
             let kind = match &msg {
                 FrontendMessage::Flush => {
                     att.open_batch = true;
@@ -1269,6 +1304,7 @@ impl Session {
         if !to_server.is_empty() {
             write_all(&mut att.lease.conn.stream, &to_server).await?;
         }
+        spare::give(to_server);
         Ok(())
     }
 
@@ -1412,15 +1448,18 @@ impl Session {
         }
         self.detach();
         match retry {
-            Some(r) if r.read_only_error && !r.within_tx => {
+            Some(mut r) if r.read_only_error && !r.within_tx => {
                 self.shared
                     .metrics
                     .retries_on_primary
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("read-only error on a replica: retrying on the primary");
-                self.dispatch(r.unit, true).await?;
+                self.dispatch(r.take_unit(), true).await?;
             }
-            Some(r) if self.to_client.is_empty() => self.to_client = r.held,
+            Some(mut r) if self.to_client.is_empty() => {
+                // The held answers become what goes to the client.
+                std::mem::swap(&mut self.to_client, &mut r.held);
+            }
             Some(r) => self.to_client.extend_from_slice(&r.held),
             None => {}
         }
@@ -1488,13 +1527,13 @@ impl Session {
                 self.to_client.extend_from_slice(&r.held);
                 None
             }
-            Some(r) => {
+            Some(mut r) => {
                 tracing::info!(
                     user = %self.user,
                     "a replica refused a client's startup settings: its reads run on the primary"
                 );
                 self.reads_on_primary = true;
-                Some(r.unit)
+                Some(r.take_unit())
             }
             None => {
                 tracing::info!(
@@ -1561,11 +1600,11 @@ impl Session {
     /// and returns the read to run again, or `err` when there is none.
     fn take_lost_read(&mut self, err: ProxyError) -> Result<Bytes, ProxyError> {
         let start = self.tx_start.take();
-        let Some(att) = self.drop_attached() else {
+        let Some(mut att) = self.drop_attached() else {
             return Err(err);
         };
         let node = att.lease.node;
-        let Some(retry) = att.retry else {
+        let Some(mut retry) = att.retry.take() else {
             return Err(err);
         };
         if retry.within_tx && start.is_none() {
@@ -1582,7 +1621,7 @@ impl Session {
             .retries_on_primary
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node, error = %err, "lost a replica connection during a read: running it on the primary");
-        Ok(retry.unit)
+        Ok(retry.take_unit())
     }
 
     /// Gives the idle server connection back to its pool.

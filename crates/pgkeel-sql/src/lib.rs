@@ -89,7 +89,8 @@ struct State {
     /// Bumped by every policy change: a miss classified under an older
     /// generation is not inserted.
     generation: u64,
-    cache: HashMap<Box<str>, StatementKind>,
+    /// A fast seeded hash: looked up for every statement routed.
+    cache: HashMap<Box<str>, StatementKind, foldhash::fast::RandomState>,
 }
 
 impl Classifier {
@@ -102,7 +103,7 @@ impl Classifier {
             state: RwLock::new(State {
                 policy: Arc::new(policy),
                 generation: 0,
-                cache: HashMap::new(),
+                cache: HashMap::default(),
             }),
         }
     }

@@ -64,11 +64,16 @@ impl<'a> Cursor<'a> {
     /// own `client_encoding` (SQL, statement and portal names) need not be
     /// UTF-8, and only the server knows how to convert it.
     pub(crate) fn cbytes(&mut self, what: &'static str) -> Result<&'a [u8], WireError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| self.truncated(what))?;
+        // Names are short: a plain loop finds their end. Past a few bytes
+        // (a statement's text, scanned on every statement the proxy
+        // relays) memchr is faster.
+        let head = self.buf.len().min(16);
+        let end = match self.buf[..head].iter().position(|&b| b == 0) {
+            Some(end) => end,
+            None => memchr::memchr(0, &self.buf[head..])
+                .map(|end| end + head)
+                .ok_or_else(|| self.truncated(what))?,
+        };
         let (s, rest) = self.buf.split_at(end);
         self.buf = &rest[1..];
         Ok(s)

@@ -102,6 +102,29 @@ impl<'a> FrontendMessage<'a> {
         Self::decode_body(tag, body)
     }
 
+    /// Decodes a frame that [`FrontendMessage::decode`] accepted before.
+    /// The proxy decodes each message of a unit as it arrives (to refuse
+    /// garbage at once), then again to route the unit and to relay it: a
+    /// Bind's parameters, the costliest part of the check, are not walked
+    /// again. Every read is still bounds-checked.
+    pub fn decode_again(frame: &'a [u8]) -> Result<Self, WireError> {
+        match frame {
+            // Checked to hold one NUL, its last byte.
+            [b'Q', _, _, _, _, query @ .., 0] => Ok(FrontendMessage::Query(query)),
+            [b'B', _, _, _, _, body @ ..] => {
+                let mut c = Cursor::new(body, "Bind");
+                let portal = c.cbytes("portal name")?;
+                let statement = c.cbytes("statement name")?;
+                Ok(FrontendMessage::Bind {
+                    portal,
+                    statement,
+                    tail: c.rest(),
+                })
+            }
+            _ => Self::decode(frame),
+        }
+    }
+
     /// Decodes a body whose tag is known.
     pub fn decode_body(tag: u8, body: &'a [u8]) -> Result<Self, WireError> {
         let msg = match tag {

@@ -22,6 +22,12 @@ pub fn decode_everything(data: &[u8]) {
             let mut again = Vec::with_capacity(frame.len());
             msg.encode(&mut again);
             assert_eq!(again, frame, "a frontend message did not round-trip");
+            // Decoding it again (as the proxy does) gives the same message.
+            assert_eq!(
+                FrontendMessage::decode_again(frame).ok(),
+                Some(msg),
+                "decode_again differs from decode"
+            );
         }
         let _ = BackendMessage::decode(frame);
         rest = &rest[len..];

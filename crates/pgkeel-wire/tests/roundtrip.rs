@@ -101,6 +101,7 @@ proptest! {
         let split = split_message(&buf, MAX_MESSAGE_LEN);
         prop_assert_eq!(split, Ok(Some((msg.tag(), buf.len()))));
         let decoded = FrontendMessage::decode(&buf);
+        prop_assert_eq!(&FrontendMessage::decode_again(&buf), &decoded);
         prop_assert_eq!(&decoded, &Ok(msg));
         // Decoding keeps every byte: encoding again gives the same frame.
         if let Ok(decoded) = decoded {

@@ -11,7 +11,7 @@ impl Session {
     /// a primary connection, answers hidden, before the refused unit,
     /// whose held answers (the error) are dropped. A unit that opened the
     /// transaction itself simply runs again on the primary.
-    pub(super) async fn move_transaction(&mut self, refused: Retry) -> Result<(), ProxyError> {
+    pub(super) async fn move_transaction(&mut self, mut refused: Retry) -> Result<(), ProxyError> {
         let start = self.tx_start.take();
         self.drop_attached();
         self.tx_start = start.filter(|s| !s.units().is_empty()).map(|mut s| {
@@ -25,7 +25,7 @@ impl Session {
         tracing::debug!(
             "a replica refused a read-only transaction at its start: moving it to the primary"
         );
-        self.dispatch(refused.unit, true).await?;
+        self.dispatch(refused.take_unit(), true).await?;
         if let Some(unit) = self.queued.take() {
             Box::pin(self.dispatch(unit, false)).await?;
         }
