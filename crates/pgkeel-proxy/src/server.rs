@@ -339,6 +339,33 @@ where
     stream.flush().await.map_err(|e| ProxyError::io("write", e))
 }
 
+/// A socket that can take bytes at once, without the future machinery
+/// of an async write (and its flush): what a transaction's two writes
+/// try first.
+pub trait TryWriteNow {
+    /// Writes what the socket takes now; `WouldBlock` when it takes
+    /// nothing, or when only an async write may do (TLS).
+    fn try_write_now(&mut self, data: &[u8]) -> std::io::Result<usize>;
+}
+
+/// As [`write_all`], trying a plain write first: on a socket with room
+/// (nearly always, for the proxy's small writes) one system call and
+/// nothing else.
+pub async fn send_all<S>(stream: &mut S, data: &[u8]) -> Result<(), ProxyError>
+where
+    S: AsyncWrite + TryWriteNow + Unpin + ?Sized,
+{
+    let sent = match stream.try_write_now(data) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(ProxyError::io("write", e)),
+    };
+    match data.get(sent..) {
+        Some([]) | None => Ok(()),
+        Some(rest) => write_all(stream, rest).await,
+    }
+}
+
 /// Sends a CancelRequest for `pid`/`key` to the server at `addr`.
 pub async fn send_cancel(addr: SocketAddr, pid: i32, key: i32) -> Result<(), ProxyError> {
     let mut stream = TcpStream::connect(addr)

@@ -79,6 +79,15 @@ impl ServerStream {
     }
 }
 
+impl crate::server::TryWriteNow for ServerStream {
+    fn try_write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            ServerStream::Tcp(s) => s.try_write(data),
+            ServerStream::Unix(s) => s.try_write(data),
+        }
+    }
+}
+
 impl AsyncRead for ServerStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -32,7 +32,7 @@ use crate::pool::{Lease, Pool, PoolKey};
 use crate::relay::{Relay, StatementNaming, Statements, may_end_block};
 use crate::replica_state::{ReplicaState, replay, run_units};
 use crate::sequence;
-use crate::server::{ServerConn, read_message, write_all};
+use crate::server::{ServerConn, read_message, send_all, write_all};
 use crate::settings::{
     Settings, changes, from_hex, in_sync, may_reset_all, restore_query, sync_query, values_query,
 };
@@ -455,7 +455,7 @@ impl Session {
                 self.cbuf = BytesMut::new();
             }
             if !self.to_client.is_empty() {
-                write_all(&mut self.client, &self.to_client).await?;
+                send_all(&mut self.client, &self.to_client).await?;
                 self.to_client.clear();
             }
             if self.attached.is_none() && self.to_client.capacity() > 0 {
@@ -1302,7 +1302,7 @@ impl Session {
             }));
         }
         if !to_server.is_empty() {
-            write_all(&mut att.lease.conn.stream, &to_server).await?;
+            send_all(&mut att.lease.conn.stream, &to_server).await?;
         }
         spare::give(to_server);
         Ok(())

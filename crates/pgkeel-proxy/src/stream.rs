@@ -95,6 +95,16 @@ impl ClientStream {
     }
 }
 
+impl crate::server::TryWriteNow for ClientStream {
+    fn try_write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_write(data),
+            // rustls buffers and must be flushed: the async path.
+            ClientStream::Tls { .. } => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
