@@ -5,7 +5,11 @@
 #   cases    select-only (-S) with -M simple/extended/prepared, 8 and 32
 #            clients; the TPC-B-like default script with 8 clients
 #   targets  direct (the primary), replica (one replica directly: where
-#            pgkeel's selects run; not for TPC-B), pgbouncer, pgpool, pgkeel
+#            pgkeel's selects run; not for TPC-B), pipe (bench/pipe.c: a
+#            byte pipe, one server connection per client, no parsing or
+#            pooling: the floor of any proxy on this machine; to the
+#            replicas for selects, to the primary for TPC-B), pgbouncer,
+#            pgpool, pgkeel
 #   output   per case and target: min/median/max TPS, median ratio to
 #            direct and to PgBouncer and pgpool-II, median CPU time of the
 #            pooler per transaction (from /proc: utime+stime of its
@@ -104,8 +108,9 @@ trap cleanup EXIT
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$OSUSER" -- "$@"; else "$@"; fi; }
 
-BASE="$(free_ports 6)"
+BASE="$(free_ports 8)"
 PG_PORT="$BASE"; BOUNCER_PORT=$((BASE + 3)); POOL_PORT=$((BASE + 4)); KEEL_PORT=$((BASE + 5))
+PIPE_PORT=$((BASE + 6)); PIPE_PRIMARY_PORT=$((BASE + 7))
 "$PGKEEL" up --dir "$WORK/cluster" --base-port "$PG_PORT" --replicas 2 --mode async --no-proxy >/dev/null
 PASS="$(cat "$WORK/cluster/secrets/app.password")"
 export PGPASSWORD="$PASS" PGUSER=app PGDATABASE=app PGHOST=127.0.0.1
@@ -171,6 +176,19 @@ PIDS+=($!)
 KEEL_PID=$!
 PIDS+=($KEEL_PID)
 
+# The pipe: the floor of any proxy (see bench/pipe.c), over the nodes'
+# Unix sockets as pgkeel's server connections: to the replicas for
+# selects, to the primary for TPC-B.
+gcc -O2 -o "$WORK/pipe" bench/pipe.c
+"$WORK/pipe" "$PIPE_PORT" "$WORK/cluster/nodes/replica1/run/.s.PGSQL.$((PG_PORT + 1))" \
+  "$WORK/cluster/nodes/replica2/run/.s.PGSQL.$((PG_PORT + 2))" 2>"$WORK/pipe.log" &
+PIPE_PID=$!
+PIDS+=($PIPE_PID)
+"$WORK/pipe" "$PIPE_PRIMARY_PORT" "$WORK/cluster/nodes/primary/run/.s.PGSQL.$PG_PORT" \
+  2>"$WORK/pipe-primary.log" &
+PIPE_PRIMARY_PID=$!
+PIDS+=($PIPE_PRIMARY_PID)
+
 wait_port() {
   for _ in $(seq 1 100); do
     "$BIN/psql" -p "$1" -Atc 'SELECT 1' >/dev/null 2>&1 && return 0
@@ -178,7 +196,7 @@ wait_port() {
   done
   echo "nothing answers on port $1" >&2; return 1
 }
-for p in "$BOUNCER_PORT" "$POOL_PORT" "$KEEL_PORT"; do wait_port "$p"; done
+for p in "$BOUNCER_PORT" "$POOL_PORT" "$KEEL_PORT" "$PIPE_PORT" "$PIPE_PRIMARY_PORT"; do wait_port "$p"; done
 # Warm every server's caches alike: `pgbench -i` warmed only the primary,
 # and pgkeel sends the selects to the replicas.
 for p in "$PG_PORT" $((PG_PORT + 1)) $((PG_PORT + 2)); do
@@ -199,6 +217,7 @@ pooler_pids() {
     pgbouncer) pgrep -u "$OSUSER" -x pgbouncer || true ;;
     pgpool) pgrep -u "$OSUSER" -x pgpool || true ;;
     pgkeel) echo "$KEEL_PID" ;;
+    pipe) echo "$PIPE_PID"; echo "$PIPE_PRIMARY_PID" ;;
   esac
 }
 cpu_ticks() {
@@ -213,13 +232,14 @@ port_of() {
   case "$1" in
     direct) echo "$PG_PORT" ;; replica) echo $((PG_PORT + 1)) ;; pgbouncer) echo "$BOUNCER_PORT" ;;
     pgpool) echo "$POOL_PORT" ;; pgkeel) echo "$KEEL_PORT" ;;
+    pipe) if [ "$2" = "-S" ]; then echo "$PIPE_PORT"; else echo "$PIPE_PRIMARY_PORT"; fi ;;
   esac
 }
 HZ="$(getconf CLK_TCK)"
 CASES=("simple 8 -S" "simple 32 -S" "extended 8 -S" "prepared 8 -S" "prepared 8 tpcb")
 # PGKEEL_BENCH_CASES="prepared 8 -S;simple 32 -S" runs only those cases.
 if [ -n "${PGKEEL_BENCH_CASES:-}" ]; then IFS=';' read -ra CASES <<<"$PGKEEL_BENCH_CASES"; fi
-TARGETS=(direct replica pgbouncer pgpool pgkeel)
+TARGETS=(direct replica pipe pgbouncer pgpool pgkeel)
 RESULTS="$WORK/results"; : > "$RESULTS"
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -232,7 +252,7 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r mode clients script <<<"$c"
     for t in "${ORDER[@]}"; do
       [ "$t" = replica ] && [ "$script" != "-S" ] && continue
-      args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t")")
+      args=(-M "$mode" -c "$clients" -j 2 -T "$SECS" -p "$(port_of "$t" "$script")")
       [ "$script" = "-S" ] && args+=(-S)
       before="$(cpu_ticks "$t")"
       read -r ub sb <<<"$(cpu_split "$t")"
@@ -326,11 +346,11 @@ for case in cases:
         print(f"| {case} | {target} | {med:.0f} ({min(ok):.0f}-{max(ok):.0f}){note} | "
               f"{statistics.median(lats):.3f} | {ratio} | {rel[0]} | {rel[1]} | {cpu} |")
 print("\npgkeel against each anchor, paired within a round: median (min-max) of the rounds' ratios")
-print("| case | to direct | to PgBouncer | to pgpool-II |")
-print("| --- | --- | --- | --- |")
+print("| case | to direct | to PgBouncer | to pgpool-II | to the pipe (floor) |")
+print("| --- | --- | --- | --- | --- |")
 for case in cases:
     cells = []
-    for other in ("direct", "pgbouncer", "pgpool"):
+    for other in ("direct", "pgbouncer", "pgpool", "pipe"):
         rs = paired(case, other)
         cells.append(f"{statistics.median(rs):.2f} ({rs[0]:.2f}-{rs[-1]:.2f})" if rs else "n/a")
     print(f"| {case} | " + " | ".join(cells) + " |")
