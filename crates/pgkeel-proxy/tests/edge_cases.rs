@@ -117,14 +117,23 @@ async fn replica_body() -> TestResult {
     // execution) is routed by its own text: a read goes to the replica...
     let a = raw.run_parsed("s_named", port).await?;
     assert_eq!(a.first, Some(replica.to_string()), "{a:?}");
-    // ...and a name parsed again as a write in one unit goes to the
-    // primary, whatever the name held before.
-    let a = raw
-        .run_parsed(
+    // ...and a name closed and parsed again as a write in one unit goes
+    // to the primary, whatever the name held before.
+    raw.send(&[
+        FrontendMessage::Close {
+            kind: b'S',
+            name: b"s_named",
+        },
+        parse(
             "s_named",
             "INSERT INTO e VALUES (2) RETURNING current_setting('port')",
-        )
-        .await?;
+        ),
+        bind("s_named"),
+        EXEC,
+        FrontendMessage::Sync,
+    ])
+    .await?;
+    let a = raw.until_ready().await?;
     assert_eq!(a.first, Some(primary.to_string()), "{a:?}");
 
     // A read and a write in one simple query run on the primary.
@@ -488,7 +497,7 @@ async fn reuse_body() -> TestResult {
     raw.send(&[bind("bad"), EXEC, FrontendMessage::Sync])
         .await?;
     let a = raw.until_ready().await?;
-    assert_eq!(a.tags, "EZ", "{a:?}");
+    assert_eq!(a.errors, ["26000"], "{a:?}");
 
     // Odd queries: empty, comments only, 1 MB long.
     let a = {
@@ -824,8 +833,14 @@ async fn sql_deallocate_of_protocol_statements() -> TestResult {
         );
         raw.send(&query("ROLLBACK")).await?;
         raw.until_ready().await?;
-        let a = raw.run_parsed("c1", "SELECT 'c1'").await?;
-        assert_eq!(a.first.as_deref(), Some("c1"), "{a:?}");
+        raw.send(&[bind("c1"), EXEC, FrontendMessage::Sync]).await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.first.as_deref(), Some("1"), "{a:?}");
+        // Still there: a Parse of the name is refused, as in PostgreSQL.
+        raw.send(&[parse("c1", "SELECT 'c1'"), FrontendMessage::Sync])
+            .await?;
+        let a = raw.until_ready().await?;
+        assert_eq!(a.errors, ["42P05"], "{a:?}");
         other.simple_query("SELECT 1").await?;
 
         // A name the client does not have: the server's answer.

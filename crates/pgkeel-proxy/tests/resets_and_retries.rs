@@ -30,7 +30,12 @@ async fn reset_all_from_a_prepared_statement_returns_to_startup_values() -> Test
         for name in ["s", ""] {
             for _ in 0..2 {
                 query(&mut raw, "SET application_name = 'x'").await?;
+                // Closed first: a Parse of a name the client has is refused.
                 raw.send(&[
+                    FrontendMessage::Close {
+                        kind: b'S',
+                        name: name.as_bytes(),
+                    },
                     parse(name, "RESET ALL"),
                     describe(name.as_bytes()),
                     FrontendMessage::Sync,
