@@ -10,11 +10,16 @@
 //! a `Parse` the server already has, or a `Close` of a named statement, is
 //! answered by the proxy itself; a `DEALLOCATE ALL` or `DISCARD ALL` the
 //! server completes removes the client's statements as in PostgreSQL.
+//! Names behave as in PostgreSQL: a `Parse` of a name the client has is
+//! refused by the server itself (42P05, see `Relay::duplicate`), and a
+//! named `Parse` that fails or is skipped, or a `Close` that is skipped,
+//! leaves the client's statements as they were.
 //! Every request sent is queued as an
 //! expectation so answers reach the client in order, errors skip to the
 //! next `Sync` exactly as PostgreSQL does, and COPY in the extended
 //! protocol (where the server ignores `Sync` while copying) stays counted.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::num::NonZeroU64;
@@ -186,17 +191,40 @@ pub struct Statements {
     /// Looked up for every Bind: a fast seeded hash (SipHash cost as much
     /// as the rest of classifying a Bind).
     named: HashMap<Box<[u8]>, Arc<ClientStatement>, foldhash::fast::RandomState>,
+    /// The rest, which many clients never need: boxed (every idle client
+    /// pays for the session's size).
+    more: Option<Box<More>>,
+}
+
+/// A client's statement name kept aside while answers are owed before
+/// its message (see [`More::aside`]), with the statement a Close removed.
+type Aside = (Box<[u8]>, Option<Arc<ClientStatement>>);
+
+/// The less used part of a client's [`Statements`].
+#[derive(Debug, Default)]
+struct More {
     /// The Parse frame of the unnamed statement (empty: none); its buffer
-    /// is reused, so recording it costs a copy, not an allocation (boxed:
-    /// every idle client pays for the session's size).
-    #[allow(clippy::box_collection)]
-    unnamed: Option<Box<Vec<u8>>>,
+    /// is reused, so recording it costs a copy, not an allocation.
+    unnamed: Vec<u8>,
+    /// The names of the [`Expect::Duplicate`] and [`Expect::Closed`] in
+    /// the attached connection's queue, in order, with the statement the
+    /// Close removed: empty but while a client pipelines them. Kept here
+    /// (the relay of every attached client would pay for it otherwise)
+    /// and cleared when another connection is attached (see
+    /// [`Statements::new_connection`]).
+    aside: VecDeque<Aside>,
 }
 
 /// The last `seq` given to a named statement: a process-wide counter
 /// rather than a field of every client's [`Statements`] (every idle
 /// client pays for the session's size).
 static RECORDED: AtomicU64 = AtomicU64::new(0);
+
+/// The `seq` of the next named statement recorded.
+fn next_seq() -> NonZeroU64 {
+    let seq = RECORDED.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    NonZeroU64::new(seq).unwrap_or(NonZeroU64::MIN)
+}
 
 impl Statements {
     /// The named statement `name`.
@@ -210,15 +238,31 @@ impl Statements {
         self.named.remove(name).is_some()
     }
 
-    fn insert(&mut self, name: &[u8], mut stmt: ClientStatement) {
-        stmt.seq = RECORDED.fetch_add(1, Ordering::Relaxed) + 1;
-        self.named.insert(name.into(), Arc::new(stmt));
-    }
-
     /// Forgets the named statements recorded before `bound` (a `seq`):
     /// those a `DEALLOCATE ALL` sent then removed; later ones stay.
     fn forget_before(&mut self, bound: u64) {
         self.named.retain(|_, s| s.seq >= bound);
+    }
+
+    /// The `seq` from which statements recorded from now on are numbered
+    /// (see [`Statements::forget_since`]).
+    pub fn next_seq() -> u64 {
+        RECORDED.load(Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Forgets the named statements recorded from `since` on (a value of
+    /// [`Statements::next_seq`] taken before a unit was sent): the unit
+    /// is to run again elsewhere as if it had never run, and its Parses
+    /// must not find their own names taken.
+    pub fn forget_since(&mut self, since: u64) {
+        self.named.retain(|_, s| s.seq < since);
+    }
+
+    /// Forgets the statement recorded as `seq`, whose Parse failed or was
+    /// skipped (an error earlier in its batch): as in PostgreSQL, the name
+    /// does not exist. A scan, on that error path only.
+    fn forget(&mut self, seq: NonZeroU64) {
+        self.named.retain(|_, s| s.seq != seq.get());
     }
 
     /// Names the client's statements anew under `naming` (its settings
@@ -245,10 +289,42 @@ impl Statements {
 
     /// The Parse frame of the unnamed statement, if there is one.
     pub fn unnamed_parse(&self) -> Option<&[u8]> {
-        self.unnamed
+        self.more
             .as_deref()
+            .map(|m| m.unnamed.as_slice())
             .filter(|p| !p.is_empty())
-            .map(Vec::as_slice)
+    }
+
+    /// True while a Parse of a name the client has, or a Close of a named
+    /// statement, waits on the attached connection for answers owed
+    /// before it (see `Relay::duplicate`): whether the name is taken
+    /// then is not known yet.
+    pub fn names_aside(&self) -> bool {
+        self.more.as_deref().is_some_and(|m| !m.aside.is_empty())
+    }
+
+    /// Another server connection is attached: names kept aside for the
+    /// last one (given up with its answers, a broken connection) are
+    /// dropped, the Closes taking effect.
+    pub fn new_connection(&mut self) {
+        if let Some(m) = self.more.as_mut() {
+            m.aside.clear();
+        }
+    }
+
+    fn put_aside(&mut self, name: Box<[u8]>, closed: Option<Arc<ClientStatement>>) {
+        self.more
+            .get_or_insert_default()
+            .aside
+            .push_back((name, closed));
+    }
+
+    fn take_aside(&mut self) -> Option<Aside> {
+        self.more.as_mut()?.aside.pop_front()
+    }
+
+    fn first_aside(&self) -> Option<&[u8]> {
+        self.more.as_deref()?.aside.front().map(|(n, _)| &n[..])
     }
 
     /// The text of the statement a Bind of `name` runs (`""`: the
@@ -266,37 +342,59 @@ impl Statements {
     }
 
     fn set_unnamed(&mut self, parse: &[u8]) {
-        let buf = self.unnamed.get_or_insert_default();
+        let buf = &mut self.more.get_or_insert_default().unnamed;
         buf.clear();
         buf.extend_from_slice(parse);
     }
 
     fn clear_unnamed(&mut self) {
-        if let Some(buf) = self.unnamed.as_mut() {
-            buf.clear();
+        if let Some(m) = self.more.as_mut() {
+            m.unnamed.clear();
         }
     }
 
     /// Lets an idle client hold no large buffer for its unnamed statement
     /// (it is kept, in a buffer of its size).
     pub fn shrink(&mut self) {
-        if let Some(buf) = self.unnamed.as_mut()
-            && buf.capacity() > 1024
+        if let Some(m) = self.more.as_mut()
+            && m.unnamed.capacity() > 1024
         {
-            buf.shrink_to_fit();
+            m.unnamed.shrink_to_fit();
         }
     }
 }
+
+/// The server-side name under which a client's Parse of a name it
+/// already has is sent (see [`Relay::duplicate`]): the proxy's own
+/// prefix, and no statement id (those are hexadecimal).
+const DUPLICATE: &[u8] = b"pgkeel_duplicate";
 
 /// An answer the client is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     /// A Parse sent to the server; `prepared` = statement id to forget if
-    /// it fails; `hidden` = injected by the proxy, answer not forwarded.
+    /// it fails; `hidden` = injected by the proxy, answer not forwarded;
+    /// `recorded` = the client's named statement it records (its `seq`),
+    /// forgotten if it fails or is skipped.
     Parse {
         prepared: Option<u64>,
         hidden: bool,
+        recorded: Option<NonZeroU64>,
     },
+    /// A made-up ParseComplete for a client's named Parse whose text the
+    /// server has prepared already; the statement recorded (its `seq`)
+    /// is forgotten if it is skipped.
+    Known(NonZeroU64),
+    /// A client's Parse of a name it already has, sent under
+    /// [`DUPLICATE`], which exists on the server then: PostgreSQL's
+    /// refusal (42P05) or an earlier error of the text. Its name is kept
+    /// aside in [`Statements`].
+    Duplicate,
+    /// A made-up CloseComplete for a client's named statement, removed
+    /// when the Close was sent behind answers still owed: put back if it
+    /// is skipped. Its name and statement are kept aside in
+    /// [`Statements`].
+    Closed,
     Bind,
     /// A `Close` of a server-side statement sent just before the proxy
     /// prepares it (it may exist after all); answer not forwarded.
@@ -397,6 +495,48 @@ fn push_empty(out: &mut Vec<u8>, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }
 
+/// Appends the server's ErrorResponse `frame` to a Parse sent under
+/// [`DUPLICATE`] with the client's statement `name` in its place in the
+/// message (PostgreSQL's `prepared statement "x" already exists`, in the
+/// server's language), the other fields as they are. The name is the
+/// bytes the client sent, as PostgreSQL would quote them back.
+fn renamed_error(frame: &[u8], name: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(b'E');
+    out.extend_from_slice(&[0; 4]);
+    let mut rest = frame.get(5..).unwrap_or_default();
+    while let Some((&ty, tail)) = rest.split_first()
+        && ty != 0
+    {
+        let Some(end) = tail.iter().position(|&b| b == 0) else {
+            break;
+        };
+        let value = &tail[..end];
+        rest = &tail[end + 1..];
+        out.push(ty);
+        if ty == b'M' {
+            let mut v = value;
+            while let Some(at) = v.windows(DUPLICATE.len()).position(|w| w == DUPLICATE) {
+                out.extend_from_slice(&v[..at]);
+                out.extend_from_slice(name);
+                v = &v[at + DUPLICATE.len()..];
+            }
+            out.extend_from_slice(v);
+        } else {
+            out.extend_from_slice(value);
+        }
+        out.push(0);
+    }
+    out.push(0);
+    match i32::try_from(out.len() - start - 1) {
+        Ok(len) => out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes()),
+        Err(_) => {
+            out.truncate(start);
+            out.extend_from_slice(frame);
+        }
+    }
+}
+
 impl Relay {
     /// True when every answer owed has been delivered.
     pub fn is_idle(&self) -> bool {
@@ -486,7 +626,7 @@ impl Relay {
         to_server: &mut Vec<u8>,
     ) {
         if prepared.insert(stmt.id) {
-            self.prepare(stmt, true, to_server);
+            self.prepare(stmt, true, None, to_server);
         }
     }
 
@@ -505,6 +645,7 @@ impl Relay {
                 self.queue.push_back(Expect::Parse {
                     prepared: None,
                     hidden: true,
+                    recorded: None,
                 });
                 self.unnamed_here = true;
             }
@@ -523,7 +664,14 @@ impl Relay {
     /// name: the proxy's record of what a connection holds is forgotten
     /// conservatively (see [`may_deallocate`]), and a Parse of a name that
     /// still exists would fail. A Close of a missing statement is no error.
-    fn prepare(&mut self, stmt: &ClientStatement, hidden: bool, to_server: &mut Vec<u8>) {
+    /// `recorded`: the client's Parse that recorded it.
+    fn prepare(
+        &mut self,
+        stmt: &ClientStatement,
+        hidden: bool,
+        recorded: Option<NonZeroU64>,
+        to_server: &mut Vec<u8>,
+    ) {
         FrontendMessage::Close {
             kind: b'S',
             name: stmt.server_name.as_bytes(),
@@ -534,6 +682,7 @@ impl Relay {
         self.queue.push_back(Expect::Parse {
             prepared: Some(stmt.id),
             hidden,
+            recorded,
         });
     }
 
@@ -543,6 +692,7 @@ impl Relay {
     pub fn send_plain(
         &mut self,
         frame: &[u8],
+        statements: &mut Statements,
         to_server: &mut Vec<u8>,
         to_client: &mut Vec<u8>,
     ) -> bool {
@@ -556,8 +706,83 @@ impl Relay {
         if let Some(e) = expect {
             self.queue.push_back(e);
         }
-        self.drain(to_client);
+        self.drain(statements, to_client);
         true
+    }
+
+    /// A client's Parse of a name it already has: PostgreSQL parses and
+    /// analyses the text, then refuses the name (42P05), keeping the old
+    /// statement, and the error skips the rest of the batch (aborting
+    /// its transaction). The server does just that: the Parse goes under
+    /// [`DUPLICATE`], made to exist first as an empty statement (which
+    /// parses in any transaction state), so its errors come in
+    /// PostgreSQL's order (a syntax error first, 25P02 in a failed
+    /// block); the refusal names the client's statement (see
+    /// [`renamed_error`]). The empty statement stays on the connection.
+    fn duplicate(
+        &mut self,
+        name: &[u8],
+        query: &[u8],
+        param_types: &[u32],
+        statements: &mut Statements,
+        to_server: &mut Vec<u8>,
+    ) {
+        FrontendMessage::Close {
+            kind: b'S',
+            name: DUPLICATE,
+        }
+        .encode(to_server);
+        self.queue.push_back(Expect::CloseBeforeParse);
+        FrontendMessage::Parse {
+            name: DUPLICATE,
+            query: b"",
+            param_types: Vec::new(),
+        }
+        .encode(to_server);
+        self.queue.push_back(Expect::Parse {
+            prepared: None,
+            hidden: true,
+            recorded: None,
+        });
+        FrontendMessage::Parse {
+            name: DUPLICATE,
+            query,
+            param_types: param_types.to_vec(),
+        }
+        .encode(to_server);
+        self.queue.push_back(Expect::Duplicate);
+        statements.put_aside(name.into(), None);
+    }
+
+    /// Undoes what the proxy recorded, when the message was sent, for a
+    /// request the server skipped (an error earlier in its batch) or
+    /// that failed: a Parse's statement is forgotten (the name does not
+    /// exist, as in PostgreSQL), a Close's put back.
+    fn undo(e: Expect, statements: &mut Statements, prepared: &mut StatementIds) {
+        match e {
+            Expect::Parse {
+                prepared: id,
+                recorded,
+                ..
+            } => {
+                if let Some(id) = id {
+                    prepared.remove(&id);
+                }
+                if let Some(seq) = recorded {
+                    statements.forget(seq);
+                }
+            }
+            Expect::Known(seq) => statements.forget(seq),
+            Expect::Duplicate => {
+                statements.take_aside();
+            }
+            Expect::Closed => {
+                if let Some((name, Some(stmt))) = statements.take_aside() {
+                    statements.named.insert(name, stmt);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Translates one client message for the server: appends what to send
@@ -565,12 +790,16 @@ impl Relay {
     /// `kind` is a named Parse's statement kind (kept for its Binds), or
     /// `SessionState` when the message's unit changes session state (only
     /// then is a Query, Parse or Bind searched for DISCARD/DEALLOCATE).
+    /// `tx`: the transaction status the last ReadyForQuery gave (in a
+    /// failed block a client's Parse goes to the server even when it has
+    /// the text, to be refused there, 25P02, unless it ends the block).
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
         frame: &[u8],
         msg: &FrontendMessage<'_>,
         kind: StatementKind,
+        tx: TxStatus,
         statements: &mut Statements,
         prepared: &mut StatementIds,
         naming: StatementNaming<'_>,
@@ -596,17 +825,31 @@ impl Relay {
                     self.queue.push_back(Expect::Parse {
                         prepared: None,
                         hidden: false,
+                        recorded: None,
                     });
                     statements.set_unnamed(frame);
                     self.unnamed_here = true;
                 } else {
-                    let stmt = ClientStatement::new(naming, query, param_types, kind);
-                    if prepared.insert(stmt.id) {
-                        self.prepare(&stmt, false, to_server);
-                    } else {
-                        self.queue.push_back(Expect::Synth(b'1'));
+                    // One lookup (and the key's allocation) as for an
+                    // insert.
+                    match statements.named.entry((*name).into()) {
+                        Entry::Occupied(_) => {
+                            self.duplicate(name, query, param_types, statements, to_server);
+                        }
+                        Entry::Vacant(slot) => {
+                            let mut stmt = ClientStatement::new(naming, query, param_types, kind);
+                            let seq = next_seq();
+                            stmt.seq = seq.get();
+                            // In a failed block the server refuses it
+                            // (unless it ends the block), as PostgreSQL.
+                            if prepared.insert(stmt.id) || tx == TxStatus::Failed {
+                                self.prepare(&stmt, false, Some(seq), to_server);
+                            } else {
+                                self.queue.push_back(Expect::Known(seq));
+                            }
+                            slot.insert(Arc::new(stmt));
+                        }
                     }
-                    statements.insert(name, stmt);
                 }
             }
             FrontendMessage::Bind {
@@ -655,9 +898,16 @@ impl Relay {
             }
             FrontendMessage::Close { kind: b'S', name } if !name.is_empty() => {
                 // Other clients may share the server-side statement: only
-                // the client's name goes.
-                statements.named.remove(*name);
-                self.queue.push_back(Expect::Synth(b'3'));
+                // the client's name goes. Behind answers still owed, an
+                // error may yet skip the Close: the statement is kept
+                // until then.
+                match statements.named.remove_entry(*name) {
+                    Some((name, closed)) if !self.queue.is_empty() || self.failed => {
+                        statements.put_aside(name, Some(closed));
+                        self.queue.push_back(Expect::Closed);
+                    }
+                    _ => self.queue.push_back(Expect::Synth(b'3')),
+                }
             }
             FrontendMessage::Close { kind, .. } => {
                 if *kind == b'S' {
@@ -706,17 +956,29 @@ impl Relay {
                 )));
             }
         }
-        self.drain(to_client);
+        self.drain(statements, to_client);
         Ok(())
     }
 
     /// Delivers made-up answers that are next in line (none after a
-    /// failed hidden query: the client has its error).
-    fn drain(&mut self, to_client: &mut Vec<u8>) {
-        while let Some(head) = self.queue.front() {
-            match *head {
+    /// failed hidden query: the client has its error, and what they
+    /// answered did not happen).
+    fn drain(&mut self, statements: &mut Statements, to_client: &mut Vec<u8>) {
+        while let Some(head) = self.queue.front().copied() {
+            match head {
                 Expect::Synth(_) if self.failed => {}
+                Expect::Known(seq) if self.failed => statements.forget(seq),
+                Expect::Closed if self.failed => {
+                    if let Some((name, Some(stmt))) = statements.take_aside() {
+                        statements.named.insert(name, stmt);
+                    }
+                }
                 Expect::Synth(tag) => push_empty(to_client, tag),
+                Expect::Known(_) => push_empty(to_client, b'1'),
+                Expect::Closed => {
+                    statements.take_aside();
+                    push_empty(to_client, b'3');
+                }
                 Expect::CopyEnd => {}
                 _ => return,
             }
@@ -735,7 +997,13 @@ impl Relay {
     /// One message of the answer to a hidden query: swallowed, but an
     /// error goes to the client (with the server's SQLSTATE) as the answer
     /// to what it sent behind the query.
-    fn receive_hidden(&mut self, tag: u8, frame: &[u8], to_client: &mut Vec<u8>) {
+    fn receive_hidden(
+        &mut self,
+        tag: u8,
+        frame: &[u8],
+        statements: &mut Statements,
+        to_client: &mut Vec<u8>,
+    ) {
         match tag {
             b'E' if !self.failed => {
                 let body = frame.get(5..).unwrap_or_default();
@@ -757,7 +1025,7 @@ impl Relay {
                 self.queue.pop_front();
                 // Kept when it failed: see `restore_failed`.
                 self.hidden_reports &= self.failed;
-                self.drain(to_client);
+                self.drain(statements, to_client);
             }
             b'S' if self.hidden_reports => to_client.extend_from_slice(frame),
             // Its CommandComplete, rows, ParameterStatus, notices.
@@ -773,6 +1041,8 @@ impl Relay {
     fn receive_failed(
         &mut self,
         tag: u8,
+        statements: &mut Statements,
+        prepared: &mut StatementIds,
         to_client: &mut Vec<u8>,
     ) -> Result<Option<TxStatus>, ProxyError> {
         if tag != b'Z' {
@@ -781,12 +1051,12 @@ impl Relay {
         loop {
             match self.queue.pop_front() {
                 Some(Expect::Sync | Expect::Query) => break,
-                Some(_) => {}
+                Some(e) => Self::undo(e, statements, prepared),
                 None => return Err(self.desync(tag)),
             }
         }
         to_client.extend_from_slice(&[b'Z', 0, 0, 0, 5, TxStatus::Idle.byte()]);
-        self.drain(to_client);
+        self.drain(statements, to_client);
         Ok(Some(TxStatus::Idle))
     }
 
@@ -816,14 +1086,14 @@ impl Relay {
             to_client.extend_from_slice(frame);
             return Ok(None);
         }
-        self.drain(to_client);
+        self.drain(statements, to_client);
         let head = self.queue.front().copied();
         if head == Some(Expect::Hidden) {
-            self.receive_hidden(tag, frame, to_client);
+            self.receive_hidden(tag, frame, statements, to_client);
             return Ok(None);
         }
         if self.failed {
-            return self.receive_failed(tag, to_client);
+            return self.receive_failed(tag, statements, prepared, to_client);
         }
         let mut forward = true;
         let mut status = None;
@@ -831,19 +1101,20 @@ impl Relay {
             b'N' | b'S' | b'A' | b't' | b'D' | b'V' | b'd' | b'c' | b'H' | b'W' => {}
             b'E' => {
                 self.copy_ignores_sync = false;
+                if head == Some(Expect::Duplicate)
+                    && let Some(name) = statements.first_aside()
+                {
+                    renamed_error(frame, name, to_client);
+                    forward = false;
+                }
                 // The failed request and everything up to the next Sync
                 // are skipped by the server.
                 while let Some(e) = self.queue.front().copied() {
                     if matches!(e, Expect::Sync | Expect::Query) {
                         break;
                     }
-                    if let Expect::Parse {
-                        prepared: Some(id), ..
-                    } = e
-                    {
-                        prepared.remove(&id);
-                    }
                     self.queue.pop_front();
+                    Self::undo(e, statements, prepared);
                 }
             }
             b'Z' => {
@@ -920,7 +1191,7 @@ impl Relay {
         if forward {
             to_client.extend_from_slice(frame);
         }
-        self.drain(to_client);
+        self.drain(statements, to_client);
         Ok(status)
     }
 }
@@ -934,6 +1205,8 @@ mod tests {
         stmts: Statements,
         prepared: StatementIds,
         hasher: RandomState,
+        /// As the last ReadyForQuery said.
+        tx: TxStatus,
     }
 
     fn frame(msg: &FrontendMessage<'_>) -> Vec<u8> {
@@ -959,6 +1232,7 @@ mod tests {
                 stmts: Statements::default(),
                 prepared: StatementIds::default(),
                 hasher: RandomState::new(),
+                tx: TxStatus::Idle,
             }
         }
 
@@ -987,6 +1261,7 @@ mod tests {
                     &frame(m),
                     m,
                     kind,
+                    self.tx,
                     &mut self.stmts,
                     &mut self.prepared,
                     StatementNaming {
@@ -1292,7 +1567,8 @@ mod tests {
         a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
         a.receive("31Z")?;
         a.relay.hidden_query(false);
-        let (_, c) = a.send(&[parse(b"s1"), bind(b"s1"), EXEC, FrontendMessage::Sync])?;
+        // The same text under another name: the server has it.
+        let (_, c) = a.send(&[parse(b"s2"), bind(b"s2"), EXEC, FrontendMessage::Sync])?;
         assert_eq!(
             c, "",
             "the made-up ParseComplete waits behind the hidden query"
@@ -1325,6 +1601,9 @@ mod tests {
         assert_eq!((tags(&c).as_str(), status), ("Z", Some(TxStatus::Idle)));
         assert_eq!(c.last(), Some(&b'I'));
         assert!(a.relay.is_idle());
+        // Nothing of it ran: its Parse recorded nothing.
+        assert!(a.stmts.get(b"s2").is_none());
+        assert!(a.stmts.get(b"s1").is_some());
         Ok(())
     }
 
@@ -1390,6 +1669,203 @@ mod tests {
             &side.stmts
         ));
         assert!(!may_end_block(&unit(&[FrontendMessage::Sync]), &side.stmts));
+        Ok(())
+    }
+
+    fn error(code: &str, message: &str) -> Vec<u8> {
+        let mut e = Vec::new();
+        encode_error(&mut e, "ERROR", code, message);
+        e
+    }
+
+    /// Feeds the server's `frames` and returns what reached the client.
+    fn feed(a: &mut Side, frames: &[Vec<u8>]) -> Result<Vec<u8>, ProxyError> {
+        let mut c = Vec::new();
+        for f in frames {
+            if let Some(tx) = a.relay.receive(f, &mut a.stmts, &mut a.prepared, &mut c)? {
+                a.tx = tx;
+            }
+        }
+        Ok(c)
+    }
+
+    const READY: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
+    const FAILED: [u8; 6] = [b'Z', 0, 0, 0, 5, b'E'];
+
+    fn empty(tag: u8) -> Vec<u8> {
+        vec![tag, 0, 0, 0, 4]
+    }
+
+    /// A second Parse of a name the client has goes to the server under
+    /// the proxy's name for it, made to exist first (Close, empty Parse,
+    /// answers hidden): the server's refusal reaches the client with the
+    /// client's name, and the statement is the old one.
+    #[test]
+    fn a_second_parse_of_a_name_is_refused_by_the_server() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        let old = a.stmts.get(b"s1").map(|s| s.seq);
+        let second = FrontendMessage::Parse {
+            name: b"s1",
+            query: b"SELECT 2",
+            param_types: vec![23],
+        };
+        let (s, c) = a.send_bytes(
+            StatementKind::Read,
+            &[second, bind(b"s1"), EXEC, FrontendMessage::Sync],
+        )?;
+        assert_eq!((tags(&s).as_str(), tags(&c).as_str()), ("CPPBES", ""));
+        let dup = frame(&FrontendMessage::Parse {
+            name: DUPLICATE,
+            query: b"SELECT 2",
+            param_types: vec![23],
+        });
+        assert!(s.windows(dup.len()).any(|w| w == dup));
+        let c = feed(
+            &mut a,
+            &[
+                empty(b'3'),
+                empty(b'1'),
+                error(
+                    "42P05",
+                    "prepared statement \"pgkeel_duplicate\" already exists",
+                ),
+                READY.to_vec(),
+            ],
+        )?;
+        assert_eq!(tags(&c), "EZ");
+        assert_eq!(error_code(&c[5..]), Some("42P05"));
+        assert_eq!(
+            error_message(&c[5..]),
+            Some("prepared statement \"s1\" already exists")
+        );
+        assert_eq!(a.stmts.get(b"s1").map(|s| s.seq), old);
+        assert!(a.relay.is_idle() && !a.stmts.names_aside());
+        // A syntax error of the text comes first, unchanged.
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        let c = feed(
+            &mut a,
+            &[
+                empty(b'3'),
+                empty(b'1'),
+                error("42601", "syntax error at or near \"SELEC\""),
+                READY.to_vec(),
+            ],
+        )?;
+        assert_eq!(error_code(&c[5..]), Some("42601"));
+        assert!(!a.stmts.names_aside());
+        // Closed first in the batch: a Parse like any other.
+        let (s, c) = a.send(&[
+            FrontendMessage::Close {
+                kind: b'S',
+                name: b"s1",
+            },
+            parse(b"s1"),
+            FrontendMessage::Sync,
+        ])?;
+        assert_eq!((s.as_str(), c.as_str()), ("S", "31"));
+        assert_ne!(a.stmts.get(b"s1").map(|s| s.seq), old);
+        Ok(())
+    }
+
+    /// A named Parse that fails, or that an error before it skips, leaves
+    /// no statement (a later Bind gets the server's 26000); a Close an
+    /// error skips leaves it.
+    #[test]
+    fn what_an_error_skips_is_undone() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"bad"), FrontendMessage::Sync])?;
+        assert_eq!(a.receive("3EZ")?, "EZ");
+        assert!(a.stmts.get(b"bad").is_none());
+        let (s, _) = a.send(&[bind(b"bad"), EXEC, FrontendMessage::Sync])?;
+        assert_eq!(s, "BES");
+        a.receive("EZ")?;
+
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        // The same text: the proxy answers, once the Bind before it has.
+        let (_, c) = a.send(&[bind(b"x"), parse(b"s2"), FrontendMessage::Sync])?;
+        assert_eq!(c, "");
+        assert!(a.stmts.get(b"s2").is_some());
+        assert_eq!(a.receive("EZ")?, "EZ");
+        assert!(a.stmts.get(b"s2").is_none());
+        // A Close behind an answer owed: put back when skipped...
+        let close = FrontendMessage::Close {
+            kind: b'S',
+            name: b"s1",
+        };
+        a.send(&[bind(b"x"), close.clone(), FrontendMessage::Sync])?;
+        assert!(a.stmts.get(b"s1").is_none() && a.stmts.names_aside());
+        assert_eq!(a.receive("EZ")?, "EZ");
+        assert!(a.stmts.get(b"s1").is_some() && !a.stmts.names_aside());
+        // ...gone when answered.
+        a.send(&[bind(b"x"), close, FrontendMessage::Sync])?;
+        assert_eq!(a.receive("2Z")?, "23Z");
+        assert!(a.stmts.get(b"s1").is_none() && !a.stmts.names_aside());
+        Ok(())
+    }
+
+    /// In a failed transaction block a Parse goes to the server even when
+    /// it has the text: it refuses it (25P02), as PostgreSQL would.
+    #[test]
+    fn a_parse_in_a_failed_block_goes_to_the_server() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        a.send(&[FrontendMessage::Query(b"SELECT 1/0")])?;
+        feed(
+            &mut a,
+            &[error("22012", "division by zero"), FAILED.to_vec()],
+        )?;
+        let (s, _) = a.send(&[parse(b"s2"), FrontendMessage::Sync])?;
+        assert_eq!(s, "CPS");
+        let c = feed(
+            &mut a,
+            &[
+                empty(b'3'),
+                error("25P02", "current transaction is aborted"),
+                FAILED.to_vec(),
+            ],
+        )?;
+        assert_eq!(tags(&c), "EZ");
+        assert!(a.stmts.get(b"s2").is_none());
+        // Prepared again when next used (the Close dropped it).
+        assert!(a.prepared.is_empty());
+        Ok(())
+    }
+
+    /// The refusal's message names the client's statement, its bytes as
+    /// sent (another encoding), wherever the server's language puts it;
+    /// the other fields are kept.
+    #[test]
+    fn the_refusal_names_the_clients_statement() -> Result<(), ProxyError> {
+        let mut e = Vec::new();
+        pgkeel_wire::BackendMessage::ErrorResponse(pgkeel_wire::backend::ErrorFields {
+            fields: vec![
+                (b'S', "FEHLER"),
+                (b'C', "42P05"),
+                (
+                    b'M',
+                    "vorbereitete Anweisung »pgkeel_duplicate« existiert bereits",
+                ),
+                (b'F', "prepare.c"),
+            ],
+        })
+        .encode(&mut e);
+        let mut out = b"x".to_vec();
+        renamed_error(&e, b"caf\xe9", &mut out);
+        let renamed = out.get(1..).unwrap_or_default();
+        assert_eq!(
+            pgkeel_wire::split_message(renamed, 1 << 20)?,
+            Some((b'E', renamed.len()))
+        );
+        let mut want = "vorbereitete Anweisung »".as_bytes().to_vec();
+        want.extend_from_slice(b"caf\xe9");
+        want.extend_from_slice("« existiert bereits".as_bytes());
+        assert!(renamed.windows(want.len()).any(|w| w == want));
+        assert_eq!(error_code(&renamed[5..]), Some("42P05"));
+        assert!(renamed.ends_with(b"Fprepare.c\0\0"));
         Ok(())
     }
 

@@ -79,6 +79,9 @@ struct Retry {
     /// again only with the statements that opened the transaction, never
     /// alone (it may have ended the transaction: `COMMIT; SELECT 1`).
     within_tx: bool,
+    /// The client's named statements recorded from this `seq` on were
+    /// parsed by `unit` (nothing else is sent while it is held).
+    since: u64,
 }
 
 impl Retry {
@@ -91,12 +94,21 @@ impl Retry {
             feature_refused: false,
             reads,
             within_tx: false,
+            since: Statements::next_seq(),
         }
     }
 
     /// The unit, to run again elsewhere.
     fn take_unit(&mut self) -> Bytes {
         std::mem::take(&mut self.unit)
+    }
+
+    /// The unit, to run again elsewhere as if it had not run: the named
+    /// statements it recorded are forgotten (its Parses would otherwise
+    /// find their names taken, 42P05).
+    fn rerun(&mut self, statements: &mut Statements) -> Bytes {
+        statements.forget_since(self.since);
+        self.take_unit()
     }
 
     /// Adds a read pipelined behind the held ones when it may run again
@@ -700,6 +712,33 @@ impl Session {
         }
     }
 
+    /// True when `unit` (which parses named statements) must wait for the
+    /// answers still owed on the attached connection to earlier batches:
+    /// it parses a name the client has, or a Close of a named statement
+    /// is pending there. Whether the name is still taken once they are
+    /// in depends on them (a Parse of it that fails, a Close an error
+    /// skips, a `DEALLOCATE ALL`), and the proxy must know to refuse a
+    /// second Parse (42P05) as PostgreSQL would. Only when a client
+    /// pipelines; within an open batch (after a Flush) the unit goes on:
+    /// an error there skips it anyway.
+    fn parse_waits(&self, unit: &[u8]) -> bool {
+        let Some(att) = self.attached.as_ref() else {
+            return false;
+        };
+        if att.relay.is_idle() || att.open_batch {
+            return false;
+        }
+        self.statements.names_aside()
+            || frames(unit).any(|f| {
+                // The name alone: no decoding of the parameter types.
+                let name = match f.split_first() {
+                    Some((b'P', rest)) => rest.get(4..).and_then(|r| r.split(|&b| b == 0).next()),
+                    _ => None,
+                };
+                name.is_some_and(|n| !n.is_empty() && self.statements.get(n).is_some())
+            })
+    }
+
     /// Where the client's unnamed statement from an earlier unit may run
     /// (none: the primary, which answers 26000).
     fn unnamed_kind(&self) -> StatementKind {
@@ -798,6 +837,10 @@ impl Session {
             return Ok(());
         }
         let (mut kind, named_kinds) = self.classify_unit(&unit);
+        if named_kinds[0].is_some() && self.parse_waits(&unit) {
+            self.queued = Some(unit);
+            return Ok(());
+        }
         self.named_kinds = named_kinds;
         if kind == StatementKind::SessionState {
             match self.deallocate_own(&unit) {
@@ -1079,6 +1122,7 @@ impl Session {
         if self.to_client.capacity() == 0 {
             self.to_client = spare::take();
         }
+        self.statements.new_connection();
         self.attached = Some(Attached {
             lease,
             relay: Relay::default(),
@@ -1239,7 +1283,10 @@ impl Session {
                     Some(r) => &mut r.held,
                     None => &mut self.to_client,
                 };
-                if att.relay.send_plain(frame, &mut to_server, out) {
+                if att
+                    .relay
+                    .send_plain(frame, &mut self.statements, &mut to_server, out)
+                {
                     match frame.first() {
                         Some(b'H') => att.open_batch = true,
                         Some(b'S') => att.open_batch = false,
@@ -1279,6 +1326,7 @@ impl Session {
                 frame,
                 &msg,
                 kind,
+                att.tx,
                 &mut self.statements,
                 &mut att.lease.conn.prepared,
                 StatementNaming {
@@ -1454,7 +1502,8 @@ impl Session {
                     .retries_on_primary
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("read-only error on a replica: retrying on the primary");
-                self.dispatch(r.take_unit(), true).await?;
+                let unit = r.rerun(&mut self.statements);
+                self.dispatch(unit, true).await?;
             }
             Some(mut r) if self.to_client.is_empty() => {
                 // The held answers become what goes to the client.
@@ -1533,7 +1582,7 @@ impl Session {
                     "a replica refused a client's startup settings: its reads run on the primary"
                 );
                 self.reads_on_primary = true;
-                Some(r.take_unit())
+                Some(r.rerun(&mut self.statements))
             }
             None => {
                 tracing::info!(
@@ -1621,7 +1670,7 @@ impl Session {
             .retries_on_primary
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node, error = %err, "lost a replica connection during a read: running it on the primary");
-        Ok(retry.take_unit())
+        Ok(retry.rerun(&mut self.statements))
     }
 
     /// Gives the idle server connection back to its pool.

@@ -25,7 +25,8 @@ impl Session {
         tracing::debug!(
             "a replica refused a read-only transaction at its start: moving it to the primary"
         );
-        self.dispatch(refused.take_unit(), true).await?;
+        let unit = refused.rerun(&mut self.statements);
+        self.dispatch(unit, true).await?;
         if let Some(unit) = self.queued.take() {
             Box::pin(self.dispatch(unit, false)).await?;
         }
