@@ -963,7 +963,20 @@ impl Relay {
     /// Delivers made-up answers that are next in line (none after a
     /// failed hidden query: the client has its error, and what they
     /// answered did not happen).
+    #[inline]
     fn drain(&mut self, statements: &mut Statements, to_client: &mut Vec<u8>) {
+        // Called around every message: the usual case (a server answer
+        // next in line) is one look at the queue.
+        if matches!(
+            self.queue.front(),
+            Some(Expect::Synth(_) | Expect::Known(_) | Expect::Closed | Expect::CopyEnd)
+        ) {
+            self.drain_made_up(statements, to_client);
+        }
+    }
+
+    #[inline(never)]
+    fn drain_made_up(&mut self, statements: &mut Statements, to_client: &mut Vec<u8>) {
         while let Some(head) = self.queue.front().copied() {
             match head {
                 Expect::Synth(_) if self.failed => {}
