@@ -109,7 +109,9 @@ int main(int argc, char **argv) {
         continue;
       }
       if (peer[fd] < 0) continue;
-      ssize_t r = recv(fd, buf, sizeof buf, 0);
+      /* Non-blocking: an event of this batch may be for a descriptor
+       * closed and reused (by an accept) earlier in the batch. */
+      ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (r <= 0 || send_all(peer[fd], buf, r) < 0) close_pair(fd);
     }

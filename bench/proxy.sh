@@ -265,7 +265,7 @@ for round in $(seq 1 "$ROUNDS"); do
       if [ -z "$tps" ] || [ -z "$txns" ] || [ "$txns" = 0 ]; then
         tps=FAIL
         # Say why (pgbench's first errors).
-        grep -E "error|abort|FATAL|ERROR" <<<"$out" | head -3 | sed "s/^/  $t: /" >&2 || true
+        grep -E "error|abort|FATAL|ERROR" <<<"$out" | grep -v -i vacuum | head -3 | sed "s/^/  $t: /" >&2 || true
       fi
       us=""; split=""
       if [ "$tps" != FAIL ] && [ "$t" != direct ] && [ "$t" != replica ]; then
