@@ -13,7 +13,10 @@
 //! Names behave as in PostgreSQL: a `Parse` of a name the client has is
 //! refused by the server itself (42P05, see `Relay::duplicate`), and a
 //! named `Parse` that fails or is skipped, or a `Close` that is skipped,
-//! leaves the client's statements as they were.
+//! leaves the client's statements as they were. A client reaches only its
+//! own statements: a `Bind`/`Describe` of a `pgkeel_` name it has not
+//! parsed is refused by the server (26000, see `Relay::missing`), and an
+//! error naming a statement's server-side name names the client's.
 //! Every request sent is queued as an
 //! expectation so answers reach the client in order, errors skip to the
 //! next `Sync` exactly as PostgreSQL does, and COPY in the extended
@@ -213,7 +216,18 @@ struct More {
     /// and cleared when another connection is attached (see
     /// [`Statements::new_connection`]).
     aside: VecDeque<Aside>,
+    /// The statements forgotten while answers are owed on the attached
+    /// connection (their Parse failed or was skipped), most recent last:
+    /// a Bind or Describe of one sent before that was known gets the
+    /// server's 26000 naming its server-side name, given back the
+    /// client's (see [`Statements::client_name`]). Cleared once nothing
+    /// is owed.
+    gone: Vec<(Box<[u8]>, Arc<ClientStatement>)>,
 }
+
+/// At most this many [`More::gone`] are kept (a client pipelining
+/// failures without end), the oldest dropped.
+const GONE: usize = 64;
 
 /// The last `seq` given to a named statement: a process-wide counter
 /// rather than a field of every client's [`Statements`] (every idle
@@ -262,7 +276,59 @@ impl Statements {
     /// skipped (an error earlier in its batch): as in PostgreSQL, the name
     /// does not exist. A scan, on that error path only.
     fn forget(&mut self, seq: NonZeroU64) {
-        self.named.retain(|_, s| s.seq != seq.get());
+        let seq = seq.get();
+        let mut gone: Vec<_> = self.named.extract_if(|_, s| s.seq == seq).collect();
+        if let Some(m) = self.more.as_mut() {
+            // A Close kept aside: nothing to put back if it is skipped.
+            for (name, closed) in m.aside.iter_mut() {
+                if closed.as_ref().is_some_and(|s| s.seq == seq)
+                    && let Some(stmt) = closed.take()
+                {
+                    gone.push((name.clone(), stmt));
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let kept = &mut self.more.get_or_insert_default().gone;
+        kept.extend(gone);
+        if kept.len() > GONE {
+            kept.drain(..kept.len() - GONE);
+        }
+    }
+
+    /// Nothing is owed on the attached connection any more: no answer
+    /// can name a statement forgotten before.
+    fn settled(&mut self) {
+        if let Some(m) = self.more.as_mut() {
+            m.gone.clear();
+        }
+    }
+
+    /// The client's name for the server-side statement `server_name` (the
+    /// error of a Bind or Describe sent under it): one forgotten while
+    /// the Bind was on its way, most recent first, or one the client has.
+    /// A scan, on that error path only. `None` for a name the proxy
+    /// never gave this client.
+    fn client_name(&self, server_name: &[u8]) -> Option<&[u8]> {
+        let named = |s: &Arc<ClientStatement>| s.server_name.as_bytes() == server_name;
+        let more = self.more.as_deref();
+        more.and_then(|m| m.gone.iter().rev().find(|(_, s)| named(s)))
+            .map(|(n, _)| &n[..])
+            .or_else(|| {
+                self.named
+                    .iter()
+                    .find(|(_, s)| named(s))
+                    .map(|(n, _)| &n[..])
+            })
+            .or_else(|| {
+                more?
+                    .aside
+                    .iter()
+                    .find(|(_, s)| s.as_ref().is_some_and(named))
+                    .map(|(n, _)| &n[..])
+            })
     }
 
     /// Names the client's statements anew under `naming` (its settings
@@ -309,6 +375,7 @@ impl Statements {
     pub fn new_connection(&mut self) {
         if let Some(m) = self.more.as_mut() {
             m.aside.clear();
+            m.gone.clear();
         }
     }
 
@@ -369,6 +436,16 @@ impl Statements {
 /// prefix, and no statement id (those are hexadecimal).
 const DUPLICATE: &[u8] = b"pgkeel_duplicate";
 
+/// The prefix of every server-side statement name the proxy gives: a
+/// client's Bind or Describe of a name of its own with this prefix must
+/// not reach one (see [`Relay::missing`]).
+const PREFIX: &[u8] = b"pgkeel_";
+
+/// The server-side name under which a Bind or Describe of a `pgkeel_`
+/// name the client has not parsed is sent (see [`Relay::missing`]):
+/// closed just before, so it does not exist.
+const MISSING: &[u8] = b"pgkeel_missing";
+
 /// An answer the client is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -390,6 +467,10 @@ enum Expect {
     /// refusal (42P05) or an earlier error of the text. Its name is kept
     /// aside in [`Statements`].
     Duplicate,
+    /// A client's Bind or Describe of a `pgkeel_` name it does not have,
+    /// sent under [`MISSING`], which does not exist on the server then:
+    /// PostgreSQL's 26000. Its name is kept aside in [`Statements`].
+    Missing,
     /// A made-up CloseComplete for a client's named statement, removed
     /// when the Close was sent behind answers still owed: put back if it
     /// is skipped. Its name and statement are kept aside in
@@ -495,12 +576,14 @@ fn push_empty(out: &mut Vec<u8>, tag: u8) {
     out.extend_from_slice(&[tag, 0, 0, 0, 4]);
 }
 
-/// Appends the server's ErrorResponse `frame` to a Parse sent under
-/// [`DUPLICATE`] with the client's statement `name` in its place in the
-/// message (PostgreSQL's `prepared statement "x" already exists`, in the
-/// server's language), the other fields as they are. The name is the
-/// bytes the client sent, as PostgreSQL would quote them back.
-fn renamed_error(frame: &[u8], name: &[u8], out: &mut Vec<u8>) {
+/// Appends the server's ErrorResponse `frame` to a message sent under the
+/// proxy's statement name `from` ([`DUPLICATE`], [`MISSING`], a
+/// `pgkeel_<hex>`) with the client's statement `name` in its place in
+/// the message (PostgreSQL's `prepared statement "x" already exists` or
+/// `does not exist`, in the server's language), the other fields as they
+/// are. The name is the bytes the client sent, as PostgreSQL would quote
+/// them back.
+fn renamed_error(frame: &[u8], from: &[u8], name: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.push(b'E');
     out.extend_from_slice(&[0; 4]);
@@ -516,10 +599,10 @@ fn renamed_error(frame: &[u8], name: &[u8], out: &mut Vec<u8>) {
         out.push(ty);
         if ty == b'M' {
             let mut v = value;
-            while let Some(at) = v.windows(DUPLICATE.len()).position(|w| w == DUPLICATE) {
+            while let Some(at) = v.windows(from.len()).position(|w| w == from) {
                 out.extend_from_slice(&v[..at]);
                 out.extend_from_slice(name);
-                v = &v[at + DUPLICATE.len()..];
+                v = &v[at + from.len()..];
             }
             out.extend_from_slice(v);
         } else {
@@ -535,6 +618,22 @@ fn renamed_error(frame: &[u8], name: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(frame);
         }
     }
+}
+
+/// The message (`M` field) of the ErrorResponse `frame`, as bytes: in
+/// the client's encoding, not necessarily UTF-8.
+fn message_bytes(frame: &[u8]) -> Option<&[u8]> {
+    let mut rest = frame.get(5..)?;
+    while let Some((&ty, tail)) = rest.split_first()
+        && ty != 0
+    {
+        let end = tail.iter().position(|&b| b == 0)?;
+        if ty == b'M' {
+            return Some(&tail[..end]);
+        }
+        rest = &tail[end + 1..];
+    }
+    None
 }
 
 impl Relay {
@@ -754,6 +853,68 @@ impl Relay {
         statements.put_aside(name.into(), None);
     }
 
+    /// Before a client's Bind or Describe of a name it does not have that
+    /// has the proxy's prefix (a server-side name it learnt, as another
+    /// client's `pgkeel_<hex>` or `pgkeel_duplicate`): the message goes
+    /// under [`MISSING`] (the caller sends it), closed just before (a
+    /// Close of a missing statement is no error, and runs in any
+    /// transaction state), so the server refuses it as PostgreSQL would
+    /// the client's name (26000, renamed back, see [`renamed_error`]),
+    /// with PostgreSQL's effect (the batch's implicit transaction or the
+    /// block aborted, the rest skipped to Sync). Other names the client
+    /// does not have go as they are: a server connection holds no other
+    /// client's statement under them (those are all named by the proxy),
+    /// and a pinned client's own SQL `PREPARE`d ones are its to bind.
+    #[cold]
+    fn missing(&mut self, name: &[u8], statements: &mut Statements, to_server: &mut Vec<u8>) {
+        FrontendMessage::Close {
+            kind: b'S',
+            name: MISSING,
+        }
+        .encode(to_server);
+        self.queue.push_back(Expect::CloseBeforeParse);
+        self.queue.push_back(Expect::Missing);
+        statements.put_aside(name.into(), None);
+    }
+
+    /// The error of a Bind or Describe of a client's named statement,
+    /// sent under its server-side name: that name in the message (26000
+    /// when its Parse pipelined ahead failed, a wrong parameter count)
+    /// is replaced by the client's own (see [`Statements::client_name`]).
+    /// False (nothing appended) when the message names none.
+    #[cold]
+    fn renamed_statement_error(frame: &[u8], statements: &Statements, out: &mut Vec<u8>) -> bool {
+        // Errors about the statement itself (a parameter's value, which
+        // may be anything, is in others).
+        if !matches!(
+            error_code(frame.get(5..).unwrap_or_default()),
+            Some("26000" | "08P01")
+        ) {
+            return false;
+        }
+        let Some(message) = message_bytes(frame) else {
+            return false;
+        };
+        let Some(at) = message.windows(PREFIX.len()).position(|w| w == PREFIX) else {
+            return false;
+        };
+        let hex = message[at + PREFIX.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if hex != 16 {
+            return false;
+        }
+        let server_name = &message[at..at + PREFIX.len() + hex];
+        match statements.client_name(server_name) {
+            Some(name) => {
+                renamed_error(frame, server_name, name, out);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Undoes what the proxy recorded, when the message was sent, for a
     /// request the server skipped (an error earlier in its batch) or
     /// that failed: a Parse's statement is forgotten (the name does not
@@ -773,7 +934,7 @@ impl Relay {
                 }
             }
             Expect::Known(seq) => statements.forget(seq),
-            Expect::Duplicate => {
+            Expect::Duplicate | Expect::Missing => {
                 statements.take_aside();
             }
             Expect::Closed => {
@@ -867,6 +1028,15 @@ impl Relay {
                     .encode(to_server);
                     self.queue.push_back(Expect::Bind);
                 }
+                _ if statement.starts_with(PREFIX) => {
+                    self.missing(statement, statements, to_server);
+                    FrontendMessage::Bind {
+                        portal,
+                        statement: MISSING,
+                        tail,
+                    }
+                    .encode(to_server);
+                }
                 _ => {
                     if statement.is_empty() {
                         self.ensure_unnamed(statements, to_server);
@@ -884,10 +1054,21 @@ impl Relay {
                             name: stmt.server_name.as_bytes(),
                         }
                         .encode(to_server);
+                        self.queue.push_back(Expect::Describe);
                     }
-                    None => to_server.extend_from_slice(frame),
+                    None if name.starts_with(PREFIX) => {
+                        self.missing(name, statements, to_server);
+                        FrontendMessage::Describe {
+                            kind: b'S',
+                            name: MISSING,
+                        }
+                        .encode(to_server);
+                    }
+                    None => {
+                        to_server.extend_from_slice(frame);
+                        self.queue.push_back(Expect::Describe);
+                    }
                 }
-                self.queue.push_back(Expect::Describe);
             }
             FrontendMessage::Describe { kind, .. } => {
                 if *kind == b'S' {
@@ -1114,11 +1295,22 @@ impl Relay {
             b'N' | b'S' | b'A' | b't' | b'D' | b'V' | b'd' | b'c' | b'H' | b'W' => {}
             b'E' => {
                 self.copy_ignores_sync = false;
-                if head == Some(Expect::Duplicate)
-                    && let Some(name) = statements.first_aside()
-                {
-                    renamed_error(frame, name, to_client);
-                    forward = false;
+                match head {
+                    Some(e @ (Expect::Duplicate | Expect::Missing)) => {
+                        if let Some(name) = statements.first_aside() {
+                            let from = if e == Expect::Duplicate {
+                                DUPLICATE
+                            } else {
+                                MISSING
+                            };
+                            renamed_error(frame, from, name, to_client);
+                            forward = false;
+                        }
+                    }
+                    Some(Expect::Bind | Expect::Describe) => {
+                        forward = !Self::renamed_statement_error(frame, statements, to_client);
+                    }
+                    _ => {}
                 }
                 // The failed request and everything up to the next Sync
                 // are skipped by the server.
@@ -1137,6 +1329,7 @@ impl Relay {
                 self.queue.pop_front();
                 if self.queue.is_empty() {
                     self.removing = None;
+                    statements.settled();
                 }
                 let byte = frame.get(5).copied().unwrap_or(0);
                 status = Some(TxStatus::from_byte(byte)?);
@@ -1867,7 +2060,7 @@ mod tests {
         })
         .encode(&mut e);
         let mut out = b"x".to_vec();
-        renamed_error(&e, b"caf\xe9", &mut out);
+        renamed_error(&e, DUPLICATE, b"caf\xe9", &mut out);
         let renamed = out.get(1..).unwrap_or_default();
         assert_eq!(
             pgkeel_wire::split_message(renamed, 1 << 20)?,
@@ -1879,6 +2072,115 @@ mod tests {
         assert!(renamed.windows(want.len()).any(|w| w == want));
         assert_eq!(error_code(&renamed[5..]), Some("42P05"));
         assert!(renamed.ends_with(b"Fprepare.c\0\0"));
+        Ok(())
+    }
+
+    /// A Bind or Describe of a `pgkeel_` name the client does not have
+    /// goes under the proxy's missing name, closed just before: the
+    /// server's 26000 reaches the client with its own name; other names
+    /// go as they are.
+    #[test]
+    fn a_proxy_name_the_client_lacks_is_missing() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        let theirs = a.stmts.get(b"s1").map(|s| s.server_name.clone());
+        let theirs = theirs.as_deref().unwrap_or_default().as_bytes();
+        let mut b = Side::new();
+        let (s, c) = b.send_bytes(
+            StatementKind::Read,
+            &[
+                bind(theirs),
+                EXEC,
+                FrontendMessage::Describe {
+                    kind: b'S',
+                    name: DUPLICATE,
+                },
+                FrontendMessage::Sync,
+            ],
+        )?;
+        assert_eq!((tags(&s).as_str(), tags(&c).as_str()), ("CBECDS", ""));
+        assert!(!s.windows(theirs.len()).any(|w| w == theirs));
+        assert!(!s.windows(DUPLICATE.len()).any(|w| w == DUPLICATE));
+        assert!(b.stmts.names_aside());
+        let c = feed(
+            &mut b,
+            &[
+                empty(b'3'),
+                error(
+                    "26000",
+                    "prepared statement \"pgkeel_missing\" does not exist",
+                ),
+                READY.to_vec(),
+            ],
+        )?;
+        assert_eq!(tags(&c), "EZ");
+        let mut want = b"prepared statement \"".to_vec();
+        want.extend_from_slice(theirs);
+        want.extend_from_slice(b"\" does not exist");
+        assert_eq!(message_bytes(&c), Some(&want[..]));
+        assert!(b.relay.is_idle() && !b.stmts.names_aside());
+        // A name without the prefix goes as it is.
+        let (s, _) = b.send(&[bind(b"other"), FrontendMessage::Sync])?;
+        assert_eq!(s, "BS");
+        Ok(())
+    }
+
+    /// A Bind sent behind a Parse of its statement that fails: the
+    /// server's 26000 names the statement's server-side name, given back
+    /// the client's.
+    #[test]
+    fn a_bind_behind_a_failed_parse_is_renamed() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        let (s, _) = a.send(&[
+            parse(b"s1"),
+            FrontendMessage::Sync,
+            bind(b"s1"),
+            EXEC,
+            FrontendMessage::Sync,
+        ])?;
+        assert_eq!(s, "CPSBES");
+        let server = a.stmts.get(b"s1").map(|s| s.server_name.clone());
+        let server = server.unwrap_or_default();
+        let c = feed(
+            &mut a,
+            &[empty(b'3'), error("42601", "syntax error"), READY.to_vec()],
+        )?;
+        assert_eq!(tags(&c), "EZ");
+        assert!(a.stmts.get(b"s1").is_none());
+        let c = feed(
+            &mut a,
+            &[
+                error(
+                    "26000",
+                    &format!("prepared statement \"{server}\" does not exist"),
+                ),
+                READY.to_vec(),
+            ],
+        )?;
+        assert_eq!(
+            error_message(&c[5..]),
+            Some("prepared statement \"s1\" does not exist")
+        );
+        // Nothing owed: forgotten for good.
+        assert!(a.stmts.more.as_ref().is_none_or(|m| m.gone.is_empty()));
+
+        // A Close that the failed Parse's error skips puts nothing back.
+        a.send(&[
+            parse(b"s2"),
+            FrontendMessage::Close {
+                kind: b'S',
+                name: b"s2",
+            },
+            FrontendMessage::Sync,
+        ])?;
+        assert!(a.stmts.get(b"s2").is_none() && a.stmts.names_aside());
+        let c = feed(
+            &mut a,
+            &[empty(b'3'), error("42601", "syntax error"), READY.to_vec()],
+        )?;
+        assert_eq!(tags(&c), "EZ");
+        assert!(a.stmts.get(b"s2").is_none() && !a.stmts.names_aside());
         Ok(())
     }
 
