@@ -244,7 +244,11 @@ async fn parents_and_children(pool_size: usize) -> TestResult<i64> {
             .get(0);
         assert_eq!(wrong, 0, "children linked to another client's parent");
         assert_eq!(linked + refused, 100);
-        assert!(linked > 0);
+        // How many link depends on timing: with 4 writers on 2
+        // connections, another writer usually takes the connection
+        // between a parent and its child (95-96 of 100 refused on this
+        // machine, and all 100 in one CI run), so no lower bound here;
+        // with a connection each, nothing is refused (the caller checks).
         refused_total = refused;
         Ok(())
     })
