@@ -12,85 +12,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{EXEC, Env, Raw, TestResult, bind, first_column, parse};
-use pgkeel_wire::FrontendMessage;
-use pgkeel_wire::backend::{error_code, error_message};
-
-/// What a client got up to a ReadyForQuery: tags, every DataRow's first
-/// column, errors (SQLSTATE and message), the transaction status.
-#[derive(Debug, Default, PartialEq)]
-struct Reply {
-    tags: String,
-    values: Vec<Option<String>>,
-    errors: Vec<(String, String)>,
-    status: Option<char>,
-}
-
-async fn reply(raw: &mut Raw) -> TestResult<Reply> {
-    let mut r = Reply::default();
-    loop {
-        let (tag, frame) = raw.next().await?;
-        r.tags.push(char::from(tag));
-        match tag {
-            b'D' => r.values.push(first_column(&frame)),
-            b'E' => {
-                let body = frame.get(5..).unwrap_or_default();
-                r.errors.push((
-                    error_code(body).unwrap_or("?").to_string(),
-                    error_message(body).unwrap_or("?").to_string(),
-                ));
-            }
-            b'Z' => {
-                r.status = frame.get(5).copied().map(char::from);
-                return Ok(r);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Sends `msgs` at once and reads one reply per Sync or Query among them
-/// (several batches are pipelined).
-async fn exchange(raw: &mut Raw, msgs: &[FrontendMessage<'_>]) -> TestResult<Vec<Reply>> {
-    raw.send(msgs).await?;
-    let batches = msgs
-        .iter()
-        .filter(|m| matches!(m, FrontendMessage::Sync | FrontendMessage::Query(_)))
-        .count();
-    let mut out = Vec::with_capacity(batches);
-    for _ in 0..batches {
-        out.push(reply(raw).await?);
-    }
-    Ok(out)
-}
-
-async fn batch(raw: &mut Raw, msgs: &[FrontendMessage<'_>]) -> TestResult<Reply> {
-    let mut all = exchange(raw, msgs).await?;
-    if all.len() != 1 {
-        return Err(format!("{} replies to one batch", all.len()).into());
-    }
-    Ok(all.remove(0))
-}
-
-fn close(name: &str) -> FrontendMessage<'_> {
-    FrontendMessage::Close {
-        kind: b'S',
-        name: name.as_bytes(),
-    }
-}
-
-fn describe(name: &str) -> FrontendMessage<'_> {
-    FrontendMessage::Describe {
-        kind: b'S',
-        name: name.as_bytes(),
-    }
-}
-
-fn q(sql: &str) -> FrontendMessage<'_> {
-    FrontendMessage::Query(sql.as_bytes())
-}
-
-const SYNC: FrontendMessage<'static> = FrontendMessage::Sync;
+use common::reply::{Reply, SYNC, batch, close, describe, exchange, q};
+use common::{EXEC, Env, Raw, TestResult, bind, parse};
 
 fn missing(name: &str) -> (String, String) {
     (

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod got;
+pub mod reply;
 
 use std::time::Duration;
 
