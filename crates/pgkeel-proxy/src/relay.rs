@@ -106,6 +106,37 @@ impl ClientStatement {
             seq: 0,
         }
     }
+
+    /// Gives the statement a server-side statement of its own (not
+    /// shared with the other names of its text), for a Parse the
+    /// server must answer although it has the text (see
+    /// [`Relay::send`]): if it fails or is skipped there, the name it
+    /// leaves on the server does not exist, as the client's does not.
+    /// Its `seq` must be set: it tells the statement apart.
+    fn make_own(&mut self) {
+        // Re-encodes the Parse under the new name (built by the proxy:
+        // it decodes).
+        let Ok(FrontendMessage::Parse {
+            query, param_types, ..
+        }) = FrontendMessage::decode(&self.parse)
+        else {
+            return;
+        };
+        let mut h = foldhash::fast::FixedState::with_seed(self.id).build_hasher();
+        h.write_u64(self.seq);
+        let id = h.finish();
+        let server_name = format!("pgkeel_{id:016x}");
+        let mut parse = Vec::with_capacity(self.parse.len());
+        FrontendMessage::Parse {
+            name: server_name.as_bytes(),
+            query,
+            param_types,
+        }
+        .encode(&mut parse);
+        self.id = id;
+        self.parse = parse.into();
+        self.server_name = server_name;
+    }
 }
 
 /// True when `query` may remove prepared statements (`DISCARD ALL`,
@@ -729,6 +760,14 @@ impl Relay {
         }
     }
 
+    /// Whether a batch sent earlier is still unanswered: its outcome
+    /// may change what the server says of a message sent now.
+    fn batch_ahead(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|e| matches!(e, Expect::Sync | Expect::Query))
+    }
+
     /// Before a Bind or Describe of the unnamed statement: unless this
     /// server has the client's, the client's Parse goes first (answer
     /// hidden); without one, a Close of the unnamed statement, so the
@@ -1001,9 +1040,19 @@ impl Relay {
                             let mut stmt = ClientStatement::new(naming, query, param_types, kind);
                             let seq = next_seq();
                             stmt.seq = seq.get();
-                            // In a failed block the server refuses it
-                            // (unless it ends the block), as PostgreSQL.
-                            if prepared.insert(stmt.id) || tx == TxStatus::Failed {
+                            if prepared.insert(stmt.id) {
+                                self.prepare(&stmt, false, Some(seq), to_server);
+                            } else if tx == TxStatus::Failed || self.batch_ahead() {
+                                // The server has the text, but may refuse
+                                // this Parse: in a failed block (unless it
+                                // ends the block), or behind a batch not
+                                // answered yet (which may abort the block,
+                                // or be the failing Parse that prepared
+                                // the text, or create what it needs). It
+                                // decides, on a statement of this one's
+                                // own: the shared one stays as it is.
+                                stmt.make_own();
+                                prepared.insert(stmt.id);
                                 self.prepare(&stmt, false, Some(seq), to_server);
                             } else {
                                 self.queue.push_back(Expect::Known(seq));
@@ -2012,6 +2061,36 @@ mod tests {
         Ok(())
     }
 
+    /// A Parse of a text the server has is answered by the proxy when
+    /// nothing is owed ahead of it, or only its own batch (an error there
+    /// skips it too); behind a batch not answered yet it goes to the
+    /// server, under a statement of its own, which the shared one's
+    /// users never see.
+    #[test]
+    fn a_parse_behind_an_unanswered_batch_goes_to_the_server() -> Result<(), ProxyError> {
+        let mut a = Side::new();
+        a.send(&[parse(b"s1"), FrontendMessage::Sync])?;
+        a.receive("31Z")?;
+        let (s, c) = a.send(&[parse(b"s2"), FrontendMessage::Sync])?;
+        assert_eq!((s.as_str(), c.as_str()), ("S", "1"));
+        a.receive("Z")?;
+        let (s, _) = a.send(&[
+            FrontendMessage::Query(b"SELECT 2"),
+            parse(b"s3"),
+            FrontendMessage::Sync,
+        ])?;
+        assert_eq!(s, "QCPS");
+        let c = a.receive("CZ3")?;
+        assert_eq!(c, "CZ");
+        let c = a.receive("1Z")?;
+        assert_eq!(c, "1Z");
+        let name = |n: &[u8]| a.stmts.get(n).map(|s| s.server_name.clone());
+        assert_eq!(name(b"s1"), name(b"s2"));
+        assert!(name(b"s3").is_some() && name(b"s3") != name(b"s1"));
+        assert_eq!(a.prepared.len(), 2);
+        Ok(())
+    }
+
     /// In a failed transaction block a Parse goes to the server even when
     /// it has the text: it refuses it (25P02), as PostgreSQL would.
     #[test]
@@ -2036,8 +2115,13 @@ mod tests {
         )?;
         assert_eq!(tags(&c), "EZ");
         assert!(a.stmts.get(b"s2").is_none());
-        // Prepared again when next used (the Close dropped it).
-        assert!(a.prepared.is_empty());
+        // The refused Parse was of a statement of s2's own: the one s1
+        // uses is still there, and the own one is forgotten.
+        let s1 = a.stmts.get(b"s1").map(|s| s.id);
+        assert_eq!(
+            a.prepared.iter().copied().collect::<Vec<_>>(),
+            Vec::from_iter(s1)
+        );
         Ok(())
     }
 

@@ -47,6 +47,15 @@ pub async fn reply(raw: &mut Raw) -> TestResult<Reply> {
     }
 }
 
+/// Asserts that the proxy's answers (`got`) are the direct
+/// connection's (`want`), step by step.
+pub fn same_as_direct(want: &[Reply], got: &[Reply]) {
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        assert_eq!(g, w, "step {i}: proxy {got:#?}\ndirect {want:#?}");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
 /// Sends `msgs` at once and reads one reply per Sync or Query among them
 /// (several batches are pipelined).
 pub async fn exchange(raw: &mut Raw, msgs: &[FrontendMessage<'_>]) -> TestResult<Vec<Reply>> {
