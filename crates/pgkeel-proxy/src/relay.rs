@@ -760,14 +760,6 @@ impl Relay {
         }
     }
 
-    /// Whether a batch sent earlier is still unanswered: its outcome
-    /// may change what the server says of a message sent now.
-    fn batch_ahead(&self) -> bool {
-        self.queue
-            .iter()
-            .any(|e| matches!(e, Expect::Sync | Expect::Query))
-    }
-
     /// Before a Bind or Describe of the unnamed statement: unless this
     /// server has the client's, the client's Parse goes first (answer
     /// hidden); without one, a Close of the unnamed statement, so the
@@ -1042,15 +1034,18 @@ impl Relay {
                             stmt.seq = seq.get();
                             if prepared.insert(stmt.id) {
                                 self.prepare(&stmt, false, Some(seq), to_server);
-                            } else if tx == TxStatus::Failed || self.batch_ahead() {
+                            } else if tx == TxStatus::Failed || !self.queue.is_empty() {
                                 // The server has the text, but may refuse
-                                // this Parse: in a failed block (unless it
-                                // ends the block), or behind a batch not
-                                // answered yet (which may abort the block,
-                                // or be the failing Parse that prepared
-                                // the text, or create what it needs). It
+                                // or skip this Parse: in a failed block
+                                // (unless it ends the block), or behind
+                                // answers still owed (an error there skips
+                                // it; a batch ahead may abort the block,
+                                // be the failing Parse that prepared the
+                                // text, or create what it needs). It
                                 // decides, on a statement of this one's
-                                // own: the shared one stays as it is.
+                                // own: the shared one stays as it is, and
+                                // a Bind pipelined behind finds no
+                                // statement when the Parse did not happen.
                                 stmt.make_own();
                                 prepared.insert(stmt.id);
                                 self.prepare(&stmt, false, Some(seq), to_server);
@@ -2062,9 +2057,8 @@ mod tests {
     }
 
     /// A Parse of a text the server has is answered by the proxy when
-    /// nothing is owed ahead of it, or only its own batch (an error there
-    /// skips it too); behind a batch not answered yet it goes to the
-    /// server, under a statement of its own, which the shared one's
+    /// nothing is owed ahead of it; behind answers still owed it goes to
+    /// the server, under a statement of its own, which the shared one's
     /// users never see.
     #[test]
     fn a_parse_behind_an_unanswered_batch_goes_to_the_server() -> Result<(), ProxyError> {

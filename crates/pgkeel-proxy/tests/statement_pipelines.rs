@@ -5,7 +5,9 @@
 //! change the outcome; behind an unanswered batch the server decides:
 //! the same text's error when the Parse ahead that prepared it fails,
 //! 25P02 when the batch ahead aborts the transaction block, success
-//! when the batch ahead created what the text needs.
+//! when the batch ahead created what the text needs; and a Parse skipped
+//! by an error ahead of it in its batch leaves no statement for a Bind
+//! pipelined behind (26000).
 
 mod common;
 
@@ -166,6 +168,55 @@ async fn a_parse_behind_a_batch_that_aborts_the_block_is_refused() -> TestResult
         assert_eq!(want[5].codes(), ["26000"]);
         assert_eq!(want[6].values, one("known"));
         assert_eq!(want[7].values, one("known"));
+        same_as_direct(&want, &got);
+        Ok(())
+    })
+    .await
+}
+
+/// A Parse of a text the server has, skipped by an error ahead of it in
+/// its batch, and a Bind of its name pipelined in the next batch.
+async fn behind_a_skipped_parse(raw: &mut Raw) -> TestResult<Vec<Reply>> {
+    let mut out = Vec::new();
+    out.push(batch(raw, &[parse("k", "SELECT 'kept'"), SYNC]).await?);
+    out.extend(
+        exchange(
+            raw,
+            &[
+                bind("nosuch"),
+                parse("y", "SELECT 'kept'"),
+                SYNC,
+                bind("y"),
+                EXEC,
+                SYNC,
+            ],
+        )
+        .await?,
+    );
+    out.push(batch(raw, &[parse("y", "SELECT 'kept'"), bind("y"), EXEC, SYNC]).await?);
+    out.push(batch(raw, &[bind("k"), EXEC, SYNC]).await?);
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_bind_behind_a_skipped_parse_finds_no_statement() -> TestResult {
+    common::within(120, async {
+        let env = env().await?;
+        let mut direct = common::got::direct(&env).await?;
+        let want = behind_a_skipped_parse(&mut direct).await?;
+        let mut proxied = Raw::login(&env).await?;
+        let got = behind_a_skipped_parse(&mut proxied).await?;
+        let one = |s: &str| vec![Some(s.to_string())];
+        assert_eq!(want[1].codes(), ["26000"], "{want:?}");
+        assert_eq!(
+            want[2].errors,
+            [(
+                "26000".to_string(),
+                "prepared statement \"y\" does not exist".to_string()
+            )]
+        );
+        assert_eq!(want[3].values, one("kept"));
+        assert_eq!(want[4].values, one("kept"));
         same_as_direct(&want, &got);
         Ok(())
     })
