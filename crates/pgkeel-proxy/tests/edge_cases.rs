@@ -426,27 +426,7 @@ async fn reuse_body() -> TestResult {
 
     // A prepared statement used after its server connection was replaced.
     let st = c4.prepare("SELECT 'again'").await?;
-    let (su, su_password) = env.superuser()?;
-    let primary = env.node_port("primary")?;
-    let dba = pgkeel_testkit::connect_url(&env.url_as(primary, &su, &su_password)).await?;
-    dba.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'pgkeel-proxy'",
-        &[],
-    )
-    .await?;
-    // Until the terminated backends are gone (a fixed pause was not
-    // always enough on a loaded machine).
-    let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
-        dba.query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
-            &[],
-        )
-        .await
-        .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-    })
-    .await;
-    assert!(gone, "the terminated backends never exited");
+    env.terminate_pooled(env.node_port("primary")?).await?;
     let v: String = c4.query_one(&st, &[]).await?.get(0);
     assert_eq!(v, "again");
 

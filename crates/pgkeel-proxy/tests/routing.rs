@@ -79,27 +79,8 @@ async fn sticky_body() -> TestResult {
     // Pooled connections whose backends were terminated while idle (a
     // DBA, idle_session_timeout) are not handed out: reads go on without
     // an error on the same, healthy replica.
-    let (su, su_password) = env.superuser()?;
-    let dba = pgkeel_testkit::connect_url(&env.url_as(other, &su, &su_password)).await?;
-    let killed = dba
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'pgkeel-proxy'",
-            &[],
-        )
-        .await?
-        .get::<_, i64>(0);
+    let killed = env.terminate_pooled(other).await?;
     assert!(killed > 0, "the proxy keeps pooled connections on {other}");
-    let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
-        dba.query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
-            &[],
-        )
-        .await
-        .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-    })
-    .await;
-    assert!(gone, "terminated backends exit");
     for client in &clients {
         assert_eq!(read_port(client).await?, other);
     }

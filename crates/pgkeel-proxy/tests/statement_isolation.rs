@@ -9,9 +9,6 @@
 //! directly, transaction effects included.
 
 mod common;
-
-use std::time::Duration;
-
 use common::reply::{Reply, SYNC, batch, close, describe, exchange, q};
 use common::{EXEC, Env, Raw, TestResult, bind, parse};
 
@@ -40,11 +37,7 @@ fn assert_same(want: &[Reply], got: &[Reply]) {
 
 /// One pooled server connection, shared by every client.
 async fn env() -> TestResult<Env> {
-    let env = Env::start(0, |c| {
-        c.pool_size = 1;
-        c.queue_wait = Duration::from_secs(10);
-    })
-    .await?;
+    let env = Env::one_connection().await?;
     env.client()
         .await?
         .batch_execute("CREATE TABLE si_t (v int)")

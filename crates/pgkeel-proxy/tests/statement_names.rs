@@ -23,11 +23,7 @@ async fn both(env: &Env) -> TestResult<[Raw; 2]> {
 
 /// One pooled server connection, shared by every client.
 async fn env() -> TestResult<Env> {
-    let env = Env::start(0, |c| {
-        c.pool_size = 1;
-        c.queue_wait = Duration::from_secs(10);
-    })
-    .await?;
+    let env = Env::one_connection().await?;
     env.client()
         .await?
         .batch_execute("CREATE TABLE sn_t (v int)")
@@ -355,25 +351,7 @@ async fn names_are_each_clients_own() -> TestResult {
 
         // The pooled connection is replaced: the statements are prepared
         // again there, behind the clients' backs.
-        let (su, su_password) = env.superuser()?;
-        let primary = env.node_port("primary")?;
-        let dba = pgkeel_testkit::connect_url(&env.url_as(primary, &su, &su_password)).await?;
-        dba.query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'pgkeel-proxy'",
-            &[],
-        )
-        .await?;
-        let gone = pgkeel_testkit::TempCluster::eventually(Duration::from_secs(30), || async {
-            dba.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
-                &[],
-            )
-            .await
-            .is_ok_and(|r| r.get::<_, i64>(0) == 0)
-        })
-        .await;
-        assert!(gone, "the terminated backends never exited");
+        env.terminate_pooled(env.node_port("primary")?).await?;
         ok(&batch(&mut b, &run("t")).await?, "a");
         ok(&batch(&mut a, &run("s")).await?, "a");
         let r = batch(&mut a, &[parse("s", "SELECT 'a'"), SYNC]).await?;

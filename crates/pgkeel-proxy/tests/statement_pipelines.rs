@@ -11,19 +11,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::reply::{Reply, SYNC, batch, exchange, q, same_as_direct};
 use common::{EXEC, Env, Raw, TestResult, bind, parse};
-
-/// One pooled server connection, shared by every client.
-async fn env() -> TestResult<Env> {
-    Env::start(0, |c| {
-        c.pool_size = 1;
-        c.queue_wait = Duration::from_secs(10);
-    })
-    .await
-}
 
 /// Two Parses of one text in pipelined batches, the first failing,
 /// failing then succeeding, or succeeding.
@@ -88,7 +77,7 @@ async fn same_text(raw: &mut Raw) -> TestResult<Vec<Reply>> {
 #[tokio::test]
 async fn a_parse_behind_an_unanswered_parse_of_its_text_gets_the_servers_answer() -> TestResult {
     common::within(120, async {
-        let env = env().await?;
+        let env = Env::one_connection().await?;
         let mut direct = common::got::direct(&env).await?;
         let want = same_text(&mut direct).await?;
         let mut proxied = Raw::login(&env).await?;
@@ -154,7 +143,7 @@ async fn behind_an_aborting_batch(raw: &mut Raw) -> TestResult<Vec<Reply>> {
 #[tokio::test]
 async fn a_parse_behind_a_batch_that_aborts_the_block_is_refused() -> TestResult {
     common::within(120, async {
-        let env = env().await?;
+        let env = Env::one_connection().await?;
         let mut direct = common::got::direct(&env).await?;
         let want = behind_an_aborting_batch(&mut direct).await?;
         let mut proxied = Raw::login(&env).await?;
@@ -201,7 +190,7 @@ async fn behind_a_skipped_parse(raw: &mut Raw) -> TestResult<Vec<Reply>> {
 #[tokio::test]
 async fn a_bind_behind_a_skipped_parse_finds_no_statement() -> TestResult {
     common::within(120, async {
-        let env = env().await?;
+        let env = Env::one_connection().await?;
         let mut direct = common::got::direct(&env).await?;
         let want = behind_a_skipped_parse(&mut direct).await?;
         let mut proxied = Raw::login(&env).await?;

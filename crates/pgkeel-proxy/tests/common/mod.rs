@@ -135,6 +135,47 @@ impl Env {
             .port)
     }
 
+    /// A primary alone and a proxy with one pooled server connection,
+    /// shared by every client (the statement-name tests).
+    pub async fn one_connection() -> TestResult<Env> {
+        Self::start(0, |c| {
+            c.pool_size = 1;
+            c.queue_wait = Duration::from_secs(10);
+        })
+        .await
+    }
+
+    /// Terminates the proxy's server connections on the node at `port`
+    /// (as a DBA or `idle_session_timeout` would) and waits until their
+    /// backends are gone; how many there were.
+    pub async fn terminate_pooled(&self, port: u16) -> TestResult<i64> {
+        let (su, su_password) = self.superuser()?;
+        let dba = connect_url(&self.url_as(port, &su, &su_password)).await?;
+        let killed = dba
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'pgkeel-proxy'",
+                &[],
+            )
+            .await?
+            .get::<_, i64>(0);
+        // Until the terminated backends are gone (a fixed pause was not
+        // always enough on a loaded machine).
+        let gone = TempCluster::eventually(Duration::from_secs(30), || async {
+            dba.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkeel-proxy'",
+                &[],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 0)
+        })
+        .await;
+        if !gone {
+            return Err("the terminated backends never exited".into());
+        }
+        Ok(killed)
+    }
+
     /// Stops the proxy, letting clients drain briefly.
     pub async fn stop_proxy(&mut self) {
         if let Some(p) = self.proxy.take() {
