@@ -58,6 +58,19 @@ pub enum AgentError {
         /// The state of etcd and the agents, with the tail of its log.
         progress: Box<HaProgress>,
     },
+    /// The node's data belongs to another cluster: the agent stops and
+    /// touches nothing.
+    #[error(
+        "node `{node}`: {dir}: {why}. Nothing was changed.\nfix: if this node should join this cluster, move that directory away (the agent then clones it from the leader); if it holds the cluster you meant, point `cluster.name` / [etcd] at that cluster"
+    )]
+    ForeignData {
+        /// The node.
+        node: String,
+        /// Its data directory.
+        dir: std::path::PathBuf,
+        /// Which identifiers differ.
+        why: String,
+    },
     /// A request that cannot be honoured.
     #[error("{0}")]
     Refused(String),

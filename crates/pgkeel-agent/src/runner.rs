@@ -33,6 +33,7 @@ struct LoopMemory {
 pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentError> {
     let node = cluster.node(node_name)?.clone();
     let pid_file = cluster.layout.agent_pid_file(node_name);
+    cluster.ensure_skeleton(false)?;
     cluster.ensure_node_dirs(node_name)?;
     pidfile::write_own(&pid_file).map_err(|e| AgentError::Process {
         action: format!("write {}", pid_file.display()),
@@ -91,6 +92,18 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         _ = term.recv() => true,
         _ = tokio::signal::ctrl_c() => true,
     };
+    if !stopped {
+        tokio::select! {
+            result = crate::bootstrap::bootstrap(&cluster, &node, &dcs, &shared, loop_wait) => {
+                if let Err(e) = result {
+                    stop_agent(&dcs, &shared, &pid_file).await;
+                    return Err(e);
+                }
+            }
+            _ = term.recv() => stopped = true,
+            _ = tokio::signal::ctrl_c() => stopped = true,
+        }
+    }
     let mut memory = LoopMemory::default();
     while !stopped {
         let started = Instant::now();
@@ -106,12 +119,18 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         }
     }
     tracing_line(&format!("{node_name}: stopping agent"));
+    stop_agent(&dcs, &shared, &pid_file).await;
+    Ok(())
+}
+
+/// Revokes the lease (the member key, the leader key if held and a
+/// bootstrap claim vanish at once) and removes the PID file.
+async fn stop_agent(dcs: &Dcs, shared: &Shared, pid_file: &std::path::Path) {
     let lease = shared.lease.lock().ok().and_then(|l| *l);
     if let Some(lease) = lease {
         let _ = dcs.revoke(lease).await;
     }
-    let _ = std::fs::remove_file(&pid_file);
-    Ok(())
+    let _ = std::fs::remove_file(pid_file);
 }
 
 /// Returns once the lease keeper holds a valid lease, or after one TTL.

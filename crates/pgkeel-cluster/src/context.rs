@@ -29,8 +29,7 @@ impl Cluster {
     /// created by root for `postgres` stays `postgres`'s whoever runs pgkeel
     /// later, and a PostgreSQL upgrade does not silently switch binaries.
     pub fn prepare(mut config: Config) -> Result<Self, ClusterError> {
-        let layout = Layout::new(&config.cluster.data_dir)
-            .map_err(|e| ClusterError::io("resolve", &config.cluster.data_dir, e))?;
+        let layout = Self::layout_of(&config)?;
         let me = OsUser::current()?;
         let os_user = config.os_user(&me.name, me.is_root());
         let user = OsUser::lookup(&os_user)?;
@@ -38,6 +37,9 @@ impl Cluster {
         let runner = PgRunner::new(bins.clone(), user)?;
         let superuser = config.superuser(&os_user);
         config.cluster.data_dir = layout.root().to_path_buf();
+        if config.cluster.secrets_dir.is_some() {
+            config.cluster.secrets_dir = Some(layout.secrets_dir());
+        }
         config.cluster.os_user = Some(os_user);
         config.cluster.bin_dir = Some(bins.dir().to_path_buf());
         config.roles.superuser = Some(superuser.clone());
@@ -61,9 +63,17 @@ impl Cluster {
         let config = Self::stored_config(dir)?.ok_or_else(|| ClusterError::NoCluster {
             dir: dir.to_path_buf(),
         })?;
-        let layout = Layout::new(&config.cluster.data_dir)
-            .map_err(|e| ClusterError::io("resolve", &config.cluster.data_dir, e))?;
+        let layout = Self::layout_of(&config)?;
         Ok((config, layout))
+    }
+
+    /// The paths a configuration names.
+    pub fn layout_of(config: &Config) -> Result<Layout, ClusterError> {
+        Layout::with_secrets(
+            &config.cluster.data_dir,
+            config.cluster.secrets_dir.as_deref(),
+        )
+        .map_err(|e| ClusterError::io("resolve", &config.cluster.data_dir, e))
     }
 
     /// The configuration stored in `dir/cluster.toml`, if there is one.

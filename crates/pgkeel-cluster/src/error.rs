@@ -106,6 +106,28 @@ pub enum ClusterError {
         /// Names that exist.
         known: String,
     },
+    /// A secret shared by hosts is missing or unsafe.
+    #[error("secret {path} {problem}\nfix: {fix}")]
+    Secret {
+        /// The file (or directory).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The data root holds another cluster.
+    #[error(
+        "{dir} holds cluster `{found}`, not `{wanted}`: pgkeel will not touch it; point `cluster.data_dir` (--dir) at this cluster's own directory"
+    )]
+    OtherCluster {
+        /// The data root.
+        dir: PathBuf,
+        /// The cluster name stored there.
+        found: String,
+        /// The configured cluster name.
+        wanted: String,
+    },
     /// A stored file could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     Io {

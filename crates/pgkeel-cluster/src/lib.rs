@@ -7,12 +7,14 @@
 pub mod compare;
 pub mod context;
 pub mod error;
+pub mod initdb;
 pub mod layout;
 pub mod pidfile;
 pub mod preflight;
 pub mod progress;
 pub mod render;
 pub mod replica;
+pub mod skeleton;
 pub mod status;
 pub mod stop;
 pub mod up;

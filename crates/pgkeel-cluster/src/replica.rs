@@ -27,6 +27,10 @@ impl Cluster {
             std::fs::remove_dir_all(&partial)
                 .map_err(|e| ClusterError::io("remove", &partial, e))?;
         }
+        let new = self.layout.initdb_dir(node);
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(|e| ClusterError::io("remove", &new, e))?;
+        }
         let data = self.layout.data_dir(node);
         if data.exists() && !is_data_dir(&data) {
             std::fs::remove_dir_all(&data).map_err(|e| ClusterError::io("remove", &data, e))?;

@@ -6,20 +6,14 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use pgkeel_core::NodeConfig;
-use pgkeel_pg::fsutil::{ensure_dir, write_owned};
-use pgkeel_pg::pgctl::{self, initdb, is_data_dir, is_standby, running_pid};
-use pgkeel_pg::secrets::{generate_password, pgpass_line, read_password};
+use pgkeel_pg::pgctl::{self, is_data_dir, is_standby, running_pid};
 
-use crate::layout::Secret;
 use crate::preflight::{check_new_cluster, check_ports};
 use crate::render::NodeRole;
 use crate::{Cluster, ClusterError, Progress};
 
 /// Longest wait for replicas to reach the streaming state.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Length of generated passwords.
-const PASSWORD_LEN: usize = 32;
 
 /// What `up` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +42,10 @@ impl UpOutcome {
     }
 }
 
-/// Brings `cluster` up and returns only once every replica streams.
-pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutcome, ClusterError> {
+/// The checks made before `up` touches anything: a new cluster's data
+/// root, user and ports; an existing one's stopped nodes' ports. Returns
+/// whether the cluster is new.
+pub fn preflight(cluster: &Cluster) -> Result<bool, ClusterError> {
     let layout = &cluster.layout;
     let created = !layout.cluster_file().exists();
     if created {
@@ -61,8 +57,17 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
             .filter(|n| running_pid(&layout.data_dir(n.name.as_str())).is_none());
         check_ports(stopped)?;
     }
+    Ok(created)
+}
+
+/// Brings `cluster` up without agents (`pgkeel up --no-ha`) and returns
+/// only once every replica streams. With agents, `pgkeel up` starts them
+/// instead and they do the same work (`pgkeel_agent::bootstrap`).
+pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutcome, ClusterError> {
+    let layout = &cluster.layout;
+    let created = preflight(cluster)?;
     let mut actions = vec![];
-    ensure_skeleton(cluster)?;
+    cluster.ensure_skeleton(true)?;
     let primary = current_primary(cluster)?;
     let pname = primary.name.as_str();
 
@@ -75,7 +80,7 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
         actions.push(format!("started {pname}"));
     }
     progress.step(pname, "roles, database and slots");
-    prepare_primary(cluster, primary).await?;
+    cluster.prepare_primary(primary).await?;
 
     let standbys: Vec<&NodeConfig> = cluster
         .nodes()
@@ -115,68 +120,6 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
     })
 }
 
-/// The data root, the stored configuration and the secrets. The stored
-/// configuration is written first so an interrupted `up` is resumed (and
-/// `destroy` works) rather than mistaken for a foreign directory.
-fn ensure_skeleton(cluster: &Cluster) -> Result<(), ClusterError> {
-    let layout = &cluster.layout;
-    let owner = cluster.os_user();
-    ensure_dir(layout.root(), owner, 0o700)?;
-    if !layout.cluster_file().exists() {
-        let text = toml::to_string(&cluster.config).map_err(|e| {
-            ClusterError::io(
-                "serialize",
-                layout.cluster_file(),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        let header = "# Written by `pgkeel up`: the configuration this cluster was created with.\n";
-        write_owned(
-            &layout.cluster_file(),
-            &format!("{header}{text}"),
-            owner,
-            0o644,
-        )?;
-    }
-    ensure_dir(&layout.secrets_dir(), owner, 0o700)?;
-    for secret in [Secret::Superuser, Secret::Replication, Secret::App] {
-        let path = layout.password_file(secret);
-        if !path.exists() {
-            write_owned(&path, &generate_password(PASSWORD_LEN)?, owner, 0o600)?;
-        }
-    }
-    let passfile = layout.replication_passfile();
-    if !passfile.exists() {
-        let password = read_password(&layout.password_file(Secret::Replication))?;
-        write_owned(
-            &passfile,
-            &pgpass_line(&cluster.config.roles.replication, &password),
-            owner,
-            0o600,
-        )?;
-    }
-    let passfile = layout.superuser_passfile();
-    if !passfile.exists() {
-        let password = read_password(&layout.password_file(Secret::Superuser))?;
-        write_owned(
-            &passfile,
-            &pgpass_line(&cluster.superuser, &password),
-            owner,
-            0o600,
-        )?;
-    }
-    let token = layout.api_token_file();
-    if !token.exists() {
-        let value = if cluster.config.ha.api_token.is_empty() {
-            generate_password(PASSWORD_LEN)?
-        } else {
-            cluster.config.ha.api_token.clone()
-        };
-        write_owned(&token, &value, owner, 0o600)?;
-    }
-    Ok(())
-}
-
 /// The node that holds primary data: the only one whose data directory is
 /// complete and not marked as a standby; the first configured node when no
 /// node has data yet.
@@ -209,17 +152,10 @@ pub fn current_primary(cluster: &Cluster) -> Result<&NodeConfig, ClusterError> {
     }
 }
 
-/// initdb into `data.partial`, configure, then rename into place.
+/// initdb, configure, then move into place.
 async fn init_primary(cluster: &Cluster, node: &NodeConfig) -> Result<(), ClusterError> {
-    let name = node.name.as_str();
-    cluster.discard_incomplete(name)?;
-    cluster.ensure_node_dirs(name)?;
-    let partial = cluster.layout.partial_dir(name);
-    let pwfile = cluster.layout.password_file(Secret::Superuser);
-    initdb(&cluster.runner, name, &partial, &cluster.superuser, &pwfile).await?;
-    cluster.write_node_config(node, &partial, NodeRole::Primary { sync_names: "" })?;
-    let data = cluster.layout.data_dir(name);
-    std::fs::rename(&partial, &data).map_err(|e| ClusterError::io("rename into place", &data, e))
+    cluster.initdb_new(node).await?;
+    cluster.move_initdb_into_place(node)
 }
 
 /// Starts `node` unless it runs; returns whether it was started.
@@ -237,29 +173,6 @@ async fn start_if_stopped(
     cluster.ensure_node_dirs(name)?;
     pgctl::start(&cluster.runner, name, &data, &cluster.layout.log_file(name)).await?;
     Ok(true)
-}
-
-/// Roles with their generated passwords, the application database, and one
-/// slot per standby. Idempotent.
-async fn prepare_primary(cluster: &Cluster, primary: &NodeConfig) -> Result<(), ClusterError> {
-    let conn = cluster.connect(primary).await?;
-    let roles = &cluster.config.roles;
-    let layout = &cluster.layout;
-    let repl_password = read_password(&layout.password_file(Secret::Replication))?;
-    let app_password = read_password(&layout.password_file(Secret::App))?;
-    conn.ensure_login_role(&roles.replication, &repl_password, "REPLICATION")
-        .await?;
-    conn.ensure_login_role(
-        &roles.app,
-        &app_password,
-        "NOSUPERUSER NOCREATEDB NOCREATEROLE",
-    )
-    .await?;
-    conn.ensure_database(&roles.database, &roles.app).await?;
-    for node in cluster.nodes().iter().filter(|n| n.name != primary.name) {
-        conn.ensure_physical_slot(node.name.as_str()).await?;
-    }
-    Ok(())
 }
 
 /// Makes the primary's `synchronous_standby_names` match the mode. Done

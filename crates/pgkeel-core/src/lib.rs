@@ -3,6 +3,7 @@
 //! or the network, so every rule can be tested in isolation.
 
 pub mod config;
+pub mod identity;
 pub mod lsn;
 pub mod mode;
 pub mod names;
@@ -11,6 +12,7 @@ pub mod status;
 pub mod tuning;
 
 pub use config::{Config, ConfigError, NodeConfig};
+pub use identity::ClusterIdentity;
 pub use lsn::Lsn;
 pub use mode::ReplicationMode;
 pub use names::{NameError, NodeName};

@@ -6,6 +6,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
+use pgkeel_core::ClusterIdentity;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -200,6 +201,107 @@ impl Dcs {
             .await
     }
 
+    /// Claims the cluster's initialisation for `node` if nobody has: the
+    /// `initialize` key, created only if absent and attached to `lease`, so
+    /// a claimer that dies before recording its system identifier frees
+    /// it one TTL later. Returns whether this claim won.
+    pub async fn claim_initialize(&self, node: &str, lease: LeaseHandle) -> Result<bool, DcsError> {
+        self.create_json(
+            "initialize",
+            &ClusterIdentity::claim(node),
+            Some(lease),
+            "initialize claim",
+        )
+        .await
+    }
+
+    /// Records an identity for a cluster whose data already exists (no
+    /// claim needed: nobody runs initdb), if nobody recorded one. Returns
+    /// whether it was recorded.
+    pub async fn adopt_identity(&self, identity: &ClusterIdentity) -> Result<bool, DcsError> {
+        self.create_json("initialize", identity, None, "identity adoption")
+            .await
+    }
+
+    /// Replaces the `initialize` key with `identity`, persistent (no
+    /// lease), only if it is still at `revision`. Returns whether it was.
+    pub async fn update_identity(
+        &self,
+        revision: i64,
+        identity: &ClusterIdentity,
+    ) -> Result<bool, DcsError> {
+        let key = self.key("initialize");
+        let text = self.encode(&key, identity)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(key, text, None)]);
+        let mut client = self.client.clone();
+        Ok(self
+            .bounded("identity update", client.txn(txn))
+            .await?
+            .succeeded())
+    }
+
+    /// Deletes the `initialize` key if it is still at `revision` (an
+    /// initialisation whose data is lost everywhere). Returns whether it was.
+    pub async fn reset_identity(&self, revision: i64) -> Result<bool, DcsError> {
+        let key = self.key("initialize");
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut client = self.client.clone();
+        Ok(self
+            .bounded("identity reset", client.txn(txn))
+            .await?
+            .succeeded())
+    }
+
+    /// Deletes every key of this cluster (its data is gone for good).
+    pub async fn delete_cluster(&self) -> Result<(), DcsError> {
+        let mut client = self.client.clone();
+        self.bounded(
+            "cluster deletion",
+            client.delete(
+                self.prefix.clone(),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn create_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        lease: Option<LeaseHandle>,
+        action: &'static str,
+    ) -> Result<bool, DcsError> {
+        let key = self.key(name);
+        let text = self.encode(&key, value)?;
+        let options = lease.map(|l| PutOptions::new().with_lease(l.id));
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, text, options)]);
+        let mut client = self.client.clone();
+        Ok(self.bounded(action, client.txn(txn)).await?.succeeded())
+    }
+
+    fn encode<T: Serialize>(&self, key: &str, value: &T) -> Result<String, DcsError> {
+        serde_json::to_string(value).map_err(|e| DcsError::Corrupt {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
     /// Publishes the leader's WAL position.
     pub async fn put_optime(&self, optime: &Optime) -> Result<(), DcsError> {
         self.put_json("optime", optime, None).await
@@ -254,10 +356,7 @@ impl Dcs {
         value: &T,
         lease: Option<LeaseHandle>,
     ) -> Result<(), DcsError> {
-        let text = serde_json::to_string(value).map_err(|e| DcsError::Corrupt {
-            key: self.key(name),
-            detail: e.to_string(),
-        })?;
+        let text = self.encode(&self.key(name), value)?;
         let options = lease.map(|l| PutOptions::new().with_lease(l.id));
         let mut client = self.client.clone();
         self.bounded("write", client.put(self.key(name), text, options))
@@ -316,6 +415,10 @@ impl Dcs {
                     view.failover = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?)
                 }
                 "history" => view.history = serde_json::from_slice(kv.value()).map_err(corrupt)?,
+                "initialize" => {
+                    view.initialize = Some(serde_json::from_slice(kv.value()).map_err(corrupt)?);
+                    view.initialize_revision = Some(kv.mod_revision());
+                }
                 other => {
                     if let Some(member) = other.strip_prefix("members/") {
                         let state: MemberState =

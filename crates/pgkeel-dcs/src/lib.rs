@@ -12,6 +12,7 @@
 //! | `config` | [`DynamicConfig`] JSON (pause) | persistent |
 //! | `switchover` / `failover` | [`Handover`] JSON requests | until done |
 //! | `history` | [`HistoryEntry`] JSON list | persistent |
+//! | `initialize` | [`pgkeel_core::ClusterIdentity`] JSON: who initialised, system identifier | claimer's lease until initdb is done, then persistent |
 
 mod error;
 mod etcd;

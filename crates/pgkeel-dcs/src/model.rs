@@ -1,6 +1,6 @@
 //! What is stored in the DCS, and the view an agent reads back.
 
-use pgkeel_core::Lsn;
+use pgkeel_core::{ClusterIdentity, Lsn};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -128,4 +128,11 @@ pub struct ClusterView {
     pub failover: Option<Handover>,
     /// Leadership history, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// Who initialised the cluster and its system identifier.
+    #[serde(default)]
+    pub initialize: Option<ClusterIdentity>,
+    /// etcd's modification revision of the `initialize` key: changes to it
+    /// are compare-and-swap on this revision.
+    #[serde(default)]
+    pub initialize_revision: Option<i64>,
 }

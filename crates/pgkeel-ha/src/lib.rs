@@ -5,8 +5,10 @@
 //! against the invariants: at most one leader, never promote a node behind a
 //! synchronous one, never start a former primary as primary without the key.
 
+mod bootstrap;
 mod decide;
 mod state;
 
+pub use bootstrap::{BootstrapStep, LocalData, bootstrap_step};
 pub use decide::{candidate_rank, decide, sync_plan};
 pub use state::{Action, DataState, HaConfig, Local, LocalPg, Peer, View};

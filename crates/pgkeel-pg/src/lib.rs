@@ -9,6 +9,7 @@
 pub mod basebackup;
 pub mod bins;
 pub mod conf;
+pub mod control;
 pub mod error;
 pub mod fsutil;
 pub mod hba;

@@ -357,43 +357,40 @@ async fn cmd_up(
     if !exists {
         pgkeel_cluster::preflight::check_proxy_ports(&cluster)?;
     }
-    let agents_running = cluster
-        .nodes()
-        .iter()
-        .any(|n| orchestrate::agent_pid(&cluster, n.name.as_str()).is_some());
-    let ambiguous = exists && current_primary(&cluster).is_err();
-    let outcome = if ha && exists && (agents_running || ambiguous) {
-        // The agents own PostgreSQL now: make sure they and etcd run, and
-        // let them converge.
+    let outcome = if ha {
+        // One code path with multi-host: the agents initialise, clone and
+        // start every node; `up` only starts them (and etcd) on this host.
         use pgkeel_cluster::Progress;
-        progress.step("ha", "agents manage PostgreSQL; waiting for them");
+        let agents_running = cluster
+            .nodes()
+            .iter()
+            .any(|n| orchestrate::agent_pid(&cluster, n.name.as_str()).is_some());
+        if !agents_running {
+            pgkeel_cluster::up::preflight(&cluster)?;
+        }
+        cluster.ensure_skeleton(true)?;
+        progress.step(
+            "ha",
+            "starting etcd and one agent per node (they initialise and clone)",
+        );
         let exe =
             std::env::current_exe().context("cannot locate the pgkeel binary to start agents")?;
-        let actions = orchestrate::start_ha(&cluster, &exe, None).await?;
+        // The node holding primary data (the first one for a new cluster)
+        // starts first and must lead before the others start.
+        let first = current_primary(&cluster).ok().map(|n| n.name.to_string());
+        let first = if agents_running { None } else { first };
+        let actions = orchestrate::start_ha(&cluster, &exe, first.as_deref()).await?;
         wait_for_leader_replication(&cluster).await?;
         warn_silent_apis(&cluster).await;
-        if actions.is_empty() {
+        if !exists {
+            UpOutcome::Created
+        } else if actions.is_empty() {
             UpOutcome::AlreadyRunning
         } else {
             UpOutcome::Resumed(actions)
         }
     } else {
-        let outcome = up(&cluster, progress.clone()).await?;
-        if ha {
-            use pgkeel_cluster::Progress;
-            progress.step("ha", "starting etcd and one agent per node");
-            let exe = std::env::current_exe()
-                .context("cannot locate the pgkeel binary to start agents")?;
-            let primary = current_primary(&cluster)?.name.to_string();
-            let actions = orchestrate::start_ha(&cluster, &exe, Some(&primary)).await?;
-            wait_for_leader_replication(&cluster).await?;
-            warn_silent_apis(&cluster).await;
-            actions
-                .into_iter()
-                .fold(outcome, |outcome, action| outcome.with_action(action))
-        } else {
-            outcome
-        }
+        up(&cluster, progress.clone()).await?
     };
     let outcome = if cluster.config.proxy.enabled {
         use pgkeel_cluster::Progress;
