@@ -71,6 +71,20 @@ pub enum AgentError {
         /// Which identifiers differ.
         why: String,
     },
+    /// An agent's action keeps failing.
+    #[error(
+        "node `{node}` cannot be brought up: its agent failed {failures} times in a row: {error}\nsee {log}; the agents keep retrying: fix the cause and run `pgkeel up` again (or `pgkeel down`)"
+    )]
+    MemberFailing {
+        /// The node.
+        node: String,
+        /// Loops in a row that failed.
+        failures: u32,
+        /// The last error.
+        error: String,
+        /// Its agent's log.
+        log: std::path::PathBuf,
+    },
     /// A request that cannot be honoured.
     #[error("{0}")]
     Refused(String),

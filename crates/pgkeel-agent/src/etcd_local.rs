@@ -1,7 +1,10 @@
-//! The local single-member etcd that `pgkeel up` runs when no external
-//! etcd is configured. A small supervisor process (`pgkeel etcd-supervisor`)
-//! runs it as the PostgreSQL OS user and restarts it if it dies.
+//! The etcd members pgkeel runs itself when no external etcd is
+//! configured: one per host named in `etcd.members` (the first node's
+//! alone by default). A small supervisor (`pgkeel etcd-supervisor`, or the
+//! agent itself with `--with-etcd`) runs it as the PostgreSQL OS user and
+//! restarts it if it dies.
 
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -9,6 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use pgkeel_cluster::Cluster;
+use pgkeel_core::config::url_host;
 use pgkeel_dcs::Dcs;
 use pgkeel_pg::fsutil::ensure_dir;
 use tokio::signal::unix::{SignalKind, signal};
@@ -16,22 +20,54 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::execute::tracing_line;
 use crate::{AgentError, pidfile};
 
-/// Paths of the local member.
+/// One etcd member pgkeel runs on this host (`etcd.members`).
 pub struct LocalEtcd {
     /// Its directory under the data root.
     pub dir: PathBuf,
+    /// Its name: the node whose host it runs on.
+    pub name: String,
+    /// The address other members and clients reach it at.
+    pub host: String,
     /// Client port.
     pub client_port: u16,
+    /// Peer port.
+    pub peer_port: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`: the cluster's name, so members of two
+    /// clusters never join each other.
+    pub token: String,
 }
 
 impl LocalEtcd {
-    /// The local member of `cluster`, if it uses one.
-    pub fn of(cluster: &Cluster) -> Option<Self> {
-        let client_port = cluster.config.local_etcd_port()?;
+    /// The member running on `node`'s host, if `node` is an etcd member.
+    pub fn of(cluster: &Cluster, node: &str) -> Option<Self> {
+        let c = &cluster.config;
+        let client_port = c.local_etcd_port()?;
+        let peer_port = c.etcd_peer_port()?;
+        let members = c.etcd_members();
+        let me = members.iter().find(|n| n.name.as_str() == node)?;
+        let initial_cluster = members
+            .iter()
+            .map(|n| format!("{}=http://{}:{peer_port}", n.name, url_host(&n.host)))
+            .collect::<Vec<_>>()
+            .join(",");
         Some(LocalEtcd {
             dir: cluster.layout.etcd_dir(),
+            name: me.name.to_string(),
+            host: me.host.clone(),
             client_port,
+            peer_port,
+            initial_cluster,
+            token: c.cluster.name.clone(),
         })
+    }
+
+    /// The member `pgkeel up` runs: the first one (`up` runs every node on
+    /// this host, and validation allows one member per host).
+    pub fn first(cluster: &Cluster) -> Option<Self> {
+        let first = cluster.config.etcd_members().first()?.name.to_string();
+        Self::of(cluster, &first)
     }
 
     /// The supervisor's PID file.
@@ -49,24 +85,43 @@ impl LocalEtcd {
         self.dir.join("etcd.log")
     }
 
+    /// Its client URL.
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", url_host(&self.host), self.client_port)
+    }
+
     fn args(&self) -> Vec<String> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.client_port.saturating_add(1));
+        // etcd binds IP addresses only: a member known by a DNS name (a
+        // container's service name) listens on every interface.
+        let listen = match self.host.parse::<IpAddr>() {
+            Ok(ip) => url_host(&ip.to_string()),
+            Err(_) => "0.0.0.0".into(),
+        };
+        let client = self.client_url();
+        let mut listen_client = format!("http://{listen}:{}", self.client_port);
+        let loopback = format!("http://127.0.0.1:{}", self.client_port);
+        if !matches!(listen.as_str(), "127.0.0.1" | "0.0.0.0") {
+            // Local tools reach the member on loopback too.
+            listen_client = format!("{listen_client},{loopback}");
+        }
+        let peer = format!("http://{}:{}", url_host(&self.host), self.peer_port);
         vec![
             "--name".into(),
-            "pgkeel".into(),
+            self.name.clone(),
             "--data-dir".into(),
             self.dir.join("data").display().to_string(),
             "--listen-client-urls".into(),
-            client.clone(),
+            listen_client,
             "--advertise-client-urls".into(),
             client,
             "--listen-peer-urls".into(),
-            peer.clone(),
+            format!("http://{listen}:{}", self.peer_port),
             "--initial-advertise-peer-urls".into(),
-            peer.clone(),
+            peer,
             "--initial-cluster".into(),
-            format!("pgkeel={peer}"),
+            self.initial_cluster.clone(),
+            "--initial-cluster-token".into(),
+            self.token.clone(),
             "--initial-cluster-state".into(),
             "new".into(),
             "--heartbeat-interval".into(),
@@ -79,17 +134,35 @@ impl LocalEtcd {
     }
 }
 
+/// The member `node`'s host runs, or an error saying it runs none.
+fn member(cluster: &Cluster, node: Option<&str>) -> Result<LocalEtcd, AgentError> {
+    let found = match node {
+        Some(node) => LocalEtcd::of(cluster, node),
+        None => LocalEtcd::first(cluster),
+    };
+    found.ok_or_else(|| {
+        AgentError::Refused(match node {
+            Some(node) if cluster.config.local_etcd_port().is_some() => format!(
+                "node `{node}` runs no etcd member: `etcd.members` names {}",
+                cluster
+                    .config
+                    .etcd_members()
+                    .iter()
+                    .map(|n| n.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "this cluster uses external etcd endpoints; there is no local member to supervise"
+                .into(),
+        })
+    })
+}
+
 /// Runs etcd as a child until SIGTERM, restarting it (after 1 s) when it
 /// exits on its own. This is the body of `pgkeel etcd-supervisor`.
-pub async fn supervise(cluster: &Cluster) -> Result<(), AgentError> {
-    let local = LocalEtcd::of(cluster).ok_or_else(|| {
-        AgentError::Refused(
-            "this cluster uses external etcd endpoints; there is no local member to supervise"
-                .into(),
-        )
-    })?;
-    let owner = cluster.os_user();
-    ensure_dir(&local.dir, owner, 0o700)?;
+pub async fn supervise(cluster: &Cluster, node: Option<&str>) -> Result<(), AgentError> {
+    let local = member(cluster, node)?;
+    ensure_dir(&local.dir, cluster.os_user(), 0o700)?;
     pidfile::write_own(&local.supervisor_pid()).map_err(|e| AgentError::Process {
         action: "write the supervisor PID file".into(),
         detail: e.to_string(),
@@ -98,6 +171,28 @@ pub async fn supervise(cluster: &Cluster) -> Result<(), AgentError> {
         action: "install SIGTERM handler".into(),
         detail: e.to_string(),
     })?;
+    let result = run_member(cluster, &local, async {
+        term.recv().await;
+    })
+    .await;
+    let _ = std::fs::remove_file(local.supervisor_pid());
+    result
+}
+
+/// Runs the member of `node` (or this host's) inside the calling process
+/// until `shutdown` resolves, restarting etcd when it exits on its own:
+/// `pgkeel agent --with-etcd` (one process per container).
+pub async fn run_member<F>(
+    cluster: &Cluster,
+    local: &LocalEtcd,
+    shutdown: F,
+) -> Result<(), AgentError>
+where
+    F: std::future::Future<Output = ()>,
+{
+    let owner = cluster.os_user();
+    ensure_dir(&local.dir, owner, 0o700)?;
+    tokio::pin!(shutdown);
     loop {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -133,10 +228,9 @@ pub async fn supervise(cluster: &Cluster) -> Result<(), AgentError> {
                 tracing_line(&format!("etcd exited ({status:?}); restarting in 1 s"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            _ = term.recv() => {
+            () = &mut shutdown => {
                 pidfile::stop(&local.etcd_pid(), Signal::SIGTERM, Duration::from_secs(5)).await;
                 let _ = child.wait().await;
-                let _ = std::fs::remove_file(local.supervisor_pid());
                 return Ok(());
             }
         }
@@ -149,7 +243,7 @@ pub async fn ensure_running(
     cluster: &Cluster,
     exe: &std::path::Path,
 ) -> Result<Option<u32>, AgentError> {
-    let Some(local) = LocalEtcd::of(cluster) else {
+    let Some(local) = LocalEtcd::first(cluster) else {
         return Ok(None);
     };
     if pidfile::alive_pid(&local.supervisor_pid()).is_none() {
@@ -157,7 +251,7 @@ pub async fn ensure_running(
         let root = cluster.layout.root().display().to_string();
         spawn_detached(
             exe,
-            &["etcd-supervisor", "--dir", &root],
+            &["etcd-supervisor", "--dir", &root, "--node", &local.name],
             &local.dir.join("supervisor.log"),
         )?;
     }
@@ -191,7 +285,7 @@ pub async fn ensure_running(
 
 /// Stops the local etcd (through its supervisor).
 pub async fn stop(cluster: &Cluster) -> bool {
-    match LocalEtcd::of(cluster) {
+    match LocalEtcd::first(cluster) {
         Some(local) => {
             let stopped = pidfile::stop(
                 &local.supervisor_pid(),

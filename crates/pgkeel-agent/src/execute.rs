@@ -286,6 +286,8 @@ impl Context<'_> {
     /// if rewind fails, clone afresh. Ends as a running standby.
     async fn rewind(&self, leader: &str) -> Result<(), AgentError> {
         let source = self.other(leader)?;
+        // The secrets may have changed since the agent started.
+        self.cluster.write_passfiles()?;
         let conn = self.connect_member(source).await?;
         conn.client()
             .batch_execute("CHECKPOINT")
@@ -324,6 +326,7 @@ impl Context<'_> {
     /// Discards this node's data and clones it from `leader`.
     async fn reclone(&self, leader: &str) -> Result<(), AgentError> {
         let source = self.other(leader)?;
+        self.cluster.write_passfiles()?;
         let conn = self.connect_member(source).await?;
         conn.ensure_physical_slot(self.name()).await?;
         if running_pid(&self.data()).is_some() {

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod observe;
 pub mod orchestrate;
 pub mod proxy_daemon;
+pub mod ready;
 pub mod runner;
 pub mod shared;
 

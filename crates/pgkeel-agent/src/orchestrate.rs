@@ -345,7 +345,7 @@ pub struct HaStatus {
 pub async fn enrich_status(cluster: &Cluster, status: &mut ClusterStatus) -> HaStatus {
     let mut ha = HaStatus {
         etcd_endpoints: cluster.config.etcd_endpoints(),
-        etcd_pid: LocalEtcd::of(cluster).and_then(|l| pidfile::alive_pid(&l.etcd_pid())),
+        etcd_pid: LocalEtcd::first(cluster).and_then(|l| pidfile::alive_pid(&l.etcd_pid())),
         ..Default::default()
     };
     if let Ok(dcs) = dcs(cluster).await

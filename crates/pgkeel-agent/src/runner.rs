@@ -25,12 +25,19 @@ struct LoopMemory {
     no_standby_since: Option<Instant>,
     leaderless_since: Option<Instant>,
     last_actions: String,
+    /// The last failed action's error and how many loops in a row failed.
+    error: Option<String>,
+    failures: u32,
 }
 
 /// Runs the agent for `node` until SIGTERM/SIGINT. On a clean stop it
 /// revokes its lease (its member key and, if held, the leader key vanish at
 /// once) and leaves PostgreSQL running.
-pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentError> {
+pub async fn run_agent(
+    cluster: Cluster,
+    node_name: &str,
+    with_etcd: bool,
+) -> Result<(), AgentError> {
     let node = cluster.node(node_name)?.clone();
     let pid_file = cluster.layout.agent_pid_file(node_name);
     cluster.ensure_skeleton(false)?;
@@ -45,6 +52,23 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     let loop_wait = Duration::from_secs_f64(ha.loop_wait);
     let timeout = Duration::from_secs_f64(ha.retry_timeout);
     let shared = Arc::new(Shared::new(node_name, ttl, margin));
+    let etcd_stop = Arc::new(tokio::sync::Notify::new());
+    let etcd_member = if with_etcd {
+        let local = crate::etcd_local::LocalEtcd::of(&cluster, node_name).ok_or_else(|| {
+            AgentError::Refused(format!(
+                "--with-etcd: node `{node_name}` is not one of `etcd.members` (or the cluster uses external etcd endpoints)"
+            ))
+        })?;
+        let (cluster, stop) = (cluster.clone(), etcd_stop.clone());
+        Some(tokio::spawn(async move {
+            let result = crate::etcd_local::run_member(&cluster, &local, stop.notified()).await;
+            if let Err(e) = result {
+                tracing_line(&format!("etcd member: {e}"));
+            }
+        }))
+    } else {
+        None
+    };
     let endpoints = cluster.config.etcd_endpoints();
     let dcs = loop {
         match Dcs::connect(
@@ -71,6 +95,7 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
         api::ApiState::new(shared.clone(), dcs.clone(), cluster.clone(), token),
     );
     spawn_leader_watch(dcs.clone(), shared.clone());
+    spawn_member_watch(dcs.clone(), shared.clone());
     tracing_line(&format!(
         "{node_name}: agent started (pid {})",
         std::process::id()
@@ -120,6 +145,10 @@ pub async fn run_agent(cluster: Cluster, node_name: &str) -> Result<(), AgentErr
     }
     tracing_line(&format!("{node_name}: stopping agent"));
     stop_agent(&dcs, &shared, &pid_file).await;
+    if let Some(member) = etcd_member {
+        etcd_stop.notify_one();
+        let _ = member.await;
+    }
     Ok(())
 }
 
@@ -164,6 +193,32 @@ fn spawn_leader_watch(dcs: Dcs, shared: Arc<Shared>) {
     });
 }
 
+/// Wakes the leader's loop when a member starts, stops, or starts or stops
+/// streaming: the synchronous standbys and slots follow at once instead of
+/// at the next `loop_wait` (a replica that just streams is named a
+/// synchronous standby about a second sooner).
+fn spawn_member_watch(dcs: Dcs, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut seen: std::collections::BTreeMap<String, (String, bool, bool)> =
+            std::collections::BTreeMap::new();
+        loop {
+            if let Ok(mut events) = dcs.watch_members().await {
+                while let Some((name, state)) = events.recv().await {
+                    let now = state.map(|s| (s.role, s.running, s.streaming));
+                    let changed = match &now {
+                        Some(v) => seen.insert(name, v.clone()).as_ref() != Some(v),
+                        None => seen.remove(&name).is_some(),
+                    };
+                    if changed && shared.leader() {
+                        shared.wake.notify_one();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
 async fn iteration(
     cluster: &Cluster,
     node: &NodeConfig,
@@ -173,7 +228,9 @@ async fn iteration(
     timeout: Duration,
 ) {
     let me = node.name.as_str();
-    let obs = observe(cluster, node).await;
+    let mut obs = observe(cluster, node).await;
+    obs.member.error = memory.error.clone();
+    obs.member.failures = memory.failures;
     let view = dcs.view().await;
     let lease = shared.valid_lease();
     let dcs_ok = view.is_ok() && lease.is_some();
@@ -245,10 +302,22 @@ async fn iteration(
         view: &view,
         obs: &obs,
     };
+    let mut failed = None;
     for action in &actions {
         if let Err(e) = ctx.run(action).await {
             tracing_line(&format!("{me}: {action:?} failed: {e}"));
+            failed = Some(format!("{action:?} failed: {e}"));
             break;
+        }
+    }
+    match failed {
+        Some(e) => {
+            memory.failures += 1;
+            memory.error = Some(e);
+        }
+        None => {
+            memory.failures = 0;
+            memory.error = None;
         }
     }
     // Something changed PostgreSQL: publish the new state at once, so no
@@ -266,11 +335,13 @@ async fn iteration(
                 | Action::Reclone { .. }
         )
     });
-    let obs = if changed {
+    let mut obs = if changed {
         observe(cluster, node).await
     } else {
         obs
     };
+    obs.member.error = memory.error.clone();
+    obs.member.failures = memory.failures;
     if changed && let Some(lease) = shared.valid_lease() {
         let _ = dcs.put_member(&obs.member, lease).await;
     }

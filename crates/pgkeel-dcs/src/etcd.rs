@@ -440,6 +440,42 @@ impl Dcs {
         Ok((resp.ttl() > 0).then_some(resp.ttl()))
     }
 
+    /// Watches the member keys: each change is sent as the member's name
+    /// and its new state (`None`: the key vanished) until the receiver is
+    /// dropped or the watch breaks (then the channel closes).
+    pub async fn watch_members(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<(String, Option<MemberState>)>, DcsError> {
+        let mut client = self.client.clone();
+        let prefix = self.key("members/");
+        let mut stream = self
+            .bounded(
+                "watch",
+                client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix())),
+            )
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).to_string();
+                    let Some(name) = key.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    let state = match event.event_type() {
+                        EventType::Delete => None,
+                        EventType::Put => serde_json::from_slice(kv.value()).ok(),
+                    };
+                    if tx.send((name.to_string(), state)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// Watches the leader key: every change is sent on the returned
     /// channel until it is dropped or the watch breaks (then the channel
     /// closes and the caller re-watches).

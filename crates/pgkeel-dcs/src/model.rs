@@ -39,6 +39,17 @@ pub struct MemberState {
     pub agent_pid: u32,
     /// Postmaster PID.
     pub pg_pid: Option<u32>,
+    /// Why the agent's last action failed, while it keeps failing (a clone
+    /// refused, a start that crashes): what `pgkeel up` and `status` show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many loops in a row the action failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl MemberState {

@@ -36,14 +36,37 @@ pub struct Target {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write an annotated pgkeel.toml listing every setting with its default.
+    /// Write an annotated pgkeel.toml listing every setting with its default;
+    /// with --node, a multi-host cluster's config and its secrets.
+    ///
+    /// `pgkeel init --node pg1=10.0.0.11 --node pg2=10.0.0.12 --node
+    /// pg3=10.0.0.13` writes pgkeel.toml (the nodes, one etcd member per
+    /// host unless --etcd-endpoints names an existing etcd) and a secrets/
+    /// directory beside it (0700, files 0600: passwords and the API
+    /// token). Copy both to every host, then run `pgkeel agent --config
+    /// pgkeel.toml --node NAME` on each.
     Init {
         /// Where to write it.
         #[arg(long, short = 'o', default_value = "pgkeel.toml")]
         output: PathBuf,
-        /// Overwrite an existing file.
+        /// Overwrite an existing file (existing secrets are kept).
         #[arg(long)]
         force: bool,
+        /// A node of a multi-host cluster: NAME=HOST or NAME=HOST:PORT
+        /// (PostgreSQL port, default 5432). Repeat per node; the first is
+        /// preferred as the bootstrap primary only by chance: any may win.
+        #[arg(long = "node", value_name = "NAME=HOST[:PORT]")]
+        nodes: Vec<String>,
+        /// Use an existing etcd (comma-separated client URLs) instead of
+        /// one member per node host.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+        etcd_endpoints: Vec<String>,
+        /// Cluster name (PostgreSQL's cluster_name, etcd namespace).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Data root on every host (default /var/lib/pgkeel).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Create the cluster (or start a stopped one) and wait until every
     /// replica streams.
@@ -112,23 +135,37 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
         interval: f64,
     },
-    /// Run the HA agent of one node (normally started by `pgkeel up`).
+    /// Run the HA agent of one node (started by `pgkeel up`; on each host
+    /// of a multi-host cluster, run it yourself).
     ///
-    /// Supervises the node's PostgreSQL, publishes its state in etcd, holds
-    /// or contends for the leader lease, fails over, fences, rejoins, and
-    /// serves the REST health API on the node's `api_port`.
+    /// On a host with an empty data directory the agent bootstraps its
+    /// node: the first agent to claim the cluster in etcd runs initdb, the
+    /// others wait and clone from the leader. Then it supervises the node's
+    /// PostgreSQL, publishes its state in etcd, holds or contends for the
+    /// leader lease, fails over, fences, rejoins, and serves the REST
+    /// health API on the node's `api_port`. Data of another cluster is
+    /// refused, and nothing is touched.
     Agent {
         #[command(flatten)]
         target: Target,
-        /// The node this agent runs for.
+        /// The node this agent runs for (a `[[nodes]]` name).
         #[arg(long, value_name = "NAME")]
         node: String,
+        /// Also run this host's etcd member (when the node is one of
+        /// `etcd.members`) in the agent's process: one process per host,
+        /// as in a container.
+        #[arg(long)]
+        with_etcd: bool,
     },
-    /// Run and supervise the cluster's local etcd member (started by `pgkeel up`).
+    /// Run and supervise this host's etcd member (started by `pgkeel up`;
+    /// a systemd unit on multi-host clusters).
     #[command(hide = true)]
     EtcdSupervisor {
         #[command(flatten)]
         target: Target,
+        /// The node whose host runs the member (default: the first member).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
     },
     /// Planned change of primary with no data loss: the primary stops
     /// cleanly once the target has caught up, the target is promoted.

@@ -4,6 +4,7 @@
 mod say;
 mod cli;
 mod cmd_ha;
+mod cmd_init;
 mod cmd_proxy;
 mod output;
 mod progress;
@@ -44,7 +45,27 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { output, force } => init(&output, force),
+        Command::Init {
+            output,
+            force,
+            nodes,
+            etcd_endpoints,
+            name,
+            data_dir,
+        } => {
+            if nodes.is_empty() {
+                init(&output, force)
+            } else {
+                cmd_init::init_multi_host(&cmd_init::InitRequest {
+                    output,
+                    force,
+                    nodes,
+                    etcd_endpoints,
+                    name,
+                    data_dir,
+                })
+            }
+        }
         Command::Up {
             target,
             replicas,
@@ -81,13 +102,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             cmd_up(&target, flags, json, !no_ha).await
         }
-        Command::Agent { target, node } => {
-            let cluster = open(&target)?;
-            Ok(pgkeel_agent::run_agent(cluster, &node).await?)
+        Command::Agent {
+            target,
+            node,
+            with_etcd,
+        } => {
+            let cluster = open_for_host(&target)?;
+            Ok(pgkeel_agent::run_agent(cluster, &node, with_etcd).await?)
         }
-        Command::EtcdSupervisor { target } => {
-            let cluster = open(&target)?;
-            Ok(pgkeel_agent::etcd_local::supervise(&cluster).await?)
+        Command::EtcdSupervisor { target, node } => {
+            let cluster = open_for_host(&target)?;
+            Ok(pgkeel_agent::etcd_local::supervise(&cluster, node.as_deref()).await?)
         }
         Command::Switchover { target, to } => cmd_ha::switchover(&open(&target)?, to).await,
         Command::Failover { target, to } => cmd_ha::failover(&open(&target)?, &to).await,
@@ -203,24 +228,7 @@ async fn warn_silent_apis(cluster: &Cluster) {
 }
 
 async fn wait_for_leader_replication(cluster: &Cluster) -> Result<()> {
-    let dcs = orchestrate::dcs(cluster).await?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let attempt = async {
-            let leader = dcs.view().await?.leader.context("no leader yet")?;
-            let node = cluster.node(&leader)?;
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            cluster.wait_replication(node, left).await?;
-            Ok::<_, anyhow::Error>(())
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(e) if std::time::Instant::now() >= deadline => {
-                return Err(e.context("the cluster did not become ready within 90 s; `pgkeel status` and nodes/<name>/agent.log tell why"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    Ok(pgkeel_agent::ready::wait_ready(cluster, Duration::from_secs(90)).await?)
 }
 
 fn init(output: &Path, force: bool) -> Result<()> {
@@ -297,6 +305,35 @@ fn open(target: &Target) -> Result<Cluster> {
     Ok(Cluster::open(&config.cluster.data_dir)?)
 }
 
+/// The cluster as one host's agent or etcd member sees it: with a config
+/// file (multi-host), that file, whose data root on this host may not
+/// exist yet; without one, the cluster stored in the data root (`pgkeel
+/// up` starts agents that way).
+fn open_for_host(target: &Target) -> Result<Cluster> {
+    let (sources, _) = sources(target, vec![])?;
+    if sources.file.is_none() {
+        return open(target);
+    }
+    let mut config = load(&sources)?;
+    resolve_secrets_dir(&mut config, target);
+    Ok(Cluster::prepare(config)?)
+}
+
+/// A relative `cluster.secrets_dir` is relative to the config file's
+/// directory: the config and its secrets are copied together.
+fn resolve_secrets_dir(config: &mut pgkeel_core::Config, target: &Target) {
+    let file = target
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from("pgkeel.toml")).filter(|p| p.is_file()));
+    if let (Some(dir), Some(file)) = (&config.cluster.secrets_dir, file)
+        && dir.is_relative()
+    {
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.cluster.secrets_dir = Some(base.join(dir));
+    }
+}
+
 /// PostgreSQL status plus, for an HA cluster, leader and agents.
 async fn full_status(cluster: &Cluster) -> ClusterStatus {
     let mut status = cluster.status().await;
@@ -304,6 +341,20 @@ async fn full_status(cluster: &Cluster) -> ClusterStatus {
         orchestrate::enrich_status(cluster, &mut status).await;
     }
     status
+}
+
+/// The nodes whose PostgreSQL does not run on this host, each with whether
+/// it has complete data (else its agent clones it).
+fn stopped_nodes(cluster: &Cluster) -> Vec<(String, bool)> {
+    use pgkeel_pg::pgctl::{is_data_dir, running_pid};
+    cluster
+        .nodes()
+        .iter()
+        .map(|n| cluster.layout.data_dir(n.name.as_str()))
+        .zip(cluster.nodes())
+        .filter(|(data, _)| running_pid(data).is_none())
+        .map(|(data, n)| (n.name.to_string(), is_data_dir(&data)))
+        .collect()
 }
 
 /// A cluster is HA when it has agents or an etcd to talk to.
@@ -379,8 +430,16 @@ async fn cmd_up(
         // starts first and must lead before the others start.
         let first = current_primary(&cluster).ok().map(|n| n.name.to_string());
         let first = if agents_running { None } else { first };
-        let actions = orchestrate::start_ha(&cluster, &exe, first.as_deref()).await?;
+        let stopped = stopped_nodes(&cluster);
+        let mut actions = orchestrate::start_ha(&cluster, &exe, first.as_deref()).await?;
         wait_for_leader_replication(&cluster).await?;
+        actions.extend(stopped.into_iter().map(|(name, had_data)| {
+            if had_data {
+                format!("started {name}")
+            } else {
+                format!("cloned {name}")
+            }
+        }));
         warn_silent_apis(&cluster).await;
         if !exists {
             UpOutcome::Created

@@ -265,17 +265,19 @@ async fn interrupted_and_failed_clones_never_look_healthy() -> TestResult {
     std::fs::create_dir_all(node.join("data.partial/base"))?;
     std::fs::write(node.join("data.partial/PG_VERSION"), "15\n")?;
 
-    // Make the next clone fail: the replication password no longer matches.
-    let passfile = c.root.join("secrets/replication.pgpass");
-    let good = std::fs::read_to_string(&passfile)?;
-    std::fs::write(&passfile, "*:*:*:replicator:wrong\n")?;
+    // Make the next clone fail: the replication password no longer matches
+    // the role's (the agent's clone reads it from the secrets).
+    let secret = c.root.join("secrets/replication.password");
+    let good = std::fs::read_to_string(&secret)?;
+    std::fs::write(&secret, "wrong")?;
     let out = c.run("up", &[]);
     assert_fails_with(
         &out,
         &[
-            "replica1",
+            "node `replica1` cannot be brought up",
             "pg_basebackup",
             "password authentication failed",
+            "agent.log",
         ],
     );
     assert!(
@@ -291,8 +293,8 @@ async fn interrupted_and_failed_clones_never_look_healthy() -> TestResult {
         "a failed clone must not look like a replica: {status}"
     );
 
-    // Fixed: `up` resumes and re-clones.
-    std::fs::write(&passfile, good)?;
+    // Fixed: the agent, still retrying, clones; `up` waits for it.
+    std::fs::write(&secret, good)?;
     let out = c.run("up", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

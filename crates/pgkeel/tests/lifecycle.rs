@@ -93,15 +93,14 @@ async fn lifecycle_and_access() -> TestResult {
     // Secrets are private.
     use std::os::unix::fs::PermissionsExt;
     for f in [
-        "superuser.password",
-        "replication.password",
-        "app.password",
-        "replication.pgpass",
+        "secrets/superuser.password",
+        "secrets/replication.password",
+        "secrets/app.password",
+        "secrets/api.token",
+        "auth/replication.pgpass",
+        "auth/superuser.pgpass",
     ] {
-        let mode = std::fs::metadata(c.root.join("secrets").join(f))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(c.root.join(f))?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
 

@@ -6,6 +6,7 @@
 mod error;
 mod layers;
 mod model;
+pub mod multi_host;
 mod proxy;
 mod template;
 mod validate;
@@ -14,7 +15,7 @@ pub use error::ConfigError;
 pub use layers::{ConfigSources, load, parse};
 pub use model::{
     AccessSection, ClusterSection, Config, EtcdSection, HaSection, NodeConfig, ParamValue,
-    ReplicationSection, RolesSection, TuningSection,
+    ReplicationSection, RolesSection, TuningSection, url_host,
 };
 pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice, TlsMode};
 pub use template::annotated_default;

@@ -216,11 +216,18 @@ impl Default for HaSection {
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdSection {
     /// Client URLs of an existing etcd cluster (`http://10.0.0.5:2379`).
-    /// Empty: pgkeel runs one local etcd member itself.
+    /// Empty: pgkeel runs the etcd members itself (see `members`).
     pub endpoints: Vec<String>,
-    /// Client port of the local member (default: first node's port + 3000).
+    /// Nodes whose hosts each run one etcd member that pgkeel supervises
+    /// (3 or 5 for a real quorum). Empty: the first node's host only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<NodeName>,
+    /// Client port of the members (default: first node's port + 3000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_port: Option<u16>,
+    /// Peer port of the members (default: `client_port + 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
     /// Key prefix; the cluster's keys live under `<namespace>/<cluster.name>/`.
     pub namespace: String,
 }
@@ -229,7 +236,9 @@ impl Default for EtcdSection {
     fn default() -> Self {
         EtcdSection {
             endpoints: vec![],
+            members: vec![],
             client_port: None,
+            peer_port: None,
             namespace: "/pgkeel".into(),
         }
     }
@@ -257,6 +266,15 @@ impl NodeConfig {
     /// The agent's REST port.
     pub fn api_port(&self) -> u16 {
         self.api_port.unwrap_or(self.port.saturating_add(2000))
+    }
+}
+
+/// A host as written in a URL (IPv6 literals in brackets).
+pub fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
     }
 }
 
@@ -309,7 +327,7 @@ impl Config {
         self.nodes.first()
     }
 
-    /// The local etcd member's client port, when pgkeel runs etcd itself.
+    /// The etcd members' client port, when pgkeel runs etcd itself.
     pub fn local_etcd_port(&self) -> Option<u16> {
         if !self.etcd.endpoints.is_empty() {
             return None;
@@ -318,10 +336,36 @@ impl Config {
         Some(self.etcd.client_port.unwrap_or(first.saturating_add(3000)))
     }
 
-    /// etcd client URLs the agents use.
+    /// The etcd members' peer port, when pgkeel runs etcd itself.
+    pub fn etcd_peer_port(&self) -> Option<u16> {
+        let client = self.local_etcd_port()?;
+        Some(self.etcd.peer_port.unwrap_or(client.saturating_add(1)))
+    }
+
+    /// The nodes whose hosts run an etcd member pgkeel supervises, in
+    /// configuration order (none with external endpoints).
+    pub fn etcd_members(&self) -> Vec<&NodeConfig> {
+        if !self.etcd.endpoints.is_empty() {
+            return vec![];
+        }
+        if self.etcd.members.is_empty() {
+            return self.nodes.first().into_iter().collect();
+        }
+        self.nodes
+            .iter()
+            .filter(|n| self.etcd.members.contains(&n.name))
+            .collect()
+    }
+
+    /// etcd client URLs the agents, the proxy and the CLI use: every
+    /// member, so any one may fail.
     pub fn etcd_endpoints(&self) -> Vec<String> {
         match self.local_etcd_port() {
-            Some(port) => vec![format!("http://127.0.0.1:{port}")],
+            Some(port) => self
+                .etcd_members()
+                .iter()
+                .map(|n| format!("http://{}:{port}", url_host(&n.host)))
+                .collect(),
             None => self.etcd.endpoints.clone(),
         }
     }

@@ -268,10 +268,40 @@ fn check_ha(cfg: &Config) -> Result<(), ConfigError> {
         )));
     }
     check_ports(cfg)?;
+    check_etcd_members(cfg)?;
     for url in &cfg.etcd.endpoints {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::invalid(format!(
                 "`etcd.endpoints` entry `{url}` is not a URL: write it like \"http://10.0.0.5:2379\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `etcd.members` names configured nodes, one per host, and only when
+/// pgkeel runs etcd itself.
+fn check_etcd_members(cfg: &Config) -> Result<(), ConfigError> {
+    let members = &cfg.etcd.members;
+    if members.is_empty() {
+        return Ok(());
+    }
+    if !cfg.etcd.endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            "`etcd.members` and `etcd.endpoints` are both set: pgkeel either runs the etcd members itself (members) or uses an existing etcd (endpoints); remove one",
+        ));
+    }
+    let mut hosts: HashMap<&str, &str> = HashMap::new();
+    for name in members {
+        let Some(node) = cfg.node(name.as_str()) else {
+            return Err(ConfigError::invalid(format!(
+                "`etcd.members` names `{name}`, which is not a node: list names from [[nodes]]"
+            )));
+        };
+        if let Some(other) = hosts.insert(node.host.as_str(), name.as_str()) {
+            return Err(ConfigError::invalid(format!(
+                "`etcd.members` names `{other}` and `{name}`, both on host {}: run one etcd member per host (members on one host fail together)",
+                node.host
             )));
         }
     }
@@ -298,7 +328,9 @@ fn check_ports(cfg: &Config) -> Result<(), ConfigError> {
     }
     if let Some(port) = cfg.local_etcd_port() {
         claim(port, "the local etcd".into())?;
-        claim(port.saturating_add(1), "the local etcd's peer port".into())?;
+        if let Some(peer) = cfg.etcd_peer_port() {
+            claim(peer, "the local etcd's peer port".into())?;
+        }
     }
     if cfg.proxy.enabled {
         let first = cfg
