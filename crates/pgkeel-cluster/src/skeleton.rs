@@ -116,6 +116,10 @@ impl Cluster {
     pub fn ensure_skeleton(&self, generate: bool) -> Result<(), ClusterError> {
         let layout = &self.layout;
         let owner = self.os_user();
+        if !generate || !layout.secrets_inside_root() {
+            // Before anything is created: bad secrets leave no trace.
+            check_secrets(&layout.secrets_dir())?;
+        }
         ensure_dir(layout.root(), owner, 0o700)?;
         match Cluster::stored_config(layout.root())? {
             Some(stored) if stored.cluster.name != self.config.cluster.name => {
@@ -146,8 +150,6 @@ impl Cluster {
         }
         if generate && layout.secrets_inside_root() {
             generate_secrets(&layout.secrets_dir(), owner, &self.config.ha.api_token)?;
-        } else {
-            check_secrets(&layout.secrets_dir())?;
         }
         self.write_passfiles()
     }
