@@ -306,9 +306,9 @@ fn sources(
 /// A cluster as a command sees it from this host.
 enum Opened {
     /// Every node's data directory is on this host (`pgkeel up`).
-    Local(Box<Cluster>),
+    Local(Cluster),
     /// Some or all nodes live elsewhere: etcd and the agents' APIs.
-    Remote(RemoteCluster),
+    Remote(Box<RemoteCluster>),
 }
 
 impl Opened {
@@ -316,7 +316,7 @@ impl Opened {
     fn remote(&self) -> RemoteCluster {
         match self {
             Opened::Local(c) => RemoteCluster::of(c),
-            Opened::Remote(r) => r.clone(),
+            Opened::Remote(r) => (**r).clone(),
         }
     }
 
@@ -363,16 +363,16 @@ fn open_any(target: &Target) -> Result<Opened> {
             .iter()
             .all(|n| layout.node_dir(n.name.as_str()).is_dir())
         {
-            return Ok(Opened::Local(Box::new(Cluster::open(&root)?)));
+            return Ok(Opened::Local(Cluster::open(&root)?));
         }
         if config_file(target).is_none() {
-            return Ok(Opened::Remote(RemoteCluster::new(stored)?));
+            return Ok(Opened::Remote(Box::new(RemoteCluster::new(stored)?)));
         }
     }
     if config_file(target).is_none() {
         return Err(ClusterError::NoCluster { dir: root }.into());
     }
-    Ok(Opened::Remote(RemoteCluster::new(config)?))
+    Ok(Opened::Remote(Box::new(RemoteCluster::new(config)?)))
 }
 
 /// Opens the existing cluster the target points at.
