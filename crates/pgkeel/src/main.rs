@@ -306,7 +306,7 @@ fn sources(
 /// A cluster as a command sees it from this host.
 enum Opened {
     /// Every node's data directory is on this host (`pgkeel up`).
-    Local(Cluster),
+    Local(Box<Cluster>),
     /// Some or all nodes live elsewhere: etcd and the agents' APIs.
     Remote(Box<RemoteCluster>),
 }
@@ -363,7 +363,7 @@ fn open_any(target: &Target) -> Result<Opened> {
             .iter()
             .all(|n| layout.node_dir(n.name.as_str()).is_dir())
         {
-            return Ok(Opened::Local(Cluster::open(&root)?));
+            return Ok(Opened::Local(Box::new(Cluster::open(&root)?)));
         }
         if config_file(target).is_none() {
             return Ok(Opened::Remote(Box::new(RemoteCluster::new(stored)?)));
