@@ -37,6 +37,10 @@ pub struct LocalEtcd {
     /// `--initial-cluster-token`: the cluster's name, so members of two
     /// clusters never join each other.
     pub token: String,
+    /// TLS on client and peer connections, with the certificates copied
+    /// from the secrets into `<dir>/tls` (etcd runs as the OS user, and
+    /// the secrets may be root's).
+    pub tls: bool,
 }
 
 impl LocalEtcd {
@@ -47,9 +51,10 @@ impl LocalEtcd {
         let peer_port = c.etcd_peer_port()?;
         let members = c.etcd_members();
         let me = members.iter().find(|n| n.name.as_str() == node)?;
+        let scheme = c.etcd_scheme();
         let initial_cluster = members
             .iter()
-            .map(|n| format!("{}=http://{}:{peer_port}", n.name, url_host(&n.host)))
+            .map(|n| format!("{}={scheme}://{}:{peer_port}", n.name, url_host(&n.host)))
             .collect::<Vec<_>>()
             .join(",");
         Some(LocalEtcd {
@@ -60,6 +65,7 @@ impl LocalEtcd {
             peer_port,
             initial_cluster,
             token: c.cluster.name.clone(),
+            tls: c.etcd.tls,
         })
     }
 
@@ -85,9 +91,23 @@ impl LocalEtcd {
         self.dir.join("etcd.log")
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
     /// Its client URL.
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", url_host(&self.host), self.client_port)
+        format!(
+            "{}://{}:{}",
+            self.scheme(),
+            url_host(&self.host),
+            self.client_port
+        )
+    }
+
+    /// Where its copies of the CA, certificate and key live.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
     }
 
     fn args(&self) -> Vec<String> {
@@ -98,14 +118,15 @@ impl LocalEtcd {
             Err(_) => "0.0.0.0".into(),
         };
         let client = self.client_url();
-        let mut listen_client = format!("http://{listen}:{}", self.client_port);
-        let loopback = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = self.scheme();
+        let mut listen_client = format!("{scheme}://{listen}:{}", self.client_port);
+        let loopback = format!("{scheme}://127.0.0.1:{}", self.client_port);
         if !matches!(listen.as_str(), "127.0.0.1" | "0.0.0.0") {
             // Local tools reach the member on loopback too.
             listen_client = format!("{listen_client},{loopback}");
         }
-        let peer = format!("http://{}:{}", url_host(&self.host), self.peer_port);
-        vec![
+        let peer = format!("{scheme}://{}:{}", url_host(&self.host), self.peer_port);
+        let mut args = vec![
             "--name".into(),
             self.name.clone(),
             "--data-dir".into(),
@@ -115,7 +136,7 @@ impl LocalEtcd {
             "--advertise-client-urls".into(),
             client,
             "--listen-peer-urls".into(),
-            format!("http://{listen}:{}", self.peer_port),
+            format!("{scheme}://{listen}:{}", self.peer_port),
             "--initial-advertise-peer-urls".into(),
             peer,
             "--initial-cluster".into(),
@@ -130,7 +151,26 @@ impl LocalEtcd {
             "1000".into(),
             "--log-level".into(),
             "warn".into(),
-        ]
+        ];
+        if self.tls {
+            let file = |name: &str| self.tls_dir().join(name).display().to_string();
+            for (flag, name) in [
+                ("--cert-file", "server.crt"),
+                ("--key-file", "server.key"),
+                ("--trusted-ca-file", "ca.crt"),
+                ("--peer-cert-file", "server.crt"),
+                ("--peer-key-file", "server.key"),
+                ("--peer-trusted-ca-file", "ca.crt"),
+            ] {
+                args.push(flag.into());
+                args.push(file(name));
+            }
+            // Only holders of a certificate from this cluster's CA may
+            // talk to it at all, clients and peers alike.
+            args.push("--client-cert-auth".into());
+            args.push("--peer-client-cert-auth".into());
+        }
+        args
     }
 }
 
@@ -192,6 +232,10 @@ where
 {
     let owner = cluster.os_user();
     ensure_dir(&local.dir, owner, 0o700)?;
+    if local.tls {
+        copy_tls(cluster, local)?;
+    }
+    stop_orphan(local).await;
     tokio::pin!(shutdown);
     loop {
         let log = std::fs::OpenOptions::new()
@@ -234,6 +278,48 @@ where
                 return Ok(());
             }
         }
+    }
+}
+
+/// Copies the CA and the members' certificate and key from the secrets
+/// into the member's directory, owned by the OS user that runs etcd.
+fn copy_tls(cluster: &Cluster, local: &LocalEtcd) -> Result<(), AgentError> {
+    use pgkeel_cluster::etcd_pki::files;
+    let owner = cluster.os_user();
+    ensure_dir(&local.tls_dir(), owner, 0o700)?;
+    for (from, to) in [
+        (files::CA_CERT, "ca.crt"),
+        (files::SERVER_CERT, "server.crt"),
+        (files::SERVER_KEY, "server.key"),
+    ] {
+        let source = cluster.layout.secrets_dir().join(from);
+        let text = std::fs::read_to_string(&source).map_err(|e| AgentError::Process {
+            action: format!("read {}", source.display()),
+            detail: format!("{e}; `pgkeel init --node ...` writes it"),
+        })?;
+        pgkeel_pg::fsutil::write_owned(&local.tls_dir().join(to), &text, owner, 0o600)?;
+    }
+    Ok(())
+}
+
+/// Stops an etcd of this member that outlived the process that ran it (an
+/// agent killed outright cannot stop its child): it holds the ports and
+/// the data directory. Only a process whose command line names this
+/// member's data directory is touched, so a reused PID is never hit.
+async fn stop_orphan(local: &LocalEtcd) {
+    let Some(pid) = pidfile::alive_pid(&local.etcd_pid()) else {
+        return;
+    };
+    let data = local.dir.join("data").display().to_string();
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).contains(&data))
+        .unwrap_or(false);
+    if ours {
+        tracing_line(&format!(
+            "etcd member {} still runs from an earlier start (pid {pid}): stopping it",
+            local.name
+        ));
+        pidfile::stop(&local.etcd_pid(), Signal::SIGTERM, Duration::from_secs(5)).await;
     }
 }
 

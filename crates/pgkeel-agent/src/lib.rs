@@ -10,6 +10,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod error;
+pub mod etcd_access;
 pub mod etcd_local;
 pub mod execute;
 pub mod http;

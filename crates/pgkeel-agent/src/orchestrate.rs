@@ -20,17 +20,23 @@ pub const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects to the cluster's etcd.
 pub async fn dcs(cluster: &Cluster) -> Result<Dcs, AgentError> {
-    dcs_for(&cluster.config).await
+    dcs_for(&cluster.config, &cluster.layout).await
 }
 
-/// Connects to the etcd of the cluster `c` configures.
-pub async fn dcs_for(c: &pgkeel_core::Config) -> Result<Dcs, AgentError> {
+/// Connects to the etcd of the cluster `c` configures, with the TLS
+/// material and credentials from its secrets.
+pub async fn dcs_for(
+    c: &pgkeel_core::Config,
+    layout: &pgkeel_cluster::Layout,
+) -> Result<Dcs, AgentError> {
     let timeout = Duration::from_secs_f64(c.ha.retry_timeout.max(0.5));
-    Ok(Dcs::connect(
+    let access = crate::etcd_access::etcd_access(c, layout)?;
+    Ok(Dcs::connect_with(
         &c.etcd_endpoints(),
         &c.etcd.namespace,
         &c.cluster.name,
         timeout,
+        &access,
     )
     .await?)
 }

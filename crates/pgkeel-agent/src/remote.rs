@@ -73,7 +73,7 @@ impl RemoteCluster {
 
     /// etcd, through every endpoint.
     pub async fn dcs(&self) -> Result<Dcs, AgentError> {
-        dcs_for(&self.config).await
+        dcs_for(&self.config, &self.layout).await
     }
 
     /// Every node as its agent reports it (`GET /status`), assembled like

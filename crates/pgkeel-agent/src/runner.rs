@@ -70,12 +70,14 @@ pub async fn run_agent(
         None
     };
     let endpoints = cluster.config.etcd_endpoints();
+    let access = crate::etcd_access::etcd_access(&cluster.config, &cluster.layout)?;
     let dcs = loop {
-        match Dcs::connect(
+        match Dcs::connect_with(
             &endpoints,
             &cluster.config.etcd.namespace,
             &cluster.config.cluster.name,
             timeout,
+            &access,
         )
         .await
         {
@@ -86,6 +88,27 @@ pub async fn run_agent(
             }
         }
     };
+    if let Some((user, password)) = &access.user {
+        // Before any lease or key: an etcd that refuses the secrets stops
+        // the agent here, with nothing of PostgreSQL created.
+        let root = crate::etcd_access::root_password(&cluster.layout)?;
+        loop {
+            match dcs
+                .ensure_auth(user, password, &root, &cluster.config.etcd.namespace)
+                .await
+            {
+                Ok(()) => break,
+                Err(e @ pgkeel_dcs::DcsError::Refused { .. }) => {
+                    stop_agent(&dcs, &shared, &pid_file).await;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing_line(&format!("{node_name}: etcd authentication: {e}; retrying"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
     lease::spawn_keeper(dcs.clone(), shared.clone());
     let token = read_password(&cluster.layout.api_token_file()).unwrap_or_default();
     lease::spawn_fencing_watchdog(cluster.clone(), shared.clone(), token.clone());

@@ -7,6 +7,7 @@
 pub mod compare;
 pub mod context;
 pub mod error;
+pub mod etcd_pki;
 pub mod initdb;
 pub mod layout;
 pub mod pidfile;

@@ -11,10 +11,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use pgkeel_core::Config;
 use pgkeel_pg::OsUser;
 use pgkeel_pg::fsutil::{ensure_dir, write_owned};
 use pgkeel_pg::secrets::{generate_password, pgpass_line, read_password};
 
+use crate::etcd_pki::{EtcdPki, files};
 use crate::layout::Secret;
 use crate::{Cluster, ClusterError};
 
@@ -48,9 +50,62 @@ pub fn generate_secrets(dir: &Path, owner: &OsUser, api_token: &str) -> Result<(
     Ok(())
 }
 
-/// Why a secrets directory cannot be used, if it cannot: a file missing or
-/// empty, or anything readable by other users.
-pub fn check_secrets(dir: &Path) -> Result<(), ClusterError> {
+/// The secret files a cluster with `config` needs: the passwords and the
+/// API token, and with etcd TLS or authentication their certificates and
+/// passwords.
+pub fn required_secrets(config: &Config) -> Vec<&'static str> {
+    let mut names = SECRET_FILES.to_vec();
+    if config.etcd.tls {
+        names.extend([
+            files::CA_CERT,
+            files::SERVER_CERT,
+            files::SERVER_KEY,
+            files::CLIENT_CERT,
+            files::CLIENT_KEY,
+        ]);
+    }
+    if !config.etcd.user.is_empty() {
+        names.extend([files::PASSWORD, files::ROOT_PASSWORD]);
+    }
+    names
+}
+
+/// Writes the etcd PKI (if given) and the etcd passwords (if `user`) into
+/// `dir`, keeping files that exist.
+pub fn generate_etcd_secrets(
+    dir: &Path,
+    owner: &OsUser,
+    pki: Option<&EtcdPki>,
+    user: bool,
+) -> Result<(), ClusterError> {
+    let mut wanted: Vec<(&str, String)> = vec![];
+    if let Some(pki) = pki {
+        wanted.extend([
+            (files::CA_CERT, pki.ca_cert.clone()),
+            (files::CA_KEY, pki.ca_key.clone()),
+            (files::SERVER_CERT, pki.server_cert.clone()),
+            (files::SERVER_KEY, pki.server_key.clone()),
+            (files::CLIENT_CERT, pki.client_cert.clone()),
+            (files::CLIENT_KEY, pki.client_key.clone()),
+        ]);
+    }
+    if user {
+        wanted.push((files::PASSWORD, generate_password(PASSWORD_LEN)?));
+        wanted.push((files::ROOT_PASSWORD, generate_password(PASSWORD_LEN)?));
+    }
+    for (name, value) in wanted {
+        let path = dir.join(name);
+        if !path.exists() {
+            write_owned(&path, &value, owner, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+/// Why a secrets directory cannot be used, if it cannot: one of `names`
+/// missing or empty, anything readable by other users, or a directory
+/// others may write to.
+pub fn check_secrets(dir: &Path, names: &[&str]) -> Result<(), ClusterError> {
     let init_hint = "run `pgkeel init --node NAME=ADDRESS ...` to write the config and its secrets/, then copy both to every host";
     let meta = std::fs::metadata(dir).map_err(|e| ClusterError::Secret {
         path: dir.to_path_buf(),
@@ -77,7 +132,7 @@ pub fn check_secrets(dir: &Path) -> Result<(), ClusterError> {
             fix: format!("`chmod 700 {}`", dir.display()),
         });
     }
-    for name in SECRET_FILES {
+    for name in names {
         let path = dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| ClusterError::Secret {
             path: path.clone(),
@@ -130,7 +185,7 @@ impl Cluster {
         let owner = self.os_user();
         if !generate || !layout.secrets_inside_root() {
             // Before anything is created: bad secrets leave no trace.
-            check_secrets(&layout.secrets_dir())?;
+            check_secrets(&layout.secrets_dir(), &required_secrets(&self.config))?;
         }
         ensure_dir(layout.root(), owner, 0o700)?;
         match Cluster::stored_config(layout.root())? {
@@ -227,7 +282,7 @@ mod tests {
     #[test]
     fn generated_secrets_pass_the_check() -> Result<(), ClusterError> {
         let (_tmp, dir) = fixture()?;
-        check_secrets(&dir)
+        check_secrets(&dir, &SECRET_FILES)
     }
 
     #[test]
@@ -235,7 +290,9 @@ mod tests {
         let (_tmp, dir) = fixture()?;
         std::fs::remove_file(dir.join("app.password"))
             .map_err(|e| ClusterError::io("remove", &dir, e))?;
-        let e = check_secrets(&dir).expect_err("missing secret").to_string();
+        let e = check_secrets(&dir, &SECRET_FILES)
+            .expect_err("missing secret")
+            .to_string();
         assert!(
             e.contains("app.password") && e.contains("is missing"),
             "{e}"
@@ -249,7 +306,9 @@ mod tests {
         let file = dir.join("superuser.password");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
             .map_err(|e| ClusterError::io("chmod", &file, e))?;
-        let e = check_secrets(&dir).expect_err("world-readable").to_string();
+        let e = check_secrets(&dir, &SECRET_FILES)
+            .expect_err("world-readable")
+            .to_string();
         assert!(
             e.contains("readable by other users") && e.contains("chmod 600"),
             "{e}"
@@ -258,10 +317,10 @@ mod tests {
             .map_err(|e| ClusterError::io("chmod", &file, e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| ClusterError::io("chmod", &dir, e))?;
-        check_secrets(&dir)?;
+        check_secrets(&dir, &SECRET_FILES)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| ClusterError::io("chmod", &dir, e))?;
-        let e = check_secrets(&dir)
+        let e = check_secrets(&dir, &SECRET_FILES)
             .expect_err("writable directory")
             .to_string();
         assert!(

@@ -17,6 +17,9 @@ use crate::DcsError;
 pub(crate) struct Members {
     clients: Vec<(String, Client)>,
     preferred: AtomicUsize,
+    /// The user and password requests authenticate with (a member whose
+    /// client has no token yet gets one when etcd asks for it).
+    user: Option<(String, String)>,
 }
 
 impl Members {
@@ -24,6 +27,7 @@ impl Members {
     pub(crate) async fn new(
         endpoints: &[String],
         options: &ConnectOptions,
+        user: Option<(String, String)>,
     ) -> Result<Arc<Self>, DcsError> {
         let joined = endpoints.join(",");
         if endpoints.is_empty() {
@@ -43,6 +47,7 @@ impl Members {
         Ok(Arc::new(Members {
             clients,
             preferred: AtomicUsize::new(0),
+            user,
         }))
     }
 
@@ -81,7 +86,29 @@ impl Members {
                 break;
             }
             let (_, client) = &self.clients[i];
-            match tokio::time::timeout(left, request(client.clone())).await {
+            let mut answer = tokio::time::timeout(left, request(client.clone())).await;
+            if let (Ok(Err(e)), Some(user)) = (&answer, &self.user)
+                && needs_token(e)
+            {
+                // This member's client has no token yet (etcd was down, or
+                // authentication was enabled since): authenticate, retry.
+                let mut client = client.clone();
+                let left = budget.saturating_sub(start.elapsed()).min(timeout);
+                match tokio::time::timeout(left, client.update_user(Some(user.clone()))).await {
+                    Ok(Ok(())) => {
+                        answer = tokio::time::timeout(left, request(client.clone())).await;
+                    }
+                    Ok(Err(e)) if !unreachable(&e) => {
+                        return Err(DcsError::Refused {
+                            endpoints: self.endpoints(),
+                            user: user.0.clone(),
+                            detail: e.to_string(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            match answer {
                 Ok(Ok(value)) => {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(value);
@@ -109,6 +136,25 @@ impl Members {
                 millis: start.elapsed().as_millis(),
             },
         })
+    }
+}
+
+/// Whether etcd refused a request for want of a (valid) token.
+pub(crate) fn needs_token(error: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(
+                status.code(),
+                Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument
+            ) && {
+                let m = status.message();
+                m.contains("user name is empty")
+                    || m.contains("invalid auth token")
+                    || m.contains("permission denied")
+            }
+        }
+        _ => false,
     }
 }
 

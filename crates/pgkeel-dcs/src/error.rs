@@ -25,6 +25,18 @@ pub enum DcsError {
         /// The limit.
         millis: u128,
     },
+    /// etcd refused the credentials.
+    #[error(
+        "etcd ({endpoints}) refused user `{user}`: {detail}\nfix: secrets/etcd.password must be the password this etcd cluster was set up with: copy the same secrets directory to every host (`pgkeel init` wrote it)"
+    )]
+    Refused {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The user.
+        user: String,
+        /// etcd's answer.
+        detail: String,
+    },
     /// No endpoint was given.
     #[error(
         "no etcd endpoint configured: set `etcd.endpoints`, or `etcd.members` for etcd run by pgkeel"

@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
 };
 use pgkeel_core::ClusterIdentity;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::DcsError;
+use crate::access::EtcdAccess;
 use crate::connection::Members;
 use crate::model::{
     ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState,
@@ -27,9 +27,9 @@ const LEASE_NOT_FOUND: &str = "lease not found";
 /// A connection to the cluster's keys in etcd.
 #[derive(Clone)]
 pub struct Dcs {
-    members: Arc<Members>,
-    prefix: String,
-    timeout: Duration,
+    pub(crate) members: Arc<Members>,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
 }
 
 /// A lease this agent holds: its member key and, when leader, the leader key
@@ -61,12 +61,31 @@ impl Dcs {
         cluster: &str,
         timeout: Duration,
     ) -> Result<Self, DcsError> {
-        let options = ConnectOptions::new()
+        Self::connect_with(
+            endpoints,
+            namespace,
+            cluster,
+            timeout,
+            &EtcdAccess::default(),
+        )
+        .await
+    }
+
+    /// Connects with TLS and credentials (`access`).
+    pub async fn connect_with(
+        endpoints: &[String],
+        namespace: &str,
+        cluster: &str,
+        timeout: Duration,
+        access: &EtcdAccess,
+    ) -> Result<Self, DcsError> {
+        let options = access
+            .options()
             .with_timeout(timeout)
             .with_connect_timeout(timeout)
             .with_keep_alive(Duration::from_secs(1), timeout);
         Ok(Dcs {
-            members: Members::new(endpoints, &options).await?,
+            members: Members::new(endpoints, &options, access.user.clone()).await?,
             prefix: format!("{}/{}/", namespace.trim_end_matches('/'), cluster),
             timeout,
         })
@@ -76,7 +95,11 @@ impl Dcs {
         format!("{}{name}", self.prefix)
     }
 
-    async fn call<T, F, Fut>(&self, action: &'static str, request: F) -> Result<T, DcsError>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        action: &'static str,
+        request: F,
+    ) -> Result<T, DcsError>
     where
         F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,

@@ -14,11 +14,14 @@
 //! | `history` | [`HistoryEntry`] JSON list | persistent |
 //! | `initialize` | [`pgkeel_core::ClusterIdentity`] JSON: who initialised, system identifier | claimer's lease until initdb is done, then persistent |
 
+mod access;
+mod auth;
 mod connection;
 mod error;
 mod etcd;
 mod model;
 
+pub use access::{EtcdAccess, EtcdTls};
 pub use error::DcsError;
 pub use etcd::{Dcs, LeaderEvent, LeaseHandle};
 pub use model::{

@@ -17,6 +17,7 @@ use pgkeel_core::size::parse_pg_size;
 use pgkeel_pg::secrets::read_password;
 
 use crate::config::{Backend, ProxyConfig, User};
+use crate::etcd::GatewayAccess;
 use crate::leader::LeaderSource;
 use crate::listener::{ProxyHandle, start};
 use crate::{PoolMode, ProxyError, TlsMode};
@@ -211,6 +212,7 @@ pub fn config_for(
             namespace: c.etcd.namespace.clone(),
             cluster: c.cluster.name.clone(),
             timeout: Duration::from_secs_f64(c.ha.retry_timeout.max(0.5)),
+            access: gateway_access(c, &layout)?,
         });
     }
     if let Some((cert, key)) = &options.tls {
@@ -231,6 +233,35 @@ pub fn config_for(
         config.auth_user = Some(superuser.clone());
     }
     Ok(config)
+}
+
+/// The etcd TLS material and credentials the cluster's secrets hold, as
+/// its `[etcd]` section asks for them.
+fn gateway_access(c: &Config, layout: &Layout) -> Result<GatewayAccess, ProxyError> {
+    use pgkeel_cluster::etcd_pki::files;
+    let read = |name: &str| {
+        let path = layout.secrets_dir().join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|e| ProxyError::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let tls = if c.etcd.tls {
+        Some((
+            read(files::CA_CERT)?,
+            read(files::CLIENT_CERT)?,
+            read(files::CLIENT_KEY)?,
+        ))
+    } else {
+        None
+    };
+    let user = if c.etcd.user.is_empty() {
+        None
+    } else {
+        Some((
+            c.etcd.user.clone(),
+            read(files::PASSWORD)?.trim().to_string(),
+        ))
+    };
+    Ok(GatewayAccess { tls, user })
 }
 
 /// Starts a proxy in front of the cluster stored in `dir` (in the calling

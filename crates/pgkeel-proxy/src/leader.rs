@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::etcd::{Change, EtcdError, Watch, range};
+use crate::etcd::{Change, EtcdError, GatewayAccess, Session, Watch, range};
 use crate::topology::Topology;
 
 /// Where the cluster's keys live in etcd.
@@ -21,6 +21,8 @@ pub struct LeaderSource {
     pub cluster: String,
     /// Bound on each etcd request.
     pub timeout: Duration,
+    /// TLS material and credentials.
+    pub access: GatewayAccess,
 }
 
 impl LeaderSource {
@@ -43,8 +45,18 @@ const REREAD: Duration = Duration::from_secs(1);
 /// decide; the agents fence a primary that cannot confirm its lease.
 pub async fn follow_leader(topology: Arc<Topology>, source: LeaderSource) {
     let key = source.key();
+    let session = loop {
+        match Session::new(&source.access) {
+            Ok(session) => break session,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach etcd with the configured TLS material; routing by health checks alone");
+                topology.set_leader(None, false);
+                tokio::time::sleep(REREAD * 30).await;
+            }
+        }
+    };
     loop {
-        if let Err(e) = follow(&topology, &source, &key).await {
+        if let Err(e) = follow(&topology, &session, &source, &key).await {
             tracing::warn!(error = %e, "cannot follow the leader key in etcd; routing by health checks alone");
         }
         topology.set_leader(None, false);
@@ -54,17 +66,22 @@ pub async fn follow_leader(topology: Arc<Topology>, source: LeaderSource) {
 
 /// Reads the key, then applies watch events, re-reading every
 /// [`REREAD`]; returns when etcd fails.
-async fn follow(topology: &Topology, source: &LeaderSource, key: &str) -> Result<(), EtcdError> {
+async fn follow(
+    topology: &Topology,
+    session: &Session,
+    source: &LeaderSource,
+    key: &str,
+) -> Result<(), EtcdError> {
     let mut watch: Option<Watch> = None;
     loop {
-        let (read, endpoint) = range(&source.endpoints, key, source.timeout).await?;
+        let (read, endpoint) = range(session, &source.endpoints, key, source.timeout).await?;
         topology.set_leader(read.value.as_deref(), true);
         let events = match watch.as_mut() {
             Some(w) => w,
             // From the revision just read on: no change is missed.
-            None => {
-                watch.insert(Watch::start(endpoint, key, read.revision + 1, source.timeout).await?)
-            }
+            None => watch.insert(
+                Watch::start(session, endpoint, key, read.revision + 1, source.timeout).await?,
+            ),
         };
         let deadline = tokio::time::sleep(REREAD);
         tokio::pin!(deadline);

@@ -38,7 +38,8 @@ async fn request(endpoint: &str, path: &str, key: &str, value: Option<&str>) -> 
         ),
         None => format!(r#"{{"key":"{}"}}"#, B64.encode(key)),
     };
-    post(endpoint, path, &json, ETCD_TIMEOUT)
+    let plain = pgkeel_proxy::etcd::access::Connector::new(&Default::default())?;
+    post(&plain, endpoint, path, &json, None, ETCD_TIMEOUT)
         .await?
         .read_all()
         .await?;
@@ -84,6 +85,7 @@ async fn the_leader_key_is_followed_through_the_json_gateway() -> TestResult<()>
         namespace: "/pgkeel/".into(),
         cluster: "test".into(),
         timeout: ETCD_TIMEOUT,
+        access: Default::default(),
     };
     let key = source.key();
     assert_eq!(key, "/pgkeel/test/leader");
@@ -177,6 +179,7 @@ async fn an_unreachable_etcd_means_an_unknown_leader() -> TestResult<()> {
         namespace: "/pgkeel".into(),
         cluster: "test".into(),
         timeout: Duration::from_millis(300),
+        access: Default::default(),
     };
     let topology = Arc::new(Topology::new(vec![Backend {
         name: "primary".into(),

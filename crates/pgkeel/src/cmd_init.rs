@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use pgkeel_cluster::skeleton::generate_secrets;
-use pgkeel_core::config::multi_host::{MultiHostSpec, parse_node_spec, render_multi_host};
+use pgkeel_cluster::etcd_pki::generate_pki;
+use pgkeel_cluster::skeleton::{generate_etcd_secrets, generate_secrets};
+use pgkeel_core::config::multi_host::{
+    ETCD_USER, MultiHostSpec, parse_node_spec, render_multi_host,
+};
 use pgkeel_core::config::{ConfigSources, load};
 use pgkeel_pg::OsUser;
 
@@ -62,9 +65,16 @@ pub fn init_multi_host(req: &InitRequest) -> Result<()> {
     }
     std::fs::write(&req.output, text)
         .with_context(|| format!("cannot write {}", req.output.display()))?;
-    generate_secrets(&secrets, &OsUser::current()?, "")?;
+    let owner = OsUser::current()?;
+    generate_secrets(&secrets, &owner, "")?;
+    if spec.etcd_endpoints.is_empty() {
+        // Our own etcd members: TLS and authentication from the start.
+        let hosts: Vec<String> = spec.nodes.iter().map(|n| n.host.clone()).collect();
+        let pki = generate_pki(&spec.name, &hosts, ETCD_USER)?;
+        generate_etcd_secrets(&secrets, &owner, Some(&pki), true)?;
+    }
     say!(
-        "wrote {} and {}/ ({} nodes). Copy both to every host, then on each: pgkeel agent --config {} --node NAME",
+        "wrote {} and {}/ ({} nodes; etcd TLS certificates and passwords included unless --etcd-endpoints). Copy both to every host, then on each: pgkeel agent --config {} --node NAME --with-etcd",
         req.output.display(),
         secrets.display(),
         spec.nodes.len(),

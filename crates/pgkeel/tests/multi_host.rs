@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{TestResult, text};
 use pgkeel_cluster::Cluster;
 use pgkeel_core::ClusterIdentity;
-use pgkeel_dcs::{ClusterView, Dcs};
+use pgkeel_dcs::ClusterView;
 use pgkeel_pg::control::read_system_identifier;
 use pgkeel_testkit::netlab::{NetLab, NsProcess, command_in, run_in};
 use pgkeel_testkit::{ClusterGuard, TestDir, free_port_block};
@@ -42,7 +42,8 @@ struct Hosts {
     net: NetLab,
     /// `host-<i>/`: that host's config, secrets and data root.
     homes: Vec<PathBuf>,
-    endpoints: Vec<String>,
+    /// The shared config as an operator's host reads it (with its secrets).
+    config: pgkeel_core::Config,
     dir: TestDir,
 }
 
@@ -92,15 +93,17 @@ impl Hosts {
             guards.push(ClusterGuard::new(&home.join("data")));
             homes.push(home);
         }
-        let endpoints = (0..NODES.len())
-            .map(|i| Ok(format!("http://{}:{etcd}", net.node(i)?.addr)))
-            .collect::<TestResult<Vec<_>>>()?;
+        let mut shared = pgkeel_core::config::load(&pgkeel_core::config::ConfigSources {
+            file: Some(("pgkeel.toml".into(), config.clone())),
+            ..Default::default()
+        })?;
+        shared.anchor_secrets_dir(&origin);
         Ok(Hosts {
             agents: vec![None, None, None],
             _guards: guards,
             net,
             homes,
-            endpoints,
+            config: shared,
             dir,
         })
     }
@@ -139,18 +142,19 @@ impl Hosts {
         Ok(Cluster::open(&self.root(i))?)
     }
 
-    /// The cluster's keys, read from the switch namespace.
+    /// The cluster's keys, read from the switch namespace over TLS as
+    /// the cluster's etcd user.
     async fn view(&self) -> TestResult<ClusterView> {
         let ns = self.net.switch_namespace().to_string();
-        let endpoints = self.endpoints.clone();
+        let config = self.config.clone();
         tokio::task::spawn_blocking(move || {
             run_in(&ns, move || -> TestResult<ClusterView> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
-                    let dcs =
-                        Dcs::connect(&endpoints, "/pgkeel", "lab", Duration::from_secs(1)).await?;
+                    let layout = Cluster::layout_of(&config)?;
+                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
                     Ok(dcs.view().await?)
                 })
             })?
@@ -300,6 +304,7 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
 
     // Commands from a host with the config and the secrets only.
     let leader = operator_commands(hosts, leader).await?;
+    proxy_over_tls_etcd(hosts).await?;
 
     // A replica whose data directory is replaced by another cluster's is
     // refused when its agent starts again, and its data is left alone.
@@ -307,6 +312,22 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
     if let Some(mut agent) = hosts.agents[victim].take() {
         agent.stop(nix::sys::signal::Signal::SIGTERM);
     }
+
+    // An etcd that refuses the credentials stops the agent with the fix.
+    let password = hosts.homes[victim].join("secrets/etcd.password");
+    let good = std::fs::read_to_string(&password)?;
+    std::fs::write(&password, "not-the-password")?;
+    hosts.start_agent(victim)?;
+    let log = hosts.exited(victim, Duration::from_secs(30)).await?;
+    for expected in ["refused user `pgkeel`", "secrets/etcd.password"] {
+        assert!(
+            log.contains(expected),
+            "{expected:?} not in the log:\n{log}"
+        );
+    }
+    std::fs::write(&password, good)?;
+    std::fs::remove_file(hosts.homes[victim].join(format!("agent-{}.log", NODES[victim])))?;
+
     let cluster = hosts.cluster(victim)?;
     let node = cluster.node(NODES[victim])?.clone();
     let data = cluster.layout.data_dir(NODES[victim]);
@@ -337,6 +358,141 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
     }
     assert_eq!(read_system_identifier(&data)?, Some(foreign));
     assert!(pgkeel_pg::pgctl::running_pid(&data).is_none());
+    Ok(())
+}
+
+/// A tiny deterministic PRNG (xorshift): a failing round reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_killed_anywhere_in_the_bootstrap_resume_into_one_cluster() -> TestResult {
+    let _serial = SERIAL.lock().await;
+    for round in 1..=3u64 {
+        let mut hosts = Hosts::new()?;
+        let result = kill_round(&mut hosts, round).await;
+        if let Err(e) = result {
+            panic!(
+                "round {round}: {e} (logs under {})",
+                hosts.dir.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts the three agents, then SIGKILLs one at a random moment of the
+/// first seconds (initdb, recording, cloning...) and starts it again,
+/// four times; the cluster must still come up as one.
+async fn kill_round(hosts: &mut Hosts, seed: u64) -> TestResult {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    for i in 0..NODES.len() {
+        hosts.start_agent(i)?;
+    }
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        let i = rng.below(3) as usize;
+        if let Some(mut agent) = hosts.agents[i].take() {
+            agent.stop(nix::sys::signal::Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(500))).await;
+        hosts.start_agent(i)?;
+    }
+    hosts.ready().await?;
+    let view = hosts.view().await?;
+    let identity = view.initialize.ok_or("no initialize key")?;
+    let system_id = identity.system_id.ok_or("no system identifier")?;
+    assert!(identity.done, "{identity:?}");
+    for (i, name) in NODES.iter().enumerate() {
+        let layout = hosts.cluster(i)?.layout;
+        assert_eq!(
+            read_system_identifier(&layout.data_dir(name))?,
+            Some(system_id),
+            "{name}: another cluster"
+        );
+        for leftover in [layout.partial_dir(name), layout.initdb_dir(name)] {
+            assert!(!leftover.exists(), "{} left behind", leftover.display());
+        }
+    }
+    Ok(())
+}
+
+/// `pgkeel proxy --config` on a member host follows the leader key through
+/// etcd's TLS gateway with a token, and routes a write to the primary.
+async fn proxy_over_tls_etcd(hosts: &Hosts) -> TestResult {
+    let port = free_port_block(2);
+    let addr = hosts.net.node(0)?.addr.to_string();
+    let ns = hosts.net.node(0)?.namespace.clone();
+    let log = hosts.dir.path().join("proxy.log");
+    let config = hosts
+        .dir
+        .path()
+        .join("origin/pgkeel.toml")
+        .display()
+        .to_string();
+    let listen = format!("{addr}:{port}");
+    let admin = format!("{addr}:{}", port + 1);
+    let _proxy = NsProcess::spawn(
+        &ns,
+        &pgkeel_exe(),
+        &[
+            "proxy",
+            "--config",
+            &config,
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+        ],
+        &log,
+    )?;
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !text.contains("cannot follow the leader key") && !text.contains("TLS material"),
+            "{text}"
+        );
+        if text.contains("leader changed") && text.contains("Node(") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!("the proxy never learned the leader:\n{text}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let password = std::fs::read_to_string(hosts.dir.path().join("origin/secrets/app.password"))?;
+    let url = format!("postgresql://app:{}@{listen}/app", password.trim());
+    let written = tokio::task::spawn_blocking(move || {
+        run_in(&ns, move || -> TestResult<i64> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(
+                        "CREATE TABLE through_proxy (v int); INSERT INTO through_proxy VALUES (1)",
+                    )
+                    .await?;
+                Ok(client
+                    .query_one("SELECT count(*) FROM through_proxy", &[])
+                    .await?
+                    .get(0))
+            })
+        })?
+    })
+    .await??;
+    assert_eq!(written, 1);
     Ok(())
 }
 

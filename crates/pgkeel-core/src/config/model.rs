@@ -228,6 +228,15 @@ pub struct EtcdSection {
     /// Peer port of the members (default: `client_port + 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
+    /// TLS on every etcd connection, clients and peers, with the CA and
+    /// certificates `pgkeel init` writes into the secrets directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// The etcd user pgkeel authenticates as (its password in
+    /// `secrets/etcd.password`); the first agent enables etcd's
+    /// authentication with it. Empty: no authentication.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
     /// Key prefix; the cluster's keys live under `<namespace>/<cluster.name>/`.
     pub namespace: String,
 }
@@ -239,6 +248,8 @@ impl Default for EtcdSection {
             members: vec![],
             client_port: None,
             peer_port: None,
+            tls: false,
+            user: String::new(),
             namespace: "/pgkeel".into(),
         }
     }
@@ -342,6 +353,11 @@ impl Config {
         Some(self.etcd.peer_port.unwrap_or(client.saturating_add(1)))
     }
 
+    /// `https` when etcd connections use TLS, else `http`.
+    pub fn etcd_scheme(&self) -> &'static str {
+        if self.etcd.tls { "https" } else { "http" }
+    }
+
     /// The nodes whose hosts run an etcd member pgkeel supervises, in
     /// configuration order (none with external endpoints).
     pub fn etcd_members(&self) -> Vec<&NodeConfig> {
@@ -364,7 +380,7 @@ impl Config {
             Some(port) => self
                 .etcd_members()
                 .iter()
-                .map(|n| format!("http://{}:{port}", url_host(&n.host)))
+                .map(|n| format!("{}://{}:{port}", self.etcd_scheme(), url_host(&n.host)))
                 .collect(),
             None => self.etcd.endpoints.clone(),
         }

@@ -15,6 +15,8 @@ pub const DEFAULT_NODE_PORT: u16 = 5432;
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// etcd's standard peer port.
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// The etcd user a multi-host config authenticates as.
+pub const ETCD_USER: &str = "pgkeel";
 
 /// One `--node` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +140,10 @@ pub fn render_multi_host(spec: &MultiHostSpec) -> String {
         out.push_str(&format!(
             "# One etcd member per node host, run by that host's agent or its own unit\n\
              # (`pgkeel export systemd`): a real quorum that survives any one host.\n\
-             members = [{}]\nclient_port = {ETCD_CLIENT_PORT}\npeer_port = {ETCD_PEER_PORT}\n\n",
+             members = [{}]\nclient_port = {ETCD_CLIENT_PORT}\npeer_port = {ETCD_PEER_PORT}\n\
+             # TLS with the certificates in secrets/, and authentication as this user:\n\
+             # without them anyone on the network could write the leader key.\n\
+             tls = true\nuser = \"{ETCD_USER}\"\n\n",
             list(&members)
         ));
     } else {
@@ -165,7 +170,7 @@ pub fn render_multi_host(spec: &MultiHostSpec) -> String {
 pub fn member_urls(spec: &MultiHostSpec) -> Vec<String> {
     spec.nodes
         .iter()
-        .map(|n| format!("http://{}:{ETCD_CLIENT_PORT}", url_host(&n.host)))
+        .map(|n| format!("https://{}:{ETCD_CLIENT_PORT}", url_host(&n.host)))
         .collect()
 }
 
@@ -230,6 +235,7 @@ mod tests {
         assert_eq!(config.cluster.name, "prod");
         assert_eq!(config.nodes.len(), 3);
         assert_eq!(config.etcd_members().len(), 3);
+        assert!(config.etcd.tls && config.etcd.user == ETCD_USER);
         assert_eq!(config.etcd_endpoints(), member_urls(&s));
         assert_eq!(
             config.access.networks,

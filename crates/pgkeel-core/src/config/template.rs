@@ -104,6 +104,12 @@ endpoints = []
 # port (default: client_port + 1).
 # client_port = 8432
 # peer_port = 8433
+# TLS on every etcd connection (clients and peers) with the CA and
+# certificates in the secrets directory, and the etcd user pgkeel
+# authenticates as (password in secrets/etcd.password; the first agent
+# enables etcd's authentication). `pgkeel init --node ...` turns both on.
+# tls = false
+# user = ""
 # Keys live under <namespace>/<cluster.name>/, so one etcd serves many
 # clusters.
 namespace = "/pgkeel"
@@ -236,6 +242,8 @@ mod tests {
             "client_port",
             "peer_port",
             "members",
+            "tls",
+            "user",
             "secrets_dir",
             "admin_port",
             "tls_cert",

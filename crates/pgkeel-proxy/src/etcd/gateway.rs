@@ -9,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
 use super::EtcdError;
-use super::http::{Body, bounded, post};
+use super::http::{Body, bounded};
+use super::session::Session;
 
 /// A key read at a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,7 @@ pub enum Change {
 /// Reads `key` from the first of `endpoints` that answers, each attempt
 /// bounded by `timeout`. Returns the endpoint that answered.
 pub async fn range<'a>(
+    session: &Session,
     endpoints: &'a [String],
     key: &str,
     timeout: Duration,
@@ -41,7 +43,9 @@ pub async fn range<'a>(
     let mut last = EtcdError::NoEndpoint;
     for endpoint in endpoints {
         let attempt = async {
-            let mut body = post(endpoint, "/v3/kv/range", &request, timeout).await?;
+            let mut body = session
+                .post(endpoint, "/v3/kv/range", &request, timeout)
+                .await?;
             let bytes = bounded(endpoint, timeout, body.read_all()).await?;
             let answer: RangeAnswer =
                 serde_json::from_slice(&bytes).map_err(|e| protocol(endpoint, &e))?;
@@ -70,6 +74,7 @@ impl Watch {
     /// stream's first message (the watch created) is awaited within
     /// `timeout`.
     pub async fn start(
+        session: &Session,
         endpoint: &str,
         key: &str,
         start_revision: i64,
@@ -79,7 +84,9 @@ impl Watch {
             r#"{{"create_request":{{"key":"{}","start_revision":"{start_revision}"}}}}"#,
             B64.encode(key)
         );
-        let body = post(endpoint, "/v3/watch", &request, timeout).await?;
+        let body = session
+            .post(endpoint, "/v3/watch", &request, timeout)
+            .await?;
         let mut watch = Watch {
             endpoint: endpoint.into(),
             body,

@@ -7,22 +7,28 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::EtcdError;
+use super::access::{Connector, Stream};
 
 /// Bound on the status line and headers, and on one chunk or body.
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// An etcd client URL as host and port: `http://host:port` or `host:port`.
-pub fn authority(endpoint: &str) -> Result<&str, EtcdError> {
+/// An etcd client URL as host and port: `http://host:port`,
+/// `https://host:port` (with `tls`) or `host:port`.
+pub fn authority(endpoint: &str, tls: bool) -> Result<&str, EtcdError> {
     let rest = match endpoint.split_once("://") {
-        Some(("http", rest)) => rest,
+        Some(("http", rest)) if !tls => rest,
+        Some(("https", rest)) if tls => rest,
         Some(_) => {
             return Err(EtcdError::Unsupported {
                 endpoint: endpoint.into(),
-                detail: "only http:// endpoints are supported (TLS to etcd is not)".into(),
+                detail: if tls {
+                    "etcd.tls is on: its endpoints must be https:// URLs".into()
+                } else {
+                    "only http:// endpoints without etcd.tls (set `etcd.tls = true` and give the CA and client certificate in the secrets for https://)".into()
+                },
             });
         }
         None => endpoint,
@@ -32,7 +38,7 @@ pub fn authority(endpoint: &str) -> Result<&str, EtcdError> {
 
 /// An answer being read: its body framing and the connection.
 pub struct Body {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Stream>>,
     framing: Framing,
     done: bool,
 }
@@ -47,20 +53,23 @@ enum Framing {
 /// and headers, all within `timeout`. Anything but 200 is an error that
 /// carries the start of the body.
 pub async fn post(
+    connector: &Connector,
     endpoint: &str,
     path: &str,
     json: &str,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<Body, EtcdError> {
-    let host = authority(endpoint)?;
+    let host = authority(endpoint, connector.tls())?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{json}",
         json.len()
     );
     let exchange = async {
-        let mut stream = TcpStream::connect(host).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = connector.connect(host).await?;
         stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
         let mut reader = BufReader::new(stream);
         let (status, framing) = read_head(&mut reader).await?;
         Ok::<_, std::io::Error>((
@@ -162,7 +171,7 @@ impl Body {
 }
 
 /// Status code and body framing from the head of an answer.
-async fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Framing)> {
+async fn read_head(reader: &mut BufReader<Box<dyn Stream>>) -> std::io::Result<(u16, Framing)> {
     let status_line = read_line(reader).await?;
     let status = status_line
         .strip_prefix("HTTP/1.")
@@ -202,7 +211,7 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, F
 
 /// One CRLF-terminated line without its terminator; an error at EOF or
 /// past [`MAX_HEAD`].
-async fn read_line(reader: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+async fn read_line(reader: &mut BufReader<Box<dyn Stream>>) -> std::io::Result<String> {
     let mut line = Vec::new();
     let n = (&mut *reader)
         .take(MAX_HEAD as u64)
@@ -232,12 +241,20 @@ mod tests {
     #[test]
     fn endpoints_with_and_without_scheme() {
         assert!(matches!(
-            authority("http://127.0.0.1:2379/"),
+            authority("http://127.0.0.1:2379/", false),
             Ok("127.0.0.1:2379")
         ));
-        assert!(matches!(authority("etcd1:2379"), Ok("etcd1:2379")));
+        assert!(matches!(authority("etcd1:2379", false), Ok("etcd1:2379")));
         assert!(matches!(
-            authority("https://etcd1:2379"),
+            authority("https://etcd1:2379", false),
+            Err(EtcdError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            authority("https://etcd1:2379", true),
+            Ok("etcd1:2379")
+        ));
+        assert!(matches!(
+            authority("http://etcd1:2379", true),
             Err(EtcdError::Unsupported { .. })
         ));
     }

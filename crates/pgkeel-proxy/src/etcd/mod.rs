@@ -1,12 +1,17 @@
 //! etcd as the proxy needs it: one key (the agents' leader key) read and
-//! watched through etcd's v3 JSON gateway over plain HTTP/1.1. The agents
+//! watched through etcd's v3 JSON gateway over HTTP/1.1 (TLS and a token
+//! when the cluster's etcd asks for them). The agents
 //! use the gRPC client (`pgkeel-dcs`); the proxy only follows, and this
 //! keeps the gRPC stack out of its executable.
 
+pub mod access;
 pub mod gateway;
 pub mod http;
+pub mod session;
 
+pub use access::GatewayAccess;
 pub use gateway::{Change, Read, Watch, range};
+pub use session::Session;
 
 /// Why etcd could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,18 @@ pub enum EtcdError {
         status: u16,
         /// Start of the body.
         body: String,
+    },
+    /// etcd refused the credentials.
+    #[error(
+        "etcd at {endpoint} refused user `{user}`: {detail}; secrets/etcd.password must be the one this etcd was set up with"
+    )]
+    Refused {
+        /// The endpoint.
+        endpoint: String,
+        /// The user.
+        user: String,
+        /// etcd's answer.
+        detail: String,
     },
     /// An answer that is not what the gateway sends.
     #[error("etcd at {endpoint}: {detail}")]
