@@ -42,6 +42,7 @@
 
 mod addr;
 mod agent_topology;
+mod cluster_config;
 mod config;
 mod env;
 mod error;
@@ -60,6 +61,7 @@ mod write;
 
 pub use addr::NodeAddr;
 pub use agent_topology::AgentTopology;
+pub use cluster_config::from_pgkeel_config;
 pub use config::PoolConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use pgkeel_core::Lsn;

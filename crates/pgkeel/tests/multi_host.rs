@@ -305,6 +305,7 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
     // Commands from a host with the config and the secrets only.
     let leader = operator_commands(hosts, leader).await?;
     proxy_over_tls_etcd(hosts).await?;
+    client_pool_survives_a_host_down(hosts, leader).await?;
 
     // A replica whose data directory is replaced by another cluster's is
     // refused when its agent starts again, and its data is left alone.
@@ -493,6 +494,50 @@ async fn proxy_over_tls_etcd(hosts: &Hosts) -> TestResult {
     })
     .await??;
     assert_eq!(written, 1);
+    Ok(())
+}
+
+/// The client library configured from the shared config alone (nodes,
+/// agents, the application password from the secrets) writes and reads,
+/// also while a replica's host is cut off.
+async fn client_pool_survives_a_host_down(hosts: &Hosts, leader: usize) -> TestResult {
+    let client_host = (0..NODES.len())
+        .find(|i| *i != leader)
+        .ok_or("no replica")?;
+    let down = (0..NODES.len())
+        .find(|i| *i != leader && *i != client_host)
+        .ok_or("no second replica")?;
+    let ns = hosts.net.node(client_host)?.namespace.clone();
+    let config = hosts.dir.path().join("origin/pgkeel.toml");
+    let in_ns = |ns: String, config: PathBuf, what: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            run_in(&ns, move || -> TestResult<i64> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let pool = pgkeel_client::ReplicatedPool::from_pgkeel_config(&config).await?;
+                    let tx = pool.write().await?;
+                    tx.batch_execute("CREATE TABLE IF NOT EXISTS from_pool (what text)")
+                        .await?;
+                    tx.execute("INSERT INTO from_pool VALUES ($1)", &[&what])
+                        .await?;
+                    let token = tx.commit().await?;
+                    let mut read = pool.read_after(&token).await?;
+                    Ok(read
+                        .query_one("SELECT count(*) FROM from_pool WHERE what = $1", &[&what])
+                        .await?
+                        .get(0))
+                })
+            })?
+        })
+    };
+    assert_eq!(in_ns(ns.clone(), config.clone(), "all up").await??, 1);
+    hosts.net.isolate(down).map_err(|e| format!("{e}"))?;
+    let result = in_ns(ns, config, "one host down").await;
+    hosts.net.heal(down).map_err(|e| format!("{e}"))?;
+    assert_eq!(result??, 1);
+    hosts.ready().await?;
     Ok(())
 }
 
