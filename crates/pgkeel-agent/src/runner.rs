@@ -251,6 +251,12 @@ async fn iteration(
     timeout: Duration,
 ) {
     let me = node.name.as_str();
+    // A rotated password copied into the secrets reaches PostgreSQL's
+    // password files here (written only when it changed): a standby that
+    // reconnects uses it.
+    if let Err(e) = cluster.write_passfiles() {
+        tracing_line(&format!("{me}: cannot update the password files: {e}"));
+    }
     let mut obs = observe(cluster, node).await;
     obs.member.error = memory.error.clone();
     obs.member.failures = memory.failures;

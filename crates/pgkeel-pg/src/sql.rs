@@ -47,6 +47,17 @@ impl NodeConn {
             .map_err(self.sql_err("role creation"))
     }
 
+    /// Sets `name`'s password (a SCRAM verifier computed here, as for
+    /// creation): `pgkeel secrets rotate`.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<(), PgError> {
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let sql = format!("ALTER ROLE {} PASSWORD {}", ident(name), literal(&verifier));
+        self.client()
+            .batch_execute(&sql)
+            .await
+            .map_err(self.sql_err("password change"))
+    }
+
     /// Creates `database` owned by `owner` unless it exists.
     pub async fn ensure_database(&self, database: &str, owner: &str) -> Result<(), PgError> {
         let exists = !self

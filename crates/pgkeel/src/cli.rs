@@ -195,6 +195,9 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Manage the cluster's secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Print a libpq connection URL: `psql "$(pgkeel url)"`.
     ///
     /// Default: the current primary, as the application role.
@@ -226,6 +229,21 @@ pub enum Command {
     /// cluster's `[proxy]` section, flags override them; SIGHUP re-reads
     /// the section and the secrets without dropping clients.
     Proxy(crate::cmd_proxy::ProxyArgs),
+}
+
+/// `pgkeel secrets ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Give a role a new generated password: set on the primary (only a
+    /// SCRAM verifier crosses the wire), written into the secrets,
+    /// picked up by the agents within a loop and by this host's proxy
+    /// (SIGHUP). On a multi-host cluster, copy the new file to every host.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+        /// `app`, `replication`, `superuser`, or the role's name.
+        role: String,
+    },
 }
 
 /// `--mode` values.

@@ -6,6 +6,7 @@ mod cli;
 mod cmd_ha;
 mod cmd_init;
 mod cmd_proxy;
+mod cmd_secrets;
 mod output;
 mod progress;
 
@@ -215,6 +216,15 @@ async fn run(cli: Cli) -> Result<()> {
             };
             say!("{}", cluster.url(&which, creds).await?);
             Ok(())
+        }
+        Command::Secrets(cli::SecretsCommand::Rotate { target, role }) => {
+            let opened = open_any(&target)?;
+            let status = opened.status().await;
+            let local = match &opened {
+                Opened::Local(c) => Some(&**c),
+                Opened::Remote(_) => None,
+            };
+            cmd_secrets::rotate(&opened.remote(), local, &status, &role).await
         }
         Command::Proxy(args) => {
             let source = proxy_source(&args.target)?;
