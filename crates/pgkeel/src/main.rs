@@ -3,9 +3,11 @@
 #[macro_use]
 mod say;
 mod cli;
+mod cmd_export;
 mod cmd_ha;
 mod cmd_init;
 mod cmd_proxy;
+mod export;
 mod output;
 mod progress;
 
@@ -211,6 +213,7 @@ async fn run(cli: Cli) -> Result<()> {
             say!("{}", cluster.url(&which, creds).await?);
             Ok(())
         }
+        Command::Export(command) => cmd_export::run(&command),
         Command::Proxy(args) => {
             let cluster = open(&args.target)?;
             cmd_proxy::run(&args, &cluster)
