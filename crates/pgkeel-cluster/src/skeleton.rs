@@ -64,7 +64,19 @@ pub fn check_secrets(dir: &Path) -> Result<(), ClusterError> {
             fix: init_hint.into(),
         });
     }
-    check_private(dir, meta.permissions().mode(), "chmod 700")?;
+    // The directory may be listable (Docker mounts /run/secrets 0755), but
+    // nobody else may replace what is in it.
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(ClusterError::Secret {
+            path: dir.to_path_buf(),
+            problem: format!(
+                "is writable by other users (mode {:o}): anyone on the host could replace the cluster's passwords",
+                mode & 0o777
+            ),
+            fix: format!("`chmod 700 {}`", dir.display()),
+        });
+    }
     for name in SECRET_FILES {
         let path = dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| ClusterError::Secret {
@@ -246,8 +258,16 @@ mod tests {
             .map_err(|e| ClusterError::io("chmod", &file, e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| ClusterError::io("chmod", &dir, e))?;
-        let e = check_secrets(&dir).expect_err("open directory").to_string();
-        assert!(e.contains("chmod 700"), "{e}");
+        check_secrets(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| ClusterError::io("chmod", &dir, e))?;
+        let e = check_secrets(&dir)
+            .expect_err("writable directory")
+            .to_string();
+        assert!(
+            e.contains("writable by other users") && e.contains("chmod 700"),
+            "{e}"
+        );
         Ok(())
     }
 }

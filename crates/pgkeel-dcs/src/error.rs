@@ -25,6 +25,11 @@ pub enum DcsError {
         /// The limit.
         millis: u128,
     },
+    /// No endpoint was given.
+    #[error(
+        "no etcd endpoint configured: set `etcd.endpoints`, or `etcd.members` for etcd run by pgkeel"
+    )]
+    NoEndpoints,
     /// A stored value is not what pgkeel writes.
     #[error("etcd key {key} holds an unreadable value: {detail}")]
     Corrupt {

@@ -1,5 +1,6 @@
 //! The etcd implementation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::DcsError;
+use crate::connection::Members;
 use crate::model::{
     ClusterView, DynamicConfig, Handover, HistoryEntry, MemberState, Optime, SyncState,
 };
@@ -25,9 +27,8 @@ const LEASE_NOT_FOUND: &str = "lease not found";
 /// A connection to the cluster's keys in etcd.
 #[derive(Clone)]
 pub struct Dcs {
-    client: Client,
+    members: Arc<Members>,
     prefix: String,
-    endpoints: String,
     timeout: Duration,
 }
 
@@ -51,34 +52,22 @@ pub enum LeaderEvent {
 }
 
 impl Dcs {
-    /// Connects to `endpoints`; every request is bounded by `timeout`.
+    /// Connects to `endpoints` (every member of the etcd cluster: any one
+    /// may be down); every request is bounded by `timeout` per member
+    /// tried. Nothing is sent yet.
     pub async fn connect(
         endpoints: &[String],
         namespace: &str,
         cluster: &str,
         timeout: Duration,
     ) -> Result<Self, DcsError> {
-        let joined = endpoints.join(",");
         let options = ConnectOptions::new()
             .with_timeout(timeout)
             .with_connect_timeout(timeout)
             .with_keep_alive(Duration::from_secs(1), timeout);
-        let client = tokio::time::timeout(timeout * 2, Client::connect(endpoints, Some(options)))
-            .await
-            .map_err(|_| DcsError::Timeout {
-                endpoints: joined.clone(),
-                action: "connect",
-                millis: (timeout * 2).as_millis(),
-            })?
-            .map_err(|source| DcsError::Etcd {
-                endpoints: joined.clone(),
-                action: "connect",
-                source,
-            })?;
         Ok(Dcs {
-            client,
+            members: Members::new(endpoints, &options).await?,
             prefix: format!("{}/{}/", namespace.trim_end_matches('/'), cluster),
-            endpoints: joined,
             timeout,
         })
     }
@@ -87,33 +76,30 @@ impl Dcs {
         format!("{}{name}", self.prefix)
     }
 
-    fn etcd(&self, action: &'static str) -> impl FnOnce(etcd_client::Error) -> DcsError + '_ {
-        move |source| DcsError::Etcd {
-            endpoints: self.endpoints.clone(),
-            action,
-            source,
-        }
+    async fn call<T, F, Fut>(&self, action: &'static str, request: F) -> Result<T, DcsError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.members.call(action, self.timeout, request).await
     }
 
-    async fn bounded<T, F>(&self, action: &'static str, fut: F) -> Result<T, DcsError>
-    where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => result.map_err(self.etcd(action)),
-            Err(_) => Err(DcsError::Timeout {
-                endpoints: self.endpoints.clone(),
-                action,
-                millis: self.timeout.as_millis(),
-            }),
-        }
+    async fn txn(&self, action: &'static str, txn: Txn) -> Result<bool, DcsError> {
+        let resp = self
+            .call(action, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     /// Grants a lease of `ttl` seconds.
     pub async fn grant_lease(&self, ttl: i64) -> Result<LeaseHandle, DcsError> {
-        let mut client = self.client.clone();
         let resp = self
-            .bounded("lease grant", client.lease_grant(ttl, None))
+            .call("lease grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
             .await?;
         Ok(LeaseHandle {
             id: resp.id(),
@@ -131,10 +117,8 @@ impl Dcs {
     /// lease forever after any etcd outage longer than the TTL (a
     /// partition): it never published its state or contended again.
     pub async fn keep_alive(&self, lease: LeaseHandle) -> Result<i64, DcsError> {
-        let mut client = self.client.clone();
-        let action = "lease keep-alive";
-        let renew = async {
-            let (mut keeper, mut stream) = match client.lease_keep_alive(lease.id).await {
+        self.call("lease keep-alive", |mut c| async move {
+            let (mut keeper, mut stream) = match c.lease_keep_alive(lease.id).await {
                 Ok(pair) => pair,
                 Err(etcd_client::Error::LeaseKeepAliveError(msg)) if msg == LEASE_NOT_FOUND => {
                     return Ok(0);
@@ -143,16 +127,17 @@ impl Dcs {
             };
             keeper.keep_alive().await?;
             Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()).unwrap_or(0))
-        };
-        self.bounded(action, renew).await
+        })
+        .await
     }
 
     /// Revokes a lease: its keys (member, and leader if held) disappear at once.
     pub async fn revoke(&self, lease: LeaseHandle) -> Result<(), DcsError> {
-        let mut client = self.client.clone();
-        self.bounded("lease revoke", client.lease_revoke(lease.id))
-            .await
-            .map(drop)
+        self.call("lease revoke", |mut c| async move {
+            c.lease_revoke(lease.id).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Takes the leader key for `name` if nobody holds it: a transaction
@@ -171,11 +156,7 @@ impl Dcs {
                 name,
                 Some(PutOptions::new().with_lease(lease.id)),
             )]);
-        let mut client = self.client.clone();
-        Ok(self
-            .bounded("leader acquisition", client.txn(txn))
-            .await?
-            .succeeded())
+        self.txn("leader acquisition", txn).await
     }
 
     /// Deletes the leader key if `name` holds it.
@@ -184,11 +165,7 @@ impl Dcs {
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, name)])
             .and_then([TxnOp::delete(key, None)]);
-        let mut client = self.client.clone();
-        Ok(self
-            .bounded("leader release", client.txn(txn))
-            .await?
-            .succeeded())
+        self.txn("leader release", txn).await
     }
 
     /// Publishes a member's state under its lease.
@@ -239,11 +216,7 @@ impl Dcs {
                 revision,
             )])
             .and_then([TxnOp::put(key, text, None)]);
-        let mut client = self.client.clone();
-        Ok(self
-            .bounded("identity update", client.txn(txn))
-            .await?
-            .succeeded())
+        self.txn("identity update", txn).await
     }
 
     /// Deletes the `initialize` key if it is still at `revision` (an
@@ -257,23 +230,22 @@ impl Dcs {
                 revision,
             )])
             .and_then([TxnOp::delete(key, None)]);
-        let mut client = self.client.clone();
-        Ok(self
-            .bounded("identity reset", client.txn(txn))
-            .await?
-            .succeeded())
+        self.txn("identity reset", txn).await
     }
 
     /// Deletes every key of this cluster (its data is gone for good).
     pub async fn delete_cluster(&self) -> Result<(), DcsError> {
-        let mut client = self.client.clone();
-        self.bounded(
-            "cluster deletion",
-            client.delete(
-                self.prefix.clone(),
-                Some(etcd_client::DeleteOptions::new().with_prefix()),
-            ),
-        )
+        let prefix = self.prefix.clone();
+        self.call("cluster deletion", |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                c.delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await
+            }
+        })
         .await
         .map(drop)
     }
@@ -291,8 +263,7 @@ impl Dcs {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, text, options)]);
-        let mut client = self.client.clone();
-        Ok(self.bounded(action, client.txn(txn)).await?.succeeded())
+        self.txn(action, txn).await
     }
 
     fn encode<T: Serialize>(&self, key: &str, value: &T) -> Result<String, DcsError> {
@@ -329,16 +300,18 @@ impl Dcs {
 
     /// Clears pending switchover and failover requests.
     pub async fn clear_handover(&self) -> Result<(), DcsError> {
-        let mut client = self.client.clone();
-        self.bounded(
-            "switchover clear",
-            client.delete(self.key("switchover"), None),
-        )
-        .await?;
-        let mut client = self.client.clone();
-        self.bounded("failover clear", client.delete(self.key("failover"), None))
-            .await
-            .map(drop)
+        for (action, name) in [
+            ("switchover clear", "switchover"),
+            ("failover clear", "failover"),
+        ] {
+            let key = self.key(name);
+            self.call(action, |mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Appends a leadership change to the history (bounded).
@@ -357,17 +330,24 @@ impl Dcs {
         lease: Option<LeaseHandle>,
     ) -> Result<(), DcsError> {
         let text = self.encode(&self.key(name), value)?;
-        let options = lease.map(|l| PutOptions::new().with_lease(l.id));
-        let mut client = self.client.clone();
-        self.bounded("write", client.put(self.key(name), text, options))
-            .await
-            .map(drop)
+        let key = self.key(name);
+        self.call("write", |mut c| {
+            let (key, text) = (key.clone(), text.clone());
+            let options = lease.map(|l| PutOptions::new().with_lease(l.id));
+            async move { c.put(key, text, options).await }
+        })
+        .await
+        .map(drop)
     }
 
     async fn get_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, DcsError> {
         let key = self.key(name);
-        let mut client = self.client.clone();
-        let resp = self.bounded("read", client.get(key.clone(), None)).await?;
+        let resp = self
+            .call("read", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         resp.kvs()
             .first()
             .map(|kv| {
@@ -381,12 +361,12 @@ impl Dcs {
 
     /// Reads every key of the cluster in one request.
     pub async fn view(&self) -> Result<ClusterView, DcsError> {
-        let mut client = self.client.clone();
+        let prefix = self.prefix.clone();
         let resp = self
-            .bounded(
-                "read cluster",
-                client.get(self.prefix.clone(), Some(GetOptions::new().with_prefix())),
-            )
+            .call("read cluster", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let mut view = ClusterView::default();
         for kv in resp.kvs() {
@@ -433,9 +413,10 @@ impl Dcs {
 
     /// Seconds left on a lease (`None` if it no longer exists).
     pub async fn lease_time_left(&self, lease: i64) -> Result<Option<i64>, DcsError> {
-        let mut client = self.client.clone();
         let resp = self
-            .bounded("lease lookup", client.lease_time_to_live(lease, None))
+            .call("lease lookup", |mut c| async move {
+                c.lease_time_to_live(lease, None).await
+            })
             .await?;
         Ok((resp.ttl() > 0).then_some(resp.ttl()))
     }
@@ -446,13 +427,15 @@ impl Dcs {
     pub async fn watch_members(
         &self,
     ) -> Result<tokio::sync::mpsc::Receiver<(String, Option<MemberState>)>, DcsError> {
-        let mut client = self.client.clone();
         let prefix = self.key("members/");
         let mut stream = self
-            .bounded(
-                "watch",
-                client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix())),
-            )
+            .call("watch", |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.watch(prefix, Some(WatchOptions::new().with_prefix()))
+                        .await
+                }
+            })
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -480,12 +463,12 @@ impl Dcs {
     /// channel until it is dropped or the watch breaks (then the channel
     /// closes and the caller re-watches).
     pub async fn watch_leader(&self) -> Result<tokio::sync::mpsc::Receiver<LeaderEvent>, DcsError> {
-        let mut client = self.client.clone();
+        let key = self.key("leader");
         let mut stream = self
-            .bounded(
-                "watch",
-                client.watch(self.key("leader"), Some(WatchOptions::new())),
-            )
+            .call("watch", |mut c| {
+                let key = key.clone();
+                async move { c.watch(key, Some(WatchOptions::new())).await }
+            })
             .await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {

@@ -14,6 +14,7 @@
 //! | `history` | [`HistoryEntry`] JSON list | persistent |
 //! | `initialize` | [`pgkeel_core::ClusterIdentity`] JSON: who initialised, system identifier | claimer's lease until initdb is done, then persistent |
 
+mod connection;
 mod error;
 mod etcd;
 mod model;

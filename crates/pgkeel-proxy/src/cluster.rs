@@ -1,6 +1,7 @@
-//! Fronting a local pgkeel cluster: backends from its `cluster.toml`, the
-//! application role (password from its secrets) as the login users. This
-//! is what `pgkeel proxy --dir D` and `pgkeel up` use.
+//! Fronting a pgkeel cluster: backends from its `cluster.toml` (a local
+//! cluster) or its shared `pgkeel.toml` (multi-host), the application role
+//! (password from its secrets) as the login users. This is what `pgkeel
+//! proxy` and `pgkeel up` use.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgkeel_cluster::Cluster;
+use pgkeel_cluster::Layout;
 use pgkeel_cluster::layout::Secret;
-use pgkeel_core::config::ProxySection;
+use pgkeel_core::Config;
+use pgkeel_core::config::{ConfigSources, ProxySection, load};
 use pgkeel_core::size::parse_pg_size;
 use pgkeel_pg::secrets::read_password;
 
@@ -65,10 +68,59 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, ProxyError> {
         .ok_or_else(|| ProxyError::Config(format!("cannot resolve {host}:{port}")))
 }
 
+/// Where the proxy reads its cluster from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterSource {
+    /// A data root holding `cluster.toml` (`pgkeel up`'s clusters).
+    DataRoot(PathBuf),
+    /// A `pgkeel.toml` shared by the hosts of a multi-host cluster (its
+    /// relative `secrets_dir` is relative to the file), with this host's
+    /// data root if it differs from `cluster.data_dir`.
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// `--dir`: this host's data root.
+        data_root: Option<PathBuf>,
+    },
+}
+
+impl ClusterSource {
+    /// The configuration and its paths.
+    pub fn load(&self) -> Result<(Config, Layout), ProxyError> {
+        match self {
+            ClusterSource::DataRoot(dir) => Ok(Cluster::open_stored(dir)?),
+            ClusterSource::ConfigFile { path, data_root } => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ProxyError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let mut config = load(&ConfigSources {
+                    file: Some((path.display().to_string(), text)),
+                    ..Default::default()
+                })
+                .map_err(|e| ProxyError::Config(e.to_string()))?;
+                config.anchor_secrets_dir(path.parent().unwrap_or(Path::new(".")));
+                if let Some(root) = data_root {
+                    config.cluster.data_dir = root.clone();
+                }
+                let layout = Cluster::layout_of(&config)?;
+                Ok((config, layout))
+            }
+        }
+    }
+
+    /// The file a SIGHUP re-reads.
+    pub fn file(&self) -> PathBuf {
+        match self {
+            ClusterSource::DataRoot(dir) => dir.join("cluster.toml"),
+            ClusterSource::ConfigFile { path, .. } => path.clone(),
+        }
+    }
+}
+
 /// The `[proxy]` section of the cluster stored in `dir` (what must be
 /// known before the proxy starts, such as its thread count).
 pub fn proxy_section(dir: &Path) -> Result<ProxySection, ProxyError> {
-    Ok(Cluster::open_stored(dir)?.0.proxy)
+    Ok(ClusterSource::DataRoot(dir.to_path_buf()).load()?.0.proxy)
 }
 
 /// The proxy configuration for the cluster stored in `dir`: backends and
@@ -78,13 +130,23 @@ pub fn config_for_cluster(
     dir: &Path,
     options: &ClusterProxyOptions,
 ) -> Result<ProxyConfig, ProxyError> {
-    let (c, layout) = Cluster::open_stored(dir)?;
+    config_for(&ClusterSource::DataRoot(dir.to_path_buf()), options)
+}
+
+/// The proxy configuration for the cluster `source` names.
+pub fn config_for(
+    source: &ClusterSource,
+    options: &ClusterProxyOptions,
+) -> Result<ProxyConfig, ProxyError> {
+    let (c, layout) = source.load()?;
     let c = &c;
-    // Pinned in cluster.toml when the cluster was created; resolved like
-    // every other command does only if a hand-written file left it out.
-    let superuser = match &c.roles.superuser {
-        Some(name) => name.clone(),
-        None => Cluster::open(dir)?.superuser,
+    // Pinned in cluster.toml when the cluster was created (and written by
+    // `pgkeel init --node`); resolved like every other command does only
+    // if a hand-written file left it out.
+    let superuser = match (&c.roles.superuser, source) {
+        (Some(name), _) => name.clone(),
+        (None, ClusterSource::DataRoot(dir)) => Cluster::open(dir)?.superuser,
+        (None, ClusterSource::ConfigFile { .. }) => "postgres".into(),
     };
     let section = &c.proxy;
     let backends = c
@@ -143,7 +205,7 @@ pub fn config_for_cluster(
     config.read_only_functions = section.read_only_functions.clone();
     // A cluster with agents (an etcd of its own or configured): follow
     // their leader key.
-    if !c.etcd.endpoints.is_empty() || layout.etcd_dir().exists() {
+    if !c.etcd.endpoints.is_empty() || !c.etcd.members.is_empty() || layout.etcd_dir().exists() {
         config.leader_source = Some(LeaderSource {
             endpoints: c.etcd_endpoints(),
             namespace: c.etcd.namespace.clone(),
@@ -178,4 +240,12 @@ pub async fn spawn_for_cluster(
     options: &ClusterProxyOptions,
 ) -> Result<ProxyHandle, ProxyError> {
     start(config_for_cluster(dir, options)?).await
+}
+
+/// Starts a proxy in front of the cluster `source` names.
+pub async fn spawn_for(
+    source: &ClusterSource,
+    options: &ClusterProxyOptions,
+) -> Result<ProxyHandle, ProxyError> {
+    start(config_for(source, options)?).await
 }

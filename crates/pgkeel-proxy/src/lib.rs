@@ -58,7 +58,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-pub use cluster::{ClusterProxyOptions, config_for_cluster, spawn_for_cluster};
+pub use cluster::{
+    ClusterProxyOptions, ClusterSource, config_for, config_for_cluster, spawn_for,
+    spawn_for_cluster,
+};
 pub use config::{Backend, NoReplica, PoolMode, ProxyConfig, ReplicaChoice, User};
 pub use credential::Credential;
 pub use error::ProxyError;

@@ -6,12 +6,10 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-
-use pgkeel_cluster::Cluster;
 
 use crate::cli::Target;
 
@@ -95,12 +93,12 @@ pub enum PoolModeArg {
 /// with `pgkeel-proxy` (next to this executable; same PID, so PID files
 /// and `up`'s readiness check see the proxy) with the flags given here.
 /// Returns only if that executable cannot be started.
-pub fn run(args: &ProxyArgs, cluster: &Cluster) -> Result<()> {
+pub fn run(args: &ProxyArgs, source: &ProxySource) -> Result<()> {
     let exe = std::env::current_exe()
         .context("cannot locate the pgkeel binary")?
         .with_file_name(PROXY_EXE);
     let err = std::process::Command::new(&exe)
-        .args(slim_args(args, cluster.layout.root()))
+        .args(slim_args(args, source))
         .exec();
     Err(err).with_context(|| {
         format!(
@@ -113,10 +111,28 @@ pub fn run(args: &ProxyArgs, cluster: &Cluster) -> Result<()> {
 /// The executable that runs the proxy.
 const PROXY_EXE: &str = "pgkeel-proxy";
 
-/// The flags of `pgkeel-proxy` for `args`, with the cluster's data root
-/// resolved (from --dir, --config or the environment) here.
-fn slim_args(args: &ProxyArgs, root: &Path) -> Vec<OsString> {
-    let mut out: Vec<OsString> = vec!["--dir".into(), root.into()];
+/// Where `pgkeel proxy` found the cluster.
+pub enum ProxySource {
+    /// A local cluster's data root (its `cluster.toml`).
+    DataRoot(PathBuf),
+    /// A multi-host cluster's shared config file (absolute), with this
+    /// host's data root when --dir named one.
+    ConfigFile(PathBuf, Option<PathBuf>),
+}
+
+/// The flags of `pgkeel-proxy` for `args`, with the cluster resolved (from
+/// --dir, --config or the environment) here.
+fn slim_args(args: &ProxyArgs, source: &ProxySource) -> Vec<OsString> {
+    let mut out: Vec<OsString> = match source {
+        ProxySource::DataRoot(root) => vec!["--dir".into(), root.into()],
+        ProxySource::ConfigFile(file, root) => {
+            let mut v: Vec<OsString> = vec!["--config".into(), file.into()];
+            if let Some(root) = root {
+                v.extend(["--dir".into(), root.into()]);
+            }
+            v
+        }
+    };
     let mut pair = |flag: &str, value: Option<OsString>| {
         if let Some(v) = value {
             out.push(flag.into());

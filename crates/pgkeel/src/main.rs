@@ -215,8 +215,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Export(command) => cmd_export::run(&command),
         Command::Proxy(args) => {
-            let cluster = open(&args.target)?;
-            cmd_proxy::run(&args, &cluster)
+            let source = proxy_source(&args.target)?;
+            cmd_proxy::run(&args, &source)
         }
     }
 }
@@ -322,18 +322,38 @@ fn open_for_host(target: &Target) -> Result<Cluster> {
     Ok(Cluster::prepare(config)?)
 }
 
+/// The cluster `pgkeel proxy` fronts: a local cluster's data root when
+/// one holds `cluster.toml`, else the shared config file (multi-host: the
+/// proxy's host may run no node at all).
+fn proxy_source(target: &Target) -> Result<cmd_proxy::ProxySource> {
+    let (sources, _) = sources(target, vec![])?;
+    let config = load(&sources)?;
+    let root = std::path::absolute(&config.cluster.data_dir)?;
+    if Cluster::stored_config(&root)?.is_some() {
+        return Ok(cmd_proxy::ProxySource::DataRoot(root));
+    }
+    match config_file(target) {
+        Some(file) => Ok(cmd_proxy::ProxySource::ConfigFile(
+            std::path::absolute(&file)?,
+            target.dir.as_ref().map(std::path::absolute).transpose()?,
+        )),
+        None => Err(ClusterError::NoCluster { dir: root }.into()),
+    }
+}
+
+/// The config file in effect: --config, or ./pgkeel.toml if present.
+fn config_file(target: &Target) -> Option<PathBuf> {
+    target
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from("pgkeel.toml")).filter(|p| p.is_file()))
+}
+
 /// A relative `cluster.secrets_dir` is relative to the config file's
 /// directory: the config and its secrets are copied together.
 fn resolve_secrets_dir(config: &mut pgkeel_core::Config, target: &Target) {
-    let file = target
-        .config
-        .clone()
-        .or_else(|| Some(PathBuf::from("pgkeel.toml")).filter(|p| p.is_file()));
-    if let (Some(dir), Some(file)) = (&config.cluster.secrets_dir, file)
-        && dir.is_relative()
-    {
-        let base = file.parent().unwrap_or(Path::new("."));
-        config.cluster.secrets_dir = Some(base.join(dir));
+    if let Some(file) = config_file(target) {
+        config.anchor_secrets_dir(file.parent().unwrap_or(Path::new(".")));
     }
 }
 

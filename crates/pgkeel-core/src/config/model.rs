@@ -387,6 +387,17 @@ impl Config {
             .unwrap_or(DEFAULT_BASE_PORT)
     }
 
+    /// Makes a relative `cluster.secrets_dir` relative to `config_dir`, the
+    /// directory of the file it was read from: the config and its secrets
+    /// are copied to every host together.
+    pub fn anchor_secrets_dir(&mut self, config_dir: &std::path::Path) {
+        if let Some(dir) = &self.cluster.secrets_dir
+            && dir.is_relative()
+        {
+            self.cluster.secrets_dir = Some(config_dir.join(dir));
+        }
+    }
+
     /// Looks a node up by name.
     pub fn node(&self, name: &str) -> Option<&NodeConfig> {
         self.nodes.iter().find(|n| n.name.as_str() == name)

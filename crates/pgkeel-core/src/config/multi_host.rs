@@ -119,6 +119,9 @@ pub fn render_multi_host(spec: &MultiHostSpec) -> String {
         quote(&spec.data_dir)
     ));
     out.push_str(
+        "[roles]\n# The same superuser name on every host (initdb's, for the proxy's auth query).\nsuperuser = \"postgres\"\n\n",
+    );
+    out.push_str(
         "[access]\n# Networks allowed to connect over TCP (SCRAM). The members are listed;\n\
          # add your applications' networks.\n",
     );

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use pgkeel_proxy::{ClusterProxyOptions, PoolMode, TlsMode};
+use pgkeel_proxy::{ClusterProxyOptions, ClusterSource, PoolMode, TlsMode};
 
 /// What `pgkeel-proxy` was asked to do.
 #[derive(Debug, Default)]
 pub struct ProxyArgs {
-    /// The cluster's data root.
-    pub dir: PathBuf,
+    /// The cluster: a data root, or a shared config file.
+    pub source: Option<ClusterSource>,
     /// Overrides of the cluster's `[proxy]` section.
     pub options: ClusterProxyOptions,
     /// Threads serving clients (`None`: the section's).
@@ -36,18 +36,22 @@ pgkeel-proxy: the pooling proxy of a pgkeel cluster, as a small executable.
 It is what `pgkeel proxy` runs (same flags, same behaviour); run
 `pgkeel proxy --help` for the full description of every flag.
 
-Usage: pgkeel-proxy --dir DIR [--listen ADDR] [--admin-listen ADDR]
+Usage: pgkeel-proxy (--dir DIR | --config FILE [--dir DIR])
+         [--listen ADDR] [--admin-listen ADDR]
          [--pool-mode transaction|session] [--pool-size N] [--threads N]
          [--pid-file FILE] [--tls-cert FILE --tls-key FILE]
          [--tls-mode allow|require] [--auth-query] [--allow-md5]
 
---dir defaults to $PGKEEL_DIR.
+--dir defaults to $PGKEEL_DIR: the data root of a cluster `pgkeel up`
+made. --config FILE: a multi-host cluster's shared pgkeel.toml (--dir then
+names this host's data root, if it has one).
 ";
 
 /// Parses `args` (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed> {
     let mut out = ProxyArgs::default();
     let mut dir = std::env::var_os("PGKEEL_DIR").map(PathBuf::from);
+    let mut config = None;
     let mut cert = None;
     let mut key = None;
     let mut args = args.into_iter();
@@ -71,6 +75,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed> {
                 )));
             }
             "-d" | "--dir" => dir = Some(PathBuf::from(value()?)),
+            "-c" | "--config" => config = Some(PathBuf::from(value()?)),
             "--listen" => out.options.listen = Some(parsed(&flag, &value()?)?),
             "--admin-listen" => out.options.admin_listen = Some(parsed(&flag, &value()?)?),
             "--pool-mode" => out.options.pool_mode = Some(pool_mode(&value()?)?),
@@ -90,7 +95,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Parsed> {
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
-    out.dir = dir.context("--dir (or PGKEEL_DIR) is required: the cluster's data root")?;
+    out.source = Some(match config {
+        Some(path) => ClusterSource::ConfigFile {
+            path,
+            data_root: dir,
+        },
+        None => ClusterSource::DataRoot(dir.context(
+            "--dir (or PGKEEL_DIR) or --config is required: the cluster's data root or its shared pgkeel.toml",
+        )?),
+    });
     Ok(Parsed::Run(Box::new(out)))
 }
 
@@ -131,6 +144,27 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_with_or_without_a_data_root() -> Result<()> {
+        let a = run(&["--config", "/etc/pgkeel/pgkeel.toml"])?;
+        assert_eq!(
+            a.source,
+            Some(ClusterSource::ConfigFile {
+                path: PathBuf::from("/etc/pgkeel/pgkeel.toml"),
+                data_root: None,
+            })
+        );
+        let a = run(&["-c", "/e/p.toml", "--dir", "/var/lib/pgkeel"])?;
+        assert_eq!(
+            a.source,
+            Some(ClusterSource::ConfigFile {
+                path: PathBuf::from("/e/p.toml"),
+                data_root: Some(PathBuf::from("/var/lib/pgkeel")),
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
     fn every_flag_in_both_spellings() -> Result<()> {
         let a = run(&[
             "--dir",
@@ -153,7 +187,7 @@ mod tests {
             "--auth-query",
             "--allow-md5",
         ])?;
-        assert_eq!(a.dir, PathBuf::from("/d"));
+        assert_eq!(a.source, Some(ClusterSource::DataRoot(PathBuf::from("/d"))));
         assert_eq!(a.options.listen, Some("127.0.0.1:7000".parse()?));
         assert_eq!(a.options.admin_listen, Some("127.0.0.1:7001".parse()?));
         assert_eq!(a.options.pool_mode, Some(PoolMode::Session));

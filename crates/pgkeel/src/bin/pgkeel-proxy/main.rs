@@ -33,7 +33,8 @@ fn run() -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    let section = pgkeel_proxy::cluster::proxy_section(&args.dir)?;
+    let source = args.source.as_ref().context("no cluster given")?;
+    let section = source.load()?.0.proxy;
     let threads = args.threads.unwrap_or(section.threads);
     if section.sched_batch {
         sched::use_batch_policy();

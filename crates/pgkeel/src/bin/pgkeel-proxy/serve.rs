@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pgkeel_proxy::reload::ReloadReport;
-use pgkeel_proxy::{config_for_cluster, spawn_for_cluster};
+use pgkeel_proxy::{config_for, spawn_for};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::ProxyArgs;
@@ -14,13 +14,13 @@ use crate::args::ProxyArgs;
 /// How long connected clients may finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Starts the proxy for `args.dir` and serves until a stop signal.
+/// Starts the proxy for `args.source` and serves until a stop signal.
 pub async fn serve(args: &ProxyArgs) -> Result<()> {
-    let dir = &args.dir;
-    let cluster_file = dir.join("cluster.toml");
-    let proxy = spawn_for_cluster(dir, &args.options)
+    let source = args.source.as_ref().context("no cluster given")?;
+    let cluster_file = source.file();
+    let proxy = spawn_for(source, &args.options)
         .await
-        .with_context(|| format!("cannot start the proxy for {}", dir.display()))?;
+        .with_context(|| format!("cannot start the proxy for {}", cluster_file.display()))?;
     eprintln!(
         "pgkeel proxy listening on {} (pid {}); SIGHUP reloads {}",
         proxy.local_addr(),
@@ -39,8 +39,8 @@ pub async fn serve(args: &ProxyArgs) -> Result<()> {
             _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
-                // Re-read cluster.toml and the secrets; flags still win.
-                let applied = config_for_cluster(dir, &args.options)
+                // Re-read the cluster file and the secrets; flags still win.
+                let applied = config_for(source, &args.options)
                     .map_err(|e| format!("{e} (fix {} and send SIGHUP again)", cluster_file.display()))
                     .and_then(|config| proxy.shared().reload(config).map_err(|e| e.to_string()));
                 match applied {
