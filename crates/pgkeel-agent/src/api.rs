@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pgkeel_cluster::Cluster;
-use pgkeel_core::NodeConfig;
 use pgkeel_core::size::parse_pg_size;
+use pgkeel_core::{Config, NodeConfig};
 use pgkeel_dcs::{Dcs, Handover};
 use serde::Deserialize;
 use serde_json::json;
@@ -110,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readiness", get(readiness))
         .route("/member", get(member))
         .route("/cluster", get(cluster))
+        .route("/status", get(node_status))
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover))
         .route("/failover", post(failover))
@@ -206,6 +207,18 @@ async fn readiness(State(s): State<ApiState>) -> Response {
 async fn member(State(s): State<ApiState>) -> Response {
     let snap = s.snapshot();
     (StatusCode::OK, Json(snap.member)).into_response()
+}
+
+/// This node as `pgkeel status` shows it, probed now over its socket: what
+/// `status` assembles from every agent on a host without the node's data.
+async fn node_status(State(s): State<ApiState>) -> Response {
+    match s.cluster.node(&s.shared.node) {
+        Ok(node) => {
+            let node = node.clone();
+            (StatusCode::OK, Json(s.cluster.node_report(&node).await)).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn cluster(State(s): State<ApiState>) -> Response {
@@ -346,7 +359,7 @@ async fn switchover(
         return unauthorized();
     }
     let to = body.map(|b| b.0.to).unwrap_or_default();
-    match request_switchover(&s.dcs, &s.cluster, to).await {
+    match request_switchover(&s.dcs, &s.cluster.config, to).await {
         Ok(()) => {
             s.shared.wake.notify_one();
             (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response()
@@ -369,7 +382,7 @@ async fn failover(
             "failover needs a target: {\"to\": \"<node>\"}".into(),
         );
     };
-    match request_failover(&s.dcs, &s.cluster, &to).await {
+    match request_failover(&s.dcs, &s.cluster.config, &to).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response(),
         Err(e) => refuse(StatusCode::CONFLICT, e.to_string()),
     }
@@ -438,10 +451,27 @@ async fn failsafe(
     (StatusCode::OK, Json(json!({ "confirmed": true }))).into_response()
 }
 
+/// Refuses a node name that is not in the configuration, listing those that are.
+fn known_node(config: &Config, name: &str) -> Result<(), AgentError> {
+    if config.node(name).is_some() {
+        return Ok(());
+    }
+    Err(pgkeel_cluster::ClusterError::UnknownNode {
+        name: name.to_string(),
+        known: config
+            .nodes
+            .iter()
+            .map(|n| n.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+    .into())
+}
+
 /// Records a switchover request after checking it can be honoured.
 pub async fn request_switchover(
     dcs: &Dcs,
-    cluster: &Cluster,
+    config: &Config,
     to: Option<String>,
 ) -> Result<(), AgentError> {
     let view = dcs.view().await?;
@@ -451,7 +481,7 @@ pub async fn request_switchover(
         ));
     };
     if let Some(target) = &to {
-        cluster.node(target)?;
+        known_node(config, target)?;
         if target == &leader {
             return Err(AgentError::Refused(format!(
                 "{target} is already the leader"
@@ -482,8 +512,8 @@ pub async fn request_switchover(
 }
 
 /// Records a manual failover request: only when there is no leader.
-pub async fn request_failover(dcs: &Dcs, cluster: &Cluster, to: &str) -> Result<(), AgentError> {
-    cluster.node(to)?;
+pub async fn request_failover(dcs: &Dcs, config: &Config, to: &str) -> Result<(), AgentError> {
+    known_node(config, to)?;
     let view = dcs.view().await?;
     if let Some(leader) = &view.leader {
         return Err(AgentError::Refused(format!(

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod orchestrate;
 pub mod proxy_daemon;
 pub mod ready;
+pub mod remote;
 pub mod runner;
 pub mod shared;
 

@@ -20,7 +20,11 @@ pub const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects to the cluster's etcd.
 pub async fn dcs(cluster: &Cluster) -> Result<Dcs, AgentError> {
-    let c = &cluster.config;
+    dcs_for(&cluster.config).await
+}
+
+/// Connects to the etcd of the cluster `c` configures.
+pub async fn dcs_for(c: &pgkeel_core::Config) -> Result<Dcs, AgentError> {
     let timeout = Duration::from_secs_f64(c.ha.retry_timeout.max(0.5));
     Ok(Dcs::connect(
         &c.etcd_endpoints(),

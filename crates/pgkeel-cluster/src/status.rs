@@ -2,78 +2,108 @@
 //! the primary's slots, gathered live.
 
 use futures_util::future::join_all;
-use pgkeel_core::NodeConfig;
 use pgkeel_core::status::{ClusterStatus, NodeStatus, ProxyStatus, Role, SlotStatus};
+use pgkeel_core::{Config, NodeConfig};
 use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
 use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
+use serde::{Deserialize, Serialize};
 
 use crate::Cluster;
 
-/// What one node answered.
-struct NodeReport {
-    status: NodeStatus,
-    probe: Option<NodeProbe>,
-    replication: Vec<ReplicationRow>,
-    slots: Vec<SlotRow>,
+/// What one node answered: what its agent serves on `GET /status`, so
+/// `status` can be assembled the same way from any host.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The node's own entry.
+    pub status: NodeStatus,
+    /// Its probe, when it answered.
+    pub probe: Option<NodeProbe>,
+    /// A primary's `pg_stat_replication`.
+    pub replication: Vec<ReplicationRow>,
+    /// Its replication slots.
+    pub slots: Vec<SlotRow>,
 }
 
 impl Cluster {
     /// Inspects every node (in parallel) and merges the primary's view of
     /// its standbys into each standby's entry.
     pub async fn status(&self) -> ClusterStatus {
-        let reports = join_all(self.nodes().iter().map(|n| self.inspect(n))).await;
-        let primary = reports
-            .iter()
-            .find(|r| r.status.running && r.status.role == Some(Role::Primary));
-        let primary_lsn = primary
-            .and_then(|p| p.probe.as_ref())
-            .and_then(|p| p.current_lsn);
-        let rows: &[ReplicationRow] = primary
-            .map(|p| p.replication.as_slice())
-            .unwrap_or_default();
-        let slots = primary
-            .map(|p| p.slots.iter().map(slot_status).collect())
-            .unwrap_or_default();
-        let sync_names = primary
-            .and_then(|p| p.probe.as_ref())
-            .map(|p| p.synchronous_standby_names.clone());
-        let nodes = reports
-            .iter()
-            .map(|r| {
-                let mut status = r.status.clone();
-                if status.role == Some(Role::Replica) {
-                    merge_replication(&mut status, rows, primary_lsn);
-                }
-                status
-            })
-            .collect();
-        ClusterStatus {
-            cluster: self.config.cluster.name.clone(),
-            mode: self.config.replication.mode.to_string(),
-            synchronous_standby_names: sync_names,
-            nodes,
-            slots,
-            leader: None,
-            lease_ttl_left: None,
-            paused: None,
-            etcd_ok: None,
-            proxy: self.proxy_status(),
-        }
+        let reports = join_all(self.nodes().iter().map(|n| self.node_report(n))).await;
+        assemble_status(&self.config, &reports, self.proxy_status())
     }
 
     /// The proxy's address and PID (from its PID file), when the cluster
     /// has one.
     pub fn proxy_status(&self) -> Option<ProxyStatus> {
-        let p = &self.config.proxy;
-        p.enabled.then(|| ProxyStatus {
-            host: connect_host(&p.host),
-            port: self.config.proxy_port(),
-            admin_port: self.config.proxy_admin_port(),
-            pid: crate::pidfile::alive_pid(&self.layout.proxy_pid_file()),
-        })
+        let mut status = proxy_address(&self.config)?;
+        status.pid = crate::pidfile::alive_pid(&self.layout.proxy_pid_file());
+        Some(status)
     }
+}
 
-    async fn inspect(&self, node: &NodeConfig) -> NodeReport {
+/// The proxy's address, when the cluster has one (no PID: it may run on
+/// another host).
+pub fn proxy_address(config: &Config) -> Option<ProxyStatus> {
+    let p = &config.proxy;
+    p.enabled.then(|| ProxyStatus {
+        host: connect_host(&p.host),
+        port: config.proxy_port(),
+        admin_port: config.proxy_admin_port(),
+        pid: None,
+    })
+}
+
+/// The cluster's status from every node's report (in configuration
+/// order): the primary's view of its standbys (lag, sync state) is merged
+/// into each standby's entry, and its slots listed.
+pub fn assemble_status(
+    config: &Config,
+    reports: &[NodeReport],
+    proxy: Option<ProxyStatus>,
+) -> ClusterStatus {
+    let primary = reports
+        .iter()
+        .find(|r| r.status.running && r.status.role == Some(Role::Primary));
+    let primary_lsn = primary
+        .and_then(|p| p.probe.as_ref())
+        .and_then(|p| p.current_lsn);
+    let rows: &[ReplicationRow] = primary
+        .map(|p| p.replication.as_slice())
+        .unwrap_or_default();
+    let slots = primary
+        .map(|p| p.slots.iter().map(slot_status).collect())
+        .unwrap_or_default();
+    let sync_names = primary
+        .and_then(|p| p.probe.as_ref())
+        .map(|p| p.synchronous_standby_names.clone());
+    let nodes = reports
+        .iter()
+        .map(|r| {
+            let mut status = r.status.clone();
+            if status.role == Some(Role::Replica) {
+                merge_replication(&mut status, rows, primary_lsn);
+            }
+            status
+        })
+        .collect();
+    ClusterStatus {
+        cluster: config.cluster.name.clone(),
+        mode: config.replication.mode.to_string(),
+        synchronous_standby_names: sync_names,
+        nodes,
+        slots,
+        leader: None,
+        lease_ttl_left: None,
+        paused: None,
+        etcd_ok: None,
+        proxy,
+    }
+}
+
+impl Cluster {
+    /// What `node` (whose data directory is on this host) answers over its
+    /// socket, with what its data directory says when it does not run.
+    pub async fn node_report(&self, node: &NodeConfig) -> NodeReport {
         let data = self.layout.data_dir(node.name.as_str());
         let pid = running_pid(&data);
         let mut status = NodeStatus {

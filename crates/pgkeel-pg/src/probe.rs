@@ -285,7 +285,7 @@ impl NodeConn {
 }
 
 /// What `probe()` learns.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeProbe {
     /// Standby (in recovery) or primary.
     pub in_recovery: bool,
@@ -304,7 +304,7 @@ pub struct NodeProbe {
 }
 
 /// One row of the primary's `pg_stat_replication`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicationRow {
     /// The standby's `application_name` (pgkeel: its node name).
     pub application_name: String,
@@ -333,7 +333,7 @@ pub struct ReplicationRow {
 }
 
 /// A standby's `pg_stat_wal_receiver`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WalReceiverRow {
     /// `streaming`, `waiting`, ...
     pub status: String,
@@ -358,7 +358,7 @@ pub struct WalReceiverRow {
 }
 
 /// One replication slot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlotRow {
     /// Name.
     pub name: String,

@@ -4,8 +4,7 @@ use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
 use pgkeel_agent::api::{request_failover, request_switchover};
-use pgkeel_agent::orchestrate;
-use pgkeel_cluster::Cluster;
+use pgkeel_agent::remote::RemoteCluster;
 use pgkeel_cluster::layout::Secret;
 use pgkeel_dcs::DynamicConfig;
 use pgkeel_pg::probe::connect_tcp;
@@ -14,15 +13,17 @@ use pgkeel_pg::secrets::read_password;
 /// How long a handover may take before the CLI gives up waiting.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether `node` answers as a writable primary right now.
-async fn writable(cluster: &Cluster, node: &str) -> bool {
+/// Whether `node` answers as a writable primary right now: asked over
+/// SQL when this host may connect, else its agent's word (`/member`; a
+/// laptop outside `access.networks` still sees the switchover through).
+async fn writable(cluster: &RemoteCluster, node: &str) -> bool {
     let Ok(n) = cluster.node(node) else {
         return false;
     };
     let Ok(password) = read_password(&cluster.layout.password_file(Secret::Superuser)) else {
         return false;
     };
-    let Ok(conn) = connect_tcp(
+    match connect_tcp(
         node,
         &n.host,
         n.port,
@@ -31,22 +32,35 @@ async fn writable(cluster: &Cluster, node: &str) -> bool {
         Duration::from_millis(500),
     )
     .await
-    else {
-        return false;
-    };
-    conn.probe().await.is_ok_and(|p| !p.in_recovery)
+    {
+        Ok(conn) => conn.probe().await.is_ok_and(|p| !p.in_recovery),
+        Err(_) => {
+            let url = format!(
+                "http://{}:{}/member",
+                pgkeel_core::config::url_host(&n.host),
+                n.api_port()
+            );
+            match pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_millis(500))
+                .await
+            {
+                Ok((200, body)) => serde_json::from_str::<pgkeel_dcs::MemberState>(&body)
+                    .is_ok_and(|m| m.running && m.role == "primary"),
+                _ => false,
+            }
+        }
+    }
 }
 
 /// Planned switchover; prints the write-unavailable window.
-pub async fn switchover(cluster: &Cluster, to: Option<String>) -> Result<()> {
-    let dcs = orchestrate::dcs(cluster).await?;
+pub async fn switchover(cluster: &RemoteCluster, to: Option<String>) -> Result<()> {
+    let dcs = cluster.dcs().await?;
     let old = dcs
         .view()
         .await?
         .leader
         .context("no leader: use `pgkeel failover --to <node>`")?;
     let requested = Instant::now();
-    request_switchover(&dcs, cluster, to.clone()).await?;
+    request_switchover(&dcs, &cluster.config, to.clone()).await?;
     // Window: from the old primary refusing writes to the new one taking them.
     let mut down_at = None;
     let mut new_leader = None;
@@ -66,7 +80,7 @@ pub async fn switchover(cluster: &Cluster, to: Option<String>) -> Result<()> {
     }
     let Some((leader, up_at)) = new_leader else {
         bail!(
-            "switchover did not complete within {}s: `pgkeel status` shows the state; agent logs are nodes/<name>/agent.log",
+            "switchover did not complete within {}s: `pgkeel status` shows the state; the agents' logs (nodes/<name>/agent.log on their hosts) tell why",
             HANDOVER_TIMEOUT.as_secs()
         );
     };
@@ -82,9 +96,13 @@ pub async fn switchover(cluster: &Cluster, to: Option<String>) -> Result<()> {
 /// The leader `to` has promised not to replace (failsafe) and the
 /// milliseconds the promise still runs, as its agent reports them (`None`
 /// when it promised nothing or does not answer).
-async fn promised_leader(cluster: &Cluster, to: &str) -> Option<(String, u64)> {
+async fn promised_leader(cluster: &RemoteCluster, to: &str) -> Option<(String, u64)> {
     let node = cluster.node(to).ok()?;
-    let url = format!("http://{}:{}/health", node.host, node.api_port());
+    let url = format!(
+        "http://{}:{}/health",
+        pgkeel_core::config::url_host(&node.host),
+        node.api_port()
+    );
     let (_, body) = pgkeel_agent::http::request("GET", &url, &[], "", Duration::from_secs(2))
         .await
         .ok()?;
@@ -97,8 +115,8 @@ async fn promised_leader(cluster: &Cluster, to: &str) -> Option<(String, u64)> {
 }
 
 /// Manual failover to `to`.
-pub async fn failover(cluster: &Cluster, to: &str) -> Result<()> {
-    let dcs = orchestrate::dcs(cluster).await?;
+pub async fn failover(cluster: &RemoteCluster, to: &str) -> Result<()> {
+    let dcs = cluster.dcs().await?;
     let start = Instant::now();
     // With no leader key a primary may still be running on failsafe; its
     // members keep promising not to replace it, so the request could
@@ -109,7 +127,7 @@ pub async fn failover(cluster: &Cluster, to: &str) -> Result<()> {
             ms as f64 / 1000.0
         );
     }
-    request_failover(&dcs, cluster, to).await?;
+    request_failover(&dcs, &cluster.config, to).await?;
     while start.elapsed() < HANDOVER_TIMEOUT {
         if dcs
             .view()
@@ -126,14 +144,14 @@ pub async fn failover(cluster: &Cluster, to: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!(
-        "{to} did not become primary within {}s: see nodes/{to}/agent.log",
+        "{to} did not become primary within {}s: see nodes/{to}/agent.log on its host",
         HANDOVER_TIMEOUT.as_secs()
     )
 }
 
 /// Pause or resume automatic actions.
-pub async fn set_paused(cluster: &Cluster, paused: bool) -> Result<()> {
-    let dcs = orchestrate::dcs(cluster).await?;
+pub async fn set_paused(cluster: &RemoteCluster, paused: bool) -> Result<()> {
+    let dcs = cluster.dcs().await?;
     dcs.put_config(&DynamicConfig { paused }).await?;
     say!(
         "cluster `{}` {}",

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cli::{Cli, Command, Target};
+use pgkeel_agent::remote::RemoteCluster;
 use pgkeel_agent::{orchestrate, proxy_daemon};
 use pgkeel_cluster::compare::config_differences;
 use pgkeel_cluster::up::current_primary;
@@ -116,10 +117,14 @@ async fn run(cli: Cli) -> Result<()> {
             let cluster = open_for_host(&target)?;
             Ok(pgkeel_agent::etcd_local::supervise(&cluster, node.as_deref()).await?)
         }
-        Command::Switchover { target, to } => cmd_ha::switchover(&open(&target)?, to).await,
-        Command::Failover { target, to } => cmd_ha::failover(&open(&target)?, &to).await,
-        Command::Pause { target } => cmd_ha::set_paused(&open(&target)?, true).await,
-        Command::Resume { target } => cmd_ha::set_paused(&open(&target)?, false).await,
+        Command::Switchover { target, to } => {
+            cmd_ha::switchover(&open_any(&target)?.remote(), to).await
+        }
+        Command::Failover { target, to } => {
+            cmd_ha::failover(&open_any(&target)?.remote(), &to).await
+        }
+        Command::Pause { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), true).await,
+        Command::Resume { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), false).await,
         Command::Down { target } => {
             let cluster = open(&target)?;
             if proxy_daemon::stop_proxy(&cluster).await {
@@ -172,14 +177,14 @@ async fn run(cli: Cli) -> Result<()> {
             watch,
             interval,
         } => {
-            let cluster = open(&target)?;
+            let cluster = open_any(&target)?;
             if !watch {
-                let status = full_status(&cluster).await;
+                let status = cluster.status().await;
                 return output::print_status(&status, json);
             }
             let period = Duration::from_secs_f64(interval.max(0.1));
             loop {
-                let status = full_status(&cluster).await;
+                let status = cluster.status().await;
                 if !json {
                     print!("\x1b[2J\x1b[H");
                 }
@@ -198,7 +203,7 @@ async fn run(cli: Cli) -> Result<()> {
             proxy,
             superuser,
         } => {
-            let cluster = open(&target)?;
+            let cluster = open_any(&target)?;
             let which = match (node, replica, proxy) {
                 (Some(name), _, _) => UrlTarget::Node(name),
                 (None, true, _) => UrlTarget::Replica,
@@ -299,6 +304,78 @@ fn sources(
         },
         specific,
     ))
+}
+
+/// A cluster as a command sees it from this host.
+enum Opened {
+    /// Every node's data directory is on this host (`pgkeel up`).
+    Local(Box<Cluster>),
+    /// Some or all nodes live elsewhere: etcd and the agents' APIs.
+    Remote(Box<RemoteCluster>),
+}
+
+impl Opened {
+    /// The network view (enough for the HA commands).
+    fn remote(&self) -> RemoteCluster {
+        match self {
+            Opened::Local(c) => RemoteCluster::of(c),
+            Opened::Remote(r) => (**r).clone(),
+        }
+    }
+
+    async fn status(&self) -> ClusterStatus {
+        match self {
+            Opened::Local(c) => full_status(c).await,
+            Opened::Remote(r) => r.status().await,
+        }
+    }
+
+    async fn url(&self, target: &UrlTarget, creds: Credentials) -> Result<String> {
+        Ok(match self {
+            Opened::Local(c) => c.url(target, creds).await?,
+            Opened::Remote(r) => {
+                let status = if target.needs_status() {
+                    Some(r.status().await)
+                } else {
+                    None
+                };
+                let ctx = pgkeel_cluster::url::UrlContext {
+                    config: &r.config,
+                    layout: &r.layout,
+                    superuser: &r.superuser,
+                };
+                pgkeel_cluster::url::url_for(&ctx, status.as_ref(), target, creds)?
+            }
+        })
+    }
+}
+
+/// The cluster the target names, from this host: local when this host
+/// holds every node's data directory, else reached over the network with
+/// the config (--config, or the one stored in this host's data root) and
+/// its secrets.
+fn open_any(target: &Target) -> Result<Opened> {
+    let (sources, _) = sources(target, vec![])?;
+    let mut config = load(&sources)?;
+    resolve_secrets_dir(&mut config, target);
+    let root = std::path::absolute(&config.cluster.data_dir)?;
+    if let Some(stored) = Cluster::stored_config(&root)? {
+        let layout = Cluster::layout_of(&stored)?;
+        if stored
+            .nodes
+            .iter()
+            .all(|n| layout.node_dir(n.name.as_str()).is_dir())
+        {
+            return Ok(Opened::Local(Box::new(Cluster::open(&root)?)));
+        }
+        if config_file(target).is_none() {
+            return Ok(Opened::Remote(Box::new(RemoteCluster::new(stored)?)));
+        }
+    }
+    if config_file(target).is_none() {
+        return Err(ClusterError::NoCluster { dir: root }.into());
+    }
+    Ok(Opened::Remote(Box::new(RemoteCluster::new(config)?)))
 }
 
 /// Opens the existing cluster the target points at.

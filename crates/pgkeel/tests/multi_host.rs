@@ -20,7 +20,7 @@ use pgkeel_cluster::Cluster;
 use pgkeel_core::ClusterIdentity;
 use pgkeel_dcs::{ClusterView, Dcs};
 use pgkeel_pg::control::read_system_identifier;
-use pgkeel_testkit::netlab::{NetLab, NsProcess, run_in};
+use pgkeel_testkit::netlab::{NetLab, NsProcess, command_in, run_in};
 use pgkeel_testkit::{ClusterGuard, TestDir, free_port_block};
 use tokio::sync::Mutex;
 
@@ -74,6 +74,7 @@ impl Hosts {
             .replace("client_port = 2379", &format!("client_port = {etcd}"))
             .replace("peer_port = 2380", &format!("peer_port = {}", etcd + 1))
             + "[tuning]\nmemory = \"256MB\"\nmax_connections = 50\n";
+        std::fs::write(origin.join("pgkeel.toml"), &config)?;
         let mut homes = vec![];
         let mut guards = vec![];
         for i in 0..NODES.len() {
@@ -200,6 +201,24 @@ impl Hosts {
         }
     }
 
+    /// `pgkeel ARGS --config origin/pgkeel.toml` from the lab's switch
+    /// namespace: a host with the config and the secrets but no node (an
+    /// operator's machine), outside `access.networks`.
+    fn operator(&self, args: &[&str]) -> TestResult<String> {
+        let config = self.dir.path().join("origin/pgkeel.toml");
+        let out = command_in(self.net.switch_namespace(), pgkeel_exe())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("pgkeel {}: {}", args.join(" "), text(&out)).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
     /// Waits until agent `i` has exited, returning its log.
     async fn exited(&mut self, i: usize, within: Duration) -> TestResult<String> {
         let start = Instant::now();
@@ -279,6 +298,9 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
         }
     }
 
+    // Commands from a host with the config and the secrets only.
+    let leader = operator_commands(hosts, leader).await?;
+
     // A replica whose data directory is replaced by another cluster's is
     // refused when its agent starts again, and its data is left alone.
     let victim = (leader + 1) % NODES.len();
@@ -316,6 +338,51 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
     assert_eq!(read_system_identifier(&data)?, Some(foreign));
     assert!(pgkeel_pg::pgctl::running_pid(&data).is_none());
     Ok(())
+}
+
+/// `status`, `url`, `pause`/`resume` and `switchover` from the operator's
+/// host; returns the new leader.
+async fn operator_commands(hosts: &Hosts, leader: usize) -> TestResult<usize> {
+    let status: serde_json::Value = serde_json::from_str(&hosts.operator(&["status", "--json"])?)?;
+    assert_eq!(status["leader"], NODES[leader], "{status}");
+    let nodes = status["nodes"].as_array().ok_or("no nodes")?;
+    assert_eq!(nodes.len(), 3, "{status}");
+    for (i, node) in nodes.iter().enumerate() {
+        let role = if i == leader { "primary" } else { "replica" };
+        assert_eq!(node["role"], role, "{status}");
+        assert_eq!(node["running"], true, "{status}");
+        assert!(node["error"].is_null(), "{status}");
+        if i != leader {
+            assert_eq!(node["wal_receiver"], "streaming", "{status}");
+            assert!(node["sync_state"].is_string(), "{status}");
+        }
+    }
+    assert_eq!(
+        status["slots"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+
+    let url = hosts.operator(&["url", "--replica"])?;
+    let replica_addr = |i: usize| -> TestResult<String> { Ok(hosts.net.node(i)?.addr.to_string()) };
+    assert!(
+        (0..3)
+            .filter(|i| *i != leader)
+            .any(|i| replica_addr(i).is_ok_and(|a| url.contains(&a))),
+        "{url}"
+    );
+
+    hosts.operator(&["pause"])?;
+    assert!(hosts.view().await?.config.paused);
+    hosts.operator(&["resume"])?;
+    assert!(!hosts.view().await?.config.paused);
+
+    let target = (leader + 2) % NODES.len();
+    let said = hosts.operator(&["switchover", "--to", NODES[target]])?;
+    assert!(said.contains(&format!("-> {}", NODES[target])), "{said}");
+    let view = hosts.view().await?;
+    assert_eq!(view.leader.as_deref(), Some(NODES[target]));
+    hosts.ready().await
 }
 
 #[test]
