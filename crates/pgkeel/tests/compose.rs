@@ -82,8 +82,10 @@ impl Writer {
                 }
                 let ok = match &client {
                     Some(c) => matches!(
+                        // Short: a write stuck on a vanished primary is given up
+                        // (its fate unknown, never counted) and retried soon.
                         tokio::time::timeout(
-                            Duration::from_secs(3),
+                            Duration::from_secs(1),
                             c.execute("INSERT INTO writes VALUES ($1)", &[&id]),
                         )
                         .await,
