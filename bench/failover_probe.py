@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -71,9 +72,12 @@ class Writer(threading.Thread):
         self.next_id = 1
         self.first_ack_t = None
         self.node = None
+        self.skip = None  # a crashed node, no longer tried (set by the main thread)
 
     def connect_primary(self):
         for name, dsn in self.nodes:
+            if name == self.skip:
+                continue
             try:
                 c = psycopg2.connect(dsn, connect_timeout=self.connect_timeout,
                                      application_name="failover_probe")
@@ -131,6 +135,11 @@ def main():
                     help="PID to SIGKILL at the crash (agent/patroni)")
     ap.add_argument("--kill-tree", action="append", type=int, default=[], metavar="PID",
                     help="PID to SIGKILL with all its descendants (postmaster)")
+    ap.add_argument("--crash-cmd", metavar="SHELL",
+                    help="command that crashes the primary host (e.g. docker kill NAME), run at the crash")
+    ap.add_argument("--crashed", metavar="NAME",
+                    help="the node --crash-cmd takes down: not tried after the crash (a vanished "
+                         "container's address only times out, which would hide the new primary)")
     ap.add_argument("--table", default="failover_probe")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--after", type=float, default=1.0)
@@ -166,6 +175,9 @@ def main():
         victims += [p] + descendants(p)
     crash_t = mono()
     w.crash_t = crash_t
+    w.skip = a.crashed
+    if a.crash_cmd:
+        subprocess.run(a.crash_cmd, shell=True, check=False)
     for p in victims:
         try:
             os.kill(p, signal.SIGKILL)

@@ -115,8 +115,12 @@ pub async fn stop(
 pub fn running_pid(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let name = exe.file_name()?.to_string_lossy().to_string();
+    // /proc/PID/exe of another user's process needs CAP_SYS_PTRACE, which a
+    // root agent in a container lacks (Docker drops it); comm is readable.
+    let name = match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => exe.file_name()?.to_string_lossy().to_string(),
+        Err(_) => std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?,
+    };
     (name.starts_with("postgres") || name.starts_with("postmaster")).then_some(pid)
 }
 

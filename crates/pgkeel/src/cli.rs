@@ -229,6 +229,11 @@ pub enum Command {
     /// cluster's `[proxy]` section, flags override them; SIGHUP re-reads
     /// the section and the secrets without dropping clients.
     Proxy(crate::cmd_proxy::ProxyArgs),
+    /// Write deployment files for the cluster a configuration describes:
+    /// `compose` (Dockerfile + docker-compose.yml, tested on Docker) or
+    /// `systemd` (units for one host).
+    #[command(subcommand)]
+    Export(crate::cmd_export::ExportCommand),
 }
 
 /// `pgkeel secrets ...`.

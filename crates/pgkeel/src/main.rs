@@ -3,10 +3,12 @@
 #[macro_use]
 mod say;
 mod cli;
+mod cmd_export;
 mod cmd_ha;
 mod cmd_init;
 mod cmd_proxy;
 mod cmd_secrets;
+mod export;
 mod output;
 mod progress;
 
@@ -226,6 +228,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             cmd_secrets::rotate(&opened.remote(), local, &status, &role).await
         }
+        Command::Export(command) => cmd_export::run(&command),
         Command::Proxy(args) => {
             let source = proxy_source(&args.target)?;
             cmd_proxy::run(&args, &source)
