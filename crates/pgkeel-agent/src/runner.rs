@@ -17,6 +17,9 @@ use crate::observe::observe;
 use crate::shared::Shared;
 use crate::{AgentError, api, http, lease, pidfile};
 
+/// How often the leader checks whether its host also leads etcd.
+const ETCD_LEADER_CHECK: Duration = Duration::from_secs(5);
+
 /// Memory of the loop between iterations.
 #[derive(Default)]
 struct LoopMemory {
@@ -153,9 +156,31 @@ pub async fn run_agent(
         }
     }
     let mut memory = LoopMemory::default();
+    let etcd_member_here = cluster.config.etcd_members().len() > 1
+        && cluster
+            .config
+            .etcd_members()
+            .iter()
+            .any(|n| n.name.as_str() == node_name);
+    let mut etcd_leader_checked: Option<Instant> = None;
     while !stopped {
         let started = Instant::now();
         iteration(&cluster, &node, &dcs, &shared, &mut memory, timeout).await;
+        // The primary's host should not also lead etcd: a crash of both
+        // delays the failover by a TTL (see pgkeel_dcs::raft_leader).
+        if etcd_member_here
+            && shared.leader()
+            && etcd_leader_checked.is_none_or(|t| t.elapsed() >= ETCD_LEADER_CHECK)
+        {
+            etcd_leader_checked = Some(Instant::now());
+            match dcs.move_etcd_leadership_from(node_name).await {
+                Ok(Some(to)) => tracing_line(&format!(
+                    "{node_name}: moved etcd's leadership to {to} (off the primary's host)"
+                )),
+                Ok(None) => {}
+                Err(e) => tracing_line(&format!("{node_name}: etcd leadership check: {e}")),
+            }
+        }
         if let Ok(mut last) = shared.last_loop.lock() {
             *last = Instant::now();
         }

@@ -1,12 +1,13 @@
 //! Reaching etcd through any of its members. One client per endpoint, and
 //! every request goes to the member that answered last; a member that
 //! cannot be reached (refused, silent, or without a raft leader) is
-//! skipped for the next one within the request's budget. etcd-client's
-//! own balancing sent a share of requests to a dead member and failed
-//! them (a third of them with one of three members down).
+//! skipped for the next one within the request's budget, and tried after
+//! the others for a few seconds. etcd-client's own balancing sent a share
+//! of requests to a dead member and failed them (13 of 30 with two of
+//! three endpoints dead).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
@@ -17,6 +18,10 @@ use crate::DcsError;
 pub(crate) struct Members {
     clients: Vec<(String, Client)>,
     preferred: AtomicUsize,
+    /// When each member last failed to serve a request (ms since `born`;
+    /// 0: never): tried after the others for [`SUSPECT_FOR`].
+    failed_at: Vec<AtomicU64>,
+    born: Instant,
     /// The user and password requests authenticate with (a member whose
     /// client has no token yet gets one when etcd asks for it).
     user: Option<(String, String)>,
@@ -44,11 +49,20 @@ impl Members {
                 })?;
             clients.push((endpoint.clone(), client));
         }
+        let failed_at = clients.iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Arc::new(Members {
             clients,
             preferred: AtomicUsize::new(0),
+            failed_at,
+            born: Instant::now(),
             user,
         }))
+    }
+
+    /// The endpoint requests go to first now.
+    pub(crate) fn preferred_endpoint(&self) -> &str {
+        let i = self.preferred.load(Ordering::Relaxed) % self.clients.len();
+        &self.clients[i].0
     }
 
     /// Every endpoint, comma separated (for messages).
@@ -79,8 +93,16 @@ impl Members {
         let budget = timeout * 2;
         let start = Instant::now();
         let mut last = None;
-        for k in 0..n {
-            let i = (first + k) % n;
+        let now = self.ms();
+        let suspect: Vec<bool> = self
+            .failed_at
+            .iter()
+            .map(|f| {
+                let at = f.load(Ordering::Relaxed);
+                at != 0 && now.saturating_sub(at) < SUSPECT_FOR.as_millis() as u64
+            })
+            .collect();
+        for i in attempt_order(first, &suspect) {
             let left = budget.saturating_sub(start.elapsed()).min(timeout);
             if left.is_zero() {
                 break;
@@ -111,9 +133,15 @@ impl Members {
             match answer {
                 Ok(Ok(value)) => {
                     self.preferred.store(i, Ordering::Relaxed);
+                    self.failed_at[i].store(0, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Ok(Err(e)) if unreachable(&e) => last = Some(Err(e)),
+                Ok(Err(e)) if unreachable(&e) => {
+                    // Tried last for a while: a dead member costs one
+                    // request its timeout, not every request.
+                    self.suspect(i);
+                    last = Some(Err(e));
+                }
                 Ok(Err(e)) => {
                     return Err(DcsError::Etcd {
                         endpoints: self.endpoints(),
@@ -121,7 +149,10 @@ impl Members {
                         source: e,
                     });
                 }
-                Err(_) => last = Some(Ok(left)),
+                Err(_) => {
+                    self.suspect(i);
+                    last = Some(Ok(left));
+                }
             }
         }
         Err(match last {
@@ -137,6 +168,67 @@ impl Members {
             },
         })
     }
+}
+
+impl Members {
+    fn ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Member `i` just failed to serve a request.
+    fn suspect(&self, i: usize) {
+        self.failed_at[i].store(self.ms(), Ordering::Relaxed);
+    }
+
+    /// Runs `request` on each member in turn until one accepts it (for
+    /// requests only one member serves, such as a leadership transfer).
+    pub(crate) async fn first_ok<T, F, Fut>(
+        &self,
+        action: &'static str,
+        timeout: Duration,
+        request: F,
+    ) -> Result<T, DcsError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for (_, client) in &self.clients {
+            match tokio::time::timeout(timeout, request(client.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {}
+            }
+        }
+        Err(match last {
+            Some(source) => DcsError::Etcd {
+                endpoints: self.endpoints(),
+                action,
+                source,
+            },
+            None => DcsError::Timeout {
+                endpoints: self.endpoints(),
+                action,
+                millis: timeout.as_millis(),
+            },
+        })
+    }
+}
+
+/// How long a member that failed is tried after the others.
+pub(crate) const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// The order members are tried in: from `first` (the one that answered
+/// last) round the list, members that failed lately (`suspect`) after all
+/// the others, so a dead or silent member (a host down, or one without a
+/// raft leader) costs at most one request its timeout.
+pub(crate) fn attempt_order(first: usize, suspect: &[bool]) -> Vec<usize> {
+    let n = suspect.len();
+    let round = (0..n).map(|k| (first + k) % n);
+    let (healthy, suspects): (Vec<usize>, Vec<usize>) = round.partition(|i| !suspect[*i]);
+    healthy.into_iter().chain(suspects).collect()
 }
 
 /// Whether etcd refused a request for want of a (valid) token.
@@ -169,5 +261,22 @@ pub(crate) fn unreachable(error: &etcd_client::Error) -> bool {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
         ),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempt_order;
+
+    #[test]
+    fn members_that_failed_lately_come_last() {
+        assert_eq!(attempt_order(0, &[false, false, false]), [0, 1, 2]);
+        assert_eq!(attempt_order(1, &[false, false, false]), [1, 2, 0]);
+        // The first member died: the others first, it last.
+        assert_eq!(attempt_order(0, &[true, false, false]), [1, 2, 0]);
+        // Everything failed lately (etcd without a leader): still tried,
+        // round from the preferred one.
+        assert_eq!(attempt_order(2, &[true, true, true]), [2, 0, 1]);
+        assert_eq!(attempt_order(1, &[false, true, false]), [2, 0, 1]);
     }
 }

@@ -91,6 +91,12 @@ impl Dcs {
         })
     }
 
+    /// The etcd endpoint requests go to first now: the member that
+    /// answered last, or the one after a member that could not be reached.
+    pub fn endpoint_in_use(&self) -> &str {
+        self.members.preferred_endpoint()
+    }
+
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }

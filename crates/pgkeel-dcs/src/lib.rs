@@ -20,6 +20,7 @@ mod connection;
 mod error;
 mod etcd;
 mod model;
+mod raft_leader;
 
 pub use access::{EtcdAccess, EtcdTls};
 pub use error::DcsError;

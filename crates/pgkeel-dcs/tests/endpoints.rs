@@ -40,3 +40,28 @@ async fn requests_reach_a_live_member_when_others_are_down() -> TestResult<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_silent_member_is_skipped_after_it_failed_once() -> TestResult<()> {
+    let etcd = TempEtcd::start()?;
+    // A member that accepts connections and never answers, like a host
+    // cut off by the network: each request sent to it costs the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_url = format!("http://{}", silent.local_addr()?);
+    let endpoints = vec![silent_url.clone(), etcd.endpoint.clone()];
+    let dcs = Dcs::connect(&endpoints, "/test", "silent", Duration::from_millis(400)).await?;
+    assert_eq!(dcs.endpoint_in_use(), silent_url);
+    let start = Instant::now();
+    while dcs.view().await.is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err("etcd never answered".into());
+        }
+    }
+    // Requests now go to the live member first, and stay there.
+    for _ in 0..10 {
+        dcs.view().await?;
+        assert_eq!(dcs.endpoint_in_use(), etcd.endpoint);
+    }
+    drop(silent);
+    Ok(())
+}

@@ -162,6 +162,46 @@ impl Hosts {
         .await?
     }
 
+    /// The etcd member that leads etcd, read from the switch namespace.
+    async fn etcd_leader(&self) -> TestResult<Option<String>> {
+        let ns = self.net.switch_namespace().to_string();
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            run_in(&ns, move || -> TestResult<Option<String>> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let layout = Cluster::layout_of(&config)?;
+                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
+                    Ok(dcs.etcd_leader().await?)
+                })
+            })?
+        })
+        .await?
+    }
+
+    /// Hands etcd's leadership to `member`, from the switch namespace.
+    async fn move_etcd_leader_to(&self, member: &'static str) -> TestResult {
+        let ns = self.net.switch_namespace().to_string();
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            run_in(&ns, move || -> TestResult {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let layout = Cluster::layout_of(&config)?;
+                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
+                    // It may lead already: then the transfer is refused.
+                    let _ = dcs.move_etcd_leadership_to(member).await;
+                    Ok(())
+                })
+            })?
+        })
+        .await?
+    }
+
     /// A superuser session on node `i` over its socket.
     async fn connect(&self, i: usize) -> TestResult<pgkeel_pg::probe::NodeConn> {
         let cluster = self.cluster(i)?;
@@ -280,6 +320,25 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
         );
         // Nothing shared: each host's root holds its own node only.
         assert_eq!(entries(&hosts.root(i).join("nodes"))?, [*name]);
+    }
+
+    // etcd's own leader moves off the primary's host (a crash of both
+    // would delay the failover by a lease TTL): put it there, see it go.
+    hosts.move_etcd_leader_to(NODES[leader]).await?;
+    let start = Instant::now();
+    loop {
+        if hosts
+            .etcd_leader()
+            .await?
+            .as_deref()
+            .is_some_and(|l| l != NODES[leader])
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err("etcd's leader stayed on the primary's host".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // A row written on the primary reaches both replicas.
