@@ -150,6 +150,7 @@ pub async fn run_agent(
                     stop_agent(&dcs, &shared, &pid_file).await;
                     return Err(e);
                 }
+                refresh_access(&cluster, &node).await;
             }
             _ = term.recv() => stopped = true,
             _ = tokio::signal::ctrl_c() => stopped = true,
@@ -198,6 +199,33 @@ pub async fn run_agent(
         let _ = member.await;
     }
     Ok(())
+}
+
+/// Renders `pg_hba.conf` again for the members this agent's config names
+/// (a node added to, or removed from, the config on every host is allowed
+/// to replicate, or no longer, once the agents restart) and reloads a
+/// running server when it changed.
+async fn refresh_access(cluster: &Cluster, node: &NodeConfig) {
+    let name = node.name.as_str();
+    let data = cluster.layout.data_dir(name);
+    if !pgkeel_pg::pgctl::is_data_dir(&data) {
+        return;
+    }
+    match cluster.write_access(&data) {
+        Ok(true) => {
+            tracing_line(&format!(
+                "{name}: pg_hba.conf follows the configured members"
+            ));
+            if pgkeel_pg::pgctl::running_pid(&data).is_some()
+                && let Ok(conn) = cluster.connect(node).await
+                && let Err(e) = conn.reload().await
+            {
+                tracing_line(&format!("{name}: reload after pg_hba.conf: {e}"));
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing_line(&format!("{name}: cannot render pg_hba.conf: {e}")),
+    }
 }
 
 /// Revokes the lease (the member key, the leader key if held and a

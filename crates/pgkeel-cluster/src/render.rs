@@ -113,31 +113,8 @@ impl Cluster {
             standby,
             extra: &self.config.parameters,
         });
-        let mut local_users = vec![owner.name.clone()];
-        if owner.name != "root" {
-            local_users.push("root".to_string());
-        }
-        let addresses = self.member_addresses();
-        let hba_input = HbaInput {
-            superuser: &self.superuser,
-            local_os_users: &local_users,
-            replication_role: &self.config.roles.replication,
-            member_addresses: &addresses,
-            networks: &self.config.access.networks,
-        };
         write_owned(&data.join("postgresql.conf"), &conf, owner, 0o600)?;
-        write_owned(
-            &data.join("pg_hba.conf"),
-            &render_hba(&hba_input),
-            owner,
-            0o600,
-        )?;
-        write_owned(
-            &data.join("pg_ident.conf"),
-            &render_ident(&hba_input),
-            owner,
-            0o600,
-        )?;
+        self.write_access(data)?;
         // pg_basebackup copies the primary's auto.conf; pgkeel owns the
         // settings, so start from an empty one.
         write_owned(
@@ -165,6 +142,37 @@ impl Cluster {
             std::fs::remove_file(&signal).map_err(|e| ClusterError::io("remove", &signal, e))?;
         }
         Ok(())
+    }
+
+    /// Writes `pg_hba.conf` and `pg_ident.conf` into `data` for the
+    /// current members and networks; returns whether either changed (a
+    /// running server then needs a reload).
+    pub fn write_access(&self, data: &Path) -> Result<bool, ClusterError> {
+        let owner = self.os_user();
+        let mut local_users = vec![owner.name.clone()];
+        if owner.name != "root" {
+            local_users.push("root".to_string());
+        }
+        let addresses = self.member_addresses();
+        let hba_input = HbaInput {
+            superuser: &self.superuser,
+            local_os_users: &local_users,
+            replication_role: &self.config.roles.replication,
+            member_addresses: &addresses,
+            networks: &self.config.access.networks,
+        };
+        let mut changed = false;
+        for (name, text) in [
+            ("pg_hba.conf", render_hba(&hba_input)),
+            ("pg_ident.conf", render_ident(&hba_input)),
+        ] {
+            let path = data.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                write_owned(&path, &text, owner, 0o600)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// Every address the members resolve to: replication is accepted only

@@ -262,6 +262,17 @@ impl Dcs {
         self.txn("identity reset", txn).await
     }
 
+    /// Deletes a member's key (a member removed from the cluster).
+    pub async fn delete_member(&self, name: &str) -> Result<(), DcsError> {
+        let key = self.key(&format!("members/{name}"));
+        self.call("member deletion", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await
+        .map(drop)
+    }
+
     /// Deletes every key of this cluster (its data is gone for good).
     pub async fn delete_cluster(&self) -> Result<(), DcsError> {
         let prefix = self.prefix.clone();

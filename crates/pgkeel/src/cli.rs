@@ -195,6 +195,19 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Finish removing a node: drop its replication slot on the primary and
+    /// its keys in etcd.
+    ///
+    /// First take it out of `[[nodes]]` in the config on every host and
+    /// restart their agents one at a time (PostgreSQL keeps running), and
+    /// stop the node's agent and PostgreSQL; refused otherwise, saying
+    /// which step is missing.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// The node to remove.
+        node: String,
+    },
     /// Manage the cluster's secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),

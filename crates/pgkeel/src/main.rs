@@ -7,6 +7,7 @@ mod cmd_export;
 mod cmd_ha;
 mod cmd_init;
 mod cmd_proxy;
+mod cmd_remove;
 mod cmd_secrets;
 mod export;
 mod output;
@@ -229,6 +230,15 @@ async fn run(cli: Cli) -> Result<()> {
             cmd_secrets::rotate(&opened.remote(), local, &status, &role).await
         }
         Command::Export(command) => cmd_export::run(&command),
+        Command::Remove { target, node } => {
+            let opened = open_any(&target)?;
+            let status = opened.status().await;
+            let local = match &opened {
+                Opened::Local(c) => Some(&**c),
+                Opened::Remote(_) => None,
+            };
+            cmd_remove::remove(&opened.remote(), local, &status, &node).await
+        }
         Command::Proxy(args) => {
             let source = proxy_source(&args.target)?;
             cmd_proxy::run(&args, &source)
