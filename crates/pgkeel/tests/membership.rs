@@ -63,7 +63,7 @@ fn write_config(hosts: &Hosts, text: &str) -> TestResult {
 /// Restarts the first three agents one at a time, each back in etcd
 /// before the next stops (PostgreSQL keeps running meanwhile).
 async fn rolling_restart(hosts: &mut Hosts) -> TestResult {
-    for i in 0..NODES.len() {
+    for (i, name) in NODES.iter().enumerate() {
         if let Some(mut agent) = hosts.agents[i].take() {
             agent.stop(nix::sys::signal::Signal::SIGTERM);
         }
@@ -72,10 +72,10 @@ async fn rolling_restart(hosts: &mut Hosts) -> TestResult {
         while !hosts
             .view()
             .await
-            .is_ok_and(|v| v.members.contains_key(NODES[i]) && v.leader.is_some())
+            .is_ok_and(|v| v.members.contains_key(*name) && v.leader.is_some())
         {
             if start.elapsed() > Duration::from_secs(60) {
-                return Err(format!("{}'s agent did not come back", NODES[i]).into());
+                return Err(format!("{name}'s agent did not come back").into());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
