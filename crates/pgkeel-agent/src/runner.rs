@@ -20,6 +20,15 @@ use crate::{AgentError, api, http, lease, pidfile};
 /// How often the leader checks whether its host also leads etcd.
 const ETCD_LEADER_CHECK: Duration = Duration::from_secs(5);
 
+/// How an agent runs beside its node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentOptions {
+    /// Also run this host's etcd member in the agent's process.
+    pub with_etcd: bool,
+    /// Stop PostgreSQL (fast) when the agent is stopped.
+    pub stop_postgres: bool,
+}
+
 /// Memory of the loop between iterations.
 #[derive(Default)]
 struct LoopMemory {
@@ -39,8 +48,12 @@ struct LoopMemory {
 pub async fn run_agent(
     cluster: Cluster,
     node_name: &str,
-    with_etcd: bool,
+    options: AgentOptions,
 ) -> Result<(), AgentError> {
+    let AgentOptions {
+        with_etcd,
+        stop_postgres,
+    } = options;
     let node = cluster.node(node_name)?.clone();
     let pid_file = cluster.layout.agent_pid_file(node_name);
     cluster.ensure_skeleton(false)?;
@@ -193,6 +206,25 @@ pub async fn run_agent(
         }
     }
     tracing_line(&format!("{node_name}: stopping agent"));
+    if stop_postgres {
+        // Before the lease goes: a primary stops while it still holds the
+        // key, so nobody is promoted until its last WAL has reached the
+        // standbys (a fast shutdown waits for connected standbys).
+        let data = cluster.layout.data_dir(node_name);
+        if pgkeel_pg::pgctl::running_pid(&data).is_some() {
+            tracing_line(&format!("{node_name}: stopping PostgreSQL (fast)"));
+            if let Err(e) = pgkeel_pg::pgctl::stop(
+                &cluster.runner,
+                node_name,
+                &data,
+                pgkeel_pg::pgctl::StopMode::Fast,
+            )
+            .await
+            {
+                tracing_line(&format!("{node_name}: {e}"));
+            }
+        }
+    }
     stop_agent(&dcs, &shared, &pid_file).await;
     if let Some(member) = etcd_member {
         etcd_stop.notify_one();

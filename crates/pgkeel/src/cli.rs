@@ -156,6 +156,12 @@ pub enum Command {
         /// as in a container.
         #[arg(long)]
         with_etcd: bool,
+        /// On SIGTERM/SIGINT, stop PostgreSQL cleanly (fast shutdown: the
+        /// standbys get the last WAL) before leaving, as a container or a
+        /// unit whose processes all end with it needs. Without it the
+        /// agent leaves PostgreSQL running (`pgkeel up`/`down` stop it).
+        #[arg(long)]
+        stop_postgres: bool,
     },
     /// Run and supervise this host's etcd member (started by `pgkeel up`;
     /// a systemd unit on multi-host clusters).

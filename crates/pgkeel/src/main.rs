@@ -111,9 +111,14 @@ async fn run(cli: Cli) -> Result<()> {
             target,
             node,
             with_etcd,
+            stop_postgres,
         } => {
             let cluster = open_for_host(&target)?;
-            Ok(pgkeel_agent::run_agent(cluster, &node, with_etcd).await?)
+            let options = pgkeel_agent::runner::AgentOptions {
+                with_etcd,
+                stop_postgres,
+            };
+            Ok(pgkeel_agent::run_agent(cluster, &node, options).await?)
         }
         Command::EtcdSupervisor { target, node } => {
             let cluster = open_for_host(&target)?;

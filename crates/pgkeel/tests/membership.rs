@@ -138,7 +138,16 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
         .push(Some(pgkeel_testkit::netlab::NsProcess::spawn(
             &hosts.net.node(3)?.namespace,
             &hostlab::pgkeel_exe(),
-            &["agent", "--config", &config, "--dir", &root, "--node", NEW],
+            &[
+                "agent",
+                "--config",
+                &config,
+                "--dir",
+                &root,
+                "--node",
+                NEW,
+                "--stop-postgres",
+            ],
             &home.join(format!("agent-{NEW}.log")),
         )?));
     let streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
@@ -162,17 +171,15 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
         "{}",
         common::text(&out)
     );
+    // Its agent runs with --stop-postgres: stopping it stops PostgreSQL.
     if let Some(mut agent) = hosts.agents[3].take() {
         agent.stop(nix::sys::signal::Signal::SIGTERM);
     }
     let cluster = pgkeel_cluster::Cluster::open(&home.join("data"))?;
-    pgkeel_pg::pgctl::stop(
-        &cluster.runner,
-        NEW,
-        &cluster.layout.data_dir(NEW),
-        pgkeel_pg::pgctl::StopMode::Fast,
-    )
-    .await?;
+    assert!(
+        pgkeel_pg::pgctl::running_pid(&cluster.layout.data_dir(NEW)).is_none(),
+        "{NEW}'s PostgreSQL outlived its agent started with --stop-postgres"
+    );
     let without = config_text(hosts, false)?;
     write_config(hosts, &without)?;
     rolling_restart(hosts).await?;

@@ -60,6 +60,7 @@ pub fn compose_file(plan: &ComposePlan, secrets: &[&str]) -> String {
             "--node",
             &node.name,
             "--with-etcd",
+            "--stop-postgres",
         ]
         .map(q)
         .join(", ");
@@ -165,7 +166,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["  pg1:", "  pg2:", "  pg3:", "  proxy:"]);
         assert!(y.contains(
-            "command: [\"agent\", \"--config\", \"/etc/pgkeel/pgkeel.toml\", \"--node\", \"pg2\", \"--with-etcd\"]"
+            "command: [\"agent\", \"--config\", \"/etc/pgkeel/pgkeel.toml\", \"--node\", \"pg2\", \"--with-etcd\", \"--stop-postgres\"]"
         ));
         assert!(y.contains("ipv4_address: \"10.89.54.12\""));
         assert!(y.contains("- \"15433:5432\""));
