@@ -453,19 +453,8 @@ async fn failsafe(
 
 /// Refuses a node name that is not in the configuration, listing those that are.
 fn known_node(config: &Config, name: &str) -> Result<(), AgentError> {
-    if config.node(name).is_some() {
-        return Ok(());
-    }
-    Err(pgkeel_cluster::ClusterError::UnknownNode {
-        name: name.to_string(),
-        known: config
-            .nodes
-            .iter()
-            .map(|n| n.name.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-    .into())
+    pgkeel_cluster::context::find_node(config, name)?;
+    Ok(())
 }
 
 /// Records a switchover request after checking it can be honoured.

@@ -7,11 +7,14 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use pgkeel_cluster::layout::Secret;
 use pgkeel_cluster::status::{NodeReport, assemble_status, proxy_address};
 use pgkeel_cluster::{Cluster, ClusterError, Layout};
 use pgkeel_core::status::{ClusterStatus, NodeStatus, Role};
 use pgkeel_core::{Config, NodeConfig};
 use pgkeel_dcs::{ClusterView, Dcs};
+use pgkeel_pg::probe::{NodeConn, connect_tcp};
+use pgkeel_pg::secrets::read_password;
 
 use crate::AgentError;
 use crate::orchestrate::dcs_for;
@@ -57,18 +60,43 @@ impl RemoteCluster {
 
     /// Looks up a node by name, with an error listing the valid names.
     pub fn node(&self, name: &str) -> Result<&NodeConfig, ClusterError> {
-        self.config
-            .node(name)
-            .ok_or_else(|| ClusterError::UnknownNode {
-                name: name.to_string(),
-                known: self
-                    .config
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        pgkeel_cluster::context::find_node(&self.config, name)
+    }
+
+    /// A superuser session on the primary `status` names: over its socket
+    /// when `local` (this host holds every node), else over TCP with the
+    /// superuser's password (this host must be in `access.networks`).
+    pub async fn connect_primary(
+        &self,
+        local: Option<&Cluster>,
+        status: &ClusterStatus,
+    ) -> Result<(NodeConn, NodeConfig), AgentError> {
+        let primary = status.primary().ok_or_else(|| {
+            AgentError::Refused("no node runs as primary: `pgkeel status` shows why".into())
+        })?;
+        let node = self.node(&primary.name)?.clone();
+        let conn = match local {
+            Some(cluster) => cluster.connect(&node).await?,
+            None => {
+                let password = read_password(&self.layout.password_file(Secret::Superuser))?;
+                connect_tcp(
+                    node.name.as_str(),
+                    &node.host,
+                    node.port,
+                    &self.superuser,
+                    &password,
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|e| {
+                    AgentError::Refused(format!(
+                        "cannot reach the primary {} as {}: {e}; run this on a host in `access.networks`",
+                        node.name, self.superuser
+                    ))
+                })?
+            }
+        };
+        Ok((conn, node))
     }
 
     /// etcd, through every endpoint.

@@ -108,18 +108,7 @@ impl Cluster {
 
     /// Looks up a node by name, with an error listing the valid names.
     pub fn node(&self, name: &str) -> Result<&NodeConfig, ClusterError> {
-        self.config
-            .node(name)
-            .ok_or_else(|| ClusterError::UnknownNode {
-                name: name.to_string(),
-                known: self
-                    .config
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        find_node(&self.config, name)
     }
 
     /// The OS user PostgreSQL runs as.
@@ -131,4 +120,17 @@ impl Cluster {
     pub fn nodes(&self) -> &[NodeConfig] {
         &self.config.nodes
     }
+}
+
+/// The node `name` of `config`, or an error listing the valid names.
+pub fn find_node<'a>(config: &'a Config, name: &str) -> Result<&'a NodeConfig, ClusterError> {
+    config.node(name).ok_or_else(|| ClusterError::UnknownNode {
+        name: name.to_string(),
+        known: config
+            .nodes
+            .iter()
+            .map(|n| n.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }

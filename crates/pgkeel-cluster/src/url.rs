@@ -133,17 +133,7 @@ fn resolve_target<'a>(
     status: Option<&ClusterStatus>,
     target: &UrlTarget,
 ) -> Result<&'a NodeConfig, ClusterError> {
-    let node = |name: &str| {
-        config.node(name).ok_or_else(|| ClusterError::UnknownNode {
-            name: name.to_string(),
-            known: config
-                .nodes
-                .iter()
-                .map(|n| n.name.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-    };
+    let node = |name: &str| crate::context::find_node(config, name);
     if let UrlTarget::Node(name) = target {
         return node(name);
     }

@@ -2,16 +2,11 @@
 //! its replication slot on the primary (which would otherwise keep WAL for
 //! it) and its keys in etcd.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pgkeel_agent::remote::RemoteCluster;
 use pgkeel_cluster::Cluster;
-use pgkeel_cluster::layout::Secret;
 use pgkeel_core::NodeName;
 use pgkeel_core::status::ClusterStatus;
-use pgkeel_pg::probe::{NodeConn, connect_tcp};
-use pgkeel_pg::secrets::read_password;
 
 /// Removes `name`, which the configuration must no longer list and whose
 /// agent must have stopped. `local`: the cluster when this host holds
@@ -38,31 +33,7 @@ pub async fn remove(
             "`{name}`'s agent still runs (its member key is in etcd): stop it, and its PostgreSQL, on its host first"
         );
     }
-    let primary = status.primary().context(
-        "no node runs as primary, so the slot cannot be dropped now: `pgkeel status` shows why",
-    )?;
-    let node = remote.node(&primary.name)?;
-    let conn: NodeConn = match local {
-        Some(cluster) => cluster.connect(node).await?,
-        None => {
-            let password = read_password(&remote.layout.password_file(Secret::Superuser))?;
-            connect_tcp(
-                node.name.as_str(),
-                &node.host,
-                node.port,
-                &remote.superuser,
-                &password,
-                Duration::from_secs(5),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the primary {} as {}: run this on a host in `access.networks`",
-                    node.name, remote.superuser
-                )
-            })?
-        }
-    };
+    let (conn, node) = remote.connect_primary(local, status).await?;
     let slot = conn.slots().await?.into_iter().find(|s| s.name == name);
     match slot {
         Some(s) if s.active => bail!(

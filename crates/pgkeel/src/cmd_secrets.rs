@@ -5,7 +5,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
@@ -17,8 +16,7 @@ use pgkeel_cluster::skeleton::PASSWORD_LEN;
 use pgkeel_core::status::ClusterStatus;
 use pgkeel_pg::OsUser;
 use pgkeel_pg::fsutil::write_owned;
-use pgkeel_pg::probe::{NodeConn, connect_tcp};
-use pgkeel_pg::secrets::{generate_password, read_password};
+use pgkeel_pg::secrets::generate_password;
 
 /// Which secret a `ROLE` argument names: `app`, `replication`,
 /// `superuser`, or the role's own name.
@@ -58,31 +56,7 @@ pub async fn rotate(
     role: &str,
 ) -> Result<()> {
     let (secret, name) = secret_for(remote, role)?;
-    let primary = status
-        .primary()
-        .context("no node runs as primary: a password can only be changed on the primary; `pgkeel status` shows why")?;
-    let node = remote.node(&primary.name)?;
-    let conn: NodeConn = match local {
-        Some(cluster) => cluster.connect(node).await?,
-        None => {
-            let password = read_password(&remote.layout.password_file(Secret::Superuser))?;
-            connect_tcp(
-                node.name.as_str(),
-                &node.host,
-                node.port,
-                &remote.superuser,
-                &password,
-                Duration::from_secs(5),
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the primary {} as {}: run this on a host in `access.networks`",
-                    node.name, remote.superuser
-                )
-            })?
-        }
-    };
+    let (conn, node) = remote.connect_primary(local, status).await?;
     let password = generate_password(PASSWORD_LEN)?;
     conn.set_password(&name, &password).await?;
     let file = remote.layout.password_file(secret);

@@ -228,21 +228,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Secrets(cli::SecretsCommand::Rotate { target, role }) => {
             let opened = open_any(&target)?;
             let status = opened.status().await;
-            let local = match &opened {
-                Opened::Local(c) => Some(&**c),
-                Opened::Remote(_) => None,
-            };
-            cmd_secrets::rotate(&opened.remote(), local, &status, &role).await
+            cmd_secrets::rotate(&opened.remote(), opened.local(), &status, &role).await
         }
         Command::Export(command) => cmd_export::run(&command),
         Command::Remove { target, node } => {
             let opened = open_any(&target)?;
             let status = opened.status().await;
-            let local = match &opened {
-                Opened::Local(c) => Some(&**c),
-                Opened::Remote(_) => None,
-            };
-            cmd_remove::remove(&opened.remote(), local, &status, &node).await
+            cmd_remove::remove(&opened.remote(), opened.local(), &status, &node).await
         }
         Command::Proxy(args) => {
             let source = proxy_source(&args.target)?;
@@ -340,6 +332,14 @@ enum Opened {
 }
 
 impl Opened {
+    /// The cluster when this host holds every node.
+    fn local(&self) -> Option<&Cluster> {
+        match self {
+            Opened::Local(c) => Some(c),
+            Opened::Remote(_) => None,
+        }
+    }
+
     /// The network view (enough for the HA commands).
     fn remote(&self) -> RemoteCluster {
         match self {

@@ -131,25 +131,8 @@ async fn scenario(hosts: &mut Hosts) -> TestResult {
     hosts
         .guards
         .push(pgkeel_testkit::ClusterGuard::new(&home.join("data")));
-    let config = home.join("pgkeel.toml").display().to_string();
-    let root = home.join("data").display().to_string();
-    hosts
-        .agents
-        .push(Some(pgkeel_testkit::netlab::NsProcess::spawn(
-            &hosts.net.node(3)?.namespace,
-            &hostlab::pgkeel_exe(),
-            &[
-                "agent",
-                "--config",
-                &config,
-                "--dir",
-                &root,
-                "--node",
-                NEW,
-                "--stop-postgres",
-            ],
-            &home.join(format!("agent-{NEW}.log")),
-        )?));
+    let agent = hosts.spawn_agent(3, &home, NEW, &["--stop-postgres"])?;
+    hosts.agents.push(Some(agent));
     let streaming = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
                      AND application_name IN ('pg1', 'pg2', 'pg3', 'pg4')";
     let start = Instant::now();

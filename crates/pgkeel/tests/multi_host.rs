@@ -21,7 +21,7 @@ use hostlab::{Hosts, NODES, SERIAL, entries, pgkeel_exe};
 use pgkeel_core::ClusterIdentity;
 use pgkeel_pg::control::read_system_identifier;
 use pgkeel_testkit::free_port_block;
-use pgkeel_testkit::netlab::{NsProcess, run_in};
+use pgkeel_testkit::netlab::NsProcess;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_bootstrap_one_cluster_and_refuse_foreign_data() -> TestResult {
     let _serial = SERIAL.lock().await;
@@ -267,27 +267,20 @@ async fn proxy_over_tls_etcd(hosts: &Hosts) -> TestResult {
     }
     let password = std::fs::read_to_string(hosts.dir.path().join("origin/secrets/app.password"))?;
     let url = format!("postgresql://app:{}@{listen}/app", password.trim());
-    let written = tokio::task::spawn_blocking(move || {
-        run_in(&ns, move || -> TestResult<i64> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(conn);
-                client
-                    .batch_execute(
-                        "CREATE TABLE through_proxy (v int); INSERT INTO through_proxy VALUES (1)",
-                    )
-                    .await?;
-                Ok(client
-                    .query_one("SELECT count(*) FROM through_proxy", &[])
-                    .await?
-                    .get(0))
-            })
-        })?
+    let written: i64 = Hosts::in_namespace(&ns, move || async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "CREATE TABLE through_proxy (v int); INSERT INTO through_proxy VALUES (1)",
+            )
+            .await?;
+        Ok(client
+            .query_one("SELECT count(*) FROM through_proxy", &[])
+            .await?
+            .get(0))
     })
-    .await??;
+    .await?;
     assert_eq!(written, 1);
     Ok(())
 }
@@ -304,34 +297,28 @@ async fn client_pool_survives_a_host_down(hosts: &Hosts, leader: usize) -> TestR
         .ok_or("no second replica")?;
     let ns = hosts.net.node(client_host)?.namespace.clone();
     let config = hosts.dir.path().join("origin/pgkeel.toml");
-    let in_ns = |ns: String, config: PathBuf, what: &'static str| {
-        tokio::task::spawn_blocking(move || {
-            run_in(&ns, move || -> TestResult<i64> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let pool = pgkeel_client::ReplicatedPool::from_pgkeel_config(&config).await?;
-                    let tx = pool.write().await?;
-                    tx.batch_execute("CREATE TABLE IF NOT EXISTS from_pool (what text)")
-                        .await?;
-                    tx.execute("INSERT INTO from_pool VALUES ($1)", &[&what])
-                        .await?;
-                    let token = tx.commit().await?;
-                    let mut read = pool.read_after(&token).await?;
-                    Ok(read
-                        .query_one("SELECT count(*) FROM from_pool WHERE what = $1", &[&what])
-                        .await?
-                        .get(0))
-                })
-            })?
+    let in_ns = |ns: String, config: PathBuf, what: &'static str| async move {
+        Hosts::in_namespace(&ns, move || async move {
+            let pool = pgkeel_client::ReplicatedPool::from_pgkeel_config(&config).await?;
+            let tx = pool.write().await?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS from_pool (what text)")
+                .await?;
+            tx.execute("INSERT INTO from_pool VALUES ($1)", &[&what])
+                .await?;
+            let token = tx.commit().await?;
+            let mut read = pool.read_after(&token).await?;
+            Ok(read
+                .query_one("SELECT count(*) FROM from_pool WHERE what = $1", &[&what])
+                .await?
+                .get::<_, i64>(0))
         })
+        .await
     };
-    assert_eq!(in_ns(ns.clone(), config.clone(), "all up").await??, 1);
+    assert_eq!(in_ns(ns.clone(), config.clone(), "all up").await?, 1);
     hosts.net.isolate(down).map_err(|e| format!("{e}"))?;
     let result = in_ns(ns, config, "one host down").await;
     hosts.net.heal(down).map_err(|e| format!("{e}"))?;
-    assert_eq!(result??, 1);
+    assert_eq!(result?, 1);
     hosts.ready().await?;
     Ok(())
 }

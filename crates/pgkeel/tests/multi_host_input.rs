@@ -17,8 +17,9 @@ fn entries(dir: &Path) -> TestResult<Vec<String>> {
     Ok(names)
 }
 
-#[test]
-fn an_agent_for_a_node_not_in_the_config_creates_nothing() -> TestResult {
+/// A directory with a two-node config and its secrets (`pgkeel init`),
+/// and the data root an agent there would use (not created).
+fn initialised() -> TestResult<(TestDir, std::path::PathBuf)> {
     let dir = TestDir::new()?;
     let out = common::pgkeel(
         dir.path(),
@@ -31,8 +32,16 @@ fn an_agent_for_a_node_not_in_the_config_creates_nothing() -> TestResult {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", text(&out));
+    if !out.status.success() {
+        return Err(text(&out).into());
+    }
     let root = dir.path().join("data");
+    Ok((dir, root))
+}
+
+#[test]
+fn an_agent_for_a_node_not_in_the_config_creates_nothing() -> TestResult {
+    let (dir, root) = initialised()?;
     let root_arg = root.display().to_string();
     let out = common::pgkeel(
         dir.path(),
@@ -61,20 +70,7 @@ fn an_agent_for_a_node_not_in_the_config_creates_nothing() -> TestResult {
 #[test]
 fn missing_or_world_readable_secrets_stop_the_agent_before_anything_is_created() -> TestResult {
     use std::os::unix::fs::PermissionsExt;
-    let dir = TestDir::new()?;
-    let out = common::pgkeel(
-        dir.path(),
-        &[
-            "init",
-            "--node",
-            "pg1=127.0.0.1:15432",
-            "--node",
-            "pg2=127.0.0.2:15432",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let root = dir.path().join("data");
+    let (dir, root) = initialised()?;
     let root_arg = root.display().to_string();
     let agent = || {
         common::pgkeel(

@@ -113,26 +113,30 @@ impl Hosts {
     /// `pgkeel agent --with-etcd` of node `i` in its namespace, on its
     /// host's config and data root.
     pub fn start_agent(&mut self, i: usize) -> TestResult {
-        let home = &self.homes[i];
+        let home = self.homes[i].clone();
+        self.agents[i] = Some(self.spawn_agent(i, &home, NODES[i], &["--with-etcd"])?);
+        Ok(())
+    }
+
+    /// `pgkeel agent --node NODE EXTRA...` in namespace `i`, on the config
+    /// and data root under `home`, logging to `home/agent-NODE.log`.
+    pub fn spawn_agent(
+        &self,
+        i: usize,
+        home: &Path,
+        node: &str,
+        extra: &[&str],
+    ) -> TestResult<NsProcess> {
         let config = home.join("pgkeel.toml").display().to_string();
         let root = home.join("data").display().to_string();
-        let log = home.join(format!("agent-{}.log", NODES[i]));
-        self.agents[i] = Some(NsProcess::spawn(
+        let mut args = vec!["agent", "--config", &config, "--dir", &root, "--node", node];
+        args.extend_from_slice(extra);
+        Ok(NsProcess::spawn(
             &self.net.node(i)?.namespace,
             &pgkeel_exe(),
-            &[
-                "agent",
-                "--config",
-                &config,
-                "--dir",
-                &root,
-                "--node",
-                NODES[i],
-                "--with-etcd",
-            ],
-            &log,
-        )?);
-        Ok(())
+            &args,
+            &home.join(format!("agent-{node}.log")),
+        )?)
     }
 
     pub fn root(&self, i: usize) -> PathBuf {
@@ -144,64 +148,62 @@ impl Hosts {
         Ok(Cluster::open(&self.root(i))?)
     }
 
-    /// The cluster's keys, read from the switch namespace over TLS as
-    /// the cluster's etcd user.
+    /// Runs `task` in `namespace` on a runtime of its own (a thread in a
+    /// namespace cannot share the test's runtime).
+    pub async fn in_namespace<T, F, Fut>(namespace: &str, task: F) -> TestResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = TestResult<T>>,
+    {
+        let ns = namespace.to_string();
+        tokio::task::spawn_blocking(move || {
+            run_in(&ns, move || -> TestResult<T> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(task())
+            })?
+        })
+        .await?
+    }
+
+    /// etcd as the cluster's user, over TLS, from the switch namespace.
+    async fn with_dcs<T, F, Fut>(&self, task: F) -> TestResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(pgkeel_dcs::Dcs) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = TestResult<T>>,
+    {
+        let config = self.config.clone();
+        Self::in_namespace(self.net.switch_namespace(), move || async move {
+            let layout = Cluster::layout_of(&config)?;
+            let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
+            task(dcs).await
+        })
+        .await
+    }
+
+    /// The cluster's keys.
     pub async fn view(&self) -> TestResult<ClusterView> {
-        let ns = self.net.switch_namespace().to_string();
-        let config = self.config.clone();
-        tokio::task::spawn_blocking(move || {
-            run_in(&ns, move || -> TestResult<ClusterView> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let layout = Cluster::layout_of(&config)?;
-                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
-                    Ok(dcs.view().await?)
-                })
-            })?
-        })
-        .await?
+        self.with_dcs(|dcs| async move { Ok(dcs.view().await?) })
+            .await
     }
 
-    /// The etcd member that leads etcd, read from the switch namespace.
+    /// The etcd member that leads etcd.
     pub async fn etcd_leader(&self) -> TestResult<Option<String>> {
-        let ns = self.net.switch_namespace().to_string();
-        let config = self.config.clone();
-        tokio::task::spawn_blocking(move || {
-            run_in(&ns, move || -> TestResult<Option<String>> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let layout = Cluster::layout_of(&config)?;
-                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
-                    Ok(dcs.etcd_leader().await?)
-                })
-            })?
-        })
-        .await?
+        self.with_dcs(|dcs| async move { Ok(dcs.etcd_leader().await?) })
+            .await
     }
 
-    /// Hands etcd's leadership to `member`, from the switch namespace.
+    /// Hands etcd's leadership to `member` (refused, and ignored, when it
+    /// leads already).
     pub async fn move_etcd_leader_to(&self, member: &'static str) -> TestResult {
-        let ns = self.net.switch_namespace().to_string();
-        let config = self.config.clone();
-        tokio::task::spawn_blocking(move || {
-            run_in(&ns, move || -> TestResult {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let layout = Cluster::layout_of(&config)?;
-                    let dcs = pgkeel_agent::orchestrate::dcs_for(&config, &layout).await?;
-                    // It may lead already: then the transfer is refused.
-                    let _ = dcs.move_etcd_leadership_to(member).await;
-                    Ok(())
-                })
-            })?
+        self.with_dcs(move |dcs| async move {
+            let _ = dcs.move_etcd_leadership_to(member).await;
+            Ok(())
         })
-        .await?
+        .await
     }
 
     /// A superuser session on node `i` over its socket.
