@@ -177,23 +177,37 @@ pub async fn run_agent(
             .iter()
             .any(|n| n.name.as_str() == node_name);
     let mut etcd_leader_checked: Option<Instant> = None;
+    let moving_etcd_leader = Arc::new(std::sync::atomic::AtomicBool::new(false));
     while !stopped {
         let started = Instant::now();
         iteration(&cluster, &node, &dcs, &shared, &mut memory, timeout).await;
         // The primary's host should not also lead etcd: a crash of both
         // delays the failover by a TTL (see pgkeel_dcs::raft_leader).
-        if etcd_member_here
-            && shared.leader()
-            && etcd_leader_checked.is_none_or(|t| t.elapsed() >= ETCD_LEADER_CHECK)
+        // Checked 5 s into a leadership at the earliest and off the loop, so
+        // it never delays a promotion (a transfer can take seconds).
+        if !(etcd_member_here && shared.leader()) {
+            etcd_leader_checked = None;
+        } else if etcd_leader_checked.is_none() {
+            etcd_leader_checked = Some(Instant::now());
+        } else if etcd_leader_checked.is_some_and(|t| t.elapsed() >= ETCD_LEADER_CHECK)
+            && !moving_etcd_leader.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             etcd_leader_checked = Some(Instant::now());
-            match dcs.move_etcd_leadership_from(node_name).await {
-                Ok(Some(to)) => tracing_line(&format!(
-                    "{node_name}: moved etcd's leadership to {to} (off the primary's host)"
-                )),
-                Ok(None) => {}
-                Err(e) => tracing_line(&format!("{node_name}: etcd leadership check: {e}")),
-            }
+            let (dcs, name, busy) = (
+                dcs.clone(),
+                node_name.to_string(),
+                moving_etcd_leader.clone(),
+            );
+            tokio::spawn(async move {
+                match dcs.move_etcd_leadership_from(&name).await {
+                    Ok(Some(to)) => tracing_line(&format!(
+                        "{name}: moved etcd's leadership to {to} (off the primary's host)"
+                    )),
+                    Ok(None) => {}
+                    Err(e) => tracing_line(&format!("{name}: etcd leadership check: {e}")),
+                }
+                busy.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
         }
         if let Ok(mut last) = shared.last_loop.lock() {
             *last = Instant::now();

@@ -73,18 +73,28 @@ impl Dcs {
         if status.leader() != mine {
             return Ok(None);
         }
-        let Some((target, name)) = members.iter().find(|(id, _)| *id != mine) else {
-            return Ok(None);
-        };
-        let target = *target;
-        // Only the leader itself accepts the request: ask each member.
-        self.members
-            .first_ok(
-                "etcd leadership transfer",
-                self.timeout,
-                |mut c| async move { c.move_leader(target).await },
-            )
-            .await?;
-        Ok(Some(name.clone()))
+        // Any other member may be the dead one: try them in turn. Only the
+        // leader itself accepts the request, so each is asked of every
+        // member.
+        let mut last = None;
+        for (target, name) in members.iter().filter(|(id, _)| *id != mine) {
+            let target = *target;
+            let moved = self
+                .members
+                .first_ok(
+                    "etcd leadership transfer",
+                    self.timeout,
+                    |mut c| async move { c.move_leader(target).await },
+                )
+                .await;
+            match moved {
+                Ok(_) => return Ok(Some(name.clone())),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 }
