@@ -23,9 +23,15 @@
 # retry_timeout $PATRONI_TIMING (default "20 1 3", the minimums Patroni's
 # docs state), etcd3 DCS, use_pg_rewind, use_slots; config generated here.
 #
+# VIA=proxy: pgkeel alone, the writer going through the exported proxy's
+# published port instead (a write unanswered for 1 s is given up and
+# retried on a new connection); the writer's errors after the kill, with
+# wall-clock times, are kept beside the containers' logs (docker logs -t);
+# bench/compose_timeline.py LOGDIR ROUND merges them into one timeline.
+#
 # Usage: bench/compose.sh [RUNS] (default 5). Run as root, with Docker and
 # docker-compose. Env: PGKEEL_BIN (a built pgkeel with pgkeel-proxy beside
-# it; default: cargo build --release), PATRONI_TIMING, PATRONI_SYNC.
+# it; default: cargo build --release), PATRONI_TIMING, PATRONI_SYNC, VIA.
 # Everything started is removed on exit (compose projects by name, with
 # their volumes, networks and images).
 set -euo pipefail
@@ -34,6 +40,8 @@ cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 PATRONI_TIMING="${PATRONI_TIMING:-20 1 3}"
 PATRONI_SYNC="${PATRONI_SYNC:-true}"
+VIA="${VIA:-}"
+case "$VIA" in ""|proxy) ;; *) echo "VIA must be empty or proxy" >&2; exit 1 ;; esac
 PY=/usr/bin/python3
 WARMUP=3
 
@@ -45,7 +53,7 @@ if ! $PY -c 'import psycopg2' 2>/dev/null; then
 fi
 
 .ci/base-image.sh pgkeel
-.ci/base-image.sh patroni
+[ -n "$VIA" ] || .ci/base-image.sh patroni
 if [ -z "${PGKEEL_BIN:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
   cargo build --release -q -p pgkeel
@@ -136,17 +144,20 @@ run_pgkeel() { # round
     for i in 0 1 2; do
       nodes+=(--node "pg$((i + 1))=host=127.0.0.1 port=$((PG_BASE + i)) user=app password=$PG_APP_PW dbname=app")
     done
-    local victim="pg$((leader + 1))"
-    $PY "$OLDPWD/bench/failover_probe.py" --warmup "$WARMUP" --after 1 --timeout 60 "${nodes[@]}" \
+    local victim="pg$((leader + 1))" via=()
+    [ "$VIA" = proxy ] && via=(--via "proxy=host=127.0.0.1 port=$((PG_BASE + 1000)) user=app password=$PG_APP_PW dbname=app" --stuck 1)
+    $PY "$OLDPWD/bench/failover_probe.py" --warmup "$WARMUP" --after 1 --timeout 60 "${nodes[@]}" "${via[@]}" \
       --crash-cmd "docker kill ${PG_PROJECT}_${victim}_1 >/dev/null" --crashed "$victim" \
+      --events "$WORK/logs/pgkeel-r$round-writer.log" \
       --table "probe_r$round" >"$WORK/probe.json" 2>"$WORK/probe.err" || true
     $PY -c '
 import json, sys
 r = json.load(open(sys.argv[1])) if open(sys.argv[1]).read().strip() else {"error": "probe printed nothing"}
-r.update(system="pgkeel", round=int(sys.argv[2]), ready_s=round(float(sys.argv[3]), 3))
-print(json.dumps(r))' "$WORK/probe.json" "$round" "$(elapsed "$t0" "$t1")" >>"$RAW"
+r.update(system="pgkeel" + sys.argv[4], round=int(sys.argv[2]), ready_s=round(float(sys.argv[3]), 3))
+print(json.dumps(r))' "$WORK/probe.json" "$round" "$(elapsed "$t0" "$t1")" "${VIA:+-$VIA}" >>"$RAW"
   fi
-  for i in 1 2 3; do docker logs "${PG_PROJECT}_pg${i}_1" >"$WORK/logs/pgkeel-r$round-pg$i.log" 2>&1 || true; done
+  for i in 1 2 3; do docker logs -t "${PG_PROJECT}_pg${i}_1" >"$WORK/logs/pgkeel-r$round-pg$i.log" 2>&1 || true; done
+  docker logs -t "${PG_PROJECT}_proxy_1" >"$WORK/logs/pgkeel-r$round-proxy.log" 2>&1 || true
   docker-compose -p "$PG_PROJECT" down -v --timeout 2 >/dev/null 2>&1
   cd - >/dev/null
 }
@@ -301,7 +312,7 @@ r = json.load(open(sys.argv[1])) if open(sys.argv[1]).read().strip() else {"erro
 r.update(system="patroni", round=int(sys.argv[2]), ready_s=round(float(sys.argv[3]), 3))
 print(json.dumps(r))' "$WORK/probe.json" "$round" "$(elapsed "$t0" "$t1")" >>"$RAW"
   fi
-  for i in 1 2 3; do docker logs "${PA_PROJECT}_pg${i}_1" >"$WORK/logs/patroni-r$round-pg$i.log" 2>&1 || true; done
+  for i in 1 2 3; do docker logs -t "${PA_PROJECT}_pg${i}_1" >"$WORK/logs/patroni-r$round-pg$i.log" 2>&1 || true; done
   docker-compose -p "$PA_PROJECT" down -v --timeout 2 >/dev/null 2>&1
   cd - >/dev/null
 }
@@ -310,10 +321,11 @@ print(json.dumps(r))' "$WORK/probe.json" "$round" "$(elapsed "$t0" "$t1")" >>"$R
 
 echo "building images (not timed)" >&2
 setup_pgkeel
-setup_patroni
+[ -n "$VIA" ] || setup_patroni
 for round in $(seq "$RUNS"); do
-  echo "round $round/$RUNS: pgkeel" >&2
+  echo "round $round/$RUNS: pgkeel${VIA:+ (writer through the $VIA)}" >&2
   run_pgkeel "$round"
+  [ -n "$VIA" ] && continue
   echo "round $round/$RUNS: Patroni" >&2
   run_patroni "$round"
 done
@@ -321,18 +333,23 @@ done
 $PY - "$RAW" "$PATRONI_TIMING" "$PATRONI_SYNC" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"compose benchmark, {max(r['round'] for r in rows)} rounds; Patroni ttl/loop_wait/retry_timeout {sys.argv[2]}, synchronous_mode {sys.argv[3]}")
+if any(r["system"] == "patroni" for r in rows):
+    print(f"compose benchmark, {max(r['round'] for r in rows)} rounds; Patroni ttl/loop_wait/retry_timeout {sys.argv[2]}, synchronous_mode {sys.argv[3]}")
+else:
+    print(f"compose benchmark, {max(r['round'] for r in rows)} rounds, pgkeel only, the writer through the proxy")
 med = {}
-for system in ("pgkeel", "patroni"):
+for system in ("pgkeel", "pgkeel-proxy", "patroni"):
     rs = [r for r in rows if r["system"] == system]
+    if not rs:
+        continue
     errors = [r for r in rs if r.get("error") or r.get("timeout")]
     for key, label in (("ready_s", "ready"), ("recovery_s", "failover")):
         xs = [r[key] for r in rs if r.get(key) is not None]
         if xs:
             med[(system, key)] = statistics.median(xs)
-            print(f"  {system:8} {label:9} n={len(xs)} min={min(xs):.2f}s median={statistics.median(xs):.2f}s max={max(xs):.2f}s")
+            print(f"  {system:12} {label:9} n={len(xs)} min={min(xs):.2f}s median={statistics.median(xs):.2f}s max={max(xs):.2f}s")
     lost = sum(r.get("lost_n") or 0 for r in rs)
-    print(f"  {system:8} acknowledged rows lost: {lost} (of {sum(r.get('acked') or 0 for r in rs)}); failed runs: {len(errors)}")
+    print(f"  {system:12} acknowledged rows lost: {lost} (of {sum(r.get('acked') or 0 for r in rs)}); failed runs: {len(errors)}")
     for r in errors:
         print(f"    round {r['round']}: {r.get('error') or 'timeout: ' + str(r.get('last_error'))}")
 for key, label in (("ready_s", "ready"), ("recovery_s", "failover")):

@@ -14,6 +14,14 @@ anything afterwards. It then waits until a write is acknowledged on a
 connection opened after the crash, keeps writing --after seconds more, and
 checks on that new primary which acknowledged ids are missing.
 
+With --via NAME=DSN (a proxy) the writer connects only there, without
+checking pg_is_in_recovery() (a proxy may route it to a replica), and gives
+a write up after --stuck seconds (psycopg2's asynchronous mode: a write
+sent to a vanished primary otherwise waits for TCP to give up); the
+acknowledged ids are then checked on whichever --node is not in recovery.
+--events FILE writes the writer's errors after the crash, with wall-clock
+times, for a timeline against the servers' logs.
+
 Prints one JSON object on stdout:
   recovery_s  first acknowledged write on a post-crash connection minus the
               crash instant (null on timeout)
@@ -24,6 +32,7 @@ the postgres-owned processes.
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -31,8 +40,30 @@ import threading
 import time
 
 import psycopg2
+import psycopg2.extensions as ext
 
 mono = time.monotonic
+
+
+class Stuck(Exception):
+    pass
+
+
+def wait_async(conn, deadline):
+    """Drives an asynchronous psycopg2 connection until its operation is
+    done, or raises Stuck at `deadline` (monotonic)."""
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        left = deadline - mono()
+        if left <= 0:
+            raise Stuck()
+        fd = conn.fileno()
+        if state == ext.POLL_READ:
+            select.select([fd], [], [], left)
+        elif state == ext.POLL_WRITE:
+            select.select([], [fd], [], left)
 
 
 def descendants(root):
@@ -57,9 +88,12 @@ def descendants(root):
 
 
 class Writer(threading.Thread):
-    def __init__(self, nodes, table, connect_timeout):
+    def __init__(self, nodes, table, connect_timeout, via=None, stuck=1.0):
         super().__init__(daemon=True)
         self.nodes = nodes  # [(name, dsn)]
+        self.via = via  # (name, dsn): the only endpoint, asynchronous, bounded writes
+        self.stuck = stuck
+        self.events = []  # (wall time, what) after the crash
         self.table = table
         self.connect_timeout = connect_timeout
         self.stop = False
@@ -74,7 +108,29 @@ class Writer(threading.Thread):
         self.node = None
         self.skip = None  # a crashed node, no longer tried (set by the main thread)
 
+    def note(self, what):
+        if self.crash_t is not None and len(self.events) < 2000:
+            self.events.append((time.time(), what))
+
+    def connect_via(self):
+        name, dsn = self.via
+        c = None
+        try:
+            c = psycopg2.connect(dsn, async_=1, application_name="failover_probe")
+            wait_async(c, mono() + self.stuck)
+            return c, name
+        except Stuck:
+            self.last_error = f"{name}: connect took over {self.stuck}s"
+        except psycopg2.Error as e:
+            self.last_error = f"{name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        self.note("connect failed: " + self.last_error)
+        if c is not None:
+            c.close()
+        return None, None
+
     def connect_primary(self):
+        if self.via:
+            return self.connect_via()
         for name, dsn in self.nodes:
             if name == self.skip:
                 continue
@@ -106,6 +162,8 @@ class Writer(threading.Thread):
             try:
                 with conn.cursor() as cur:
                     cur.execute(f"INSERT INTO {self.table}(id) VALUES (%s)", (i,))
+                    if self.via:
+                        wait_async(conn, mono() + self.stuck)
                 t = mono()
                 self.acked.append(i)
                 if self.first_ack_t is None:
@@ -115,17 +173,31 @@ class Writer(threading.Thread):
                     if opened > ct:
                         if self.first_post_crash is None:
                             self.first_post_crash = (t, self.node)
+                            self.note("first acknowledged write on a connection opened after the crash")
                     else:
                         self.acks_after_crash_on_old_conn += 1
-            except psycopg2.Error as e:
+            except (psycopg2.Error, Stuck) as e:
                 # The id's fate is unknown (may or may not have committed): never counted.
                 self.errors += 1
-                self.last_error = f"{self.node}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                if isinstance(e, Stuck):
+                    self.last_error = f"{self.node}: no answer in {self.stuck}s"
+                else:
+                    self.last_error = f"{self.node}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                self.note(f"write {i} failed: {self.last_error}")
                 try:
                     conn.close()
                 except Exception:
                     pass
                 conn = None
+
+
+def write_events(path, crash_wall, crash_cmd, events):
+    if not path:
+        return
+    with open(path, "w") as f:
+        f.write(f"{crash_wall:.3f} +0.000s crash ({crash_cmd or 'kill'})\n")
+        for t, what in events:
+            f.write(f"{t:.3f} +{t - crash_wall:.3f}s {what}\n")
 
 
 def main():
@@ -145,12 +217,23 @@ def main():
     ap.add_argument("--after", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--connect-timeout", type=int, default=2)
+    ap.add_argument("--via", metavar="NAME=DSN",
+                    help="write only through this endpoint (a proxy); --node is then used to check for losses")
+    ap.add_argument("--stuck", type=float, default=1.0,
+                    help="with --via: seconds after which a write (or connect) is given up")
+    ap.add_argument("--events", metavar="FILE", help="writer errors after the crash, with wall-clock times")
     a = ap.parse_args()
     nodes = [tuple(n.split("=", 1)) for n in a.node]
+    via = tuple(a.via.split("=", 1)) if a.via else None
     res = {"timeout": False, "recovery_s": None, "lost": None}
 
-    w = Writer(nodes, a.table, a.connect_timeout)
+    w = Writer(nodes, a.table, a.connect_timeout, via, a.stuck)
+    if via:
+        # The table is made on the primary directly (DDL through a proxy is
+        # fine too, but the probe must know the old primary's name).
+        w.via = None
     c, name = w.connect_primary()
+    w.via = via
     if c is None:
         print(json.dumps({"error": f"no primary before the crash: {w.last_error}"}))
         return 2
@@ -174,6 +257,7 @@ def main():
     for p in a.kill_tree:
         victims += [p] + descendants(p)
     crash_t = mono()
+    crash_wall = time.time()
     w.crash_t = crash_t
     w.skip = a.crashed
     if a.crash_cmd:
@@ -194,6 +278,7 @@ def main():
         w.stop = True
         res.update(timeout=True, timeout_s=a.timeout, acked=len(w.acked), errors=w.errors,
                    last_error=w.last_error)
+        write_events(a.events, crash_wall, a.crash_cmd, list(w.events))
         print(json.dumps(res))
         return 0
     t_first, new_primary = w.first_post_crash
@@ -201,6 +286,12 @@ def main():
     w.stop = True
     w.join(5)
     acked = list(w.acked)
+    if via:
+        w.via, w.skip = None, a.crashed
+        c, new_primary = w.connect_primary()
+        if c is not None:
+            c.close()
+    write_events(a.events, crash_wall, a.crash_cmd, w.events)
     present = None
     for n, dsn in nodes:
         if n != new_primary:
@@ -214,6 +305,7 @@ def main():
         c.close()
     lost = sorted(set(acked) - present)
     res.update(recovery_s=round(t_first - crash_t, 3), new_primary=new_primary,
+               crash_wall=round(crash_wall, 3), first_ack_wall=round(crash_wall + t_first - crash_t, 3),
                new_primary_in_recovery_at_check=in_rec, acked=len(acked),
                lost_n=len(lost), lost=lost[:50], errors=w.errors,
                acks_after_crash_on_old_conn=w.acks_after_crash_on_old_conn)
