@@ -43,6 +43,10 @@ pub fn local_data(cluster: &Cluster, node: &str) -> Result<LocalData, AgentError
     })
 }
 
+/// How often a node waiting for another's initdb (or for etcd) looks
+/// again: a clone should start as soon as the first node is done.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
 /// Runs bootstrap steps until the node belongs to the cluster (or will be
 /// cloned into it by the HA loop). Fails only on a refusal (data of
 /// another cluster) or a stop signal; etcd and PostgreSQL errors are
@@ -62,7 +66,7 @@ pub async fn bootstrap(
             Ok(pair) => pair,
             Err(e) => {
                 tracing_line(&format!("{me}: bootstrap: {e}; retrying"));
-                tokio::time::sleep(loop_wait).await;
+                tokio::time::sleep(WAIT_POLL.min(loop_wait)).await;
                 continue;
             }
         };
@@ -81,7 +85,7 @@ pub async fn bootstrap(
                 });
             }
             BootstrapStep::Wait(_) => {
-                tokio::time::sleep(loop_wait).await;
+                tokio::time::sleep(WAIT_POLL.min(loop_wait)).await;
                 Ok(())
             }
             step => run_step(cluster, node, dcs, shared, step, revision).await,

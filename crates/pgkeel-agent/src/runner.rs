@@ -17,6 +17,10 @@ use crate::observe::observe;
 use crate::shared::Shared;
 use crate::{AgentError, api, http, lease, pidfile};
 
+/// Between attempts to reach etcd at start: short, because all members
+/// start together and the quorum forms within a few seconds of the first.
+const ETCD_RETRY: Duration = Duration::from_millis(200);
+
 /// How often the leader checks whether its host also leads etcd.
 const ETCD_LEADER_CHECK: Duration = Duration::from_secs(5);
 
@@ -100,7 +104,7 @@ pub async fn run_agent(
             Ok(dcs) => break dcs,
             Err(e) => {
                 tracing_line(&format!("{node_name}: {e}; retrying"));
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(ETCD_RETRY).await;
             }
         }
     };
@@ -120,7 +124,7 @@ pub async fn run_agent(
                 }
                 Err(e) => {
                     tracing_line(&format!("{node_name}: etcd authentication: {e}; retrying"));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(ETCD_RETRY).await;
                 }
             }
         }
@@ -515,29 +519,25 @@ async fn peers(
         let published = view.members.get(n.name.as_str()).cloned();
         let password = password.clone();
         async move {
-            let mut state = published;
-            if fresh {
+            // While the key is vacant, the peer's agent and its PostgreSQL
+            // are asked at the same time: a vanished host answers neither,
+            // and asking one after the other cost two timeouts.
+            let api = async {
+                if !fresh {
+                    return published;
+                }
                 let url = format!("http://{}:{}/member", n.host, n.api_port());
-                state = match http::request("GET", &url, &[], "", timeout).await {
+                match http::request("GET", &url, &[], "", timeout).await {
                     Ok((200, body)) => serde_json::from_str::<MemberState>(&body).ok(),
                     _ => None,
-                };
-            }
-            let mut peer = Peer {
-                name: n.name.to_string(),
-                running_replica: false,
-                running_primary: false,
-                lsn: None,
-                nofailover: n.nofailover,
+                }
             };
-            if let Some(s) = &state {
-                peer.running_replica = s.running && s.role == "replica";
-                peer.running_primary = s.running && s.role == "primary";
-                peer.lsn = s.wal_position();
-            }
-            if fresh && !peer.running_primary {
-                // Its agent may be gone while its PostgreSQL still runs.
-                if let Ok(conn) = connect_tcp(
+            // Its agent may be gone while its PostgreSQL still runs.
+            let writable = async {
+                if !fresh {
+                    return false;
+                }
+                match connect_tcp(
                     n.name.as_str(),
                     &n.host,
                     n.port,
@@ -546,10 +546,23 @@ async fn peers(
                     timeout,
                 )
                 .await
-                    && let Ok(probe) = conn.probe().await
                 {
-                    peer.running_primary = !probe.in_recovery;
+                    Ok(conn) => conn.probe().await.is_ok_and(|p| !p.in_recovery),
+                    Err(_) => false,
                 }
+            };
+            let (state, writable) = tokio::join!(api, writable);
+            let mut peer = Peer {
+                name: n.name.to_string(),
+                running_replica: false,
+                running_primary: writable,
+                lsn: None,
+                nofailover: n.nofailover,
+            };
+            if let Some(s) = &state {
+                peer.running_replica = s.running && s.role == "replica";
+                peer.running_primary |= s.running && s.role == "primary";
+                peer.lsn = s.wal_position();
             }
             peer
         }

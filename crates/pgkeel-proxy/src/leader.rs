@@ -72,16 +72,32 @@ async fn follow(
     source: &LeaderSource,
     key: &str,
 ) -> Result<(), EtcdError> {
-    let mut watch: Option<Watch> = None;
+    let mut watch: Option<(String, Watch)> = None;
+    // The member that answered last is asked first: a dead member would
+    // otherwise cost a timeout at every re-read.
+    let mut endpoints = source.endpoints.clone();
     loop {
-        let (read, endpoint) = range(session, &source.endpoints, key, source.timeout).await?;
+        let (read, endpoint) = range(session, &endpoints, key, source.timeout).await?;
+        let endpoint = endpoint.to_string();
+        prefer(&mut endpoints, &endpoint);
         topology.set_leader(read.value.as_deref(), true);
+        if watch.as_ref().is_some_and(|(on, _)| *on != endpoint) {
+            // Its member stopped answering reads: a watch there may have
+            // stalled without an error.
+            tracing::debug!(
+                endpoint,
+                "moving the leader watch to the member that answers"
+            );
+            watch = None;
+        }
         let events = match watch.as_mut() {
-            Some(w) => w,
+            Some((_, w)) => w,
             // From the revision just read on: no change is missed.
-            None => watch.insert(
-                Watch::start(session, endpoint, key, read.revision + 1, source.timeout).await?,
-            ),
+            None => {
+                let w = Watch::start(session, &endpoint, key, read.revision + 1, source.timeout)
+                    .await?;
+                &mut watch.insert((endpoint, w)).1
+            }
         };
         let deadline = tokio::time::sleep(REREAD);
         tokio::pin!(deadline);
@@ -105,5 +121,30 @@ async fn follow(
                 _ = &mut deadline => break,
             }
         }
+    }
+}
+
+/// Moves `answered` to the front of `endpoints`, keeping the others' order.
+fn prefer(endpoints: &mut [String], answered: &str) {
+    if let Some(i) = endpoints.iter().position(|e| e == answered) {
+        endpoints[..=i].rotate_right(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_member_that_answered_is_asked_first() {
+        let mut e: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        prefer(&mut e, "c");
+        assert_eq!(e, ["c", "a", "b"]);
+        prefer(&mut e, "c");
+        assert_eq!(e, ["c", "a", "b"]);
+        prefer(&mut e, "b");
+        assert_eq!(e, ["b", "c", "a"]);
+        prefer(&mut e, "zzz");
+        assert_eq!(e, ["b", "c", "a"]);
     }
 }

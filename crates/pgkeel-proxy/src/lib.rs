@@ -32,6 +32,7 @@ pub mod config;
 pub mod credential;
 pub mod error;
 pub mod etcd;
+pub mod health;
 pub mod io;
 pub mod leader;
 pub mod listener;

@@ -115,7 +115,7 @@ pub async fn start(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     shared.tls = client_tls;
     shared.mock_key = mock_key;
     let shared = Arc::new(shared);
-    let mut background = vec![tokio::spawn(topology::run_health_checks(
+    let mut background = vec![tokio::spawn(crate::health::run_health_checks(
         shared.topology.clone(),
         shared.config.clone(),
     ))];

@@ -6,9 +6,29 @@ use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+/// Bound on the TCP handshake. A server on the same network answers in
+/// well under a millisecond; a host that vanished never answers (no RST),
+/// and without a bound the connect waits for the kernel's SYN retries
+/// (over two minutes). Two seconds leaves room for one SYN retransmit.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keepalive on idle server connections: a host that vanished is noticed
+/// within `IDLE + INTERVAL * PROBES` (16 s) instead of the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// A statement sent to a host that vanished fails after this long without
+/// an acknowledgement (TCP_USER_TIMEOUT) instead of after the kernel's
+/// retransmissions (about 15 minutes); the client gets an error it can
+/// retry on the new primary. Acknowledgements come from the kernel, so a
+/// slow query is not affected.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server socket.
 #[derive(Debug)]
@@ -28,8 +48,23 @@ impl ServerStream {
         {
             return Ok(ServerStream::Unix(s));
         }
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer to the TCP handshake within {TCP_CONNECT_TIMEOUT:?}"),
+                )
+            })??;
         tcp.set_nodelay(true)?;
+        let sock = socket2::SockRef::from(&tcp);
+        sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(KEEPALIVE_IDLE)
+                .with_interval(KEEPALIVE_INTERVAL)
+                .with_retries(KEEPALIVE_PROBES),
+        )?;
+        sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))?;
         Ok(ServerStream::Tcp(tcp))
     }
 

@@ -3,13 +3,13 @@
 //! so the proxy follows a role change without being told.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use tokio_postgres::NoTls;
+use tokio::sync::{Notify, watch};
 
-use crate::config::{Backend, NoReplica, ProxyConfig, ReplicaChoice};
+use crate::config::{Backend, NoReplica, ReplicaChoice};
+use crate::health::{Observation, health_of, lag_bytes, newest_primary_wal};
 
 /// A node's role as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +61,11 @@ pub struct Topology {
     /// Woken on every role or leader change (writers waiting for a
     /// primary during a failover).
     changed: Notify,
-    /// Woken when the leader changes, so health checks run at once
-    /// instead of at the next interval.
-    recheck: Notify,
+    /// Bumped when the leader changes or a node is suspected, so every
+    /// node's health check runs at once instead of at its next interval.
+    recheck: watch::Sender<u64>,
+    /// Each node's last health-check observation (for byte lag).
+    observed: Mutex<Vec<Option<Observation>>>,
 }
 
 /// The routing rules the chooser needs.
@@ -183,7 +185,8 @@ impl Topology {
             round_robin: AtomicUsize::new(0),
             leader: RwLock::new(Leader::Unknown),
             changed: Notify::new(),
-            recheck: Notify::new(),
+            recheck: watch::Sender::new(0),
+            observed: Mutex::new(vec![None; n]),
         }
     }
 
@@ -210,7 +213,7 @@ impl Topology {
         };
         if old != new {
             tracing::info!(from = ?old, to = ?new, "leader changed");
-            self.recheck.notify_one();
+            self.recheck.send_modify(|n| *n = n.wrapping_add(1));
             self.changed.notify_waiters();
         }
     }
@@ -220,7 +223,7 @@ impl Topology {
     /// restore it if it answers.
     pub fn suspect(&self, node: usize) {
         self.update(node, NodeHealth::DOWN);
-        self.recheck.notify_one();
+        self.recheck.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The primary, waiting up to `timeout` for one to appear (a
@@ -303,6 +306,58 @@ impl Topology {
             .unwrap_or(0)
     }
 
+    /// A receiver woken when every node should be checked at once.
+    pub fn rechecks(&self) -> watch::Receiver<u64> {
+        self.recheck.subscribe()
+    }
+
+    /// Whether `node` holds the leader key but was not seen writable yet:
+    /// its promotion is in progress and it is worth asking again soon.
+    pub fn awaits_promotion(&self, node: usize) -> bool {
+        self.leader() == Leader::Node(node)
+            && self
+                .health
+                .read()
+                .ok()
+                .and_then(|h| h.get(node).map(|n| n.role != NodeRole::Primary))
+                .unwrap_or(false)
+    }
+
+    /// Records what a health check of `node` saw (`None`: no answer). A
+    /// writable node's new WAL position also refreshes every replica's
+    /// byte lag.
+    pub fn record(&self, node: usize, seen: Option<Observation>) {
+        let (health, replicas) = {
+            let Ok(mut observed) = self.observed.lock() else {
+                return;
+            };
+            if let Some(slot) = observed.get_mut(node) {
+                *slot = seen;
+            }
+            let primary_wal = newest_primary_wal(&observed);
+            let replicas: Vec<(usize, u64)> = match (seen, primary_wal) {
+                (Some(o), Some(p)) if !o.in_recovery => observed
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        let r = (*r)?;
+                        (i != node && r.in_recovery).then(|| (i, lag_bytes(p, r.wal)))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (health_of(seen, primary_wal), replicas)
+        };
+        self.update(node, health);
+        if let Ok(mut h) = self.health.write() {
+            for (i, bytes) in replicas {
+                if let Some(slot) = h.get_mut(i).filter(|s| s.role == NodeRole::Replica) {
+                    slot.lag_bytes = Some(bytes);
+                }
+            }
+        }
+    }
+
     /// Records a check result; a role change or outage starts a new
     /// generation.
     pub fn update(&self, node: usize, new: NodeHealth) {
@@ -323,130 +378,10 @@ impl Topology {
     }
 }
 
-struct Checker {
-    client: Option<tokio_postgres::Client>,
-}
-
-const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
-    ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::float8, \
-    CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn() \
-         THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 ELSE 0 END";
-
-impl Checker {
-    async fn check(
-        &mut self,
-        backend: &Backend,
-        user: &str,
-        password: &str,
-        database: &str,
-        timeout: Duration,
-    ) -> Option<(bool, f64, f64)> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            let mut cfg = tokio_postgres::Config::new();
-            cfg.host(backend.addr.ip().to_string())
-                .port(backend.addr.port())
-                .user(user)
-                .password(password)
-                .dbname(database)
-                .application_name("pgkeel-proxy-health")
-                .connect_timeout(timeout);
-            let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
-                .await
-                .ok()?
-                .ok()?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            self.client = Some(client);
-        }
-        let client = self.client.as_ref()?;
-        let row = match tokio::time::timeout(timeout, client.query_one(CHECK_SQL, &[])).await {
-            Ok(Ok(row)) => row,
-            _ => {
-                self.client = None;
-                return None;
-            }
-        };
-        let recovery: bool = row.try_get(0).ok()?;
-        let lsn: f64 = row.try_get(1).ok()?;
-        let lag_seconds: f64 = row.try_get::<_, Option<f64>>(2).ok()?.unwrap_or(0.0);
-        Some((recovery, lsn, lag_seconds))
-    }
-}
-
-/// Runs health checks forever (until the task is aborted).
-pub async fn run_health_checks(topology: Arc<Topology>, config: Arc<ProxyConfig>) {
-    let password = config
-        .users
-        .get(&config.health_user)
-        .map(|u| u.password.clone())
-        .unwrap_or_default();
-    let mut checkers: Vec<Checker> = topology
-        .backends
-        .iter()
-        .map(|_| Checker { client: None })
-        .collect();
-    let timeout = config.health_interval.max(Duration::from_secs(2));
-    loop {
-        let results = futures_join(
-            &mut checkers,
-            &topology.backends,
-            &config,
-            &password,
-            timeout,
-        )
-        .await;
-        let primary_lsn = results
-            .iter()
-            .filter_map(|r| r.filter(|(rec, _, _)| !rec).map(|(_, lsn, _)| lsn))
-            .fold(None, |acc: Option<f64>, l| {
-                Some(acc.map_or(l, |a| a.max(l)))
-            });
-        for (i, r) in results.into_iter().enumerate() {
-            let health = match r {
-                None => NodeHealth::DOWN,
-                Some((false, _, _)) => NodeHealth {
-                    role: NodeRole::Primary,
-                    lag_bytes: Some(0),
-                    lag_seconds: Some(0.0),
-                },
-                Some((true, lsn, secs)) => NodeHealth {
-                    role: NodeRole::Replica,
-                    lag_bytes: primary_lsn.map(|p| (p - lsn).max(0.0) as u64),
-                    lag_seconds: Some(secs.max(0.0)),
-                },
-            };
-            topology.update(i, health);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(config.health_interval) => {}
-            _ = topology.recheck.notified() => {}
-        }
-    }
-}
-
-async fn futures_join(
-    checkers: &mut [Checker],
-    backends: &[Backend],
-    config: &ProxyConfig,
-    password: &str,
-    timeout: Duration,
-) -> Vec<Option<(bool, f64, f64)>> {
-    let futs = checkers.iter_mut().zip(backends).map(|(c, b)| {
-        c.check(
-            b,
-            &config.health_user,
-            password,
-            &config.health_database,
-            timeout,
-        )
-    });
-    futures_util::future::join_all(futs).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn replica(lag_bytes: u64, secs: f64) -> NodeHealth {
         NodeHealth {
