@@ -91,6 +91,9 @@ pub async fn bootstrap(
             step => run_step(cluster, node, dcs, shared, step, revision).await,
         };
         if let Err(e) = result {
+            if e.needs_operator() {
+                return Err(e);
+            }
             tracing_line(&format!("{me}: bootstrap step failed: {e}; deciding again"));
             tokio::time::sleep(loop_wait).await;
         }

@@ -89,3 +89,17 @@ pub enum AgentError {
     #[error("{0}")]
     Refused(String),
 }
+
+impl AgentError {
+    /// Whether retrying cannot help until the operator acts (the backup
+    /// repository belongs to another cluster): the agent stops with the
+    /// error instead of looping on it.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Cluster(ClusterError::Backup(
+                pgkeel_backup::BackupError::ForeignStanza { .. }
+            ))
+        )
+    }
+}

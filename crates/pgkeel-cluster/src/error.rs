@@ -14,6 +14,9 @@ pub enum ClusterError {
     /// PostgreSQL (a command, a query, a file) failed.
     #[error(transparent)]
     Pg(#[from] PgError),
+    /// The backup tool or its repository failed.
+    #[error(transparent)]
+    Backup(#[from] pgkeel_backup::BackupError),
     /// No cluster where one was expected.
     #[error(
         "no pgkeel cluster at {dir} (no cluster.toml): run `pgkeel up --dir {dir}` to create one, or pass the right --dir"

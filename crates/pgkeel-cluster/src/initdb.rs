@@ -68,6 +68,6 @@ impl Cluster {
         for node in self.nodes().iter().filter(|n| n.name != primary.name) {
             conn.ensure_physical_slot(node.name.as_str()).await?;
         }
-        Ok(())
+        self.prepare_backup_repository(primary).await
     }
 }

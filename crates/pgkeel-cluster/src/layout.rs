@@ -26,6 +26,7 @@ pub enum Secret {
 /// nodes/<name>/data.new        a finished initdb waiting to be recorded in etcd
 /// nodes/<name>/postgresql.log  the server's stderr
 /// nodes/<name>/run             Unix socket directory (0700)
+/// backup/pgbackrest.conf       0600, rendered from [backup]; backup/{log,lock,spool}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -155,6 +156,18 @@ impl Layout {
     /// Token guarding the agents' POST endpoints.
     pub fn api_token_file(&self) -> PathBuf {
         self.secrets_dir().join("api.token")
+    }
+
+    /// pgBackRest's directory on this host: its configuration file, logs,
+    /// locks and spool.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.root.join("backup")
+    }
+
+    /// pgBackRest's configuration file (0600: it holds the repository's
+    /// secrets).
+    pub fn backup_config(&self) -> PathBuf {
+        self.backup_dir().join("pgbackrest.conf")
     }
 
     /// The proxy's directory (PID file, log).

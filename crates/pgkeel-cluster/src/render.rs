@@ -98,6 +98,7 @@ impl Cluster {
             }
         };
         let repl = &self.config.replication;
+        let archive = self.archive_settings(node)?;
         let conf = render_postgresql_conf(&ConfInput {
             cluster_name: &self.config.cluster.name,
             node_name: node.name.as_str(),
@@ -111,6 +112,7 @@ impl Cluster {
             synchronous_standby_names: sync_names,
             performance: &performance,
             standby,
+            archive: archive.as_ref(),
             extra: &self.config.parameters,
         });
         write_owned(&data.join("postgresql.conf"), &conf, owner, 0o600)?;

@@ -31,11 +31,19 @@ pub const SECRET_FILES: [&str; 4] = [
     "api.token",
 ];
 
+/// The backup repository's encryption passphrase: generated with the
+/// others, needed once an encrypted repository is configured.
+pub const BACKUP_CIPHER: &str = "backup-cipher.pass";
+/// The object storage access key and its secret, written by the operator.
+pub const S3_KEY: &str = "s3-key";
+/// See [`S3_KEY`].
+pub const S3_KEY_SECRET: &str = "s3-key-secret";
+
 /// Writes every missing secret into `dir` (0700; files 0600, owned by
 /// `owner`). `api_token`: the configured token, or empty to generate one.
 pub fn generate_secrets(dir: &Path, owner: &OsUser, api_token: &str) -> Result<(), ClusterError> {
     ensure_dir(dir, owner, 0o700)?;
-    for name in SECRET_FILES {
+    for name in SECRET_FILES.into_iter().chain([BACKUP_CIPHER]) {
         let path = dir.join(name);
         if path.exists() {
             continue;
@@ -66,6 +74,12 @@ pub fn required_secrets(config: &Config) -> Vec<&'static str> {
     }
     if !config.etcd.user.is_empty() {
         names.extend([files::PASSWORD, files::ROOT_PASSWORD]);
+    }
+    if config.backup.enabled() && config.backup.encrypted() {
+        names.push(BACKUP_CIPHER);
+    }
+    if config.backup.s3.is_some() {
+        names.extend([S3_KEY, S3_KEY_SECRET]);
     }
     names
 }
@@ -137,10 +151,18 @@ pub fn check_secrets(dir: &Path, names: &[&str]) -> Result<(), ClusterError> {
         let meta = std::fs::metadata(&path).map_err(|e| ClusterError::Secret {
             path: path.clone(),
             problem: format!("is missing ({e})"),
-            fix: format!(
-                "copy the whole secrets directory written by `pgkeel init` to {}",
-                dir.display()
-            ),
+            fix: if *name == S3_KEY || *name == S3_KEY_SECRET {
+                format!(
+                    "write the object storage access key into {}/{S3_KEY} and its secret into {}/{S3_KEY_SECRET} (mode 0600), on every host",
+                    dir.display(),
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "copy the whole secrets directory written by `pgkeel init` to {}",
+                    dir.display()
+                )
+            },
         })?;
         check_private(&path, meta.permissions().mode(), "chmod 600")?;
         if read_password(&path)?.is_empty() {
@@ -187,6 +209,7 @@ impl Cluster {
             // Before anything is created: bad secrets leave no trace.
             check_secrets(&layout.secrets_dir(), &required_secrets(&self.config))?;
         }
+        self.check_backup_repository()?;
         ensure_dir(layout.root(), owner, 0o700)?;
         match Cluster::stored_config(layout.root())? {
             Some(stored) if stored.cluster.name != self.config.cluster.name => {
@@ -218,7 +241,8 @@ impl Cluster {
         if generate && layout.secrets_inside_root() {
             generate_secrets(&layout.secrets_dir(), owner, &self.config.ha.api_token)?;
         }
-        self.write_passfiles()
+        self.write_passfiles()?;
+        self.write_backup_config()
     }
 
     /// The libpq password files PostgreSQL and pg_rewind use, derived from

@@ -17,6 +17,16 @@ pub struct StandbySource {
     pub slot: String,
 }
 
+/// WAL archiving through a backup tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// `archive_command` (the tool pushes a finished segment).
+    pub archive_command: String,
+    /// `restore_command` (the tool fetches a segment a standby or a
+    /// recovery needs and no longer finds in streaming).
+    pub restore_command: String,
+}
+
 /// Everything that varies between nodes and clusters.
 #[derive(Debug, Clone)]
 pub struct ConfInput<'a> {
@@ -44,6 +54,8 @@ pub struct ConfInput<'a> {
     pub performance: &'a [(String, String)],
     /// Where the standby streams from; `None` on a primary.
     pub standby: Option<&'a StandbySource>,
+    /// WAL archiving, when a backup repository is configured.
+    pub archive: Option<&'a ArchiveSettings>,
     /// `[parameters]` from the configuration, written last so they win.
     pub extra: &'a BTreeMap<String, ParamValue>,
 }
@@ -111,6 +123,23 @@ pub fn render_postgresql_conf(input: &ConfInput<'_>) -> String {
             ("wal_retrieve_retry_interval", quote("1s")),
         ],
     );
+    if let Some(archive) = input.archive {
+        section(
+            "WAL archive ([backup]): every primary archives; a standby that fell \
+             behind its slot catches up from the archive",
+            &[
+                // `on`, not `always`: pgBackRest refuses WAL from several
+                // archivers; after a promotion the agent pushes the old
+                // timeline's segments the new primary holds.
+                ("archive_mode", "on".into()),
+                ("archive_command", quote(&archive.archive_command)),
+                ("restore_command", quote(&archive.restore_command)),
+                // An idle primary still closes a segment each minute, so
+                // the archive is never more than a minute behind.
+                ("archive_timeout", quote("60s")),
+            ],
+        );
+    }
     if let Some(standby) = input.standby {
         section(
             "standby: where this node streams from",
@@ -187,7 +216,30 @@ mod tests {
             synchronous_standby_names: "ANY 1 (\"replica1\", \"replica2\")",
             performance: perf,
             standby: None,
+            archive: None,
             extra,
+        }
+    }
+
+    #[test]
+    fn archiving_is_on_only_with_a_repository() {
+        let extra = BTreeMap::new();
+        let text = render_postgresql_conf(&base(&extra, &[]));
+        assert!(!text.contains("archive_mode"), "{text}");
+        let archive = ArchiveSettings {
+            archive_command: "pgbackrest --stanza=c1 archive-push %p".into(),
+            restore_command: "pgbackrest --stanza=c1 archive-get %f \"%p\"".into(),
+        };
+        let mut input = base(&extra, &[]);
+        input.archive = Some(&archive);
+        let text = render_postgresql_conf(&input);
+        for needle in [
+            "archive_mode = on",
+            "archive_command = 'pgbackrest --stanza=c1 archive-push %p'",
+            "restore_command = 'pgbackrest --stanza=c1 archive-get %f \"%p\"'",
+            "archive_timeout = '60s'",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
         }
     }
 

@@ -16,23 +16,36 @@ pub fn ensure_dir(dir: &Path, owner: &OsUser, mode: u32) -> Result<(), PgError> 
 }
 
 /// Writes `contents` to `path` atomically (temp file + rename), owned by
-/// `owner` with `mode`, so a crash never leaves a half-written config.
+/// `owner` with `mode`, so a crash never leaves a half-written config. The
+/// temporary file is private to this process and call: several agents on
+/// one host write the host's shared files (password files, pgBackRest's
+/// configuration) at the same time.
 pub fn write_owned(path: &Path, contents: &str, owner: &OsUser, mode: u32) -> Result<(), PgError> {
-    let tmp = path.with_extension("pgkeel-tmp");
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".pgkeel-tmp.{}.{n}", std::process::id()));
+    let tmp = path.with_file_name(name);
     let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| PgError::io("create", &tmp, e))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| PgError::io("write", &tmp, e))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-        .map_err(|e| PgError::io("chmod", &tmp, e))?;
-    give(&tmp, owner)?;
-    fs::rename(&tmp, path).map_err(|e| PgError::io("rename into place", path, e))
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| PgError::io("create", &tmp, e))?;
+        file.write_all(contents.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| PgError::io("write", &tmp, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .map_err(|e| PgError::io("chmod", &tmp, e))?;
+        give(&tmp, owner)?;
+        fs::rename(&tmp, path).map_err(|e| PgError::io("rename into place", path, e))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Hands `path` to `owner` when pgkeel runs as root; otherwise it already

@@ -55,7 +55,13 @@ impl PgRunner {
     /// A command for `binary`, as the OS user, with only a minimal, known
     /// environment (no inherited PG* variables can redirect it).
     pub fn command(&self, binary: &str) -> Command {
-        let mut cmd = Command::new(self.bins.path(binary));
+        self.command_at(&self.bins.path(binary))
+    }
+
+    /// A command for the program at `program` (a tool beside PostgreSQL,
+    /// such as pgBackRest), as the OS user with the same clean environment.
+    pub fn command_at(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env(
                 "PATH",

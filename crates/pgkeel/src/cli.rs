@@ -26,11 +26,23 @@ pub struct Cli {
 pub struct Target {
     /// Configuration file (see `pgkeel init`). Default: ./pgkeel.toml if it
     /// exists, else built-in defaults.
-    #[arg(long, short = 'c', env = "PGKEEL_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "PGKEEL_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// The cluster's data root (overrides `cluster.data_dir`). Default:
     /// ./pgkeel-data.
-    #[arg(long, short = 'd', env = "PGKEEL_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        short = 'd',
+        env = "PGKEEL_DIR",
+        value_name = "DIR",
+        global = true
+    )]
     pub dir: Option<PathBuf>,
 }
 
@@ -214,6 +226,14 @@ pub enum Command {
         /// The node to remove.
         node: String,
     },
+    /// Take a backup now (`pgkeel backup [--full|--diff|--incr]`) or list
+    /// the backups (`pgkeel backup list`).
+    ///
+    /// Needs a repository in `[backup]`. A backup reads its files from the
+    /// streaming replica furthest along (the primary only starts and stops
+    /// it) unless `backup.from = "primary"` or --from-primary; pgBackRest
+    /// expires backups beyond `backup.retention_full` after each one.
+    Backup(crate::cmd_backup::BackupArgs),
     /// Manage the cluster's secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -289,5 +309,17 @@ impl ModeArg {
             ModeArg::Sync => "sync",
             ModeArg::Quorum => "quorum",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_and_flag_is_consistent() {
+        // Duplicate names, conflicting global flags, bad defaults.
+        Cli::command().debug_assert();
     }
 }

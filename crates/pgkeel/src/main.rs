@@ -3,6 +3,7 @@
 #[macro_use]
 mod say;
 mod cli;
+mod cmd_backup;
 mod cmd_export;
 mod cmd_ha;
 mod cmd_init;
@@ -231,6 +232,16 @@ async fn run(cli: Cli) -> Result<()> {
             cmd_secrets::rotate(&opened.remote(), opened.local(), &status, &role).await
         }
         Command::Export(command) => cmd_export::run(&command),
+        Command::Backup(args) => {
+            let opened = open_any(args.target())?;
+            let Some(cluster) = opened.local() else {
+                bail!(
+                    "`pgkeel backup` runs on a host that holds the cluster's nodes (pgBackRest reads their data directories); run it there"
+                );
+            };
+            let status = opened.status().await;
+            cmd_backup::run(&args, cluster, &status).await
+        }
         Command::Remove { target, node } => {
             let opened = open_any(&target)?;
             let status = opened.status().await;

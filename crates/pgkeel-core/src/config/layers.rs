@@ -7,7 +7,7 @@ use toml::{Table, Value};
 use super::{Config, ConfigError, validate};
 
 /// Sections an environment variable `PGKEEL_<SECTION>_<KEY>` may address.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "cluster",
     "replication",
     "roles",
@@ -16,6 +16,7 @@ const SECTIONS: [&str; 8] = [
     "ha",
     "etcd",
     "proxy",
+    "backup",
 ];
 
 /// Short environment names kept for convenience, with the key they set.

@@ -3,6 +3,7 @@
 //! validation. Every key has a default, so an empty file (or none) is a
 //! valid 3-node local cluster.
 
+mod backup;
 mod error;
 mod layers;
 mod model;
@@ -11,6 +12,7 @@ mod proxy;
 mod template;
 mod validate;
 
+pub use backup::{BackupSection, BackupSource, S3Repository, Schedule, ScheduleError};
 pub use error::ConfigError;
 pub use layers::{ConfigSources, load, parse};
 pub use model::{
@@ -19,4 +21,4 @@ pub use model::{
 };
 pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice, TlsMode};
 pub use template::annotated_default;
-pub use validate::MANAGED_PARAMETERS;
+pub use validate::{ARCHIVE_PARAMETERS, MANAGED_PARAMETERS};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use super::backup::BackupSection;
 use super::proxy::ProxySection;
 use crate::{NodeName, ReplicationMode};
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub etcd: EtcdSection,
     /// The pooling, read/write-splitting proxy.
     pub proxy: ProxySection,
+    /// The WAL archive and base backups (pgBackRest).
+    pub backup: BackupSection,
     /// Members, first one is the bootstrap primary. Empty = generated from
     /// `cluster.replicas` and `cluster.base_port`.
     pub nodes: Vec<NodeConfig>,

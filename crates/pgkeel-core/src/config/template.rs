@@ -196,6 +196,45 @@ allow_md5 = false
 # api_port = 7432        # its agent's REST API (default: port + 2000)
 # nofailover = false     # true: never promoted automatically
 
+# Backups and the WAL archive, kept by pgBackRest in one repository that
+# every host reaches. Off until a repository is given (`path`, or
+# [backup.s3]); then every node archives WAL through pgBackRest, the
+# leader's agent takes backups on the schedules below, and `pgkeel backup`
+# takes one now.
+[backup]
+# A directory on a mounted volume or NFS, the same path on every host.
+# path = "/mnt/backup/pgkeel"
+# Full backups kept; older ones expire together with the WAL only they
+# needed (that is the point-in-time-recovery window).
+retention_full = 2
+# When backups run and when the newest is restored and checked, in UTC:
+# "daily HH:MM", "weekly DAY HH:MM" or "off". A run missed while the
+# cluster was down happens once when it is back.
+full_schedule = "weekly sun 01:00"
+incr_schedule = "daily 01:00"
+verify_schedule = "weekly sun 03:00"
+# Where backups read data files: "replica" (the primary only starts and
+# stops the backup) or "primary".
+from = "replica"
+# zst, lz4, gz, bz2 or none; compress_level defaults to pgBackRest's.
+compress = "zst"
+# compress_level = 3
+# AES-256 encryption of the repository, the passphrase in
+# secrets/backup-cipher.pass. Default: on for object storage, off for a path.
+# encrypt = true
+# Parallel processes for backup and restore.
+process_max = 2
+# S3-compatible object storage instead of `path`; the access key and its
+# secret go in secrets/s3-key and secrets/s3-key-secret.
+# [backup.s3]
+# endpoint = "s3.eu-west-1.amazonaws.com"   # host[:port]
+# bucket = "my-backups"
+# region = "eu-west-1"
+# path = "/pgkeel"           # directory inside the bucket
+# uri_style = "host"         # "path" for most self-hosted stores
+# verify_tls = true
+# ca_file = "/etc/ssl/certs/my-ca.pem"
+
 # Extra postgresql.conf parameters, written after pgkeel's own. Parameters
 # replication depends on (port, wal_level, primary_conninfo, ...) are refused.
 [parameters]
@@ -250,6 +289,16 @@ mod tests {
             "tls_key",
             "api_port",
             "nofailover",
+            "path",
+            "compress_level",
+            "encrypt",
+            "s3",
+            "endpoint",
+            "bucket",
+            "region",
+            "uri_style",
+            "verify_tls",
+            "ca_file",
         ] {
             assert!(
                 annotated_default().contains(optional),

@@ -74,6 +74,7 @@ pub(crate) fn finalize(mut cfg: Config) -> Result<Config, ConfigError> {
     check_tuning(&cfg)?;
     check_ha(&cfg)?;
     check_proxy(&cfg)?;
+    check_backup(&cfg)?;
     check_parameters(&cfg)?;
     Ok(cfg)
 }
@@ -422,6 +423,88 @@ fn check_proxy(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Parameters `[backup]` sets once a repository is configured.
+pub const ARCHIVE_PARAMETERS: [&str; 4] = [
+    "archive_mode",
+    "archive_command",
+    "restore_command",
+    "archive_library",
+];
+
+/// Compression types pgBackRest knows.
+const COMPRESS_TYPES: [&str; 5] = ["zst", "lz4", "gz", "bz2", "none"];
+
+fn check_backup(cfg: &Config) -> Result<(), ConfigError> {
+    let b = &cfg.backup;
+    if b.path.is_some() && b.s3.is_some() {
+        return Err(ConfigError::invalid(
+            "`backup.path` and `[backup.s3]` are both set: the repository is one or the other; remove one",
+        ));
+    }
+    if let Some(path) = &b.path
+        && !path.is_absolute()
+    {
+        return Err(ConfigError::invalid(format!(
+            "`backup.path` = {:?} is relative: give the repository's absolute path, the same on every host",
+            path.display().to_string()
+        )));
+    }
+    if let Some(s3) = &b.s3 {
+        for (value, key) in [
+            (&s3.endpoint, "endpoint"),
+            (&s3.bucket, "bucket"),
+            (&s3.region, "region"),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(format!(
+                    "`backup.s3.{key}` is empty: object storage needs an endpoint, a bucket and a region"
+                )));
+            }
+        }
+        if s3.uri_style != "host" && s3.uri_style != "path" {
+            return Err(ConfigError::invalid(format!(
+                "`backup.s3.uri_style` = {:?}: write \"host\" (virtual-hosted buckets) or \"path\"",
+                s3.uri_style
+            )));
+        }
+        if !s3.path.starts_with('/') {
+            return Err(ConfigError::invalid(format!(
+                "`backup.s3.path` = {:?} must start with `/`",
+                s3.path
+            )));
+        }
+    }
+    if b.retention_full == 0 {
+        return Err(ConfigError::invalid(
+            "`backup.retention_full` = 0 would expire every backup: keep at least 1",
+        ));
+    }
+    if !COMPRESS_TYPES.contains(&b.compress.as_str()) {
+        return Err(ConfigError::invalid(format!(
+            "`backup.compress` = {:?}: write one of {}",
+            b.compress,
+            COMPRESS_TYPES.join(", ")
+        )));
+    }
+    if b.process_max == 0 || b.process_max > 64 {
+        return Err(ConfigError::invalid(format!(
+            "`backup.process_max` = {}: give 1 to 64 processes",
+            b.process_max
+        )));
+    }
+    if b.enabled()
+        && let Some(name) = cfg
+            .parameters
+            .keys()
+            .find(|k| ARCHIVE_PARAMETERS.contains(&k.as_str()))
+    {
+        return Err(ConfigError::invalid(format!(
+            "parameter `{name}` is managed by pgkeel while `[backup]` has a repository: pgkeel archives through pgBackRest; remove it from [parameters]"
+        )));
+    }
+    Ok(())
+}
+
 fn check_parameters(cfg: &Config) -> Result<(), ConfigError> {
     for name in cfg.parameters.keys() {
         if let Some((_, instead)) = MANAGED_PARAMETERS.iter().find(|(p, _)| p == name) {
@@ -497,6 +580,44 @@ mod tests {
         let e = load_text("[parameters]\nport = 5000\n").expect_err("managed");
         assert!(e.contains("[[nodes]]"), "{e}");
         assert!(load_text("[parameters]\nwork_mem = \"64MB\"\njit = false\n").is_ok());
+    }
+
+    #[test]
+    fn a_backup_repository_is_checked_with_the_fix() {
+        let ok = load_text("[backup]\npath = \"/mnt/b\"\n").expect("path repository");
+        assert!(ok.backup.enabled() && !ok.backup.encrypted());
+        assert!(!load_text("").expect("defaults").backup.enabled());
+        let s3 = "[backup.s3]\nendpoint = \"127.0.0.1:9000\"\nbucket = \"b\"\nregion = \"r\"\n";
+        let ok = load_text(s3).expect("s3 repository");
+        assert!(
+            ok.backup.encrypted(),
+            "object storage is encrypted by default"
+        );
+        for (text, says) in [
+            ("[backup]\npath = \"b\"\n", "absolute path"),
+            (&format!("[backup]\npath = \"/b\"\n{s3}"), "remove one"),
+            (
+                "[backup]\npath = \"/b\"\nretention_full = 0\n",
+                "at least 1",
+            ),
+            ("[backup]\ncompress = \"xz\"\n", "zst, lz4"),
+            (
+                "[backup]\nfull_schedule = \"sundays\"\n",
+                "weekly DAY HH:MM",
+            ),
+            ("[backup]\nprocess_max = 0\n", "1 to 64"),
+            (&s3.replace("\"b\"", "\"\""), "needs an endpoint, a bucket"),
+            (&format!("{s3}uri_style = \"virtual\"\n"), "\"path\""),
+            (
+                "[backup]\npath = \"/b\"\n[parameters]\narchive_command = \"cp %p /x\"\n",
+                "remove it from [parameters]",
+            ),
+        ] {
+            let e = load_text(text).expect_err(text);
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        // Without a repository, another archiver stays possible.
+        assert!(load_text("[parameters]\narchive_command = \"wal-g wal-push %p\"\n").is_ok());
     }
 
     #[test]

@@ -1,0 +1,16 @@
+//! The WAL archive and base backups. pgBackRest does the work; this crate
+//! holds what pgkeel needs from any backup tool ([`BackupEngine`]) and the
+//! pgBackRest implementation: its configuration file and command lines
+//! (pure, in [`pgbackrest::conf`]), the decoding of its `info` output and
+//! progress lines (pure), and running it as the cluster's OS user.
+
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod pgbackrest;
+pub mod source;
+
+pub use engine::BackupEngine;
+pub use error::BackupError;
+pub use model::{BackupInfo, BackupKind, PgTarget, RepositoryInfo};
+pub use pgbackrest::PgBackRest;

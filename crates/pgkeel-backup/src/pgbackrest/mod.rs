@@ -1,0 +1,270 @@
+//! pgBackRest as pgkeel's backup engine: it runs as the cluster's OS user
+//! with the configuration file pgkeel renders, and its failures come back
+//! with the command and the tail of what it printed.
+
+pub mod conf;
+pub mod info;
+pub mod progress;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use pgkeel_pg::fsutil::{ensure_dir, write_owned};
+use pgkeel_pg::run::tail;
+use pgkeel_pg::{OsUser, PgRunner};
+
+use crate::engine::BackupEngine;
+use crate::error::BackupError;
+use crate::model::{BackupKind, PgTarget, RepositoryInfo};
+use conf::{ConfInput, Invocation, render_conf};
+
+/// Lines of a failed command's output kept in its error.
+const ERROR_LINES: usize = 15;
+
+/// pgBackRest for one cluster on this host.
+#[derive(Debug, Clone)]
+pub struct PgBackRest {
+    runner: PgRunner,
+    invocation: Invocation,
+}
+
+/// Finds `pgbackrest` on this host: in `PATH`, then `/usr/bin`.
+pub fn find_program() -> Result<PathBuf, BackupError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("pgbackrest"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| BackupError::NotInstalled {
+            program: "pgbackrest".into(),
+        })
+}
+
+/// Writes pgBackRest's configuration file at `config` and its working
+/// directories under `input.work_dir`, owned by `owner`.
+pub fn write_config(
+    config: &Path,
+    input: &ConfInput<'_>,
+    owner: &OsUser,
+) -> Result<(), BackupError> {
+    ensure_dir(input.work_dir, owner, 0o700)?;
+    for sub in ["log", "lock", "spool"] {
+        ensure_dir(&input.work_dir.join(sub), owner, 0o700)?;
+    }
+    // 0600: it holds the repository's passphrase and storage keys.
+    write_owned(config, &render_conf(input), owner, 0o600)?;
+    Ok(())
+}
+
+/// Whether pgBackRest's output says the repository belongs to another
+/// database (its errors 028 and 051: system identifier or version differ).
+pub fn is_foreign_stanza(output: &str) -> bool {
+    output.contains("[028]")
+        || output.contains("[051]")
+        || output.contains("do not match the database")
+}
+
+/// The label a finished backup reports (`new backup label = ...`).
+pub fn new_label(output: &str) -> Option<String> {
+    output.lines().find_map(|l| {
+        l.split_once("new backup label = ")
+            .map(|(_, label)| label.trim().to_string())
+    })
+}
+
+impl PgBackRest {
+    /// pgBackRest at `program`, with the configuration file `config`, for
+    /// the cluster (stanza) `stanza`.
+    pub fn new(runner: PgRunner, program: PathBuf, config: PathBuf, stanza: &str) -> Self {
+        PgBackRest {
+            runner,
+            invocation: Invocation {
+                program,
+                config,
+                stanza: stanza.to_string(),
+            },
+        }
+    }
+
+    /// The invocation (binary, configuration file, stanza).
+    pub fn invocation(&self) -> &Invocation {
+        &self.invocation
+    }
+
+    /// Runs `args` to completion; returns stdout and stderr together.
+    pub async fn run(&self, node: &str, args: &[String]) -> Result<String, BackupError> {
+        let line = self.describe(args);
+        tracing::debug!(node, command = %line, "running pgBackRest");
+        let output = self
+            .runner
+            .command_at(&self.invocation.program)
+            .args(args)
+            .output()
+            .await
+            .map_err(|source| BackupError::Spawn {
+                node: node.to_string(),
+                command: line.clone(),
+                source,
+            })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            return Ok(text);
+        }
+        if is_foreign_stanza(&text) {
+            return Err(BackupError::ForeignStanza {
+                stanza: self.invocation.stanza.clone(),
+                config: self.invocation.config.clone(),
+                detail: tail(&text, 3).trim().to_string(),
+            });
+        }
+        Err(BackupError::Command {
+            node: node.to_string(),
+            command: line,
+            status: output.status.to_string(),
+            output: tail(&text, ERROR_LINES),
+        })
+    }
+
+    fn describe(&self, args: &[String]) -> String {
+        std::iter::once("pgbackrest")
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl BackupEngine for PgBackRest {
+    fn archive_command(&self, node: &PgTarget) -> String {
+        self.invocation.archive_command(node)
+    }
+
+    fn restore_command(&self, node: &PgTarget) -> String {
+        self.invocation.restore_command(node)
+    }
+
+    async fn prepare_repository(&self, primary: &PgTarget) -> Result<(), BackupError> {
+        // Idempotent: an existing stanza of this database is accepted, one
+        // of another database is refused (errors 028/051).
+        let args = self.invocation.args(&[primary], &[], "stanza-create");
+        self.run(&primary.node, &args).await.map(|_| ())
+    }
+
+    async fn backup(
+        &self,
+        kind: BackupKind,
+        primary: &PgTarget,
+        standby: Option<&PgTarget>,
+        progress: &(dyn Fn(f64) + Send + Sync),
+    ) -> Result<String, BackupError> {
+        let mut targets = vec![primary];
+        let mut extra = vec![
+            format!("--type={kind}"),
+            "--log-level-console=detail".to_string(),
+        ];
+        if let Some(s) = standby {
+            targets.push(s);
+            extra.push("--backup-standby".into());
+        }
+        let args = self.invocation.args(&targets, &extra, "backup");
+        let line = self.describe(&args);
+        let node = standby.unwrap_or(primary).node.clone();
+        let mut child = self
+            .runner
+            .command_at(&self.invocation.program)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| BackupError::Spawn {
+                node: node.clone(),
+                command: line.clone(),
+                source,
+            })?;
+        let stderr = child.stderr.take();
+        let errors = tokio::spawn(async move {
+            let mut text = String::new();
+            if let Some(stderr) = stderr {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+            }
+            text
+        });
+        let mut kept = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(pct) = progress::parse_percent(&l) {
+                    progress(pct);
+                } else {
+                    kept.push_str(&l);
+                    kept.push('\n');
+                }
+            }
+        }
+        let status = child.wait().await.map_err(|source| BackupError::Spawn {
+            node: node.clone(),
+            command: line.clone(),
+            source,
+        })?;
+        kept.push_str(&errors.await.unwrap_or_default());
+        if !status.success() {
+            if is_foreign_stanza(&kept) {
+                return Err(BackupError::ForeignStanza {
+                    stanza: self.invocation.stanza.clone(),
+                    config: self.invocation.config.clone(),
+                    detail: tail(&kept, 3).trim().to_string(),
+                });
+            }
+            return Err(BackupError::Command {
+                node,
+                command: line,
+                status: status.to_string(),
+                output: tail(&kept, ERROR_LINES),
+            });
+        }
+        new_label(&kept).ok_or_else(|| BackupError::Output {
+            command: line,
+            detail: "no `new backup label` line".into(),
+        })
+    }
+
+    async fn info(&self) -> Result<RepositoryInfo, BackupError> {
+        let args = self
+            .invocation
+            .args(&[], &["--output=json".to_string()], "info");
+        let out = self.run("-", &args).await?;
+        info::decode_info(&out, &self.invocation.stanza).map_err(|detail| BackupError::Output {
+            command: self.describe(&args),
+            detail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_label_is_read_from_the_output() {
+        let out = "P00 INFO: backup start archive = 000000010000000000000004, lsn = 0/4000028\nP00 INFO: new backup label = 20261207-201500F\nP00 INFO: full backup size = 22MB";
+        assert_eq!(new_label(out).as_deref(), Some("20261207-201500F"));
+        assert_eq!(new_label("nothing"), None);
+    }
+
+    #[test]
+    fn a_foreign_stanza_is_recognised() {
+        assert!(is_foreign_stanza(
+            "ERROR: [028]: backup and archive info files exist but do not match the database"
+        ));
+        assert!(!is_foreign_stanza("ERROR: [041]: unable to open file"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Backups through pgBackRest with a path repository: the stanza made at
+//! bootstrap, WAL archived by the primary, a full and then an incremental
+//! backup read from a replica, `backup list`; and the refusals (no
+//! repository, a repository that is not there, another cluster's stanza),
+//! each naming its fix and losing nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{CliCluster, TestResult, text};
+use pgkeel_pg::OsUser;
+use pgkeel_testkit::connect_url;
+
+/// A repository directory the cluster's OS user may write.
+fn repository(cluster: &CliCluster) -> TestResult<PathBuf> {
+    let repo = cluster.dir.path().join("repo");
+    std::fs::create_dir(&repo)?;
+    let me = OsUser::current()?;
+    let owner = if me.is_root() {
+        OsUser::lookup("postgres")?
+    } else {
+        me
+    };
+    std::os::unix::fs::chown(&repo, Some(owner.uid), Some(owner.gid))?;
+    Ok(repo)
+}
+
+fn up_with_repository(cluster: &CliCluster, repo: &Path) -> std::process::Output {
+    let port = cluster.base_port.to_string();
+    let repo = repo.display().to_string();
+    cluster.run_env(
+        "up",
+        &["--base-port", &port],
+        &[("PGKEEL_BACKUP_PATH", repo.as_str())],
+    )
+}
+
+fn json(out: &std::process::Output) -> TestResult<serde_json::Value> {
+    if !out.status.success() {
+        return Err(text(out).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
+    let cluster = CliCluster::new(3)?;
+    let repo = repository(&cluster)?;
+    let out = up_with_repository(&cluster, &repo);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    let mode: String = primary.query_one("SHOW archive_mode", &[]).await?.get(0);
+    assert_eq!(mode, "on");
+    primary
+        .batch_execute("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000)")
+        .await?;
+
+    let out = cluster.run("backup", &["--full", "--json"]);
+    let full = json(&out)?;
+    assert_eq!(full["type"], "full", "{full}");
+    let full_label = full["label"].as_str().ok_or("no label")?.to_string();
+    assert!(full_label.ends_with('F'), "{full}");
+    assert!(full["database_bytes"].as_u64() > Some(1_000_000), "{full}");
+    // The primary only started and stopped it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("files from replica"), "{}", text(&out));
+
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)")
+        .await?;
+    let incr = json(&cluster.run("backup", &["--json"]))?;
+    assert_eq!(incr["type"], "incr", "{incr}");
+    assert_eq!(incr["prior"].as_str(), Some(full_label.as_str()), "{incr}");
+
+    let list = json(&cluster.run("backup", &["list", "--json"]))?;
+    assert_eq!(list["status"], "ok", "{list}");
+    let labels: Vec<&str> = list["backups"]
+        .as_array()
+        .ok_or("no backups")?
+        .iter()
+        .filter_map(|b| b["label"].as_str())
+        .collect();
+    assert_eq!(
+        labels,
+        [full_label.as_str(), incr["label"].as_str().unwrap_or("?")]
+    );
+    // The repository belongs to this database and holds its WAL up to the
+    // newest backup's end.
+    let system_id: i64 = primary
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        list["system_id"].as_u64(),
+        u64::try_from(system_id).ok(),
+        "{list}"
+    );
+    let newest_wal = incr["wal_stop"].as_str().ok_or("no wal_stop")?;
+    assert!(list["wal_max"].as_str() >= Some(newest_wal), "{list}");
+
+    let table = cluster.run("backup", &["list"]);
+    assert!(table.status.success(), "{}", text(&table));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&full_label) && table.contains("incr"),
+        "{table}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_refusals_name_the_fix_and_lose_nothing() -> TestResult {
+    // A repository that is not there: refused before anything is created.
+    let cluster = CliCluster::new(3)?;
+    let missing = cluster.dir.path().join("not-mounted");
+    let out = up_with_repository(&cluster, &missing);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not-mounted") && err.contains("mount the repository"),
+        "{err}"
+    );
+    assert!(
+        !cluster.root.exists(),
+        "a refused `up` created {}",
+        cluster.root.display()
+    );
+
+    // Without a repository, `backup` says which key to set.
+    cluster.up(&[]);
+    let out = cluster.run("backup", &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backup.path"),
+        "{}",
+        text(&out)
+    );
+
+    // A second cluster of the same name on the same repository: refused,
+    // and the first cluster's backups are untouched.
+    let first = CliCluster::new(3)?;
+    let repo = repository(&first)?;
+    let out = up_with_repository(&first, &repo);
+    assert!(out.status.success(), "{}", text(&out));
+    let label = json(&first.run("backup", &["--full", "--json"]))?["label"].clone();
+    let second = CliCluster::new(3)?;
+    let out = up_with_repository(&second, &repo);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("of another cluster") && err.contains("stanza-delete"),
+        "{err}"
+    );
+    let list = json(&first.run("backup", &["list", "--json"]))?;
+    assert_eq!(list["status"], "ok", "{list}");
+    assert_eq!(list["backups"][0]["label"], label, "{list}");
+    Ok(())
+}
