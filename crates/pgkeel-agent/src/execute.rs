@@ -192,6 +192,21 @@ impl Context<'_> {
                 if let Ok(conn) = cluster.connect(self.node).await {
                     let _ = conn.reload().await;
                 }
+                if cluster.config.backup.enabled() {
+                    let (cluster, node) = (cluster.clone(), self.node.clone());
+                    tokio::spawn(async move {
+                        let name = node.name.to_string();
+                        match cluster.archive_previous_timeline(&node).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing_line(&format!(
+                                "{name}: archived {n} segment(s) of the previous timeline that the archive lacked"
+                            )),
+                            Err(e) => tracing_line(&format!(
+                                "{name}: cannot archive the previous timeline's last segments: {e}"
+                            )),
+                        }
+                    });
+                }
             }
             Action::Demote { clean } => {
                 self.shared.set_leader(false);

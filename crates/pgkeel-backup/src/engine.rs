@@ -3,6 +3,9 @@
 //! added behind it.
 
 use crate::BackupError;
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use crate::model::{BackupKind, PgTarget, RepositoryInfo};
 
 /// A tool that archives WAL, takes base backups and lists them.
@@ -33,4 +36,19 @@ pub trait BackupEngine {
 
     /// What the repository holds.
     fn info(&self) -> impl Future<Output = Result<RepositoryInfo, BackupError>> + Send;
+
+    /// Archives one WAL file of `node` now (a file the archive already
+    /// holds with the same content is accepted).
+    fn archive_push(
+        &self,
+        node: &PgTarget,
+        file: &Path,
+    ) -> impl Future<Output = Result<(), BackupError>> + Send;
+
+    /// The names of the archived WAL segments in `directory` (a segment's
+    /// first 16 digits: timeline and log).
+    fn archived_segments(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, BackupError>> + Send;
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod model;
 pub mod pgbackrest;
 pub mod source;
+pub mod wal;
 
 pub use engine::BackupEngine;
 pub use error::BackupError;

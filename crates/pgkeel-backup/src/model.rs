@@ -95,6 +95,10 @@ pub struct RepositoryInfo {
     pub wal_max: Option<String>,
     /// The backups, oldest first.
     pub backups: Vec<BackupInfo>,
+    /// The tool's name for the current database's archive (pgBackRest:
+    /// `15-1`, version and database id).
+    #[serde(skip)]
+    pub archive_id: Option<String>,
 }
 
 impl RepositoryInfo {

@@ -2,8 +2,11 @@
 //! the archive settings every node's `postgresql.conf` carries, and the
 //! repository prepared when the cluster is bootstrapped.
 
+use std::collections::BTreeSet;
+
 use pgkeel_backup::pgbackrest::conf::ConfInput;
 use pgkeel_backup::pgbackrest::{find_program, write_config};
+use pgkeel_backup::wal::{current_timeline, missing, previous_timeline_segments};
 use pgkeel_backup::{BackupEngine, BackupError, PgBackRest, PgTarget};
 use pgkeel_core::NodeConfig;
 use pgkeel_pg::conf::ArchiveSettings;
@@ -131,5 +134,38 @@ impl Cluster {
             tracing::info!(stanza = %self.config.cluster.name, "backup repository ready");
         }
         Ok(())
+    }
+
+    /// After `node` was promoted: archives the segments of the previous
+    /// timeline it holds and the archive lacks, oldest first, so that the
+    /// archive has no gap before the new timeline (the old primary may
+    /// have vanished before archiving its last segments, and PostgreSQL
+    /// archives only what it wrote itself). Returns how many it archived.
+    pub async fn archive_previous_timeline(
+        &self,
+        node: &NodeConfig,
+    ) -> Result<usize, ClusterError> {
+        let Some(engine) = self.backup_engine()? else {
+            return Ok(0);
+        };
+        let wal_dir = self.layout.data_dir(node.name.as_str()).join("pg_wal");
+        let names: Vec<String> = std::fs::read_dir(&wal_dir)
+            .map_err(|e| ClusterError::io("list", &wal_dir, e))?
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .collect();
+        let candidates = previous_timeline_segments(&names, current_timeline(&names));
+        let mut archived = BTreeSet::new();
+        let directories: BTreeSet<String> = candidates.iter().map(|s| s.directory()).collect();
+        for directory in &directories {
+            archived.extend(engine.archived_segments(directory).await?);
+        }
+        let target = self.pg_target(node);
+        let lacking = missing(&candidates, &archived);
+        for segment in &lacking {
+            engine
+                .archive_push(&target, &wal_dir.join(segment.name()))
+                .await?;
+        }
+        Ok(lacking.len())
     }
 }

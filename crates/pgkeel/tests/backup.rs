@@ -158,3 +158,124 @@ async fn backup_refusals_name_the_fix_and_lose_nothing() -> TestResult {
     assert_eq!(list["backups"][0]["label"], label, "{list}");
     Ok(())
 }
+
+/// Archived segment names of timeline 1's first log directory, read with
+/// pgBackRest itself (no log file: the test may run as root).
+fn archived_on_timeline_1(cluster: &CliCluster) -> TestResult<Vec<String>> {
+    let config = cluster.root.join("backup/pgbackrest.conf");
+    let out = std::process::Command::new("pgbackrest")
+        .arg(format!("--config={}", config.display()))
+        .args([
+            "--stanza=pgkeel",
+            "--log-level-file=off",
+            "--output=json",
+            "repo-ls",
+        ])
+        .arg("archive/pgkeel/15-1/0000000100000000")
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("repo-ls: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let listing: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(listing
+        .keys()
+        .filter_map(|k| k.split('-').next())
+        .filter(|n| n.len() == 24)
+        .map(String::from)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResult {
+    let cluster = CliCluster::new(3)?;
+    let repo = repository(&cluster)?;
+    let out = up_with_repository(&cluster, &repo);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = cluster.status()?;
+    let old = status["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
+        .cloned()
+        .ok_or("no primary")?;
+
+    // The old primary's archiver breaks; three segments are written and
+    // streamed to the replicas, but never archived by it.
+    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    for sql in [
+        "ALTER SYSTEM SET archive_command = '/bin/false'",
+        "SELECT pg_reload_conf()",
+        "CREATE TABLE t (id int)",
+    ] {
+        primary.batch_execute(sql).await?;
+    }
+    let mut unarchived = Vec::new();
+    for _ in 0..3 {
+        primary
+            .batch_execute("INSERT INTO t SELECT generate_series(1, 1000)")
+            .await?;
+        let name: String = primary
+            .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+            .await?
+            .get(0);
+        primary.query_one("SELECT pg_switch_wal()", &[]).await?;
+        unarchived.push(name);
+    }
+    // Both replicas have everything (quorum: at least one confirmed each
+    // commit; wait for the second too).
+    let lsn: String = primary
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let behind: i64 = primary
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await?
+            .get(0);
+        if behind == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("replicas did not replay the primary's WAL in 30 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = archived_on_timeline_1(&cluster)?;
+    assert!(
+        unarchived.iter().all(|s| !before.contains(s)),
+        "the broken archiver archived something: {before:?}"
+    );
+
+    // The old primary's host crashes.
+    for pid in [&old["agent_pid"], &old["pid"]] {
+        let pid = pid.as_i64().ok_or("no pid")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+    }
+    // The new primary fills the archive's gap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = archived_on_timeline_1(&cluster)?;
+        if unarchived.iter().all(|s| now.contains(s)) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "after the failover the archive still lacks {:?} (has {now:?}); status: {}",
+                unarchived
+                    .iter()
+                    .filter(|s| !now.contains(s))
+                    .collect::<Vec<_>>(),
+                cluster.status()?
+            )
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(())
+}

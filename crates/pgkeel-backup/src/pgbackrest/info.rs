@@ -32,6 +32,7 @@ struct Db {
 
 #[derive(Deserialize)]
 struct Archive {
+    id: String,
     database: DbRef,
     min: Option<String>,
     max: Option<String>,
@@ -127,7 +128,21 @@ pub fn decode_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
         wal_min: archive.and_then(|a| a.min.clone()),
         wal_max: archive.and_then(|a| a.max.clone()),
         backups,
+        archive_id: archive.map(|a| a.id.clone()),
     })
+}
+
+/// Archived segment names from `repo-ls --output=json` of an archive
+/// directory (its files are `<segment>-<sha1>.<compression>`).
+pub fn decode_segment_listing(json: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    let entries: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("not a repo-ls listing: {e}"))?;
+    Ok(entries
+        .keys()
+        .filter_map(|k| k.split(['-', '.']).next())
+        .filter(|name| crate::wal::Segment::parse(name).is_some())
+        .map(str::to_string)
+        .collect())
 }
 
 #[cfg(test)]
@@ -141,6 +156,17 @@ mod tests {
         assert_eq!(info.status, "missing stanza path");
         assert!(info.backups.is_empty());
         assert_eq!(info.system_id, None);
+    }
+
+    #[test]
+    fn a_directory_listing_yields_segment_names() {
+        let json = r#"{".":{"type":"path"},"000000010000000000000003-2b3c.zst":{"type":"file","size":10},"000000010000000000000004.partial-ff.zst":{"type":"file"},"00000002.history-ab":{"type":"file"}}"#;
+        let names = decode_segment_listing(json).unwrap_or_default();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["000000010000000000000003"]
+        );
+        assert!(decode_segment_listing("[").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod conf;
 pub mod info;
 pub mod progress;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -234,6 +235,30 @@ impl BackupEngine for PgBackRest {
         new_label(&kept).ok_or_else(|| BackupError::Output {
             command: line,
             detail: "no `new backup label` line".into(),
+        })
+    }
+
+    async fn archive_push(&self, node: &PgTarget, file: &Path) -> Result<(), BackupError> {
+        let extra = [format!("--pg1-path={}", node.data_dir.display())];
+        let mut args = self.invocation.args(&[], &extra, "archive-push");
+        args.push(file.display().to_string());
+        self.run(&node.node, &args).await.map(|_| ())
+    }
+
+    async fn archived_segments(&self, directory: &str) -> Result<BTreeSet<String>, BackupError> {
+        let info = self.info().await?;
+        let Some(id) = info.archive_id else {
+            return Ok(BTreeSet::new());
+        };
+        let path = format!("archive/{}/{id}/{directory}", self.invocation.stanza);
+        let mut args = self
+            .invocation
+            .args(&[], &["--output=json".to_string()], "repo-ls");
+        args.push(path);
+        let out = self.run("-", &args).await?;
+        info::decode_segment_listing(&out).map_err(|detail| BackupError::Output {
+            command: self.describe(&args),
+            detail,
         })
     }
 
