@@ -139,7 +139,7 @@ pub fn decode_segment_listing(json: &str) -> Result<std::collections::BTreeSet<S
         serde_json::from_str(json).map_err(|e| format!("not a repo-ls listing: {e}"))?;
     Ok(entries
         .keys()
-        .filter_map(|k| k.split(['-', '.']).next())
+        .filter_map(|k| k.split('-').next())
         .filter(|name| crate::wal::Segment::parse(name).is_some())
         .map(str::to_string)
         .collect())
