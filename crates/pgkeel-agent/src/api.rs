@@ -320,6 +320,38 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         "Automatic failover is paused.",
         b(snap.view.as_ref().is_some_and(|v| v.config.paused)).to_string(),
     );
+    // Read at scrape time: the archiver is not part of the published state.
+    let archive = match s.cluster.node(&s.shared.node) {
+        Ok(node) if s.cluster.config.backup.enabled() => {
+            let node = node.clone();
+            s.cluster.node_report(&node).await.status.archive
+        }
+        _ => None,
+    };
+    if let Some(a) = archive {
+        metric(
+            "pgkeel_archive_failing",
+            "The last WAL archive attempt on this node failed (WAL piles up in pg_wal).",
+            b(a.failing).to_string(),
+        );
+        metric(
+            "pgkeel_archive_failed_count",
+            "Failed WAL archive attempts since the statistics were reset.",
+            a.failed_count.to_string(),
+        );
+        metric(
+            "pgkeel_archive_archived_count",
+            "WAL segments archived since the statistics were reset.",
+            a.archived_count.to_string(),
+        );
+        if let Some(age) = a.last_archived_age_seconds {
+            metric(
+                "pgkeel_archive_last_archived_age_seconds",
+                "Seconds since the last WAL segment was archived.",
+                format!("{age:.3}"),
+            );
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -2,10 +2,13 @@
 //! the primary's slots, gathered live.
 
 use futures_util::future::join_all;
-use pgkeel_core::status::{ClusterStatus, NodeStatus, ProxyStatus, Role, SlotStatus};
+use pgkeel_backup::failure::archive_failure_reason;
+use pgkeel_core::status::{
+    ArchiveStatus, ClusterStatus, NodeStatus, ProxyStatus, Role, SlotStatus,
+};
 use pgkeel_core::{Config, NodeConfig};
 use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
-use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
+use pgkeel_pg::probe::{ArchiverRow, NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
 use serde::{Deserialize, Serialize};
 
 use crate::Cluster;
@@ -138,10 +141,12 @@ impl Cluster {
                 (None, conn.replication().await?)
             };
             let slots = conn.slots().await?;
-            Ok::<_, pgkeel_pg::PgError>((probe, receiver, replication, slots))
+            let archiver = conn.archiver().await?;
+            Ok::<_, pgkeel_pg::PgError>((probe, receiver, replication, slots, archiver))
         };
         match answer.await {
-            Ok((probe, receiver, replication, slots)) => {
+            Ok((probe, receiver, replication, slots, archiver)) => {
+                status.archive = archiver.map(|a| self.archive_status(node.name.as_str(), a));
                 status.running = true;
                 status.role = Some(if probe.in_recovery {
                     Role::Replica
@@ -164,6 +169,44 @@ impl Cluster {
         report.status = status;
         report
     }
+}
+
+/// How much of a node's log is read for an archive failure's reason.
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
+
+impl Cluster {
+    /// A node's archiver with the reason of its last failure when the last
+    /// attempt failed.
+    fn archive_status(&self, node: &str, a: ArchiverRow) -> ArchiveStatus {
+        let reason = if a.failing {
+            read_tail(&self.layout.log_file(node), LOG_TAIL_BYTES)
+                .as_deref()
+                .and_then(archive_failure_reason)
+        } else {
+            None
+        };
+        ArchiveStatus {
+            archived_count: a.archived_count,
+            last_archived_wal: a.last_archived_wal,
+            last_archived_age_seconds: a.last_archived_age_seconds,
+            failed_count: a.failed_count,
+            last_failed_wal: a.last_failed_wal,
+            last_failed_age_seconds: a.last_failed_age_seconds,
+            failing: a.failing,
+            reason,
+        }
+    }
+}
+
+/// The last `bytes` of a file, if it can be read.
+fn read_tail(path: &std::path::Path, bytes: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(bytes))).ok()?;
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 fn apply_receiver(status: &mut NodeStatus, rx: &WalReceiverRow) {

@@ -125,6 +125,32 @@ pub struct NodeStatus {
     pub agent_pid: Option<u32>,
     /// Why the node could not be inspected, when it could not.
     pub error: Option<String>,
+    /// WAL archiving on this node, when it archives (a primary with a
+    /// backup repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// A node's WAL archiver (`pg_stat_archiver`), with the reason of the last
+/// failure from the node's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ArchiveStatus {
+    /// Segments archived since the statistics were reset.
+    pub archived_count: u64,
+    /// The last segment archived.
+    pub last_archived_wal: Option<String>,
+    /// Seconds since the last successful archive.
+    pub last_archived_age_seconds: Option<f64>,
+    /// Failed attempts since the statistics were reset.
+    pub failed_count: u64,
+    /// The segment of the last failed attempt.
+    pub last_failed_wal: Option<String>,
+    /// Seconds since the last failed attempt.
+    pub last_failed_age_seconds: Option<f64>,
+    /// The most recent attempt failed: WAL is piling up in `pg_wal`.
+    pub failing: bool,
+    /// What the archive command printed when it last failed.
+    pub reason: Option<String>,
 }
 
 /// One replication slot on the primary.

@@ -254,6 +254,40 @@ impl NodeConn {
         }))
     }
 
+    /// The WAL archiver's counters (`pg_stat_archiver`), `None` when
+    /// `archive_mode` is off or on a standby (which archives nothing with
+    /// `archive_mode = on`).
+    pub async fn archiver(&self) -> Result<Option<ArchiverRow>, PgError> {
+        const WHAT: &str = "pg_stat_archiver query";
+        let rows = self
+            .query(
+                WHAT,
+                "SELECT archived_count, last_archived_wal,
+                        extract(epoch FROM now() - last_archived_time)::float8,
+                        failed_count, last_failed_wal,
+                        extract(epoch FROM now() - last_failed_time)::float8,
+                        coalesce(last_failed_time > last_archived_time
+                                 OR (last_failed_time IS NOT NULL AND last_archived_time IS NULL), false)
+                   FROM pg_stat_archiver
+                  WHERE current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery()",
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let archived: i64 = self.get(WHAT, r, 0)?;
+        let failed: i64 = self.get(WHAT, r, 3)?;
+        Ok(Some(ArchiverRow {
+            archived_count: u64::try_from(archived).unwrap_or(0),
+            last_archived_wal: self.get(WHAT, r, 1)?,
+            last_archived_age_seconds: self.get(WHAT, r, 2)?,
+            failed_count: u64::try_from(failed).unwrap_or(0),
+            last_failed_wal: self.get(WHAT, r, 4)?,
+            last_failed_age_seconds: self.get(WHAT, r, 5)?,
+            failing: self.get(WHAT, r, 6)?,
+        }))
+    }
+
     /// Replication slots with the WAL each one holds back.
     pub async fn slots(&self) -> Result<Vec<SlotRow>, PgError> {
         const WHAT: &str = "pg_replication_slots query";
@@ -330,6 +364,25 @@ pub struct ReplicationRow {
     pub sync_state: Option<String>,
     /// Priority in `FIRST n` mode.
     pub sync_priority: Option<i32>,
+}
+
+/// `pg_stat_archiver`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiverRow {
+    /// Segments archived.
+    pub archived_count: u64,
+    /// The last one archived.
+    pub last_archived_wal: Option<String>,
+    /// Seconds since it was archived.
+    pub last_archived_age_seconds: Option<f64>,
+    /// Failed attempts.
+    pub failed_count: u64,
+    /// The segment of the last failure.
+    pub last_failed_wal: Option<String>,
+    /// Seconds since the last failure.
+    pub last_failed_age_seconds: Option<f64>,
+    /// The last attempt failed.
+    pub failing: bool,
 }
 
 /// A standby's `pg_stat_wal_receiver`.

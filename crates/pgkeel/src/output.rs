@@ -5,7 +5,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::url::format_url;
-use pgkeel_core::status::{ClusterStatus, NodeStatus, Role};
+use pgkeel_core::status::{ArchiveStatus, ClusterStatus, NodeStatus, Role};
 
 /// Prints `status` as a table, or as JSON.
 pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
@@ -107,10 +107,35 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
         }
         say!("{slots}");
     }
+    for n in &status.nodes {
+        if let Some(a) = &n.archive {
+            say!("{}", archive_line(&n.name, a));
+        }
+    }
     for n in status.nodes.iter().filter(|n| n.error.is_some()) {
         say!("{}: {}", n.name, n.error.as_deref().unwrap_or_default());
     }
     Ok(())
+}
+
+/// One line on a node's WAL archiving: healthy, or failing with why.
+fn archive_line(node: &str, a: &ArchiveStatus) -> String {
+    let last = match (&a.last_archived_wal, a.last_archived_age_seconds) {
+        (Some(wal), Some(age)) => format!("last {wal} {age:.0}s ago"),
+        _ => "nothing archived yet".into(),
+    };
+    if a.failing {
+        format!(
+            "archive on {node}: FAILING ({} failed attempts, {last}; WAL piles up in pg_wal until it works): {}",
+            a.failed_count,
+            a.reason.as_deref().unwrap_or("see the node's log")
+        )
+    } else {
+        format!(
+            "archive on {node}: ok, {} segments, {last}",
+            a.archived_count
+        )
+    }
 }
 
 /// The table `up` ends with: where each node is and how to reach it.

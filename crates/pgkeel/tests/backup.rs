@@ -107,7 +107,81 @@ async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
         table.contains(&full_label) && table.contains("incr"),
         "{table}"
     );
+
+    // Archiving is visible, and a failing archive shows at once with the
+    // tool's reason, in `status` and on the agent's /metrics.
+    let archive = primary_archive(&cluster)?;
+    assert_eq!(archive["failing"], false, "{archive}");
+    assert!(archive["archived_count"].as_u64() > Some(0), "{archive}");
+    // Segments go to a directory per timeline and log under 15-1.
+    let archive_dir = repo.join("archive/pgkeel/15-1/0000000100000000");
+    set_mode(&archive_dir, 0o500)?;
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
+        .await?;
+    primary.query_one("SELECT pg_switch_wal()", &[]).await?;
+    let failing = wait_for_archive(&cluster, true)?;
+    let reason = failing["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("]:"), "no pgBackRest error in {failing}");
+    let metrics = agent_metrics(cluster.base_port + 2000)?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pgkeel_archive_failing{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let table = cluster.run("status", &[]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("FAILING"),
+        "{}",
+        text(&table)
+    );
+    // Repaired: the archiver catches up by itself.
+    set_mode(&archive_dir, 0o750)?;
+    wait_for_archive(&cluster, false)?;
     Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// The primary's `archive` object from `status --json`.
+fn primary_archive(cluster: &CliCluster) -> TestResult<serde_json::Value> {
+    let status = cluster.status()?;
+    status["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
+        .map(|n| n["archive"].clone())
+        .filter(|a| a.is_object())
+        .ok_or_else(|| format!("no archive on the primary in {status}").into())
+}
+
+/// Waits up to 60 s for the primary's archive to be failing (or not).
+fn wait_for_archive(cluster: &CliCluster, failing: bool) -> TestResult<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let archive = primary_archive(cluster)?;
+        if archive["failing"] == failing && (!failing || archive["reason"].is_string()) {
+            return Ok(archive);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("archive never became failing={failing}: {archive}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// An agent's /metrics text.
+fn agent_metrics(port: u16) -> TestResult<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut body = String::new();
+    conn.read_to_string(&mut body)?;
+    Ok(body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
