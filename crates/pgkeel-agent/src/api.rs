@@ -320,6 +320,28 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         "Automatic failover is paused.",
         b(snap.view.as_ref().is_some_and(|v| v.config.paused)).to_string(),
     );
+    let backups = s.shared.backups.lock().ok().and_then(|b| b.clone());
+    if let Some(seen) = backups.filter(|_| snap.leader) {
+        if let Some(t) = seen.newest_start {
+            metric(
+                "pgkeel_backup_last_timestamp_seconds",
+                "Start of the newest backup in the repository (leader only).",
+                t.to_string(),
+            );
+        }
+        if let Some(t) = seen.newest_full_start {
+            metric(
+                "pgkeel_backup_last_full_timestamp_seconds",
+                "Start of the newest full backup in the repository (leader only).",
+                t.to_string(),
+            );
+        }
+        metric(
+            "pgkeel_backup_failing",
+            "The last scheduled backup failed (leader only).",
+            b(seen.last_error.is_some()).to_string(),
+        );
+    }
     // Read at scrape time: the archiver is not part of the published state.
     let archive = match s.cluster.node(&s.shared.node) {
         Ok(node) if s.cluster.config.backup.enabled() => {

@@ -8,6 +8,7 @@
 //! the agents as daemons for `pgkeel up`, and stopping them by PID.
 
 pub mod api;
+pub mod backup_schedule;
 pub mod bootstrap;
 pub mod error;
 pub mod etcd_access;

@@ -173,6 +173,7 @@ pub async fn run_agent(
             _ = tokio::signal::ctrl_c() => stopped = true,
         }
     }
+    crate::backup_schedule::spawn(cluster.clone(), shared.clone());
     let mut memory = LoopMemory::default();
     let etcd_member_here = cluster.config.etcd_members().len() > 1
         && cluster

@@ -60,6 +60,19 @@ pub struct Shared {
     pub failsafe_valid_until: Mutex<Option<Instant>>,
     /// Replica: until when it promised a leader (by name) not to take over.
     pub failsafe_promise: Mutex<Option<(String, Instant)>>,
+    /// Leader: what the backup scheduler last saw (for /metrics).
+    pub backups: Mutex<Option<BackupsSeen>>,
+}
+
+/// The repository as the leader's backup scheduler last read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupsSeen {
+    /// Start of the newest backup (seconds since the epoch).
+    pub newest_start: Option<i64>,
+    /// Start of the newest full backup.
+    pub newest_full_start: Option<i64>,
+    /// Why the last scheduled backup failed, when it did.
+    pub last_error: Option<String>,
 }
 
 impl Shared {
@@ -78,6 +91,7 @@ impl Shared {
             started: Instant::now(),
             failsafe_valid_until: Mutex::new(None),
             failsafe_promise: Mutex::new(None),
+            backups: Mutex::new(None),
         }
     }
 

@@ -37,6 +37,14 @@ pub enum BackupError {
         /// What pgBackRest said.
         detail: String,
     },
+    /// Another backup of the cluster holds the repository's lock.
+    #[error(
+        "another backup of cluster `{stanza}` is running (the leader's agent takes the scheduled ones)\nfix: wait until it has finished (`pgkeel backup list` shows it then) and try again"
+    )]
+    Busy {
+        /// The stanza.
+        stanza: String,
+    },
     /// The tool ran and failed.
     #[error("{command} failed on node {node} ({status}):\n{output}")]
     Command {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod failure;
 pub mod model;
 pub mod pgbackrest;
+pub mod schedule;
 pub mod source;
 pub mod wal;
 

@@ -26,14 +26,21 @@ fn repository(cluster: &CliCluster) -> TestResult<PathBuf> {
     Ok(repo)
 }
 
-fn up_with_repository(cluster: &CliCluster, repo: &Path) -> std::process::Output {
+/// `up` with a repository; no scheduled backups (they would hold the
+/// repository's lock while a test takes its own), unless `scheduled`.
+fn up_with(cluster: &CliCluster, repo: &Path, scheduled: bool) -> std::process::Output {
     let port = cluster.base_port.to_string();
     let repo = repo.display().to_string();
-    cluster.run_env(
-        "up",
-        &["--base-port", &port],
-        &[("PGKEEL_BACKUP_PATH", repo.as_str())],
-    )
+    let mut env = vec![("PGKEEL_BACKUP_PATH", repo.as_str())];
+    if !scheduled {
+        env.push(("PGKEEL_BACKUP_FULL_SCHEDULE", "off"));
+        env.push(("PGKEEL_BACKUP_INCR_SCHEDULE", "off"));
+    }
+    cluster.run_env("up", &["--base-port", &port], &env)
+}
+
+fn up_with_repository(cluster: &CliCluster, repo: &Path) -> std::process::Output {
+    up_with(cluster, repo, false)
 }
 
 fn json(out: &std::process::Output) -> TestResult<serde_json::Value> {
@@ -350,6 +357,58 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
             .into());
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_takes_the_first_full_backup_by_itself() -> TestResult {
+    let cluster = CliCluster::new(3)?;
+    let repo = repository(&cluster)?;
+    let out = up_with(&cluster, &repo, true);
+    assert!(out.status.success(), "{}", text(&out));
+    // An empty repository is due a full backup at once: the leader's agent
+    // takes it about 10 s after it started.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let backup = loop {
+        let list = json(&cluster.run("backup", &["list", "--json"]))?;
+        if let Some(b) = list["backups"].as_array().and_then(|b| b.first()) {
+            break b.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no scheduled backup in 90 s: {list}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(backup["type"], "full", "{backup}");
+    // While it runs or right after, a manual backup either waits its turn
+    // with a clear refusal or succeeds; it never fails obscurely.
+    let out = cluster.run("backup", &[]);
+    if !out.status.success() {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("another backup"),
+            "{}",
+            text(&out)
+        );
+    }
+    // The leader publishes the newest full backup's start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let metrics = agent_metrics(cluster.base_port + 2000)?;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("pgkeel_backup_last_full_timestamp_seconds{"));
+        if let Some(line) = line {
+            assert!(
+                line.ends_with(&format!(" {}", backup["start"])),
+                "{line} vs {backup}"
+            );
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no backup metric from the leader: {metrics}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     Ok(())
 }

@@ -67,6 +67,12 @@ pub fn is_foreign_stanza(output: &str) -> bool {
         || output.contains("do not match the database")
 }
 
+/// Whether pgBackRest's output says another process holds the stanza's
+/// lock (its error 050).
+pub fn is_lock_held(output: &str) -> bool {
+    output.contains("[050]")
+}
+
 /// The label a finished backup reports (`new backup label = ...`).
 pub fn new_label(output: &str) -> Option<String> {
     output.lines().find_map(|l| {
@@ -116,6 +122,11 @@ impl PgBackRest {
         );
         if output.status.success() {
             return Ok(text);
+        }
+        if is_lock_held(&text) {
+            return Err(BackupError::Busy {
+                stanza: self.invocation.stanza.clone(),
+            });
         }
         if is_foreign_stanza(&text) {
             return Err(BackupError::ForeignStanza {
@@ -218,6 +229,11 @@ impl BackupEngine for PgBackRest {
         })?;
         kept.push_str(&errors.await.unwrap_or_default());
         if !status.success() {
+            if is_lock_held(&kept) {
+                return Err(BackupError::Busy {
+                    stanza: self.invocation.stanza.clone(),
+                });
+            }
             if is_foreign_stanza(&kept) {
                 return Err(BackupError::ForeignStanza {
                     stanza: self.invocation.stanza.clone(),
