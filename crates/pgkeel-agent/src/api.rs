@@ -342,6 +342,29 @@ async fn metrics(State(s): State<ApiState>) -> Response {
             b(seen.last_error.is_some()).to_string(),
         );
     }
+    if let Some(v) = s
+        .cluster
+        .last_verification()
+        .filter(|_| s.cluster.config.backup.enabled())
+    {
+        metric(
+            "pgkeel_backup_last_verify_ok",
+            "The last backup verification on this host restored and checked clean.",
+            b(v.ok()).to_string(),
+        );
+        if v.ok() {
+            metric(
+                "pgkeel_backup_last_verified_timestamp_seconds",
+                "When a backup was last proven restorable on this host.",
+                v.verified_at.to_string(),
+            );
+        }
+        metric(
+            "pgkeel_backup_last_verify_restore_seconds",
+            "Restore time (RTO) measured by the last verification.",
+            format!("{:.3}", v.restore_seconds),
+        );
+    }
     // Read at scrape time: the archiver is not part of the published state.
     let archive = match s.cluster.node(&s.shared.node) {
         Ok(node) if s.cluster.config.backup.enabled() => {

@@ -1,7 +1,8 @@
 //! Scheduled backups. The leader's agent looks every minute at the
 //! repository and the schedules (`pgkeel_backup::schedule::due`) and takes
 //! the backup that is due, from the streaming replica furthest along on
-//! this host (the primary when none streams). A failed backup is retried
+//! this host (the primary when none streams), then restores and checks
+//! the newest backup when `verify_schedule` says so. A failure is retried
 //! after [`RETRY_AFTER`], not every minute.
 
 use std::sync::Arc;
@@ -38,7 +39,8 @@ pub fn spawn(cluster: Cluster, shared: Arc<Shared>) {
         tokio::time::sleep(FIRST_CHECK).await;
         loop {
             if shared.leader() && retry_at.is_none_or(|t| Instant::now() >= t) {
-                let failed = check(&cluster, &engine, &shared).await;
+                let failed = check(&cluster, &engine, &shared).await
+                    || verify_if_due(&cluster, &engine, &shared).await;
                 retry_at = failed.then(|| Instant::now() + RETRY_AFTER);
             }
             tokio::time::sleep(CHECK_EVERY).await;
@@ -90,22 +92,23 @@ async fn check(cluster: &Cluster, engine: &PgBackRest, shared: &Shared) -> bool 
             return true;
         }
     };
-    let target = |name: &str| cluster.config.node(name).map(|n| cluster.pg_target(n));
-    let (Some(primary), standby) = (
-        target(&nodes.primary),
-        nodes.standby.as_deref().and_then(target),
-    ) else {
+    let standby = nodes
+        .standby
+        .as_deref()
+        .and_then(|name| cluster.config.node(name))
+        .map(|n| cluster.pg_target(n));
+    let Some(primary) = cluster.config.node(&nodes.primary) else {
         return true;
     };
     let source = standby
         .as_ref()
-        .map_or(primary.node.as_str(), |s| s.node.as_str());
+        .map_or(nodes.primary.as_str(), |s| s.node.as_str());
     tracing_line(&format!(
         "{me}: scheduled {kind} backup starting (files from {source})"
     ));
     let started = Instant::now();
-    let result = engine
-        .backup(kind, &primary, standby.as_ref(), &|_| {})
+    let result = cluster
+        .backup_with_marker(engine, kind, primary, standby.as_ref(), &|_| {})
         .await;
     let info = engine.info().await.unwrap_or(info);
     match result {
@@ -123,6 +126,61 @@ async fn check(cluster: &Cluster, engine: &PgBackRest, shared: &Shared) -> bool 
                 RETRY_AFTER.as_secs() / 60
             ));
             record(shared, &info, Some(e.to_string()));
+            true
+        }
+    }
+}
+
+/// Verifies the newest backup when the verify schedule came round since
+/// this host's last verification. Returns whether a due verification could
+/// not run or found a problem.
+async fn verify_if_due(cluster: &Cluster, engine: &PgBackRest, shared: &Shared) -> bool {
+    let me = shared.node.as_str();
+    let last = cluster.last_verification().map(|r| r.verified_at);
+    if !cluster.config.backup.verify_schedule.is_due(last, now()) {
+        return false;
+    }
+    tracing_line(&format!(
+        "{me}: scheduled verification of the newest backup starting"
+    ));
+    let scratch = cluster.layout.verify_scratch_dir();
+    match cluster
+        .verify_backup(
+            engine,
+            None,
+            false,
+            &scratch,
+            &pgkeel_cluster::SilentProgress,
+        )
+        .await
+    {
+        Ok(report) => {
+            if let Err(e) = cluster.record_verification(&report) {
+                tracing_line(&format!("{me}: cannot record the verification: {e}"));
+            }
+            match &report.problem {
+                None => {
+                    tracing_line(&format!(
+                        "{me}: backup {} verified: restorable in {:.1}s",
+                        report.label, report.restore_seconds
+                    ));
+                    false
+                }
+                Some(problem) => {
+                    tracing_line(&format!(
+                        "{me}: backup {} FAILED verification: {problem}",
+                        report.label
+                    ));
+                    true
+                }
+            }
+        }
+        // Nothing to verify yet (no backup schedule has run).
+        Err(pgkeel_cluster::ClusterError::Backup(pgkeel_backup::BackupError::NoSuchBackup(_))) => {
+            false
+        }
+        Err(e) => {
+            tracing_line(&format!("{me}: scheduled verification could not run: {e}"));
             true
         }
     }

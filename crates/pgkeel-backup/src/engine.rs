@@ -6,7 +6,7 @@ use crate::BackupError;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::model::{BackupKind, PgTarget, RepositoryInfo};
+use crate::model::{BackupKind, PgTarget, RepositoryInfo, RestoreTarget};
 
 /// A tool that archives WAL, takes base backups and lists them.
 pub trait BackupEngine {
@@ -24,15 +24,29 @@ pub trait BackupEngine {
     ) -> impl Future<Output = Result<(), BackupError>> + Send;
 
     /// Takes a backup; the files are read from `standby` when given (the
-    /// primary only starts and stops the backup). `progress` gets the
-    /// percentage done as it moves. Returns the new backup's label.
+    /// primary only starts and stops the backup) and `annotations` are
+    /// recorded with it. `progress` gets the percentage done as it moves.
+    /// Returns the new backup's label.
     fn backup(
         &self,
         kind: BackupKind,
         primary: &PgTarget,
         standby: Option<&PgTarget>,
+        annotations: &[(String, String)],
         progress: &(dyn Fn(f64) + Send + Sync),
     ) -> impl Future<Output = Result<String, BackupError>> + Send;
+
+    /// Restores backup `label` into the empty directory `dir` (as `node`
+    /// for messages), to `target`, with archiving off in the copy (it must
+    /// never write into the cluster's archive). The copy promotes itself
+    /// when it reaches the target.
+    fn restore(
+        &self,
+        node: &str,
+        label: &str,
+        target: RestoreTarget,
+        dir: &Path,
+    ) -> impl Future<Output = Result<(), BackupError>> + Send;
 
     /// What the repository holds.
     fn info(&self) -> impl Future<Output = Result<RepositoryInfo, BackupError>> + Send;
@@ -51,4 +65,12 @@ pub trait BackupEngine {
         &self,
         directory: &str,
     ) -> impl Future<Output = Result<BTreeSet<String>, BackupError>> + Send;
+
+    /// Files of backup `label` (and of the WAL it needs) whose contents in
+    /// the repository no longer match their recorded checksums, or that
+    /// are missing, each named.
+    fn damaged_files(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = Result<Vec<String>, BackupError>> + Send;
 }

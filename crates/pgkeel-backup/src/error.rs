@@ -37,6 +37,23 @@ pub enum BackupError {
         /// What pgBackRest said.
         detail: String,
     },
+    /// The backup asked for is not in the repository.
+    #[error("{0}")]
+    NoSuchBackup(String),
+    /// The scratch directory of a restore lacks room.
+    #[error(
+        "{dir} has {free} bytes free; restoring backup {label} needs about {need}\nfix: free space there, or give a roomier directory with --scratch DIR"
+    )]
+    ScratchSpace {
+        /// Where the copy would go.
+        dir: PathBuf,
+        /// The backup.
+        label: String,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
     /// Another backup of the cluster holds the repository's lock.
     #[error(
         "another backup of cluster `{stanza}` is running (the leader's agent takes the scheduled ones)\nfix: wait until it has finished (`pgkeel backup list` shows it then) and try again"

@@ -15,5 +15,5 @@ pub mod wal;
 
 pub use engine::BackupEngine;
 pub use error::BackupError;
-pub use model::{BackupInfo, BackupKind, PgTarget, RepositoryInfo};
+pub use model::{BackupInfo, BackupKind, PgTarget, RepositoryInfo, RestoreTarget};
 pub use pgbackrest::PgBackRest;

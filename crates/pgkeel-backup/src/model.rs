@@ -1,11 +1,12 @@
 //! What backups are, independent of the tool that takes them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 /// How much a backup copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupKind {
     /// Every file.
@@ -78,6 +79,17 @@ pub struct BackupInfo {
     pub prior: Option<String>,
     /// Whether the tool found page checksum errors while copying.
     pub error: bool,
+    /// Key/value pairs recorded with it (pgkeel's fingerprint).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How far a restore replays WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// To the end of the backup: the earliest consistent state.
+    EndOfBackup,
+    /// Through every archived segment: the newest restorable commit.
+    Latest,
 }
 
 /// The repository's view of the cluster.

@@ -48,6 +48,7 @@ mod tests {
             repository_bytes: 0,
             prior: None,
             error: false,
+            annotations: Default::default(),
         }
     }
 

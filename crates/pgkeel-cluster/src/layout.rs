@@ -170,6 +170,16 @@ impl Layout {
         self.backup_dir().join("pgbackrest.conf")
     }
 
+    /// The result of the last `backup verify` run on this host.
+    pub fn last_verification_file(&self) -> PathBuf {
+        self.backup_dir().join("last-verify.json")
+    }
+
+    /// Where `backup verify` restores its scratch copies by default.
+    pub fn verify_scratch_dir(&self) -> PathBuf {
+        self.root.join("verify")
+    }
+
     /// The proxy's directory (PID file, log).
     pub fn proxy_dir(&self) -> PathBuf {
         self.root.join("proxy")

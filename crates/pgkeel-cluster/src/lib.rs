@@ -21,6 +21,7 @@ pub mod status;
 pub mod stop;
 pub mod up;
 pub mod url;
+pub mod verify;
 pub mod wait;
 
 pub use context::Cluster;

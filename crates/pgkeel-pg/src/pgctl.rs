@@ -39,18 +39,34 @@ pub async fn initdb(
 /// until it reached a consistent state). Its stderr goes to `log`. On
 /// failure the error carries the end of that log, where PostgreSQL says why.
 pub async fn start(runner: &PgRunner, node: &str, data: &Path, log: &Path) -> Result<(), PgError> {
+    start_with_options(runner, node, data, log, "").await
+}
+
+/// [`start`] with extra server options (`-c name=value ...`, passed to
+/// `postgres` through pg_ctl's `-o`; values quoted for its shell).
+pub async fn start_with_options(
+    runner: &PgRunner,
+    node: &str,
+    data: &Path,
+    log: &Path,
+    options: &str,
+) -> Result<(), PgError> {
     let timeout = PG_CTL_TIMEOUT_SECS.to_string();
-    let args = [
-        "start",
-        "-D",
-        &data.display().to_string(),
-        "-l",
-        &log.display().to_string(),
-        "-w",
-        "-t",
-        &timeout,
-        "-s",
+    let mut args = vec![
+        "start".to_string(),
+        "-D".into(),
+        data.display().to_string(),
+        "-l".into(),
+        log.display().to_string(),
+        "-w".into(),
+        "-t".into(),
+        timeout,
+        "-s".into(),
     ];
+    if !options.is_empty() {
+        args.push("-o".into());
+        args.push(options.to_string());
+    }
     match runner.run(node, "pg_ctl", args, &[]).await {
         Ok(_) => Ok(()),
         Err(PgError::Command {

@@ -35,6 +35,7 @@ fn up_with(cluster: &CliCluster, repo: &Path, scheduled: bool) -> std::process::
     if !scheduled {
         env.push(("PGKEEL_BACKUP_FULL_SCHEDULE", "off"));
         env.push(("PGKEEL_BACKUP_INCR_SCHEDULE", "off"));
+        env.push(("PGKEEL_BACKUP_VERIFY_SCHEDULE", "off"));
     }
     cluster.run_env("up", &["--base-port", &port], &env)
 }
@@ -411,4 +412,144 @@ async fn the_leader_takes_the_first_full_backup_by_itself() -> TestResult {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_proves_a_backup_restorable_and_names_a_corrupted_file() -> TestResult {
+    let cluster = CliCluster::new(3)?;
+    let repo = repository(&cluster)?;
+    let out = up_with_repository(&cluster, &repo);
+    assert!(out.status.success(), "{}", text(&out));
+    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    primary
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5000)",
+        )
+        .await?;
+    let backup = json(&cluster.run("backup", &["--full", "--json"]))?;
+    let label = backup["label"].as_str().ok_or("no label")?.to_string();
+
+    let report = json(&cluster.run("backup", &["verify", "--json"]))?;
+    assert_eq!(report["label"].as_str(), Some(label.as_str()), "{report}");
+    assert_eq!(report["problem"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["marker_found"], true, "{report}");
+    assert_eq!(report["amcheck_ok"], true, "{report}");
+    assert!(report["rows"].as_u64() >= Some(5000), "{report}");
+    assert!(report["restore_seconds"].as_f64() > Some(0.0), "{report}");
+    // The scratch copy is gone, and the agent publishes the result.
+    let scratch = cluster.root.join("verify");
+    assert_eq!(
+        std::fs::read_dir(&scratch)?.count(),
+        0,
+        "scratch copy left behind"
+    );
+    let metrics = agent_metrics(cluster.base_port + 2000)?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pgkeel_backup_last_verify_ok{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // Replaying every archived segment reaches rows written after the
+    // backup once their segment is archived.
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(5001, 6000)")
+        .await?;
+    primary.query_one("SELECT pg_switch_wal()", &[]).await?;
+    wait_for_archived(&primary).await?;
+    let latest = json(&cluster.run("backup", &["verify", "--to-latest", "--json"]))?;
+    assert_eq!(latest["problem"], serde_json::Value::Null, "{latest}");
+    assert!(latest["rows"].as_u64() >= Some(6000), "{latest}");
+
+    // A label that is not there, and a scratch directory without room.
+    let out = cluster.run("backup", &["verify", "20000101-000000F"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("backup list"),
+        "{}",
+        text(&out)
+    );
+    if OsUser::current()?.is_root() {
+        let small = cluster.dir.path().join("small");
+        std::fs::create_dir(&small)?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&small)
+            .status()?;
+        if mounted.success() {
+            let dir = small.display().to_string();
+            let out = cluster.run("backup", &["verify", "--scratch", &dir]);
+            let _ = std::process::Command::new("umount").arg(&small).status();
+            assert!(!out.status.success(), "{}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("--scratch") && err.contains("bytes free"),
+                "{err}"
+            );
+        }
+    }
+    // A corrupted file in the repository: verify fails naming it.
+    let files = repo.join(format!("backup/pgkeel/{label}/pg_data/base"));
+    let victim = largest_file(&files)?;
+    let mut bytes = std::fs::read(&victim)?;
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&victim, bytes)?;
+    let out = cluster.run("backup", &["verify", &label]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stdout);
+    let name = victim
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('.').next())
+        .unwrap_or("?");
+    assert!(
+        err.contains(name),
+        "the error does not name {name}: {}",
+        text(&out)
+    );
+
+    Ok(())
+}
+
+/// Waits until the primary archived everything up to its last switch.
+async fn wait_for_archived(primary: &tokio_postgres::Client) -> TestResult {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let done: bool = primary
+            .query_one(
+                "SELECT last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) FROM pg_stat_archiver",
+                &[],
+            )
+            .await?
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false);
+        if done {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the switched segment was not archived in 30 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The largest file under `dir` (a relation file of the backup).
+fn largest_file(dir: &Path) -> TestResult<PathBuf> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if best.as_ref().is_none_or(|(size, _)| meta.len() > *size) {
+                best = Some((meta.len(), entry.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .ok_or_else(|| format!("no file under {}", dir.display()).into())
 }

@@ -56,6 +56,8 @@ struct Backup {
     prior: Option<String>,
     #[serde(default)]
     error: Option<bool>,
+    #[serde(default)]
+    annotation: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +116,7 @@ pub fn decode_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
                 repository_bytes: b.info.repository.delta,
                 prior: b.prior,
                 error: b.error.unwrap_or(false),
+                annotations: b.annotation.unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -3,6 +3,7 @@
 //! with the command and the tail of what it printed.
 
 pub mod conf;
+pub mod damaged;
 pub mod info;
 pub mod progress;
 
@@ -18,7 +19,7 @@ use pgkeel_pg::{OsUser, PgRunner};
 
 use crate::engine::BackupEngine;
 use crate::error::BackupError;
-use crate::model::{BackupKind, PgTarget, RepositoryInfo};
+use crate::model::{BackupKind, PgTarget, RepositoryInfo, RestoreTarget};
 use conf::{ConfInput, Invocation, render_conf};
 
 /// Lines of a failed command's output kept in its error.
@@ -172,6 +173,7 @@ impl BackupEngine for PgBackRest {
         kind: BackupKind,
         primary: &PgTarget,
         standby: Option<&PgTarget>,
+        annotations: &[(String, String)],
         progress: &(dyn Fn(f64) + Send + Sync),
     ) -> Result<String, BackupError> {
         let mut targets = vec![primary];
@@ -179,6 +181,9 @@ impl BackupEngine for PgBackRest {
             format!("--type={kind}"),
             "--log-level-console=detail".to_string(),
         ];
+        for (key, value) in annotations {
+            extra.push(format!("--annotation={key}={value}"));
+        }
         if let Some(s) = standby {
             targets.push(s);
             extra.push("--backup-standby".into());
@@ -252,6 +257,42 @@ impl BackupEngine for PgBackRest {
             command: line,
             detail: "no `new backup label` line".into(),
         })
+    }
+
+    async fn restore(
+        &self,
+        node: &str,
+        label: &str,
+        target: RestoreTarget,
+        dir: &Path,
+    ) -> Result<(), BackupError> {
+        let mut extra = vec![
+            format!("--pg1-path={}", dir.display()),
+            format!("--set={label}"),
+            // The copy must not archive into the cluster's repository.
+            "--archive-mode=off".to_string(),
+        ];
+        match target {
+            RestoreTarget::EndOfBackup => {
+                extra.push("--type=immediate".into());
+                extra.push("--target-action=promote".into());
+            }
+            // Without a target, recovery replays every archived segment
+            // and then ends (promotes) by itself.
+            RestoreTarget::Latest => extra.push("--type=default".into()),
+        }
+        let args = self.invocation.args(&[], &extra, "restore");
+        self.run(node, &args).await.map(|_| ())
+    }
+
+    async fn damaged_files(&self, label: &str) -> Result<Vec<String>, BackupError> {
+        let extra = [
+            format!("--set={label}"),
+            "--log-level-console=info".to_string(),
+        ];
+        let args = self.invocation.args(&[], &extra, "verify");
+        let out = self.run("-", &args).await?;
+        Ok(damaged::damaged_files(&out))
     }
 
     async fn archive_push(&self, node: &PgTarget, file: &Path) -> Result<(), BackupError> {
