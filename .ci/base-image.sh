@@ -17,8 +17,9 @@ set -euo pipefail
 RECIPE=1
 SUITE=bookworm
 # postgresql-contrib-15 is not a package on bookworm: postgresql-15 provides it.
+# pgbackrest: the WAL archive and backups of a cluster with [backup].
 COMMON=(ca-certificates iproute2 procps tini curl
-        postgresql-15 postgresql-client-15 etcd-server etcd-client)
+        postgresql-15 postgresql-client-15 etcd-server etcd-client pgbackrest)
 # Patroni's etcd3 DCS talks to the v3 gRPC gateway over urllib3 but imports
 # python-etcd (python3-etcd) for its client base classes; python3-etcd3 is unused.
 PATRONI=(patroni python3-etcd python3-psycopg2)

@@ -15,7 +15,7 @@ pub fn dockerfile() -> String {
 # packages, the pgkeel binaries from bin/ and the cluster's pgkeel.toml.
 #
 #   docker-compose build
-#       from {DEFAULT_BASE_IMAGE} (installs PostgreSQL 15, etcd, curl, tini)
+#       from {DEFAULT_BASE_IMAGE} (installs PostgreSQL 15, etcd, pgBackRest, curl, tini)
 #   BASE_IMAGE=my-debian-with-postgres docker-compose build
 #       from an image that has them already: nothing is downloaded
 ARG BASE_IMAGE={DEFAULT_BASE_IMAGE}
@@ -28,6 +28,7 @@ RUN set -eu; \
     missing=""; \
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$missing postgresql-15"; \
     command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"; \
+    command -v pgbackrest >/dev/null 2>&1 || missing="$missing pgbackrest"; \
     command -v curl >/dev/null 2>&1 || missing="$missing curl"; \
     [ -x /usr/bin/tini ] || missing="$missing tini"; \
     if [ -n "$missing" ]; then \
@@ -71,6 +72,7 @@ mod tests {
         assert!(!d.contains("# syntax"));
         assert!(d.contains("|| missing=\"$missing postgresql-15\""));
         assert!(d.contains("|| missing=\"$missing etcd-server\""));
+        assert!(d.contains("|| missing=\"$missing pgbackrest\""));
         assert!(d.contains("if [ -n \"$missing\" ]; then"));
         assert!(d.contains("COPY bin/pgkeel bin/pgkeel-proxy /usr/local/bin/"));
         assert!(d.contains("COPY pgkeel.toml /etc/pgkeel/pgkeel.toml"));
