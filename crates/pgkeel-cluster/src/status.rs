@@ -8,7 +8,7 @@ use pgkeel_core::status::{
 };
 use pgkeel_core::{Config, NodeConfig};
 use pgkeel_pg::pgctl::{is_data_dir, is_standby, running_pid};
-use pgkeel_pg::probe::{ArchiverRow, NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
+use pgkeel_pg::probe::{NodeProbe, ReplicationRow, SlotRow, WalReceiverRow};
 use serde::{Deserialize, Serialize};
 
 use crate::Cluster;
@@ -177,24 +177,13 @@ const LOG_TAIL_BYTES: u64 = 64 * 1024;
 impl Cluster {
     /// A node's archiver with the reason of its last failure when the last
     /// attempt failed.
-    fn archive_status(&self, node: &str, a: ArchiverRow) -> ArchiveStatus {
-        let reason = if a.failing {
-            read_tail(&self.layout.log_file(node), LOG_TAIL_BYTES)
+    fn archive_status(&self, node: &str, mut a: ArchiveStatus) -> ArchiveStatus {
+        if a.failing {
+            a.reason = read_tail(&self.layout.log_file(node), LOG_TAIL_BYTES)
                 .as_deref()
-                .and_then(archive_failure_reason)
-        } else {
-            None
-        };
-        ArchiveStatus {
-            archived_count: a.archived_count,
-            last_archived_wal: a.last_archived_wal,
-            last_archived_age_seconds: a.last_archived_age_seconds,
-            failed_count: a.failed_count,
-            last_failed_wal: a.last_failed_wal,
-            last_failed_age_seconds: a.last_failed_age_seconds,
-            failing: a.failing,
-            reason,
+                .and_then(archive_failure_reason);
         }
+        a
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Row};
 
 use pgkeel_core::Lsn;
+use pgkeel_core::status::ArchiveStatus;
 
 use crate::PgError;
 
@@ -257,7 +258,7 @@ impl NodeConn {
     /// The WAL archiver's counters (`pg_stat_archiver`), `None` when
     /// `archive_mode` is off or on a standby (which archives nothing with
     /// `archive_mode = on`).
-    pub async fn archiver(&self) -> Result<Option<ArchiverRow>, PgError> {
+    pub async fn archiver(&self) -> Result<Option<ArchiveStatus>, PgError> {
         const WHAT: &str = "pg_stat_archiver query";
         let rows = self
             .query(
@@ -277,7 +278,7 @@ impl NodeConn {
         };
         let archived: i64 = self.get(WHAT, r, 0)?;
         let failed: i64 = self.get(WHAT, r, 3)?;
-        Ok(Some(ArchiverRow {
+        Ok(Some(ArchiveStatus {
             archived_count: u64::try_from(archived).unwrap_or(0),
             last_archived_wal: self.get(WHAT, r, 1)?,
             last_archived_age_seconds: self.get(WHAT, r, 2)?,
@@ -285,6 +286,8 @@ impl NodeConn {
             last_failed_wal: self.get(WHAT, r, 4)?,
             last_failed_age_seconds: self.get(WHAT, r, 5)?,
             failing: self.get(WHAT, r, 6)?,
+            // Read from the node's log by the caller, which knows where it is.
+            reason: None,
         }))
     }
 
@@ -364,25 +367,6 @@ pub struct ReplicationRow {
     pub sync_state: Option<String>,
     /// Priority in `FIRST n` mode.
     pub sync_priority: Option<i32>,
-}
-
-/// `pg_stat_archiver`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArchiverRow {
-    /// Segments archived.
-    pub archived_count: u64,
-    /// The last one archived.
-    pub last_archived_wal: Option<String>,
-    /// Seconds since it was archived.
-    pub last_archived_age_seconds: Option<f64>,
-    /// Failed attempts.
-    pub failed_count: u64,
-    /// The segment of the last failure.
-    pub last_failed_wal: Option<String>,
-    /// Seconds since the last failure.
-    pub last_failed_age_seconds: Option<f64>,
-    /// The last attempt failed.
-    pub failing: bool,
 }
 
 /// A standby's `pg_stat_wal_receiver`.

@@ -128,7 +128,7 @@ async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
         .batch_execute("INSERT INTO t SELECT generate_series(1, 10)")
         .await?;
     primary.query_one("SELECT pg_switch_wal()", &[]).await?;
-    let failing = wait_for_archive(&cluster, true)?;
+    let failing = wait_for_archive(&cluster, true).await?;
     let reason = failing["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("]:"), "no pgBackRest error in {failing}");
     let metrics = agent_metrics(cluster.base_port + 2000)?;
@@ -146,7 +146,7 @@ async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
     );
     // Repaired: the archiver catches up by itself.
     set_mode(&archive_dir, 0o750)?;
-    wait_for_archive(&cluster, false)?;
+    wait_for_archive(&cluster, false).await?;
     Ok(())
 }
 
@@ -167,19 +167,39 @@ fn primary_archive(cluster: &CliCluster) -> TestResult<serde_json::Value> {
         .ok_or_else(|| format!("no archive on the primary in {status}").into())
 }
 
-/// Waits up to 60 s for the primary's archive to be failing (or not).
-fn wait_for_archive(cluster: &CliCluster, failing: bool) -> TestResult<serde_json::Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+/// Polls `check` every 250 ms for up to `secs`: it answers `Ok(value)`
+/// when done and `Err(state)` while not; the timeout error names `what`
+/// and the last state.
+async fn until<T>(
+    what: &str,
+    secs: u64,
+    mut check: impl AsyncFnMut() -> TestResult<Result<T, String>>,
+) -> TestResult<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        let archive = primary_archive(cluster)?;
-        if archive["failing"] == failing && (!failing || archive["reason"].is_string()) {
-            return Ok(archive);
-        }
+        let state = match check().await? {
+            Ok(value) => return Ok(value),
+            Err(state) => state,
+        };
         if std::time::Instant::now() > deadline {
-            return Err(format!("archive never became failing={failing}: {archive}").into());
+            return Err(format!("{what} not within {secs} s: {state}").into());
         }
-        std::thread::sleep(std::time::Duration::from_millis(250));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+}
+
+/// Waits up to 60 s for the primary's archive to be failing (or not).
+async fn wait_for_archive(cluster: &CliCluster, failing: bool) -> TestResult<serde_json::Value> {
+    until(&format!("archive failing={failing}"), 60, async || {
+        let archive = primary_archive(cluster)?;
+        let done = archive["failing"] == failing && (!failing || archive["reason"].is_string());
+        Ok(if done {
+            Ok(archive)
+        } else {
+            Err(archive.to_string())
+        })
+    })
+    .await
 }
 
 /// An agent's /metrics text.
@@ -308,8 +328,7 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    until("both replicas replaying the primary's WAL", 30, async || {
         let behind: i64 = primary
             .query_one(
                 "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < $1::text::pg_lsn",
@@ -317,14 +336,9 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
             )
             .await?
             .get(0);
-        if behind == 0 {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err("replicas did not replay the primary's WAL in 30 s".into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        Ok(if behind == 0 { Ok(()) } else { Err(format!("{behind} behind")) })
+    })
+    .await?;
     let before = archived_on_timeline_1(&cluster)?;
     assert!(
         unarchived.iter().all(|s| !before.contains(s)),
@@ -340,25 +354,23 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
         )?;
     }
     // The new primary fills the archive's gap.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let now = archived_on_timeline_1(&cluster)?;
-        if unarchived.iter().all(|s| now.contains(s)) {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "after the failover the archive still lacks {:?} (has {now:?}); status: {}",
-                unarchived
-                    .iter()
-                    .filter(|s| !now.contains(s))
-                    .collect::<Vec<_>>(),
-                cluster.status()?
-            )
-            .into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    until(
+        "the archive's gap filled after the failover",
+        60,
+        async || {
+            let now = archived_on_timeline_1(&cluster)?;
+            let lacking: Vec<&String> = unarchived.iter().filter(|s| !now.contains(s)).collect();
+            Ok(if lacking.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "lacks {lacking:?}, has {now:?}; status {}",
+                    cluster.status()?
+                ))
+            })
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -370,17 +382,14 @@ async fn the_leader_takes_the_first_full_backup_by_itself() -> TestResult {
     assert!(out.status.success(), "{}", text(&out));
     // An empty repository is due a full backup at once: the leader's agent
     // takes it about 10 s after it started.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let backup = loop {
+    let backup = until("a scheduled backup", 90, async || {
         let list = json(&cluster.run("backup", &["list", "--json"]))?;
-        if let Some(b) = list["backups"].as_array().and_then(|b| b.first()) {
-            break b.clone();
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("no scheduled backup in 90 s: {list}").into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
+        Ok(match list["backups"].as_array().and_then(|b| b.first()) {
+            Some(b) => Ok(b.clone()),
+            None => Err(list.to_string()),
+        })
+    })
+    .await?;
     assert_eq!(backup["type"], "full", "{backup}");
     // While it runs or right after, a manual backup either waits its turn
     // with a clear refusal or succeeds; it never fails obscurely.
@@ -393,24 +402,19 @@ async fn the_leader_takes_the_first_full_backup_by_itself() -> TestResult {
         );
     }
     // The leader publishes the newest full backup's start.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
+    let line = until("the leader's backup metric", 90, async || {
         let metrics = agent_metrics(cluster.base_port + 2000)?;
-        let line = metrics
+        Ok(metrics
             .lines()
-            .find(|l| l.starts_with("pgkeel_backup_last_full_timestamp_seconds{"));
-        if let Some(line) = line {
-            assert!(
-                line.ends_with(&format!(" {}", backup["start"])),
-                "{line} vs {backup}"
-            );
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("no backup metric from the leader: {metrics}").into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+            .find(|l| l.starts_with("pgkeel_backup_last_full_timestamp_seconds{"))
+            .map(String::from)
+            .ok_or(metrics))
+    })
+    .await?;
+    assert!(
+        line.ends_with(&format!(" {}", backup["start"])),
+        "{line} vs {backup}"
+    );
     Ok(())
 }
 
@@ -515,8 +519,7 @@ async fn verify_proves_a_backup_restorable_and_names_a_corrupted_file() -> TestR
 
 /// Waits until the primary archived everything up to its last switch.
 async fn wait_for_archived(primary: &tokio_postgres::Client) -> TestResult {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+    until("the switched segment archived", 30, async || {
         let done: bool = primary
             .query_one(
                 "SELECT last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) FROM pg_stat_archiver",
@@ -525,14 +528,9 @@ async fn wait_for_archived(primary: &tokio_postgres::Client) -> TestResult {
             .await?
             .get::<_, Option<bool>>(0)
             .unwrap_or(false);
-        if done {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err("the switched segment was not archived in 30 s".into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        Ok(if done { Ok(()) } else { Err("not yet".into()) })
+    })
+    .await
 }
 
 /// The largest file under `dir` (a relation file of the backup).
