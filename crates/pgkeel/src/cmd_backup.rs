@@ -155,7 +155,7 @@ fn print_verification(r: &VerifyReport, json: bool) -> Result<()> {
         return Ok(());
     }
     say!(
-        "backup {} ({}): {verdict}\n  restored and running in {:.1}s (RTO), newest commit {} = {:.0}s before now (RPO){}\n  marker row {}, pg_amcheck {} on {} databases, {} tables, {} rows",
+        "backup {} ({}): {verdict}\n  restored and running in {:.1}s (RTO), newest commit {} = {:.0}s before now (RPO){}\n  marker row {}, pg_amcheck {} on {} databases, {} tables, about {} rows",
         r.label,
         r.kind,
         r.restore_seconds,
@@ -174,7 +174,7 @@ fn print_verification(r: &VerifyReport, json: bool) -> Result<()> {
         },
         r.databases.len(),
         r.tables,
-        r.rows
+        r.rows_estimate
     );
     Ok(())
 }
