@@ -9,7 +9,8 @@
 
 use std::collections::BTreeSet;
 
-/// A WAL segment file name (`TTTTTTTTXXXXXXXXYYYYYYYY`, 24 hex digits).
+/// A WAL segment's file name: 24 hex digits, 8 each for the timeline,
+/// the log and the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Segment {
     /// Timeline.

@@ -124,24 +124,36 @@ impl PgBackRest {
         if output.status.success() {
             return Ok(text);
         }
-        if is_lock_held(&text) {
-            return Err(BackupError::Busy {
+        Err(self.failure(node, line, &output.status, &text))
+    }
+
+    /// The error of a failed command from what it printed: another
+    /// backup's lock, another database's stanza, or the output's tail.
+    fn failure(
+        &self,
+        node: &str,
+        command: String,
+        status: &std::process::ExitStatus,
+        output: &str,
+    ) -> BackupError {
+        if is_lock_held(output) {
+            return BackupError::Busy {
                 stanza: self.invocation.stanza.clone(),
-            });
+            };
         }
-        if is_foreign_stanza(&text) {
-            return Err(BackupError::ForeignStanza {
+        if is_foreign_stanza(output) {
+            return BackupError::ForeignStanza {
                 stanza: self.invocation.stanza.clone(),
                 config: self.invocation.config.clone(),
-                detail: tail(&text, 3).trim().to_string(),
-            });
+                detail: tail(output, 3).trim().to_string(),
+            };
         }
-        Err(BackupError::Command {
+        BackupError::Command {
             node: node.to_string(),
-            command: line,
-            status: output.status.to_string(),
-            output: tail(&text, ERROR_LINES),
-        })
+            command,
+            status: status.to_string(),
+            output: tail(output, ERROR_LINES),
+        }
     }
 
     fn describe(&self, args: &[String]) -> String {
@@ -234,24 +246,7 @@ impl BackupEngine for PgBackRest {
         })?;
         kept.push_str(&errors.await.unwrap_or_default());
         if !status.success() {
-            if is_lock_held(&kept) {
-                return Err(BackupError::Busy {
-                    stanza: self.invocation.stanza.clone(),
-                });
-            }
-            if is_foreign_stanza(&kept) {
-                return Err(BackupError::ForeignStanza {
-                    stanza: self.invocation.stanza.clone(),
-                    config: self.invocation.config.clone(),
-                    detail: tail(&kept, 3).trim().to_string(),
-                });
-            }
-            return Err(BackupError::Command {
-                node,
-                command: line,
-                status: status.to_string(),
-                output: tail(&kept, ERROR_LINES),
-            });
+            return Err(self.failure(&node, line, &status, &kept));
         }
         new_label(&kept).ok_or_else(|| BackupError::Output {
             command: line,
