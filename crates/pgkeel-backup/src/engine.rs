@@ -36,16 +36,21 @@ pub trait BackupEngine {
         progress: &(dyn Fn(f64) + Send + Sync),
     ) -> impl Future<Output = Result<String, BackupError>> + Send;
 
-    /// Restores backup `label` into the empty directory `dir` (as `node`
-    /// for messages), to `target`, with archiving off in the copy (it must
-    /// never write into the cluster's archive). The copy promotes itself
-    /// when it reaches the target.
+    /// Restores backup `label` into `dir` (as `node` for messages), to
+    /// `target`, with archiving off in the copy (it must never write into
+    /// the cluster's archive before pgkeel configures it). The copy
+    /// promotes itself when it reaches the target, except a standby. The
+    /// recovery settings the engine writes (`postgresql.auto.conf`) stay
+    /// until pgkeel writes the node's own configuration. `dir` is empty, or with `delta` a
+    /// stopped data directory of the same cluster whose unchanged files are
+    /// kept.
     fn restore(
         &self,
         node: &str,
         label: &str,
-        target: RestoreTarget,
+        target: &RestoreTarget,
         dir: &Path,
+        delta: bool,
     ) -> impl Future<Output = Result<(), BackupError>> + Send;
 
     /// What the repository holds.

@@ -40,6 +40,10 @@ pub enum BackupError {
     /// The backup asked for is not in the repository.
     #[error("{0}")]
     NoSuchBackup(String),
+    /// A restore cannot reach the point asked for (before the oldest
+    /// backup, before the chosen backup's end, in the future).
+    #[error("{0}")]
+    TargetUnreachable(String),
     /// The scratch directory of a restore lacks room.
     #[error(
         "{dir} has {free} bytes free; restoring backup {label} needs about {need}\nfix: free space there, or give a roomier directory with --scratch DIR"

@@ -11,9 +11,11 @@ pub mod model;
 pub mod pgbackrest;
 pub mod schedule;
 pub mod source;
+pub mod target;
 pub mod wal;
 
 pub use engine::BackupEngine;
 pub use error::BackupError;
 pub use model::{BackupInfo, BackupKind, PgTarget, RepositoryInfo, RestoreTarget};
 pub use pgbackrest::PgBackRest;
+pub use target::{RecoveryPoint, choose_backup};

@@ -83,13 +83,45 @@ pub struct BackupInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl BackupInfo {
+    /// A backup for pure tests: `label`, `kind`, ten minutes long, ending
+    /// at `stop` and `lsn_stop`.
+    pub(crate) fn fixture(label: &str, kind: BackupKind, stop: i64, lsn_stop: &str) -> Self {
+        BackupInfo {
+            label: label.into(),
+            kind,
+            start: stop - 600,
+            stop,
+            lsn_start: String::new(),
+            lsn_stop: lsn_stop.into(),
+            wal_start: String::new(),
+            wal_stop: String::new(),
+            database_bytes: 0,
+            repository_bytes: 0,
+            prior: None,
+            error: false,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
 /// How far a restore replays WAL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreTarget {
-    /// To the end of the backup: the earliest consistent state.
+    /// To the end of the backup: the earliest consistent state, then promote.
     EndOfBackup,
-    /// Through every archived segment: the newest restorable commit.
+    /// Through every archived segment: the newest restorable commit, then
+    /// promote.
     Latest,
+    /// To the last commit at or before this time (PostgreSQL's
+    /// `recovery_target_time` text), then promote.
+    Time(String),
+    /// To this WAL position (`recovery_target_lsn`), then promote.
+    Lsn(String),
+    /// A standby: replays the archive and keeps following (the caller
+    /// points it at its upstream).
+    Standby,
 }
 
 /// The repository's view of the cluster.

@@ -35,21 +35,7 @@ mod tests {
     const DAY: i64 = 24 * HOUR;
 
     fn backup(kind: BackupKind, start: i64) -> BackupInfo {
-        BackupInfo {
-            label: format!("{start}"),
-            kind,
-            start,
-            stop: start + 60,
-            lsn_start: String::new(),
-            lsn_stop: String::new(),
-            wal_start: String::new(),
-            wal_stop: String::new(),
-            database_bytes: 0,
-            repository_bytes: 0,
-            prior: None,
-            error: false,
-            annotations: Default::default(),
-        }
+        BackupInfo::fixture(&format!("{start}"), kind, start + 600, "")
     }
 
     fn repo(backups: Vec<BackupInfo>) -> RepositoryInfo {

@@ -17,6 +17,30 @@ pub enum ClusterError {
     /// The backup tool or its repository failed.
     #[error(transparent)]
     Backup(#[from] pgkeel_backup::BackupError),
+    /// The primary's newest WAL did not reach the archive in time.
+    #[error(
+        "[{node}] WAL segment {segment} is still not archived after {waited} s, so a restore would miss its commits: `pgkeel status` shows why the archive fails; fix it and retry"
+    )]
+    ArchiveBehind {
+        /// The primary.
+        node: String,
+        /// The segment waited for.
+        segment: String,
+        /// Seconds waited.
+        waited: u64,
+    },
+    /// A restored copy stopped instead of reaching its target.
+    #[error(
+        "[{node}] recovery stopped before reaching the target; the server said ({log}):\n{tail}\nfix: choose a target the archive holds WAL for (`pgkeel backup list` shows each backup's WAL range), or --to latest"
+    )]
+    RecoveryFailed {
+        /// The node restored.
+        node: String,
+        /// Its server log.
+        log: PathBuf,
+        /// The log's last lines.
+        tail: String,
+    },
     /// No cluster where one was expected.
     #[error(
         "no pgkeel cluster at {dir} (no cluster.toml): run `pgkeel up --dir {dir}` to create one, or pass the right --dir"

@@ -16,6 +16,7 @@ pub mod preflight;
 pub mod progress;
 pub mod render;
 pub mod replica;
+pub mod restore;
 pub mod skeleton;
 pub mod status;
 pub mod stop;

@@ -269,7 +269,9 @@ impl Cluster {
             &node,
             &format!("restoring backup {} into {}", backup.label, data.display()),
         );
-        engine.restore(&node, &backup.label, target, &data).await?;
+        engine
+            .restore(&node, &backup.label, &target, &data, false)
+            .await?;
         // A private socket, no TCP, archiving off, small memory: the copy
         // must not disturb the cluster, its port or its archive.
         let port = self.nodes().first().map_or(5432, |n| n.port);

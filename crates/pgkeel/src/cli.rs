@@ -234,6 +234,17 @@ pub enum Command {
     /// it) unless `backup.from = "primary"` or --from-primary; pgBackRest
     /// expires backups beyond `backup.retention_full` after each one.
     Backup(crate::cmd_backup::BackupArgs),
+    /// Point-in-time recovery into a new cluster beside the source:
+    /// `pgkeel restore --to latest|TIME|LSN --dir NEW [--from LABEL]`.
+    ///
+    /// Archives the source primary's newest WAL, restores the newest
+    /// backup that ended before the target (or --from), replays WAL to the
+    /// target and promotes, gives the copy a system identifier of its own
+    /// (no agent, replica or backup stanza can mistake it for the source),
+    /// then brings it up as a cluster: the same nodes, settings, passwords
+    /// and repository, its own name, ports, etcd keys and stanza. The
+    /// source keeps running, untouched.
+    Restore(crate::cmd_restore::RestoreArgs),
     /// Manage the cluster's secrets.
     #[command(subcommand)]
     Secrets(SecretsCommand),

@@ -95,7 +95,7 @@ impl BackupArgs {
 }
 
 /// The engine, or why backups cannot run.
-fn engine(cluster: &Cluster) -> Result<PgBackRest> {
+pub(crate) fn engine(cluster: &Cluster) -> Result<PgBackRest> {
     match cluster.backup_engine()? {
         Some(engine) => Ok(engine),
         None => bail!(

@@ -9,6 +9,7 @@ mod cmd_ha;
 mod cmd_init;
 mod cmd_proxy;
 mod cmd_remove;
+mod cmd_restore;
 mod cmd_secrets;
 mod export;
 mod output;
@@ -242,6 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
             let status = opened.status().await;
             cmd_backup::run(&args, cluster, &status).await
         }
+        Command::Restore(args) => cmd_restore::run(&args).await,
         Command::Remove { target, node } => {
             let opened = open_any(&target)?;
             let status = opened.status().await;
@@ -535,6 +537,22 @@ async fn cmd_up(
         None => requested,
     };
     let cluster = Cluster::prepare(config)?;
+    let brought = bring_up(&cluster, ha).await?;
+    print_brought(&cluster, brought, json)
+}
+
+/// What bringing a cluster up did.
+struct Brought {
+    outcome: UpOutcome,
+    elapsed: f64,
+    status: ClusterStatus,
+}
+
+/// Creates, resumes or checks `cluster` on this host (with agents when
+/// `ha`, then the proxy when configured) and returns once every replica
+/// streams.
+async fn bring_up(cluster: &Cluster, ha: bool) -> Result<Brought> {
+    let cluster = cluster.clone();
     let progress = Arc::new(progress::TerminalProgress::new());
     let started = std::time::Instant::now();
     let exists = cluster.layout.cluster_file().exists();
@@ -601,6 +619,21 @@ async fn cmd_up(
     };
     let elapsed = started.elapsed().as_secs_f64();
     let status = full_status(&cluster).await;
+    Ok(Brought {
+        outcome,
+        elapsed,
+        status,
+    })
+}
+
+/// Prints what `bring_up` did: the status as JSON, or a line and the
+/// ready table.
+fn print_brought(cluster: &Cluster, brought: Brought, json: bool) -> Result<()> {
+    let Brought {
+        outcome,
+        elapsed,
+        status,
+    } = brought;
     if json {
         return output::print_status(&status, true);
     }
@@ -621,6 +654,6 @@ async fn cmd_up(
             )
         }
     }
-    output::print_ready_table(&cluster, &status);
+    output::print_ready_table(cluster, &status);
     Ok(())
 }

@@ -8,48 +8,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{CliCluster, TestResult, text};
+use common::repository::{json, repository, started_with_repository, up_with, up_with_repository};
+use common::{CliCluster, TestResult, crash_primary, text, until};
 use pgkeel_pg::OsUser;
 use pgkeel_testkit::connect_url;
-
-/// A repository directory the cluster's OS user may write.
-fn repository(cluster: &CliCluster) -> TestResult<PathBuf> {
-    let repo = cluster.dir.path().join("repo");
-    std::fs::create_dir(&repo)?;
-    let me = OsUser::current()?;
-    let owner = if me.is_root() {
-        OsUser::lookup("postgres")?
-    } else {
-        me
-    };
-    std::os::unix::fs::chown(&repo, Some(owner.uid), Some(owner.gid))?;
-    Ok(repo)
-}
-
-/// `up` with a repository; no scheduled backups (they would hold the
-/// repository's lock while a test takes its own), unless `scheduled`.
-fn up_with(cluster: &CliCluster, repo: &Path, scheduled: bool) -> std::process::Output {
-    let port = cluster.base_port.to_string();
-    let repo = repo.display().to_string();
-    let mut env = vec![("PGKEEL_BACKUP_PATH", repo.as_str())];
-    if !scheduled {
-        env.push(("PGKEEL_BACKUP_FULL_SCHEDULE", "off"));
-        env.push(("PGKEEL_BACKUP_INCR_SCHEDULE", "off"));
-        env.push(("PGKEEL_BACKUP_VERIFY_SCHEDULE", "off"));
-    }
-    cluster.run_env("up", &["--base-port", &port], &env)
-}
-
-fn up_with_repository(cluster: &CliCluster, repo: &Path) -> std::process::Output {
-    up_with(cluster, repo, false)
-}
-
-fn json(out: &std::process::Output) -> TestResult<serde_json::Value> {
-    if !out.status.success() {
-        return Err(text(out).into());
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
@@ -167,27 +129,6 @@ fn primary_archive(cluster: &CliCluster) -> TestResult<serde_json::Value> {
         .ok_or_else(|| format!("no archive on the primary in {status}").into())
 }
 
-/// Polls `check` every 250 ms for up to `secs`: it answers `Ok(value)`
-/// when done and `Err(state)` while not; the timeout error names `what`
-/// and the last state.
-async fn until<T>(
-    what: &str,
-    secs: u64,
-    mut check: impl AsyncFnMut() -> TestResult<Result<T, String>>,
-) -> TestResult<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let state = match check().await? {
-            Ok(value) => return Ok(value),
-            Err(state) => state,
-        };
-        if std::time::Instant::now() > deadline {
-            return Err(format!("{what} not within {secs} s: {state}").into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-}
-
 /// Waits up to 60 s for the primary's archive to be failing (or not).
 async fn wait_for_archive(cluster: &CliCluster, failing: bool) -> TestResult<serde_json::Value> {
     until(&format!("archive failing={failing}"), 60, async || {
@@ -293,13 +234,6 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
     let repo = repository(&cluster)?;
     let out = up_with_repository(&cluster, &repo);
     assert!(out.status.success(), "{}", text(&out));
-    let status = cluster.status()?;
-    let old = status["nodes"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
-        .cloned()
-        .ok_or("no primary")?;
-
     // The old primary's archiver breaks; three segments are written and
     // streamed to the replicas, but never archived by it.
     let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
@@ -346,13 +280,7 @@ async fn a_new_primary_archives_the_segments_the_old_one_could_not() -> TestResu
     );
 
     // The old primary's host crashes.
-    for pid in [&old["agent_pid"], &old["pid"]] {
-        let pid = pid.as_i64().ok_or("no pid")?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-            nix::sys::signal::Signal::SIGKILL,
-        )?;
-    }
+    crash_primary(&cluster)?;
     // The new primary fills the archive's gap.
     until(
         "the archive's gap filled after the failover",
@@ -420,11 +348,7 @@ async fn the_leader_takes_the_first_full_backup_by_itself() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_proves_a_backup_restorable_and_names_a_corrupted_file() -> TestResult {
-    let cluster = CliCluster::new(3)?;
-    let repo = repository(&cluster)?;
-    let out = up_with_repository(&cluster, &repo);
-    assert!(out.status.success(), "{}", text(&out));
-    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    let (cluster, repo, primary) = started_with_repository().await?;
     primary
         .batch_execute(
             "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5000)",

@@ -258,8 +258,9 @@ impl BackupEngine for PgBackRest {
         &self,
         node: &str,
         label: &str,
-        target: RestoreTarget,
+        target: &RestoreTarget,
         dir: &Path,
+        delta: bool,
     ) -> Result<(), BackupError> {
         let mut extra = vec![
             format!("--pg1-path={}", dir.display()),
@@ -267,15 +268,10 @@ impl BackupEngine for PgBackRest {
             // The copy must not archive into the cluster's repository.
             "--archive-mode=off".to_string(),
         ];
-        match target {
-            RestoreTarget::EndOfBackup => {
-                extra.push("--type=immediate".into());
-                extra.push("--target-action=promote".into());
-            }
-            // Without a target, recovery replays every archived segment
-            // and then ends (promotes) by itself.
-            RestoreTarget::Latest => extra.push("--type=default".into()),
+        if delta {
+            extra.push("--delta".into());
         }
+        extra.extend(restore_target_options(target));
         let args = self.invocation.args(&[], &extra, "restore");
         self.run(node, &args).await.map(|_| ())
     }
@@ -326,9 +322,53 @@ impl BackupEngine for PgBackRest {
     }
 }
 
+/// pgBackRest's options for a restore target.
+fn restore_target_options(target: &RestoreTarget) -> Vec<String> {
+    let promote = "--target-action=promote".to_string();
+    match target {
+        RestoreTarget::EndOfBackup => vec!["--type=immediate".into(), promote],
+        // Without a target, recovery replays every archived segment and
+        // then ends (promotes) by itself.
+        RestoreTarget::Latest => vec!["--type=default".into()],
+        RestoreTarget::Time(time) => {
+            vec!["--type=time".into(), format!("--target={time}"), promote]
+        }
+        RestoreTarget::Lsn(lsn) => vec!["--type=lsn".into(), format!("--target={lsn}"), promote],
+        RestoreTarget::Standby => vec!["--type=standby".into()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_target_has_its_options() {
+        assert_eq!(
+            restore_target_options(&RestoreTarget::Time("2026-12-07 10:00:00.000000+00".into())),
+            [
+                "--type=time",
+                "--target=2026-12-07 10:00:00.000000+00",
+                "--target-action=promote"
+            ]
+        );
+        assert_eq!(
+            restore_target_options(&RestoreTarget::Lsn("0/3000028".into())),
+            [
+                "--type=lsn",
+                "--target=0/3000028",
+                "--target-action=promote"
+            ]
+        );
+        assert_eq!(
+            restore_target_options(&RestoreTarget::Latest),
+            ["--type=default"]
+        );
+        assert_eq!(
+            restore_target_options(&RestoreTarget::Standby),
+            ["--type=standby"]
+        );
+    }
 
     #[test]
     fn the_new_label_is_read_from_the_output() {

@@ -9,6 +9,7 @@ mod layers;
 mod model;
 pub mod multi_host;
 mod proxy;
+mod restored;
 mod template;
 mod validate;
 
@@ -20,5 +21,6 @@ pub use model::{
     ReplicationSection, RolesSection, TuningSection, url_host,
 };
 pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice, TlsMode};
+pub use restored::restored_config;
 pub use template::annotated_default;
 pub use validate::{ARCHIVE_PARAMETERS, MANAGED_PARAMETERS};

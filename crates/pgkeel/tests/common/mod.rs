@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use pgkeel_testkit::{ClusterGuard, TestDir, free_port_block};
 
+pub mod repository;
+
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Runs `pgkeel args...` from `cwd` with no inherited PGKEEL_* settings.
@@ -105,4 +107,44 @@ pub fn http_get(port: u16, path: &str) -> TestResult<String> {
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)
+}
+
+/// Polls `check` every 250 ms for up to `secs`: it answers `Ok(value)`
+/// when done and `Err(state)` while not; the timeout error names `what`
+/// and the last state.
+pub async fn until<T>(
+    what: &str,
+    secs: u64,
+    mut check: impl AsyncFnMut() -> TestResult<Result<T, String>>,
+) -> TestResult<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let state = match check().await? {
+            Ok(value) => return Ok(value),
+            Err(state) => state,
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{what} not within {secs} s: {state}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Crashes the host of the cluster's primary: SIGKILL to its agent and its
+/// PostgreSQL. Returns the primary's node from `status --json`.
+pub fn crash_primary(cluster: &CliCluster) -> TestResult<serde_json::Value> {
+    let status = cluster.status()?;
+    let old = status["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
+        .cloned()
+        .ok_or("no primary")?;
+    for pid in [&old["agent_pid"], &old["pid"]] {
+        let pid = pid.as_i64().ok_or("no pid")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+    }
+    Ok(old)
 }

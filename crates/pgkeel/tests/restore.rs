@@ -1,0 +1,160 @@
+//! Point-in-time recovery into a new cluster: to a time (exactly the rows
+//! committed before it), and to `latest` after a failover (every
+//! acknowledged row, because the archive followed the new primary). The
+//! restored cluster has a system identifier of its own, streams to its
+//! replicas and archives under its own stanza. Bad targets are refused
+//! before anything is written.
+
+mod common;
+
+use common::repository::{json, started_with_repository};
+use common::{CliCluster, TestResult, crash_primary, pgkeel, text, until};
+use pgkeel_testkit::connect_url;
+
+/// The ids in `t` on the cluster's primary.
+async fn ids(cluster: &CliCluster) -> TestResult<Vec<i32>> {
+    let client = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    let rows = client.query("SELECT id FROM t ORDER BY id", &[]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The primary's system identifier.
+async fn system_id(cluster: &CliCluster) -> TestResult<i64> {
+    let client = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    Ok(client
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .await?
+        .get(0))
+}
+
+/// `pgkeel restore --source <cluster> --dir <into> --base-port ... args`.
+fn restore(source: &CliCluster, into: &CliCluster, args: &[&str]) -> std::process::Output {
+    let root = source.root.display().to_string();
+    let new = into.root.display().to_string();
+    let port = into.base_port.to_string();
+    let mut all = vec![
+        "restore",
+        "--source",
+        root.as_str(),
+        "--dir",
+        new.as_str(),
+        "--base-port",
+        port.as_str(),
+    ];
+    all.extend_from_slice(args);
+    pgkeel(source.dir.path(), &all, &[])
+}
+
+/// Inserts ids `range`, one transaction each, on `client`.
+async fn insert_each(
+    client: &tokio_postgres::Client,
+    range: std::ops::RangeInclusive<i32>,
+) -> TestResult {
+    for id in range {
+        client.execute("INSERT INTO t VALUES ($1)", &[&id]).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_to_a_time_and_to_latest_after_a_failover() -> TestResult {
+    let (cluster, _repo, primary) = started_with_repository().await?;
+    primary
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await?;
+    insert_each(&primary, 1..=5).await?;
+    let full = json(&cluster.run("backup", &["--full", "--json"]))?;
+
+    // Nothing can be restored to before the only backup ended; nothing is
+    // written for the refusal.
+    let early = CliCluster::new(3)?;
+    let out = restore(&cluster, &early, &["--to", "2020-01-01 00:00:00+00"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("before the oldest backup"), "{}", text(&out));
+    assert!(
+        said.contains(full["label"].as_str().unwrap_or("?")),
+        "{said}"
+    );
+    assert!(
+        !early.root.exists(),
+        "a refused restore created {}",
+        early.root.display()
+    );
+
+    // Rows 6 and 7 commit before the target, 8 to 10 after it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    insert_each(&primary, 6..=7).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let target: String = primary
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .await?
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    insert_each(&primary, 8..=10).await?;
+
+    let at_time = CliCluster::new(3)?;
+    let out = restore(&cluster, &at_time, &["--to", &target, "--json"]);
+    let report = json(&out)?;
+    assert_eq!(report["restore"]["label"], full["label"], "{report}");
+    assert_eq!(ids(&at_time).await?, (1..=7).collect::<Vec<_>>());
+    // Its own identity, replicas streaming from it, its own stanza.
+    let (old_id, new_id) = (system_id(&cluster).await?, system_id(&at_time).await?);
+    assert_ne!(old_id, new_id);
+    assert_eq!(
+        report["restore"]["system_id"].as_i64(),
+        Some(new_id),
+        "{report}"
+    );
+    let status = at_time.status()?;
+    let streaming = status["nodes"]
+        .as_array()
+        .ok_or("no nodes")?
+        .iter()
+        .filter(|n| n["role"] == "replica" && n["running"] == true)
+        .count();
+    assert_eq!(streaming, 2, "{status}");
+    let info = json(&at_time.run("backup", &["list", "--json"]))?;
+    assert_eq!(info["stanza"], "pgkeel_restored", "{info}");
+    assert_eq!(info["system_id"].as_i64(), Some(new_id), "{info}");
+    // The source's repository still belongs to the source.
+    let info = json(&cluster.run("backup", &["list", "--json"]))?;
+    assert_eq!(info["system_id"].as_i64(), Some(old_id), "{info}");
+    drop(at_time);
+
+    // The primary's host dies; the new primary takes more writes, each
+    // acknowledged. `latest` has them all.
+    let old = crash_primary(&cluster)?;
+    let new_primary = until("a new primary", 60, async || {
+        let status = cluster.status()?;
+        let found = status["nodes"].as_array().and_then(|n| {
+            n.iter()
+                .find(|n| {
+                    n["role"] == "primary" && n["running"] == true && n["name"] != old["name"]
+                })
+                .cloned()
+        });
+        Ok(found.ok_or_else(|| status.to_string()))
+    })
+    .await?;
+    let url = cluster.url(&[
+        "--node",
+        new_primary["name"].as_str().unwrap_or("?"),
+        "--superuser",
+    ])?;
+    let client = connect_url(&url).await?;
+    insert_each(&client, 11..=20).await?;
+
+    let latest = CliCluster::new(3)?;
+    let out = restore(
+        &cluster,
+        &latest,
+        &["--to", "latest", "--name", "after_failover"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(&latest).await?, (1..=20).collect::<Vec<_>>());
+    Ok(())
+}
