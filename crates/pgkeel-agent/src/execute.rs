@@ -7,6 +7,7 @@ use nix::unistd::Pid;
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::layout::Secret;
 use pgkeel_cluster::render::NodeRole;
+use pgkeel_cluster::replica::ReplicaSource;
 use pgkeel_core::NodeConfig;
 use pgkeel_dcs::{ClusterView, Dcs, HistoryEntry, Optime, SyncState};
 use pgkeel_ha::Action;
@@ -347,20 +348,27 @@ impl Context<'_> {
         if running_pid(&self.data()).is_some() {
             let _ = fence(self.cluster, self.name()).await;
         }
-        let data = self.data();
-        if data.exists() {
-            std::fs::remove_dir_all(&data).map_err(|e| AgentError::Process {
-                action: format!("remove {}", data.display()),
-                detail: e.to_string(),
-            })?;
-        }
-        self.cluster
+        // Kept as the base of a delta restore from the repository.
+        self.cluster.set_aside_for_rebuild(self.name())?;
+        let built = self
+            .cluster
             .ensure_replica_data(
                 self.node,
                 source,
                 std::sync::Arc::new(pgkeel_cluster::SilentProgress),
             )
             .await?;
+        if let Some(ReplicaSource::Repository { label, delta }) = built {
+            tracing_line(&format!(
+                "{}: rebuilt from backup {label} in the repository{}; replaying the archive, then streaming from {leader}",
+                self.name(),
+                if delta {
+                    " (delta: matching files kept)"
+                } else {
+                    ""
+                }
+            ));
+        }
         self.start().await
     }
 }

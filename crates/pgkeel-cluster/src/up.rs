@@ -10,6 +10,7 @@ use pgkeel_pg::pgctl::{self, is_data_dir, is_standby, running_pid};
 
 use crate::preflight::{check_new_cluster, check_ports};
 use crate::render::NodeRole;
+use crate::replica::ReplicaSource;
 use crate::{Cluster, ClusterError, Progress};
 
 /// Longest wait for replicas to reach the streaming state.
@@ -91,11 +92,15 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
         let progress = progress.clone();
         async move {
             let mut done = vec![];
-            if cluster
+            match cluster
                 .ensure_replica_data(node, primary, progress.clone())
                 .await?
             {
-                done.push(format!("cloned {}", node.name));
+                Some(ReplicaSource::Primary) => done.push(format!("cloned {}", node.name)),
+                Some(ReplicaSource::Repository { label, .. }) => {
+                    done.push(format!("restored {} from backup {label}", node.name))
+                }
+                None => {}
             }
             if start_if_stopped(cluster, node, progress.as_ref()).await? {
                 done.push(format!("started {}", node.name));

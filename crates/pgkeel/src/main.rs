@@ -115,6 +115,13 @@ async fn run(cli: Cli) -> Result<()> {
             with_etcd,
             stop_postgres,
         } => {
+            // The agent's stderr is its log (agent.log): what the
+            // libraries report through tracing belongs there too.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .try_init();
             let cluster = open_for_host(&target)?;
             let options = pgkeel_agent::runner::AgentOptions {
                 with_etcd,

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::repository::{json, repository, started_with_repository, up_with, up_with_repository};
-use common::{CliCluster, TestResult, crash_primary, text, until};
+use common::repository::{
+    corrupt_backup_file, json, repository, started_with_repository, up_with, up_with_repository,
+};
+use common::{CliCluster, TestResult, crash_primary, set_mode, text, until};
 use pgkeel_pg::OsUser;
 use pgkeel_testkit::connect_url;
 
@@ -109,12 +109,6 @@ async fn backups_are_read_from_a_replica_and_listed() -> TestResult {
     // Repaired: the archiver catches up by itself.
     set_mode(&archive_dir, 0o750)?;
     wait_for_archive(&cluster, false).await?;
-    Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> TestResult {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
@@ -428,14 +422,7 @@ async fn verify_proves_a_backup_restorable_and_names_a_corrupted_file() -> TestR
         }
     }
     // A corrupted file in the repository: verify fails naming it.
-    let files = repo.join(format!("backup/pgkeel/{label}/pg_data/base"));
-    let victim = largest_file(&files)?;
-    let mut bytes = std::fs::read(&victim)?;
-    let middle = bytes.len() / 2;
-    for b in &mut bytes[middle..middle + 16] {
-        *b ^= 0xff;
-    }
-    std::fs::write(&victim, bytes)?;
+    let victim = corrupt_backup_file(&repo, &label)?;
     let out = cluster.run("backup", &["verify", &label]);
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stdout);
@@ -467,23 +454,4 @@ async fn wait_for_archived(primary: &tokio_postgres::Client) -> TestResult {
         Ok(if done { Ok(()) } else { Err("not yet".into()) })
     })
     .await
-}
-
-/// The largest file under `dir` (a relation file of the backup).
-fn largest_file(dir: &Path) -> TestResult<PathBuf> {
-    let mut best: Option<(u64, PathBuf)> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if best.as_ref().is_none_or(|(size, _)| meta.len() > *size) {
-                best = Some((meta.len(), entry.path()));
-            }
-        }
-    }
-    best.map(|(_, p)| p)
-        .ok_or_else(|| format!("no file under {}", dir.display()).into())
 }

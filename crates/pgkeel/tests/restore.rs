@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::repository::{json, started_with_repository};
+use common::repository::{corrupt_backup_file, json, started_with_repository};
 use common::{CliCluster, TestResult, crash_primary, pgkeel, text, until};
 use pgkeel_testkit::connect_url;
 
@@ -156,5 +156,127 @@ async fn restores_to_a_time_and_to_latest_after_a_failover() -> TestResult {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(ids(&latest).await?, (1..=20).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_lost_or_damaged_are_rebuilt_from_the_repository_or_the_primary() -> TestResult {
+    let (cluster, repo, primary) = started_with_repository().await?;
+    primary
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000)",
+        )
+        .await?;
+    let full = json(&cluster.run("backup", &["--full", "--json"]))?;
+    let label = full["label"].as_str().ok_or("no label")?.to_string();
+    // Written after the backup: the rebuilt replica gets these from the
+    // archive and the stream.
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(1001, 2000)")
+        .await?;
+
+    let status = cluster.status()?;
+    let replicas: Vec<String> = status["nodes"]
+        .as_array()
+        .ok_or("no nodes")?
+        .iter()
+        .filter(|n| n["role"] == "replica")
+        .filter_map(|n| n["name"].as_str().map(String::from))
+        .collect();
+    let [lost, damaged] = replicas.as_slice() else {
+        return Err(format!("not two replicas: {status}").into());
+    };
+    // One replica's disk is lost while it runs: a full restore.
+    rebuilt(&cluster, &primary, lost, &label, "data", "").await?;
+    // The other's control file is damaged: a delta restore keeps the
+    // files that still match.
+    rebuilt(
+        &cluster,
+        &primary,
+        damaged,
+        &label,
+        "data/global/pg_control",
+        " (delta: matching files kept)",
+    )
+    .await?;
+    // A repository that cannot serve (a damaged backup file): cloned
+    // from the primary instead.
+    corrupt_backup_file(&repo, &label)?;
+    let rebuilt_again = rebuilt(&cluster, &primary, lost, &label, "data", "").await;
+    let Err(e) = rebuilt_again else {
+        return Err("rebuilt from an unreadable repository".into());
+    };
+    let log = std::fs::read_to_string(cluster.root.join("nodes").join(lost).join("agent.log"))?;
+    assert!(
+        log.contains("WARN")
+            && log.contains("restore from the repository failed: cloning from the primary"),
+        "{e}\n{log}"
+    );
+    Ok(())
+}
+
+/// Kills `name`'s PostgreSQL, removes `lost` (a path under its node
+/// directory), and waits until its agent has rebuilt it from backup
+/// `label` (the agent log says so, with `how`), it holds every row and
+/// streams from the primary again.
+async fn rebuilt(
+    cluster: &CliCluster,
+    primary: &tokio_postgres::Client,
+    name: &str,
+    label: &str,
+    lost: &str,
+    how: &str,
+) -> TestResult {
+    let status = cluster.status()?;
+    let pid = status["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == name))
+        .and_then(|n| n["pid"].as_i64())
+        .ok_or("no pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let node_dir = cluster.root.join("nodes").join(name);
+    let log_before = std::fs::metadata(node_dir.join("agent.log"))?.len();
+    let lost = node_dir.join(lost);
+    if lost.is_dir() {
+        std::fs::remove_dir_all(&lost)?;
+    } else {
+        std::fs::remove_file(&lost)?;
+    }
+    let url = cluster.url(&["--node", name, "--superuser"])?;
+    until(&format!("{name} rebuilt and caught up"), 120, async || {
+        let Ok(client) = connect_url(&url).await else {
+            return Ok(Err("not accepting connections".to_string()));
+        };
+        let Ok(row) = client.query_one("SELECT count(*) FROM t", &[]).await else {
+            return Ok(Err("t not readable yet".to_string()));
+        };
+        let rows: i64 = row.get(0);
+        Ok(if rows == 2000 {
+            Ok(())
+        } else {
+            Err(format!("{rows} rows"))
+        })
+    })
+    .await?;
+    let log = std::fs::read(node_dir.join("agent.log"))?;
+    let log = String::from_utf8_lossy(log.get(log_before as usize..).unwrap_or_default());
+    let said = format!("rebuilt from backup {label} in the repository{how};");
+    if !log.contains(&said) {
+        return Err(format!("no `{said}` in the agent's log since the loss:\n{log}").into());
+    }
+    until(&format!("{name} streaming again"), 60, async || {
+        let streaming: i64 = primary
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        Ok(if streaming == 1 { Ok(()) } else { Err("not streaming".to_string()) })
+    })
+    .await?;
     Ok(())
 }

@@ -148,3 +148,10 @@ pub fn crash_primary(cluster: &CliCluster) -> TestResult<serde_json::Value> {
     }
     Ok(old)
 }
+
+/// Sets `path`'s permission bits.
+pub fn set_mode(path: &Path, mode: u32) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}

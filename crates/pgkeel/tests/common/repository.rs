@@ -60,3 +60,36 @@ pub async fn started_with_repository() -> TestResult<(CliCluster, PathBuf, tokio
     let primary = pgkeel_testkit::connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
     Ok((cluster, repo, primary))
 }
+
+/// The largest file under `dir` (a relation file of the backup).
+pub fn largest_file(dir: &Path) -> TestResult<PathBuf> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if best.as_ref().is_none_or(|(size, _)| meta.len() > *size) {
+                best = Some((meta.len(), entry.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .ok_or_else(|| format!("no file under {}", dir.display()).into())
+}
+
+/// Flips 16 bytes in the middle of the largest relation file of backup
+/// `label` in the path repository `repo`; returns the file.
+pub fn corrupt_backup_file(repo: &Path, label: &str) -> TestResult<PathBuf> {
+    let files = repo.join(format!("backup/pgkeel/{label}/pg_data/base"));
+    let victim = largest_file(&files)?;
+    let mut bytes = std::fs::read(&victim)?;
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&victim, bytes)?;
+    Ok(victim)
+}
