@@ -455,3 +455,66 @@ async fn wait_for_archived(primary: &tokio_postgres::Client) -> TestResult {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_expires_old_backups_and_only_the_wal_they_alone_needed() -> TestResult {
+    let cluster = CliCluster::new(3)?;
+    let repo = repository(&cluster)?;
+    let port = cluster.base_port.to_string();
+    let repo_path = repo.display().to_string();
+    let out = cluster.run_env(
+        "up",
+        &["--base-port", &port],
+        &[
+            ("PGKEEL_BACKUP_PATH", repo_path.as_str()),
+            ("PGKEEL_BACKUP_RETENTION_FULL", "2"),
+            ("PGKEEL_BACKUP_FULL_SCHEDULE", "off"),
+            ("PGKEEL_BACKUP_INCR_SCHEDULE", "off"),
+            ("PGKEEL_BACKUP_VERIFY_SCHEDULE", "off"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    primary.batch_execute("CREATE TABLE t (id int)").await?;
+    let mut labels = vec![];
+    for round in 0..3 {
+        // WAL of its own before each backup: the first backup's segments
+        // are needed by it alone.
+        for _ in 0..2 {
+            primary
+                .execute(
+                    "INSERT INTO t SELECT generate_series(1, 1000) + $1",
+                    &[&(round * 1000)],
+                )
+                .await?;
+            primary.query_one("SELECT pg_switch_wal()", &[]).await?;
+        }
+        let backup = json(&cluster.run("backup", &["--full", "--json"]))?;
+        labels.push(backup["label"].as_str().ok_or("no label")?.to_string());
+    }
+    let list = json(&cluster.run("backup", &["list", "--json"]))?;
+    let kept: Vec<&serde_json::Value> = list["backups"]
+        .as_array()
+        .ok_or("no backups")?
+        .iter()
+        .collect();
+    let kept_labels: Vec<&str> = kept.iter().filter_map(|b| b["label"].as_str()).collect();
+    assert_eq!(
+        kept_labels,
+        labels[1..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // The archive starts where the oldest kept backup does: the first
+    // backup's WAL went with it, none that a kept backup needs.
+    assert_eq!(list["wal_min"], kept[0]["wal_start"], "{list}");
+    let archived = archived_on_timeline_1(&cluster)?;
+    let first_needed = kept[0]["wal_start"].as_str().ok_or("no wal_start")?;
+    assert!(
+        archived.iter().all(|s| s.as_str() >= first_needed),
+        "WAL older than {first_needed} kept: {archived:?}"
+    );
+    // And no gap after it: the oldest kept backup replays to the newest
+    // archived segment.
+    let verified = json(&cluster.run("backup", &["verify", &labels[1], "--to-latest", "--json"]))?;
+    assert!(verified["problem"].is_null(), "{verified}");
+    Ok(())
+}
