@@ -403,8 +403,13 @@ pub fn spawn_detached(
                 detail: e.to_string(),
             })
     };
+    // A daemon of a local cluster reads the configuration stored in its
+    // data root (`--dir`), never a ./pgkeel.toml or PGKEEL_CONFIG that was
+    // in effect where `up` ran: those may predate the flags `up` stored.
     let child = Command::new(exe)
         .args(args)
+        .current_dir("/")
+        .env_remove("PGKEEL_CONFIG")
         .stdin(Stdio::null())
         .stdout(open()?)
         .stderr(open()?)

@@ -12,7 +12,9 @@ use crate::{Cluster, ClusterError, Layout};
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Refuses a data root that exists, is not empty and is not a pgkeel
-/// cluster: pgkeel never writes into someone else's directory.
+/// cluster: pgkeel never writes into someone else's directory. A
+/// `secrets/` directory alone is accepted: secrets pgkeel cannot generate
+/// (an object store's keys) are put there before the first `up`.
 pub fn check_data_root(layout: &Layout) -> Result<(), ClusterError> {
     let root = layout.root();
     if layout.cluster_file().exists() {
@@ -25,6 +27,7 @@ pub fn check_data_root(layout: &Layout) -> Result<(), ClusterError> {
     };
     let found: Vec<String> = entries
         .flatten()
+        .filter(|e| !(e.file_name() == "secrets" && e.path().is_dir()))
         .take(4)
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
@@ -154,6 +157,17 @@ mod tests {
         let layout = Layout::new(dir.path()).expect("layout");
         let err = check_data_root(&layout).expect_err("foreign");
         assert!(err.to_string().contains("important.db"), "{err}");
+    }
+
+    #[test]
+    fn prepared_secrets_alone_are_accepted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("secrets")).expect("mkdir");
+        assert!(check_data_root(&Layout::new(dir.path()).expect("layout")).is_ok());
+        // A file named like it is still someone else's.
+        let other = tempfile::tempdir().expect("tempdir");
+        std::fs::write(other.path().join("secrets"), "x").expect("write");
+        assert!(check_data_root(&Layout::new(other.path()).expect("layout")).is_err());
     }
 
     #[test]
