@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pgkeel_cluster::Cluster;
+use pgkeel_cluster::archive_flush::flush_archive_on;
 use pgkeel_cluster::layout::Secret;
 use pgkeel_cluster::render::NodeRole;
 use pgkeel_cluster::replica::ReplicaSource;
@@ -350,11 +351,25 @@ impl Context<'_> {
         }
         // Kept as the base of a delta restore from the repository.
         self.cluster.set_aside_for_rebuild(self.name())?;
+        let from_repository = match self.cluster.backup_engine() {
+            Ok(Some(_)) => match flush_archive_on(&conn, leader).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing_line(&format!(
+                        "{}: the leader's newest WAL is not archived ({e}): cloning from {leader} instead of the repository",
+                        self.name()
+                    ));
+                    false
+                }
+            },
+            _ => false,
+        };
         let built = self
             .cluster
             .ensure_replica_data(
                 self.node,
                 source,
+                from_repository,
                 std::sync::Arc::new(pgkeel_cluster::SilentProgress),
             )
             .await?;

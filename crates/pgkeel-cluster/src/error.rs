@@ -29,6 +29,14 @@ pub enum ClusterError {
         /// Seconds waited.
         waited: u64,
     },
+    /// Nodes that must be stopped are running.
+    #[error(
+        "{nodes} still running: an in-place restore needs the whole cluster stopped (`pgkeel down`)"
+    )]
+    StillRunning {
+        /// The running nodes.
+        nodes: String,
+    },
     /// A restored copy stopped instead of reaching its target.
     #[error(
         "[{node}] recovery stopped before reaching the target; the server said ({log}):\n{tail}\nfix: choose a target the archive holds WAL for (`pgkeel backup list` shows each backup's WAL range), or --to latest"

@@ -4,6 +4,7 @@
 //! `cluster.toml` there is both the marker that the directory is pgkeel's
 //! and the configuration it was created with.
 
+pub mod archive_flush;
 pub mod backup;
 pub mod compare;
 pub mod context;

@@ -51,16 +51,17 @@ impl Cluster {
     /// Moves `node`'s stopped data directory aside as the starting point
     /// of its rebuild: a restore from the repository then rewrites only the
     /// files that differ (delta). A stale `postmaster.pid` left by a crash
-    /// goes (the server is stopped: the caller fenced it).
+    /// goes (the server is stopped: the caller fenced it). With no data
+    /// directory, what was set aside before stays.
     pub fn set_aside_for_rebuild(&self, node: &str) -> Result<(), ClusterError> {
+        let data = self.layout.data_dir(node);
+        if !data.exists() {
+            return Ok(());
+        }
         let partial = self.layout.partial_dir(node);
         if partial.exists() {
             std::fs::remove_dir_all(&partial)
                 .map_err(|e| ClusterError::io("remove", &partial, e))?;
-        }
-        let data = self.layout.data_dir(node);
-        if !data.exists() {
-            return Ok(());
         }
         std::fs::rename(&data, &partial)
             .map_err(|e| ClusterError::io("set aside for rebuild", &partial, e))?;
@@ -72,10 +73,12 @@ impl Cluster {
     }
 
     /// Builds `node`'s data as a replica of `primary` unless it already has
-    /// complete data. From the backup repository when it holds a backup
-    /// (the primary reads nothing; the replica replays the archive, then
-    /// streams), else, or when the repository cannot serve, with
-    /// pg_basebackup from the primary. The copy is built in `data.partial`
+    /// complete data. With `from_repository` (the caller flushed the
+    /// primary's newest WAL into the archive: see
+    /// [`crate::archive_flush`]), from the backup repository when it holds
+    /// a backup (the primary reads nothing; the replica replays the
+    /// archive, then streams); else, or when the repository cannot serve,
+    /// with pg_basebackup from the primary. The copy is built in `data.partial`
     /// and renamed to `data` only once it is complete and configured, so an
     /// interrupted build never leaves a node that looks healthy: the next
     /// attempt starts again (reusing what it can). Returns how the data was
@@ -84,6 +87,7 @@ impl Cluster {
         &self,
         node: &NodeConfig,
         primary: &NodeConfig,
+        from_repository: bool,
         progress: Arc<dyn Progress>,
     ) -> Result<Option<ReplicaSource>, ClusterError> {
         let name = node.name.as_str();
@@ -94,10 +98,13 @@ impl Cluster {
         self.discard_leftovers(name, true)?;
         self.ensure_node_dirs(name)?;
         let partial = self.layout.partial_dir(name);
-        let source = match self
-            .restore_replica(name, &partial, progress.as_ref())
-            .await?
-        {
+        let restored = if from_repository {
+            self.restore_replica(name, &partial, progress.as_ref())
+                .await?
+        } else {
+            None
+        };
+        let source = match restored {
             Some((label, delta)) => ReplicaSource::Repository { label, delta },
             None => {
                 self.clone_replica(node, primary, &partial, progress)

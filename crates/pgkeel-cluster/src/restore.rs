@@ -4,6 +4,7 @@
 //! adopt it as their primary and clone its replicas; nothing of the new
 //! cluster ever writes into the old cluster's archive or etcd keys.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgkeel_backup::{BackupEngine, BackupInfo, RestoreTarget};
@@ -14,12 +15,10 @@ use pgkeel_pg::pgctl::{self, StopMode, running_pid};
 use pgkeel_pg::run::tail;
 use serde::Serialize;
 
+use crate::archive_flush::flush_archive_on;
 use crate::render::NodeRole;
 use crate::skeleton::{BACKUP_CIPHER, S3_KEY, S3_KEY_SECRET};
 use crate::{Cluster, ClusterError, Progress};
-
-/// Longest wait for the primary's newest WAL to reach the archive.
-const ARCHIVE_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a restore into a new cluster did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,41 +43,11 @@ pub struct RestoreReport {
 }
 
 impl Cluster {
-    /// Makes the running `primary`'s newest WAL restorable: a commit
-    /// stamped now (so a restore to any earlier time finds the commit that
-    /// ends it), a switch to a new segment, then a wait until the archiver
-    /// has taken the finished one.
+    /// Makes the running `primary`'s newest WAL restorable
+    /// ([`flush_archive_on`]).
     pub async fn flush_archive(&self, primary: &NodeConfig) -> Result<(), ClusterError> {
-        let name = primary.name.as_str();
         let conn = self.connect(primary).await?;
-        let sql = |what| sql_error(name, what);
-        conn.client()
-            .batch_execute("SELECT pg_current_xact_id()")
-            .await
-            .map_err(sql("a commit stamped now"))?;
-        let segment: String = conn
-            .client()
-            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-            .await
-            .map_err(sql("WAL switch"))?
-            .get(0);
-        let ready = self
-            .layout
-            .data_dir(name)
-            .join("pg_wal/archive_status")
-            .join(format!("{segment}.ready"));
-        let started = Instant::now();
-        while ready.exists() {
-            if started.elapsed() > ARCHIVE_FLUSH_TIMEOUT {
-                return Err(ClusterError::ArchiveBehind {
-                    node: name.to_string(),
-                    segment,
-                    waited: ARCHIVE_FLUSH_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
+        flush_archive_on(&conn, primary.name.as_str()).await
     }
 
     /// Restores `backup` from `engine` (the source cluster's repository)
@@ -105,20 +74,104 @@ impl Cluster {
         self.ensure_node_dirs(name)?;
         let partial = self.layout.partial_dir(name);
         ensure_dir(&partial, self.os_user(), 0o700)?;
+        let recovered = self
+            .recover_privately(engine, node, &partial, backup, target, false, progress)
+            .await?;
+        progress.step(name, "giving the copy a system identifier of its own");
+        let source_system_id = read_system_identifier(&partial)?;
+        let system_id = give_new_system_identifier(&self.runner, name, &partial).await?;
+        self.write_node_config(node, &partial, NodeRole::Primary { sync_names: "" })?;
+        let data = self.layout.data_dir(name);
+        std::fs::rename(&partial, &data)
+            .map_err(|e| ClusterError::io("rename into place", &data, e))?;
+        Ok(recovered.report(backup, target, name, source_system_id, system_id))
+    }
+
+    /// Takes this (stopped) cluster back to `target`: the primary's data
+    /// directory restored from `backup` with a delta (unchanged files
+    /// kept), replayed and promoted onto a new timeline on a private
+    /// socket, stopped cleanly, the new timeline's history file archived;
+    /// every replica's data set aside for its agent to rebuild (a delta
+    /// restore from the repository). The system identifier stays: the
+    /// cluster keeps its etcd identity and its stanza, and the discarded
+    /// history stays in the archive on its old timeline.
+    pub async fn restore_in_place<E: BackupEngine + Sync>(
+        &self,
+        engine: &E,
+        primary: &NodeConfig,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        progress: &dyn Progress,
+    ) -> Result<RestoreReport, ClusterError> {
+        let running: Vec<String> = self
+            .nodes()
+            .iter()
+            .filter(|n| running_pid(&self.layout.data_dir(n.name.as_str())).is_some())
+            .map(|n| n.name.to_string())
+            .collect();
+        if !running.is_empty() {
+            return Err(ClusterError::StillRunning {
+                nodes: running.join(", "),
+            });
+        }
+        for node in self.nodes().iter().filter(|n| n.name != primary.name) {
+            progress.step(
+                node.name.as_str(),
+                "data set aside: rebuilt when the agents start",
+            );
+            self.set_aside_for_rebuild(node.name.as_str())?;
+        }
+        let name = primary.name.as_str();
+        let data = self.layout.data_dir(name);
+        let stale = data.join("postmaster.pid");
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| ClusterError::io("remove", &stale, e))?;
+        }
+        let recovered = self
+            .recover_privately(engine, primary, &data, backup, target, true, progress)
+            .await?;
+        // Promoted with archiving off: the new timeline's history file is
+        // pushed by hand, or a later restore could not follow it.
+        let history = newest_history_file(&data.join("pg_wal"))?;
+        if let Some(file) = &history {
+            progress.step(name, "archiving the new timeline's history file");
+            engine.archive_push(&self.pg_target(primary), file).await?;
+        }
+        self.write_node_config(primary, &data, NodeRole::Primary { sync_names: "" })?;
+        let system_id = read_system_identifier(&data)?.unwrap_or_default();
+        Ok(recovered.report(backup, target, name, Some(system_id), system_id))
+    }
+
+    /// Restores `backup` into `dir` for `node` (`delta`: over an existing
+    /// data directory), starts it on the node's private socket with no TCP
+    /// and archiving off (the restored `postgresql.conf` may be another
+    /// cluster's: its port, its archive), waits until it has reached
+    /// `target` and promoted, and stops it cleanly.
+    #[allow(clippy::too_many_arguments)]
+    async fn recover_privately<E: BackupEngine + Sync>(
+        &self,
+        engine: &E,
+        node: &NodeConfig,
+        dir: &Path,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        delta: bool,
+        progress: &dyn Progress,
+    ) -> Result<Recovered, ClusterError> {
+        let name = node.name.as_str();
         let started = Instant::now();
         progress.step(
             name,
             &format!(
-                "restoring backup {} ({} MB of data)",
+                "restoring backup {} ({} MB of data{})",
                 backup.label,
-                backup.database_bytes / (1024 * 1024)
+                backup.database_bytes / (1024 * 1024),
+                if delta { ", delta" } else { "" }
             ),
         );
         engine
-            .restore(name, &backup.label, target, &partial, false)
+            .restore(name, &backup.label, target, dir, delta)
             .await?;
-        // The restored postgresql.conf is the source node's: its port,
-        // its archive. Overridden until pgkeel writes this cluster's own.
         let options = [
             "-c listen_addresses=''".to_string(),
             format!("-c port={}", node.port),
@@ -133,26 +186,13 @@ impl Cluster {
         .join(" ");
         progress.step(name, "replaying WAL to the target");
         let log = self.layout.log_file(name);
-        pgctl::start_with_options(&self.runner, name, &partial, &log, &options).await?;
-        let replayed = self.wait_promoted(node).await;
-        let stopped = pgctl::stop(&self.runner, name, &partial, StopMode::Fast).await;
+        pgctl::start_with_options(&self.runner, name, dir, &log, &options).await?;
+        let replayed = self.wait_promoted(node, dir).await;
+        let stopped = pgctl::stop(&self.runner, name, dir, StopMode::Fast).await;
         let (newest_commit, end_lsn) = replayed?;
         stopped?;
-        let restore_seconds = started.elapsed().as_secs_f64();
-        progress.step(name, "giving the copy a system identifier of its own");
-        let source_system_id = read_system_identifier(&partial)?;
-        let system_id = give_new_system_identifier(&self.runner, name, &partial).await?;
-        self.write_node_config(node, &partial, NodeRole::Primary { sync_names: "" })?;
-        let data = self.layout.data_dir(name);
-        std::fs::rename(&partial, &data)
-            .map_err(|e| ClusterError::io("rename into place", &data, e))?;
-        Ok(RestoreReport {
-            label: backup.label.clone(),
-            target: target_text(target),
-            node: name.to_string(),
-            source_system_id,
-            system_id,
-            restore_seconds,
+        Ok(Recovered {
+            seconds: started.elapsed().as_secs_f64(),
             newest_commit,
             end_lsn,
         })
@@ -165,12 +205,12 @@ impl Cluster {
     async fn wait_promoted(
         &self,
         node: &NodeConfig,
+        data: &Path,
     ) -> Result<(Option<f64>, String), ClusterError> {
         let name = node.name.as_str();
-        let data = self.layout.partial_dir(name);
         let sql = |what| sql_error(name, what);
         loop {
-            if running_pid(&data).is_none() {
+            if running_pid(data).is_none() {
                 return Err(ClusterError::RecoveryFailed {
                     node: name.to_string(),
                     log: self.layout.log_file(name),
@@ -207,6 +247,49 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// What a private recovery gave.
+struct Recovered {
+    seconds: f64,
+    newest_commit: Option<f64>,
+    end_lsn: String,
+}
+
+impl Recovered {
+    fn report(
+        self,
+        backup: &BackupInfo,
+        target: &RestoreTarget,
+        node: &str,
+        source_system_id: Option<u64>,
+        system_id: u64,
+    ) -> RestoreReport {
+        RestoreReport {
+            label: backup.label.clone(),
+            target: target_text(target),
+            node: node.to_string(),
+            source_system_id,
+            system_id,
+            restore_seconds: self.seconds,
+            newest_commit: self.newest_commit,
+            end_lsn: self.end_lsn,
+        }
+    }
+}
+
+/// The newest timeline history file (`00000003.history`) in `pg_wal`.
+fn newest_history_file(pg_wal: &Path) -> Result<Option<PathBuf>, ClusterError> {
+    let entries = std::fs::read_dir(pg_wal).map_err(|e| ClusterError::io("read", pg_wal, e))?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 16 && n.ends_with(".history"))
+        })
+        .max())
 }
 
 /// A query on `node` failed while doing `what`.

@@ -83,6 +83,15 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
     progress.step(pname, "roles, database and slots");
     cluster.prepare_primary(primary).await?;
 
+    // Replicas restored from the repository need the primary's newest WAL
+    // archived; without a repository (or with a failing archive) they are
+    // cloned.
+    let from_repository = cluster.backup_engine()?.is_some()
+        && cluster
+            .nodes()
+            .iter()
+            .any(|n| !is_data_dir(&layout.data_dir(n.name.as_str())))
+        && cluster.flush_archive(primary).await.is_ok();
     let standbys: Vec<&NodeConfig> = cluster
         .nodes()
         .iter()
@@ -93,7 +102,7 @@ pub async fn up(cluster: &Cluster, progress: Arc<dyn Progress>) -> Result<UpOutc
         async move {
             let mut done = vec![];
             match cluster
-                .ensure_replica_data(node, primary, progress.clone())
+                .ensure_replica_data(node, primary, from_repository, progress.clone())
                 .await?
             {
                 Some(ReplicaSource::Primary) => done.push(format!("cloned {}", node.name)),

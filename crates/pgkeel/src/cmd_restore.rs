@@ -27,8 +27,17 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "TARGET")]
     pub to: RecoveryPoint,
     /// The new cluster's data root: it must not exist, or be empty.
-    #[arg(long, value_name = "NEW")]
-    pub dir: PathBuf,
+    #[arg(long, value_name = "NEW", required_unless_present = "in_place")]
+    pub dir: Option<PathBuf>,
+    /// Take the cluster itself back to the target instead: every node is
+    /// stopped, the primary restored (delta) onto a new timeline, the
+    /// replicas rebuilt; commits after the target are discarded (the
+    /// archive keeps them on the old timeline). Needs --yes.
+    #[arg(long, conflicts_with_all = ["dir", "name", "base_port"])]
+    pub in_place: bool,
+    /// Confirms --in-place.
+    #[arg(long, requires = "in_place")]
+    pub yes: bool,
     /// The backup to start from (default: the newest that ended before
     /// the target; `pgkeel backup list` shows the labels).
     #[arg(long, value_name = "LABEL")]
@@ -73,6 +82,13 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
         );
     };
     let engine = crate::cmd_backup::engine(source)?;
+    if args.in_place && !args.yes {
+        bail!(
+            "`restore --in-place` takes cluster `{}` back to {}: every commit after it is discarded on every node, which are all stopped meanwhile (the archive keeps the discarded history on the old timeline: `pgkeel restore --to TIME --dir NEW` can still recover it). Add --yes to confirm, or restore into a new cluster with --dir NEW to look first",
+            source.config.cluster.name,
+            args.to
+        );
+    }
     let progress = Arc::new(TerminalProgress::new());
 
     // The newest commits must be in the archive before `latest` or a
@@ -83,6 +99,7 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
         .iter()
         .find(|n| n.running && n.role == Some(Role::Primary))
         .and_then(|n| source.node(&n.name).ok());
+    let primary_name = primary.map(|p| p.name.to_string());
     match primary {
         Some(primary) => {
             progress.step(
@@ -99,6 +116,12 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
     let info = engine.info().await?;
     let now = chrono::Utc::now().timestamp();
     let backup = choose_backup(&info, &args.to, args.from.as_deref(), now)?;
+    if args.in_place {
+        return in_place(source, &engine, backup, primary_name, args, progress).await;
+    }
+    let Some(dir) = &args.dir else {
+        bail!("give the new cluster's data root with --dir NEW, or --in-place");
+    };
 
     let name = args
         .name
@@ -111,8 +134,8 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
             .first()
             .map_or(5442, |n| n.port.saturating_add(10)),
     };
-    let root = std::path::absolute(&args.dir)
-        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+    let root =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let config = restored_config(&source.config, &name, &root, first_port)?;
     let restored = Cluster::prepare(config)?;
     pgkeel_cluster::preflight::check_new_cluster(&restored)?;
@@ -156,6 +179,52 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
             .map_or_else(|| "unknown".to_string(), |id| id.to_string()),
     );
     crate::print_brought(&restored, brought, false)
+}
+
+/// `restore --in-place`: stops the cluster, restores its primary, brings
+/// it back up (the agents rebuild the replicas).
+async fn in_place(
+    cluster: &Cluster,
+    engine: &pgkeel_backup::PgBackRest,
+    backup: &pgkeel_backup::BackupInfo,
+    primary: Option<String>,
+    args: &RestoreArgs,
+    progress: Arc<TerminalProgress>,
+) -> Result<()> {
+    // The node that held the primary's data: the running primary, or when
+    // none runs, the one whose data is not a standby's.
+    let primary = match primary {
+        Some(name) => cluster.node(&name)?.clone(),
+        None => current_primary(cluster)?.clone(),
+    };
+    progress.step("restore", "stopping the proxy, the agents and every node");
+    pgkeel_agent::proxy_daemon::stop_proxy(cluster).await;
+    pgkeel_agent::orchestrate::stop_agents(cluster).await;
+    cluster.down().await?;
+    let report = cluster
+        .restore_in_place(engine, &primary, backup, &args.to.restore_target(), progress.as_ref())
+        .await
+        .context(
+            "the in-place restore failed and the cluster is left stopped: fix the cause and run the same command again (the restore is a delta and resumes)",
+        )?;
+    let brought = crate::bring_up(cluster, crate::ha_enabled(cluster)).await?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&RestoreOutput {
+            restore: &report,
+            status: &brought.status,
+        })?;
+        say!("{text}");
+        return Ok(());
+    }
+    say!(
+        "cluster `{}` taken back to {} from backup {} in {:.1}s: {} is the primary on a new timeline, the replicas were rebuilt",
+        cluster.config.cluster.name,
+        report.target,
+        report.label,
+        report.restore_seconds,
+        report.node
+    );
+    crate::print_brought(cluster, brought, false)
 }
 
 /// The new cluster's skeleton, its primary restored and prepared (roles,

@@ -341,3 +341,87 @@ async fn a_backup_taken_under_load_restores_consistently() -> TestResult {
     assert_eq!(transactions, committed);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_place_restore_takes_the_cluster_back_before_a_mistake() -> TestResult {
+    let (cluster, _repo, primary) = started_with_repository().await?;
+    primary
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await?;
+    insert_each(&primary, 1..=5).await?;
+    json(&cluster.run("backup", &["--full", "--json"]))?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    insert_each(&primary, 6..=7).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let target: String = primary
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .await?
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The mistake.
+    primary.batch_execute("DROP TABLE t").await?;
+    let timeline: i32 = primary
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await?
+        .get(0);
+    drop(primary);
+
+    let root = cluster.root.display().to_string();
+    let args = [
+        "restore",
+        "--source",
+        root.as_str(),
+        "--in-place",
+        "--to",
+        target.as_str(),
+    ];
+    // Without confirmation: refused, nothing stopped.
+    let out = pgkeel(cluster.dir.path(), &args, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Add --yes"),
+        "{}",
+        text(&out)
+    );
+    let status = cluster.status()?;
+    assert!(
+        status["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["running"] == true)),
+        "{status}"
+    );
+
+    let out = pgkeel(cluster.dir.path(), &[&args[..], &["--yes"]].concat(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ids(&cluster).await?, (1..=7).collect::<Vec<_>>());
+    let primary = connect_url(&cluster.url(&["--primary", "--superuser"])?).await?;
+    let now: i32 = primary
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await?
+        .get(0);
+    assert!(now > timeline, "still on timeline {now}");
+    // The replicas are rebuilt and stream the new timeline.
+    until("both replicas streaming again", 120, async || {
+        let streaming: i64 = primary
+            .query_one(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(if streaming == 2 {
+            Ok(())
+        } else {
+            Err(format!("{streaming} streaming"))
+        })
+    })
+    .await?;
+    // Archiving and backups go on in the same repository.
+    insert_each(&primary, 8..=9).await?;
+    let next = json(&cluster.run("backup", &["--json"]))?;
+    assert!(next["label"].is_string(), "{next}");
+    Ok(())
+}
