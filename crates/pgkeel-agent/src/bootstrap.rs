@@ -142,6 +142,10 @@ async fn run_step(
                 ));
             }
         }
+        // A standby cluster's first data is a copy of the cluster it follows.
+        BootstrapStep::InitDb if cluster.config.standby_cluster.is_some() => {
+            cluster.clone_source_new(node).await?
+        }
         BootstrapStep::InitDb => cluster.initdb_new(node).await?,
         BootstrapStep::Record { system_id } => {
             let identity = ClusterIdentity {
@@ -157,7 +161,11 @@ async fn run_step(
             if running_pid(&data).is_none() {
                 pgctl::start(&cluster.runner, me, &data, &cluster.layout.log_file(me)).await?;
             }
-            cluster.prepare_primary(node).await?;
+            // A standby cluster's copy already has the roles, and is
+            // read-only.
+            if cluster.config.standby_cluster.is_none() {
+                cluster.prepare_primary(node).await?;
+            }
             let view = dcs.view().await?;
             if let Some(mut identity) = view.initialize.filter(|i| i.node == me) {
                 identity.done = true;

@@ -10,6 +10,7 @@ use pgkeel_cluster::layout::Secret;
 use pgkeel_cluster::render::NodeRole;
 use pgkeel_cluster::replica::ReplicaSource;
 use pgkeel_core::NodeConfig;
+use pgkeel_core::config::STANDBY_SOURCE;
 use pgkeel_dcs::{ClusterView, Dcs, HistoryEntry, Optime, SyncState};
 use pgkeel_ha::Action;
 use pgkeel_pg::pgctl::{self, StopMode, running_pid};
@@ -81,6 +82,20 @@ impl Context<'_> {
 
     fn other(&self, name: &str) -> Result<&NodeConfig, AgentError> {
         Ok(self.cluster.node(name)?)
+    }
+
+    /// The node a standby streams from: a member, or the primary cluster a
+    /// standby cluster's leader follows.
+    fn upstream(&self, name: &str) -> Result<NodeConfig, AgentError> {
+        if name == STANDBY_SOURCE {
+            return self.cluster.standby_source().ok_or_else(|| {
+                AgentError::Refused(
+                    "asked to follow the primary cluster, but [standby_cluster] is not configured"
+                        .into(),
+                )
+            });
+        }
+        Ok(self.other(name)?.clone())
     }
 
     /// A superuser session on another member over TCP.
@@ -159,13 +174,15 @@ impl Context<'_> {
             Action::StartPrimary => self.start().await?,
             Action::StartStandby { leader } => {
                 let upstream = match leader {
-                    Some(l) => Some(self.other(l)?),
+                    Some(l) => Some(self.upstream(l)?),
                     None => None,
                 };
                 cluster.write_node_config(
                     self.node,
                     &self.data(),
-                    NodeRole::Standby { upstream },
+                    NodeRole::Standby {
+                        upstream: upstream.as_ref(),
+                    },
                 )?;
                 self.start().await?;
             }
@@ -198,6 +215,13 @@ impl Context<'_> {
                     let (cluster, node) = (cluster.clone(), self.node.clone());
                     tokio::spawn(async move {
                         let name = node.name.to_string();
+                        // A promoted standby cluster archives under its
+                        // own stanza from now on (idempotent otherwise).
+                        if let Err(e) = cluster.prepare_backup_repository(&node).await {
+                            tracing_line(&format!(
+                                "{name}: cannot prepare the backup repository: {e}"
+                            ));
+                        }
                         match cluster.archive_previous_timeline(&node).await {
                             Ok(0) => {}
                             Ok(n) => tracing_line(&format!(
@@ -221,12 +245,12 @@ impl Context<'_> {
             Action::Rewind { leader } => self.rewind(leader).await?,
             Action::Reclone { leader } => self.reclone(leader).await?,
             Action::Repoint { leader } => {
-                let upstream = self.other(leader)?;
+                let upstream = self.upstream(leader)?;
                 cluster.write_node_config(
                     self.node,
                     &self.data(),
                     NodeRole::Standby {
-                        upstream: Some(upstream),
+                        upstream: Some(&upstream),
                     },
                 )?;
                 let conn = cluster.connect(self.node).await?;

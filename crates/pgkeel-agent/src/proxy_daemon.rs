@@ -88,13 +88,22 @@ async fn wait_ready(cluster: &Cluster, child: u32, log: &Path) -> Result<(), Age
                 ),
             });
         }
-        let last = match routed_write_probe(&config).await {
+        // A standby cluster has no primary: its proxy serves reads.
+        let probe = if c.standby_cluster.is_some() {
+            "SELECT 1"
+        } else {
+            // A volatile function the classifier does not know as
+            // read-only goes to the primary: this fails until the proxy
+            // has found it.
+            "SELECT pg_is_in_recovery() = false AND txid_current() > 0"
+        };
+        let last = match routed_probe(&config, probe).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if Instant::now() >= deadline {
             return Err(AgentError::Timeout {
-                what: "the proxy to route a query to the primary".into(),
+                what: format!("the proxy to route `{probe}`"),
                 seconds: READY_TIMEOUT.as_secs(),
                 hint: format!("; last error: {last}; see {}", log.display()),
             });
@@ -105,7 +114,7 @@ async fn wait_ready(cluster: &Cluster, child: u32, log: &Path) -> Result<(), Age
 
 /// Logs in through the proxy and runs a statement that must reach the
 /// primary (so health checks have found it).
-async fn routed_write_probe(config: &tokio_postgres::Config) -> Result<(), String> {
+async fn routed_probe(config: &tokio_postgres::Config, probe: &str) -> Result<(), String> {
     let (client, conn) = tokio::time::timeout(Duration::from_secs(3), config.connect(NoTls))
         .await
         .map_err(|_| "login timed out".to_string())?
@@ -113,16 +122,11 @@ async fn routed_write_probe(config: &tokio_postgres::Config) -> Result<(), Strin
     let task = tokio::spawn(async move {
         let _ = conn.await;
     });
-    // A volatile function the classifier does not know as read-only goes
-    // to the primary: this fails until the proxy has found it.
-    let result = tokio::time::timeout(
-        Duration::from_secs(3),
-        client.simple_query("SELECT pg_is_in_recovery() = false AND txid_current() > 0"),
-    )
-    .await
-    .map_err(|_| "query timed out".to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()))
-    .map(|_| ());
+    let result = tokio::time::timeout(Duration::from_secs(3), client.simple_query(probe))
+        .await
+        .map_err(|_| "query timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map(|_| ());
     drop(client);
     let _ = task.await;
     result

@@ -415,7 +415,8 @@ async fn iteration(
         degrade_allowed,
         upstream: obs.member.upstream.clone(),
     };
-    let ha_view = to_ha_view(&view, peers, vacancy_confirmed);
+    let mut ha_view = to_ha_view(&view, peers, vacancy_confirmed);
+    ha_view.standby_cluster = is_standby_cluster(cluster, &view);
     let config = ha_config(cluster);
     let actions = if obs.busy {
         vec![Action::Wait("PostgreSQL is starting or recovering".into())]
@@ -586,7 +587,14 @@ fn to_ha_view(view: &ClusterView, peers: Vec<Peer>, vacancy_confirmed: bool) -> 
             .map(|h| (h.from.clone(), h.to.clone())),
         failover_to: view.failover.as_ref().and_then(|h| h.to.clone()),
         vacancy_confirmed,
+        standby_cluster: false,
     }
+}
+
+/// Whether the cluster follows another now: configured as a standby
+/// cluster and not promoted since.
+pub fn is_standby_cluster(cluster: &Cluster, view: &ClusterView) -> bool {
+    cluster.config.standby_cluster.is_some() && !view.config.standby_promoted
 }
 
 /// The decision's configuration from the cluster's.

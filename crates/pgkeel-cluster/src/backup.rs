@@ -51,9 +51,26 @@ impl Cluster {
             return Ok(None);
         };
         let target = self.pg_target(node);
+        // A standby cluster reads the primary cluster's archive; it
+        // archives under its own stanza only once promoted.
+        let restore_command = match self
+            .config
+            .standby_cluster
+            .as_ref()
+            .and_then(|s| s.stanza.as_deref())
+        {
+            Some(stanza) => PgBackRest::new(
+                self.runner.clone(),
+                find_program()?,
+                self.layout.backup_config(),
+                stanza,
+            )
+            .restore_command(&target),
+            None => engine.restore_command(&target),
+        };
         Ok(Some(ArchiveSettings {
             archive_command: engine.archive_command(&target),
-            restore_command: engine.restore_command(&target),
+            restore_command,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! and the roles and database every node then inherits.
 
 use pgkeel_core::NodeConfig;
+use pgkeel_pg::basebackup::{CloneSource, clone_from};
 use pgkeel_pg::pgctl::{initdb, is_data_dir};
 use pgkeel_pg::secrets::read_password;
 
@@ -26,6 +27,40 @@ impl Cluster {
         .await?;
         let partial = self.layout.partial_dir(name);
         self.write_node_config(node, &partial, NodeRole::Primary { sync_names: "" })?;
+        let new = self.layout.initdb_dir(name);
+        std::fs::rename(&partial, &new).map_err(|e| ClusterError::io("rename into place", &new, e))
+    }
+
+    /// A standby cluster's first data: a copy of the primary cluster it
+    /// follows (`pg_basebackup` from `[standby_cluster]`, no slot there),
+    /// configured as a standby of it, in `data.new` like an initdb's.
+    pub async fn clone_source_new(&self, node: &NodeConfig) -> Result<(), ClusterError> {
+        let source = self
+            .standby_source()
+            .ok_or_else(|| ClusterError::NoPrimary {
+                detail: "not a standby cluster: [standby_cluster] is not configured".into(),
+            })?;
+        let name = node.name.as_str();
+        self.discard_incomplete(name)?;
+        self.ensure_node_dirs(name)?;
+        let partial = self.layout.partial_dir(name);
+        let passfile = self.layout.replication_passfile();
+        let from = CloneSource {
+            host: &source.host,
+            port: source.port,
+            user: &self.config.roles.replication,
+            passfile: &passfile,
+            slot: None,
+            application_name: &format!("{name}_clone"),
+        };
+        clone_from(&self.runner, name, &from, &partial, |_, _| {}).await?;
+        self.write_node_config(
+            node,
+            &partial,
+            NodeRole::Standby {
+                upstream: Some(&source),
+            },
+        )?;
         let new = self.layout.initdb_dir(name);
         std::fs::rename(&partial, &new).map_err(|e| ClusterError::io("rename into place", &new, e))
     }

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
+use pgkeel_core::config::STANDBY_SOURCE;
 use pgkeel_core::mode::synchronous_standby_names;
 use pgkeel_core::size::parse_pg_size;
 use pgkeel_core::tuning::performance_parameters;
@@ -59,6 +60,19 @@ impl Cluster {
         synchronous_standby_names(repl.mode, repl.sync_count, &standbys)
     }
 
+    /// The primary cluster a standby cluster follows, as an upstream its
+    /// leader can stream from (named [`STANDBY_SOURCE`]).
+    pub fn standby_source(&self) -> Option<NodeConfig> {
+        let source = self.config.standby_cluster.as_ref()?;
+        Some(NodeConfig {
+            name: NodeName::new(STANDBY_SOURCE).ok()?,
+            host: source.host.clone(),
+            port: source.port,
+            api_port: None,
+            nofailover: true,
+        })
+    }
+
     /// The `primary_conninfo` of a standby `node` following `upstream`.
     pub fn primary_conninfo(&self, node: &NodeConfig, upstream: &NodeConfig) -> String {
         format!(
@@ -92,7 +106,13 @@ impl Cluster {
                     conninfo: upstream
                         .map(|u| self.primary_conninfo(node, u))
                         .unwrap_or_default(),
-                    slot: node.name.to_string(),
+                    // The primary cluster keeps no slot for another
+                    // cluster's leader: the archive covers what it drops.
+                    slot: if upstream.is_some_and(|u| u.name.as_str() == STANDBY_SOURCE) {
+                        String::new()
+                    } else {
+                        node.name.to_string()
+                    },
                 };
                 ("", Some(&standby_source))
             }

@@ -205,7 +205,7 @@ impl Cluster {
             port: primary.port,
             user: &self.config.roles.replication,
             passfile: &passfile,
-            slot: name,
+            slot: Some(name),
             application_name: &format!("{name}_clone"),
         };
         let reporter = progress.clone();

@@ -90,6 +90,10 @@ pub struct SyncState {
 pub struct DynamicConfig {
     /// Maintenance: agents take no automatic action.
     pub paused: bool,
+    /// A standby cluster (`[standby_cluster]`) was promoted
+    /// (`pgkeel promote-cluster`): it no longer follows its source.
+    #[serde(default)]
+    pub standby_promoted: bool,
 }
 
 /// A requested switchover (planned) or failover (manual).

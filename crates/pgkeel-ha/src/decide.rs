@@ -1,6 +1,7 @@
 //! The decision rules.
 
 use pgkeel_core::Lsn;
+use pgkeel_core::config::STANDBY_SOURCE;
 
 use crate::state::{Action, DataState, HaConfig, Local, LocalPg, Peer, View};
 
@@ -47,6 +48,9 @@ pub fn decide(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
 }
 
 fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
+    if view.standby_cluster {
+        return as_standby_leader(local);
+    }
     match &local.pg {
         LocalPg::Running {
             in_recovery: true, ..
@@ -118,6 +122,43 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
             }
             actions
         }
+    }
+}
+
+/// The leader of a standby cluster: a standby that follows the primary
+/// cluster (its members cascade from it), never promoted until the cluster
+/// is (`promote-cluster`).
+fn as_standby_leader(local: &Local) -> Vec<Action> {
+    let source = STANDBY_SOURCE;
+    match (&local.pg, local.data) {
+        (
+            LocalPg::Running {
+                in_recovery: true, ..
+            },
+            _,
+        ) => {
+            let follow = if local.upstream.as_deref() == Some(source) {
+                Action::Wait("standby leader: following the primary cluster".into())
+            } else {
+                Action::Repoint {
+                    leader: source.into(),
+                }
+            };
+            vec![Action::EnsureSlots, follow]
+        }
+        (LocalPg::Stopped, DataState::Missing) => vec![Action::ReleaseLeader],
+        (LocalPg::Stopped, DataState::Standby) => vec![Action::StartStandby {
+            leader: Some(source.into()),
+        }],
+        (
+            LocalPg::Running {
+                in_recovery: false, ..
+            },
+            _,
+        )
+        | (LocalPg::Stopped, DataState::Primary) => vec![Action::Wait(
+            "configured as a standby cluster, but this leader holds primary data: it was promoted (`pgkeel promote-cluster`); making a primary cluster follow another again is not built: rebuild this cluster from the primary cluster".into(),
+        )],
     }
 }
 
@@ -250,6 +291,7 @@ fn without_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
                     "no leader, but a primary is running: waiting for it to take the key".into(),
                 )]
             } else if !view.vacancy_confirmed
+                && !view.standby_cluster
                 && view.failover_to.is_none()
                 && view.switchover.is_none()
             {
@@ -299,8 +341,11 @@ fn is_candidate(view: &View, local: &Local, cfg: &HaConfig) -> bool {
             None => rank_first(view, local, cfg, *lsn, true),
         };
     }
-    if local.nofailover || *streaming {
-        // A standby still receiving WAL proves the primary is alive.
+    // A standby still receiving WAL proves the primary is alive, unless it
+    // streams from the primary cluster (a standby cluster's members race
+    // no primary of their own: two standby leaders would only both follow).
+    let from_member = local.upstream.as_deref() != Some(STANDBY_SOURCE);
+    if local.nofailover || (*streaming && from_member) {
         return false;
     }
     if !cfg.mode.is_synchronous() || view.sync.as_ref().is_none_or(|(set, _)| set.is_empty()) {

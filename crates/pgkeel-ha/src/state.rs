@@ -116,6 +116,9 @@ pub struct View {
     /// seen no leader for a whole TTL (long enough for any primary without
     /// the key to take it or fence itself).
     pub vacancy_confirmed: bool,
+    /// This is a standby cluster (`[standby_cluster]`, not promoted): its
+    /// leader follows the primary cluster instead of being promoted.
+    pub standby_cluster: bool,
 }
 
 /// Configuration the decision needs.

@@ -18,8 +18,9 @@ pub struct CloneSource<'a> {
     pub user: &'a str,
     /// libpq password file holding that role's password.
     pub passfile: &'a Path,
-    /// Slot to stream WAL through during the copy (already created).
-    pub slot: &'a str,
+    /// Slot to stream WAL through during the copy (already created);
+    /// `None` for a source that keeps no slot for this copy.
+    pub slot: Option<&'a str>,
     /// `application_name` for the backup connection.
     pub application_name: &'a str,
 }
@@ -48,23 +49,15 @@ pub async fn clone_from(
         "host={} port={} user={} application_name={} connect_timeout=10",
         source.host, source.port, source.user, source.application_name
     );
-    let args: Vec<std::ffi::OsString> = [
-        "-d",
-        &conninfo,
-        "-D",
-        &target.display().to_string(),
-        "-X",
-        "stream",
-        "-S",
-        source.slot,
-        "-c",
-        "fast",
-        "-P",
-        "-w",
-    ]
-    .iter()
-    .map(Into::into)
-    .collect();
+    let target_dir = target.display().to_string();
+    let mut args: Vec<std::ffi::OsString> = ["-d", &conninfo, "-D", &target_dir, "-X", "stream"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    if let Some(slot) = source.slot {
+        args.extend(["-S".into(), slot.into()]);
+    }
+    args.extend(["-c", "fast", "-P", "-w"].iter().map(Into::into));
     let line = describe("pg_basebackup", &args);
     let mut cmd = runner.command("pg_basebackup");
     cmd.args(&args)

@@ -203,6 +203,13 @@ pub enum Command {
         #[arg(long, value_name = "NODE")]
         to: String,
     },
+    /// Make a standby cluster (`[standby_cluster]`) a primary cluster, after
+    /// the cluster it follows is lost: its leader is promoted and takes
+    /// writes. Keep the old primary cluster from taking writes yourself.
+    PromoteCluster {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Maintenance mode: agents keep publishing but take no automatic action.
     Pause {
         #[command(flatten)]

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use pgkeel_agent::api::{request_failover, request_switchover};
 use pgkeel_agent::remote::RemoteCluster;
 use pgkeel_cluster::layout::Secret;
-use pgkeel_dcs::DynamicConfig;
 use pgkeel_pg::probe::connect_tcp;
 use pgkeel_pg::secrets::read_password;
 
@@ -152,7 +151,9 @@ pub async fn failover(cluster: &RemoteCluster, to: &str) -> Result<()> {
 /// Pause or resume automatic actions.
 pub async fn set_paused(cluster: &RemoteCluster, paused: bool) -> Result<()> {
     let dcs = cluster.dcs().await?;
-    dcs.put_config(&DynamicConfig { paused }).await?;
+    let mut config = dcs.view().await?.config;
+    config.paused = paused;
+    dcs.put_config(&config).await?;
     say!(
         "cluster `{}` {}",
         cluster.config.cluster.name,
@@ -161,6 +162,31 @@ pub async fn set_paused(cluster: &RemoteCluster, paused: bool) -> Result<()> {
         } else {
             "resumed"
         }
+    );
+    Ok(())
+}
+
+/// `pgkeel promote-cluster`: the standby cluster stops following its
+/// source; its leader is promoted within a loop.
+pub async fn promote_cluster(cluster: &RemoteCluster) -> Result<()> {
+    let name = &cluster.config.cluster.name;
+    let Some(source) = &cluster.config.standby_cluster else {
+        bail!(
+            "cluster `{name}` is not a standby cluster (its configuration has no [standby_cluster]): it is already a primary cluster"
+        );
+    };
+    let dcs = cluster.dcs().await?;
+    let mut config = dcs.view().await?.config;
+    if config.standby_promoted {
+        say!("cluster `{name}` was already promoted");
+        return Ok(());
+    }
+    config.standby_promoted = true;
+    dcs.put_config(&config).await?;
+    say!(
+        "cluster `{name}` promoted: it no longer follows {}:{}; its leader accepts writes within a loop (`pgkeel status` shows it as primary). Keep the old primary cluster from taking writes: it does not know",
+        source.host,
+        source.port
     );
     Ok(())
 }

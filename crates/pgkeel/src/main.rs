@@ -139,6 +139,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Failover { target, to } => {
             cmd_ha::failover(&open_any(&target)?.remote(), &to).await
         }
+        Command::PromoteCluster { target } => {
+            cmd_ha::promote_cluster(&open_any(&target)?.remote()).await
+        }
         Command::Pause { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), true).await,
         Command::Resume { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), false).await,
         Command::Down { target } => {

@@ -10,6 +10,7 @@ mod model;
 pub mod multi_host;
 mod proxy;
 mod restored;
+mod standby;
 mod template;
 mod validate;
 
@@ -22,5 +23,6 @@ pub use model::{
 };
 pub use proxy::{NoReplica, PROXY_PORT_OFFSET, PoolMode, ProxySection, ReplicaChoice, TlsMode};
 pub use restored::restored_config;
+pub use standby::{STANDBY_SOURCE, StandbyClusterSection};
 pub use template::annotated_default;
 pub use validate::{ARCHIVE_PARAMETERS, MANAGED_PARAMETERS};

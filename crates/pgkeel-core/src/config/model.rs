@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::backup::BackupSection;
 use super::proxy::ProxySection;
+use super::standby::StandbyClusterSection;
 use crate::{NodeName, ReplicationMode};
 
 /// A whole `pgkeel.toml`.
@@ -32,6 +33,9 @@ pub struct Config {
     pub proxy: ProxySection,
     /// The WAL archive and base backups (pgBackRest).
     pub backup: BackupSection,
+    /// Follow another cluster instead of accepting writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby_cluster: Option<StandbyClusterSection>,
     /// Members, first one is the bootstrap primary. Empty = generated from
     /// `cluster.replicas` and `cluster.base_port`.
     pub nodes: Vec<NodeConfig>,

@@ -75,6 +75,7 @@ pub(crate) fn finalize(mut cfg: Config) -> Result<Config, ConfigError> {
     check_ha(&cfg)?;
     check_proxy(&cfg)?;
     check_backup(&cfg)?;
+    super::standby::check_standby_cluster(&cfg)?;
     check_parameters(&cfg)?;
     Ok(cfg)
 }

@@ -1,5 +1,6 @@
 //! Table tests, one per transition.
 
+use pgkeel_core::config::STANDBY_SOURCE;
 use pgkeel_core::{Lsn, ReplicationMode};
 
 use super::*;
@@ -501,3 +502,104 @@ fn manual_failover_target_only_and_paused_does_nothing() {
 }
 
 mod random;
+
+fn standby_view(leader: &str) -> View {
+    View {
+        standby_cluster: true,
+        ..view(Some(leader), vec![peer("b", 10)])
+    }
+}
+
+#[test]
+fn a_standby_leader_follows_the_primary_cluster_and_is_never_promoted() {
+    let c = cfg(ReplicationMode::Quorum);
+    let mut me = local("a", replica(100, true), DataState::Standby);
+    assert_eq!(
+        decide(&standby_view("a"), &me, &c),
+        vec![
+            Action::EnsureSlots,
+            Action::Repoint {
+                leader: STANDBY_SOURCE.into()
+            }
+        ]
+    );
+    me.upstream = Some(STANDBY_SOURCE.into());
+    assert!(matches!(
+        decide(&standby_view("a"), &me, &c).as_slice(),
+        [Action::EnsureSlots, Action::Wait(_)]
+    ));
+    // Once the cluster is promoted, the same leader is.
+    let promoted = View {
+        standby_cluster: false,
+        ..standby_view("a")
+    };
+    assert_eq!(decide(&promoted, &me, &c), vec![Action::Promote]);
+}
+
+#[test]
+fn a_stopped_standby_leader_starts_following_the_primary_cluster() {
+    let c = cfg(ReplicationMode::Async);
+    let me = local("a", LocalPg::Stopped, DataState::Standby);
+    assert_eq!(
+        decide(&standby_view("a"), &me, &c),
+        vec![Action::StartStandby {
+            leader: Some(STANDBY_SOURCE.into())
+        }]
+    );
+    let lost = local("a", LocalPg::Stopped, DataState::Missing);
+    assert_eq!(
+        decide(&standby_view("a"), &lost, &c),
+        vec![Action::ReleaseLeader]
+    );
+    // Primary data under a standby cluster's key: left alone, said why.
+    let primary_data = local("a", primary(10, &[], &[]), DataState::Primary);
+    assert!(matches!(
+        decide(&standby_view("a"), &primary_data, &c).as_slice(),
+        [Action::Wait(why)] if why.contains("promote-cluster")
+    ));
+}
+
+#[test]
+fn standby_cluster_members_cascade_from_its_leader_and_elect_a_new_one() {
+    let c = cfg(ReplicationMode::Quorum);
+    let member = local("b", replica(100, true), DataState::Standby);
+    assert_eq!(
+        decide(&standby_view("a"), &member, &c),
+        vec![Action::Repoint { leader: "a".into() }]
+    );
+    // The leader is gone: the most advanced member takes the key (and then
+    // follows the primary cluster, as above).
+    let orphan = local("b", replica(100, false), DataState::Standby);
+    let leaderless = View {
+        standby_cluster: true,
+        ..view(None, vec![peer("c", 50)])
+    };
+    assert_eq!(
+        decide(&leaderless, &orphan, &c),
+        vec![Action::AcquireLeader]
+    );
+}
+
+#[test]
+fn a_standby_cluster_elects_at_once_a_member_streaming_from_the_primary_cluster() {
+    let c = cfg(ReplicationMode::Async);
+    // Bootstrap: the first member, a copy of the primary cluster, streams
+    // from it and takes the key without waiting a TTL.
+    let mut first = local("a", replica(100, true), DataState::Standby);
+    first.upstream = Some(STANDBY_SOURCE.into());
+    let fresh = View {
+        standby_cluster: true,
+        vacancy_confirmed: false,
+        ..view(None, vec![])
+    };
+    assert_eq!(decide(&fresh, &first, &c), vec![Action::AcquireLeader]);
+    // In a primary cluster the same stream proves a primary alive.
+    let plain = View {
+        standby_cluster: false,
+        ..fresh.clone()
+    };
+    assert!(matches!(
+        decide(&plain, &first, &c).as_slice(),
+        [Action::Wait(_)]
+    ));
+}

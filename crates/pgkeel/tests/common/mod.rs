@@ -133,20 +133,29 @@ pub async fn until<T>(
 /// Crashes the host of the cluster's primary: SIGKILL to its agent and its
 /// PostgreSQL. Returns the primary's node from `status --json`.
 pub fn crash_primary(cluster: &CliCluster) -> TestResult<serde_json::Value> {
+    crash_node(cluster, |n| n["role"] == "primary")
+}
+
+/// Crashes the host of the first node `which` picks in `status --json`:
+/// SIGKILL to its agent and its PostgreSQL. Returns that node.
+pub fn crash_node(
+    cluster: &CliCluster,
+    which: impl Fn(&serde_json::Value) -> bool,
+) -> TestResult<serde_json::Value> {
     let status = cluster.status()?;
-    let old = status["nodes"]
+    let node = status["nodes"]
         .as_array()
-        .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
+        .and_then(|n| n.iter().find(|n| which(n)))
         .cloned()
-        .ok_or("no primary")?;
-    for pid in [&old["agent_pid"], &old["pid"]] {
+        .ok_or_else(|| format!("no such node in {status}"))?;
+    for pid in [&node["agent_pid"], &node["pid"]] {
         let pid = pid.as_i64().ok_or("no pid")?;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(pid)?),
             nix::sys::signal::Signal::SIGKILL,
         )?;
     }
-    Ok(old)
+    Ok(node)
 }
 
 /// Sets `path`'s permission bits.
