@@ -7,7 +7,7 @@ use nix::unistd::Pid;
 use pgkeel_cluster::Cluster;
 use pgkeel_cluster::archive_flush::flush_archive_on;
 use pgkeel_cluster::layout::Secret;
-use pgkeel_cluster::render::NodeRole;
+use pgkeel_cluster::render::{NodeRole, standby_source_node};
 use pgkeel_cluster::replica::ReplicaSource;
 use pgkeel_core::NodeConfig;
 use pgkeel_core::config::STANDBY_SOURCE;
@@ -88,12 +88,14 @@ impl Context<'_> {
     /// standby cluster's leader follows.
     fn upstream(&self, name: &str) -> Result<NodeConfig, AgentError> {
         if name == STANDBY_SOURCE {
-            return self.cluster.standby_source().ok_or_else(|| {
-                AgentError::Refused(
-                    "asked to follow the primary cluster, but [standby_cluster] is not configured"
-                        .into(),
-                )
-            });
+            return crate::runner::following(self.cluster, self.view)
+                .and_then(standby_source_node)
+                .ok_or_else(|| {
+                    AgentError::Refused(
+                        "asked to follow the primary cluster, but this cluster follows none ([standby_cluster], demote-cluster)"
+                            .into(),
+                    )
+                });
         }
         Ok(self.other(name)?.clone())
     }
@@ -326,7 +328,8 @@ impl Context<'_> {
     /// timeline), make sure this node's slot exists there, then pg_rewind;
     /// if rewind fails, clone afresh. Ends as a running standby.
     async fn rewind(&self, leader: &str) -> Result<(), AgentError> {
-        let source = self.other(leader)?;
+        let source = self.upstream(leader)?;
+        let source = &source;
         // The secrets may have changed since the agent started.
         self.cluster.write_passfiles()?;
         let conn = self.connect_member(source).await?;
@@ -334,7 +337,11 @@ impl Context<'_> {
             .batch_execute("CHECKPOINT")
             .await
             .map_err(|e| AgentError::Refused(format!("CHECKPOINT on {leader} failed: {e}")))?;
-        conn.ensure_physical_slot(self.name()).await?;
+        // The primary cluster keeps no slot for another cluster's leader.
+        let member = leader != STANDBY_SOURCE;
+        if member {
+            conn.ensure_physical_slot(self.name()).await?;
+        }
         let conninfo = format!(
             "host={} port={} user={} dbname=postgres connect_timeout=5",
             source.host, source.port, self.cluster.superuser
@@ -366,17 +373,26 @@ impl Context<'_> {
 
     /// Discards this node's data and clones it from `leader`.
     async fn reclone(&self, leader: &str) -> Result<(), AgentError> {
-        let source = self.other(leader)?;
+        let source = self.upstream(leader)?;
+        let source = &source;
         self.cluster.write_passfiles()?;
         let conn = self.connect_member(source).await?;
-        conn.ensure_physical_slot(self.name()).await?;
+        // Another cluster: no slot of ours there, and our repository holds
+        // our backups, not its. A standby cluster's leader cannot switch
+        // WAL: its replicas are cloned from it.
+        let member = leader != STANDBY_SOURCE;
+        let repository_usable =
+            member && !crate::runner::is_standby_cluster(self.cluster, self.view);
+        if member {
+            conn.ensure_physical_slot(self.name()).await?;
+        }
         if running_pid(&self.data()).is_some() {
             let _ = fence(self.cluster, self.name()).await;
         }
         // Kept as the base of a delta restore from the repository.
         self.cluster.set_aside_for_rebuild(self.name())?;
         let from_repository = match self.cluster.backup_engine() {
-            Ok(Some(_)) => match flush_archive_on(&conn, leader).await {
+            Ok(Some(_)) if repository_usable => match flush_archive_on(&conn, leader).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing_line(&format!(

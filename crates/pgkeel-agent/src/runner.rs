@@ -40,6 +40,8 @@ struct LoopMemory {
     /// Leader: since when no standby has been streaming.
     no_standby_since: Option<Instant>,
     leaderless_since: Option<Instant>,
+    /// Standby: since when its WAL receiver has not been streaming.
+    not_streaming_since: Option<Instant>,
     last_actions: String,
     /// The last failed action's error and how many loops in a row failed.
     error: Option<String>,
@@ -398,6 +400,31 @@ async fn iteration(
     let degrade_allowed = memory
         .no_standby_since
         .is_some_and(|s| s.elapsed() >= shared.ttl);
+    let stalled = matches!(
+        &obs.pg,
+        pgkeel_ha::LocalPg::Running {
+            in_recovery: true,
+            streaming: false,
+            ..
+        }
+    );
+    if stalled {
+        memory.not_streaming_since.get_or_insert_with(Instant::now);
+    } else {
+        memory.not_streaming_since = None;
+    }
+    // Diverged: not streaming for a whole TTL while the leader is on a
+    // newer timeline than this standby can follow (it received WAL the
+    // new history does not have).
+    let leader_timeline = view
+        .leader
+        .as_ref()
+        .and_then(|l| view.members.get(l))
+        .and_then(|m| m.timeline);
+    let diverged = memory
+        .not_streaming_since
+        .is_some_and(|s| s.elapsed() >= shared.ttl)
+        && matches!((obs.member.timeline, leader_timeline), (Some(mine), Some(theirs)) if mine < theirs);
     let local = Local {
         name: me.to_string(),
         pg: obs.pg.clone(),
@@ -414,6 +441,7 @@ async fn iteration(
         failsafe_hold: shared.failsafe_hold(),
         degrade_allowed,
         upstream: obs.member.upstream.clone(),
+        diverged,
     };
     let mut ha_view = to_ha_view(&view, peers, vacancy_confirmed);
     ha_view.standby_cluster = is_standby_cluster(cluster, &view);
@@ -591,10 +619,25 @@ fn to_ha_view(view: &ClusterView, peers: Vec<Peer>, vacancy_confirmed: bool) -> 
     }
 }
 
-/// Whether the cluster follows another now: configured as a standby
-/// cluster and not promoted since.
+/// Whether the cluster follows another now ([`following`]).
 pub fn is_standby_cluster(cluster: &Cluster, view: &ClusterView) -> bool {
-    cluster.config.standby_cluster.is_some() && !view.config.standby_promoted
+    following(cluster, view).is_some()
+}
+
+/// The cluster this one follows now: the one `demote-cluster` named, else
+/// `[standby_cluster]` unless `promote-cluster` was run since.
+pub fn following<'a>(
+    cluster: &'a Cluster,
+    view: &'a ClusterView,
+) -> Option<&'a pgkeel_core::config::StandbyClusterSection> {
+    if let Some(follow) = &view.config.follow {
+        return Some(follow);
+    }
+    cluster
+        .config
+        .standby_cluster
+        .as_ref()
+        .filter(|_| !view.config.standby_promoted)
 }
 
 /// The decision's configuration from the cluster's.

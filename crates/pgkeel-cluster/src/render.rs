@@ -3,7 +3,7 @@
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::Path;
 
-use pgkeel_core::config::STANDBY_SOURCE;
+use pgkeel_core::config::{STANDBY_SOURCE, StandbyClusterSection};
 use pgkeel_core::mode::synchronous_standby_names;
 use pgkeel_core::size::parse_pg_size;
 use pgkeel_core::tuning::performance_parameters;
@@ -60,17 +60,10 @@ impl Cluster {
         synchronous_standby_names(repl.mode, repl.sync_count, &standbys)
     }
 
-    /// The primary cluster a standby cluster follows, as an upstream its
-    /// leader can stream from (named [`STANDBY_SOURCE`]).
+    /// The primary cluster a standby cluster follows (`[standby_cluster]`),
+    /// as an upstream its leader can stream from (named [`STANDBY_SOURCE`]).
     pub fn standby_source(&self) -> Option<NodeConfig> {
-        let source = self.config.standby_cluster.as_ref()?;
-        Some(NodeConfig {
-            name: NodeName::new(STANDBY_SOURCE).ok()?,
-            host: source.host.clone(),
-            port: source.port,
-            api_port: None,
-            nofailover: true,
-        })
+        standby_source_node(self.config.standby_cluster.as_ref()?)
     }
 
     /// The `primary_conninfo` of a standby `node` following `upstream`.
@@ -232,4 +225,15 @@ fn machine_memory() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// `source` as an upstream a standby cluster's leader can stream from.
+pub fn standby_source_node(source: &StandbyClusterSection) -> Option<NodeConfig> {
+    Some(NodeConfig {
+        name: NodeName::new(STANDBY_SOURCE).ok()?,
+        host: source.host.clone(),
+        port: source.port,
+        api_port: None,
+        nofailover: true,
+    })
 }

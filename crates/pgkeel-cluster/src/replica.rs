@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use pgkeel_backup::{BackupEngine, RestoreTarget};
 use pgkeel_core::NodeConfig;
+use pgkeel_core::config::STANDBY_SOURCE;
 use pgkeel_pg::basebackup::{CloneSource, clone_from};
 use pgkeel_pg::fsutil::ensure_dir;
 use pgkeel_pg::pgctl::is_data_dir;
@@ -205,7 +206,8 @@ impl Cluster {
             port: primary.port,
             user: &self.config.roles.replication,
             passfile: &passfile,
-            slot: Some(name),
+            // Another cluster keeps no slot for this one's leader.
+            slot: (primary.name.as_str() != STANDBY_SOURCE).then_some(name),
             application_name: &format!("{name}_clone"),
         };
         let reporter = progress.clone();

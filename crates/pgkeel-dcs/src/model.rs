@@ -94,6 +94,10 @@ pub struct DynamicConfig {
     /// (`pgkeel promote-cluster`): it no longer follows its source.
     #[serde(default)]
     pub standby_promoted: bool,
+    /// The cluster this one was made to follow (`pgkeel demote-cluster`);
+    /// it outranks `[standby_cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<pgkeel_core::config::StandbyClusterSection>,
 }
 
 /// A requested switchover (planned) or failover (manual).

@@ -127,7 +127,8 @@ fn as_leader(view: &View, local: &Local, cfg: &HaConfig) -> Vec<Action> {
 
 /// The leader of a standby cluster: a standby that follows the primary
 /// cluster (its members cascade from it), never promoted until the cluster
-/// is (`promote-cluster`).
+/// is (`promote-cluster`). A leader holding primary data (the cluster was
+/// just demoted) stops and rewinds onto the primary cluster.
 fn as_standby_leader(local: &Local) -> Vec<Action> {
     let source = STANDBY_SOURCE;
     match (&local.pg, local.data) {
@@ -150,15 +151,18 @@ fn as_standby_leader(local: &Local) -> Vec<Action> {
         (LocalPg::Stopped, DataState::Standby) => vec![Action::StartStandby {
             leader: Some(source.into()),
         }],
+        // A primary cluster made to follow another (`demote-cluster`):
+        // stop cleanly, rewind onto the other cluster's history (cloning
+        // when that fails), follow it.
         (
             LocalPg::Running {
                 in_recovery: false, ..
             },
             _,
-        )
-        | (LocalPg::Stopped, DataState::Primary) => vec![Action::Wait(
-            "configured as a standby cluster, but this leader holds primary data: it was promoted (`pgkeel promote-cluster`); making a primary cluster follow another again is not built: rebuild this cluster from the primary cluster".into(),
-        )],
+        ) => vec![Action::Demote { clean: true }],
+        (LocalPg::Stopped, DataState::Primary) => vec![Action::Rewind {
+            leader: source.into(),
+        }],
     }
 }
 
@@ -227,7 +231,12 @@ fn as_follower(leader: &str, local: &Local) -> Vec<Action> {
             },
             _,
         ) => {
-            if local.upstream.as_deref() == Some(leader) {
+            if local.diverged {
+                // A replica's data is redundant: rebuild it from the leader.
+                vec![Action::Reclone {
+                    leader: leader.into(),
+                }]
+            } else if local.upstream.as_deref() == Some(leader) {
                 vec![Action::Wait(format!("following {leader}"))]
             } else {
                 vec![Action::Repoint {

@@ -34,6 +34,10 @@ pub struct Local {
     pub failsafe_hold: bool,
     /// Replica: the node its `primary_conninfo` points at (`None`: none).
     pub upstream: Option<String>,
+    /// Replica: it has not streamed for a whole TTL and is on an older
+    /// timeline than the leader's: it holds WAL the leader's history does
+    /// not (it followed a primary that diverged), so it can never catch up.
+    pub diverged: bool,
 }
 
 /// The local PostgreSQL.

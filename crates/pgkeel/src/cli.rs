@@ -210,6 +210,20 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Make this cluster follow another (a standby cluster): its leader
+    /// stops taking writes, is rewound onto the other cluster's history (or
+    /// cloned from it) and streams from it; its members cascade. For
+    /// failing back after `promote-cluster` elsewhere.
+    DemoteCluster {
+        #[command(flatten)]
+        target: Target,
+        /// Address of the other cluster's primary (replication connections).
+        #[arg(long)]
+        host: String,
+        /// Its port.
+        #[arg(long)]
+        port: u16,
+    },
     /// Maintenance mode: agents keep publishing but take no automatic action.
     Pause {
         #[command(flatten)]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pgkeel_agent::api::{request_failover, request_switchover};
 use pgkeel_agent::remote::RemoteCluster;
 use pgkeel_cluster::layout::Secret;
+use pgkeel_core::config::StandbyClusterSection;
 use pgkeel_pg::probe::connect_tcp;
 use pgkeel_pg::secrets::read_password;
 
@@ -170,23 +171,42 @@ pub async fn set_paused(cluster: &RemoteCluster, paused: bool) -> Result<()> {
 /// source; its leader is promoted within a loop.
 pub async fn promote_cluster(cluster: &RemoteCluster) -> Result<()> {
     let name = &cluster.config.cluster.name;
-    let Some(source) = &cluster.config.standby_cluster else {
-        bail!(
-            "cluster `{name}` is not a standby cluster (its configuration has no [standby_cluster]): it is already a primary cluster"
-        );
-    };
     let dcs = cluster.dcs().await?;
     let mut config = dcs.view().await?.config;
-    if config.standby_promoted {
-        say!("cluster `{name}` was already promoted");
-        return Ok(());
-    }
+    let source = match (&config.follow, &cluster.config.standby_cluster) {
+        (Some(follow), _) => follow.clone(),
+        (None, Some(configured)) if !config.standby_promoted => configured.clone(),
+        _ => bail!(
+            "cluster `{name}` follows no other cluster (no [standby_cluster], or promoted already, and no demote-cluster since): it is already a primary cluster"
+        ),
+    };
     config.standby_promoted = true;
+    config.follow = None;
     dcs.put_config(&config).await?;
     say!(
         "cluster `{name}` promoted: it no longer follows {}:{}; its leader accepts writes within a loop (`pgkeel status` shows it as primary). Keep the old primary cluster from taking writes: it does not know",
         source.host,
         source.port
+    );
+    Ok(())
+}
+
+/// `pgkeel demote-cluster --host H --port P`: this cluster follows another
+/// (whose primary is at `host:port`); its leader stops, rewinds onto the
+/// other's history and streams from it, its members cascade.
+pub async fn demote_cluster(cluster: &RemoteCluster, host: &str, port: u16) -> Result<()> {
+    let name = &cluster.config.cluster.name;
+    let dcs = cluster.dcs().await?;
+    let mut config = dcs.view().await?.config;
+    config.follow = Some(StandbyClusterSection {
+        host: host.to_string(),
+        port,
+        stanza: None,
+    });
+    config.standby_promoted = false;
+    dcs.put_config(&config).await?;
+    say!(
+        "cluster `{name}` now follows {host}:{port}: its leader stops taking writes within a loop, rewinds onto that cluster's history (or is cloned from it) and streams from it; `pgkeel promote-cluster` undoes this"
     );
     Ok(())
 }

@@ -142,6 +142,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::PromoteCluster { target } => {
             cmd_ha::promote_cluster(&open_any(&target)?.remote()).await
         }
+        Command::DemoteCluster { target, host, port } => {
+            cmd_ha::demote_cluster(&open_any(&target)?.remote(), &host, port).await
+        }
         Command::Pause { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), true).await,
         Command::Resume { target } => cmd_ha::set_paused(&open_any(&target)?.remote(), false).await,
         Command::Down { target } => {

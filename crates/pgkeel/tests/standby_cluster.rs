@@ -2,7 +2,8 @@
 //! first (falling back to its archive) and whose members cascade from that
 //! leader. It survives the loss of its own leader (another member follows
 //! the primary cluster), and `promote-cluster` makes it writable, with
-//! every row the primary cluster committed.
+//! every row the primary cluster committed. `demote-cluster` then makes
+//! the old primary cluster, back and diverged, follow it (failing back).
 
 mod common;
 
@@ -40,7 +41,7 @@ fn leader(cluster: &CliCluster) -> TestResult<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_standby_cluster_follows_survives_its_leader_and_is_promoted() -> TestResult {
+async fn a_standby_cluster_follows_survives_its_leader_is_promoted_and_failed_back() -> TestResult {
     let (main, repo, primary) = started_with_repository().await?;
     primary
         .batch_execute("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)")
@@ -123,5 +124,30 @@ async fn a_standby_cluster_follows_survives_its_leader_and_is_promoted() -> Test
     })
     .await?;
     holds(&dr, &["--node", &next], 301).await?;
+
+    // Failing back: the old primary cluster returns (a primary of its own
+    // again, diverged) and is made to follow the promoted one: its leader
+    // is rewound onto the new history, its members cascade.
+    let out = main.run("up", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dr_status = dr.status()?;
+    let dr_port = dr_status["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == next.as_str()))
+        .and_then(|n| n["port"].as_u64())
+        .ok_or("no port")?
+        .to_string();
+    let out = main.run(
+        "demote-cluster",
+        &["--host", "127.0.0.1", "--port", &dr_port],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let client = connect_url(&url).await?;
+    client
+        .batch_execute("INSERT INTO t SELECT generate_series(302, 400)")
+        .await?;
+    for node in ["primary", "replica1", "replica2"] {
+        holds(&main, &["--node", node], 400).await?;
+    }
     Ok(())
 }

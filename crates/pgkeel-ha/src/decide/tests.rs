@@ -53,6 +53,7 @@ fn local(name: &str, pg: LocalPg, data: DataState) -> Local {
         failsafe_hold: false,
         degrade_allowed: true,
         upstream: None,
+        diverged: false,
     }
 }
 
@@ -551,12 +552,20 @@ fn a_stopped_standby_leader_starts_following_the_primary_cluster() {
         decide(&standby_view("a"), &lost, &c),
         vec![Action::ReleaseLeader]
     );
-    // Primary data under a standby cluster's key: left alone, said why.
-    let primary_data = local("a", primary(10, &[], &[]), DataState::Primary);
-    assert!(matches!(
-        decide(&standby_view("a"), &primary_data, &c).as_slice(),
-        [Action::Wait(why)] if why.contains("promote-cluster")
-    ));
+    // A demoted cluster's leader: stops cleanly, then rewinds onto the
+    // primary cluster's history.
+    let running_primary = local("a", primary(10, &[], &[]), DataState::Primary);
+    assert_eq!(
+        decide(&standby_view("a"), &running_primary, &c),
+        vec![Action::Demote { clean: true }]
+    );
+    let stopped_primary = local("a", LocalPg::Stopped, DataState::Primary);
+    assert_eq!(
+        decide(&standby_view("a"), &stopped_primary, &c),
+        vec![Action::Rewind {
+            leader: STANDBY_SOURCE.into()
+        }]
+    );
 }
 
 #[test]
@@ -602,4 +611,20 @@ fn a_standby_cluster_elects_at_once_a_member_streaming_from_the_primary_cluster(
         decide(&plain, &first, &c).as_slice(),
         [Action::Wait(_)]
     ));
+}
+
+#[test]
+fn a_replica_that_diverged_from_the_leaders_history_is_rebuilt() {
+    let c = cfg(ReplicationMode::Async);
+    let mut me = local("b", replica(100, false), DataState::Standby);
+    me.upstream = Some("a".into());
+    assert!(matches!(
+        decide(&view(Some("a"), vec![]), &me, &c).as_slice(),
+        [Action::Wait(_)]
+    ));
+    me.diverged = true;
+    assert_eq!(
+        decide(&view(Some("a"), vec![]), &me, &c),
+        vec![Action::Reclone { leader: "a".into() }]
+    );
 }

@@ -127,6 +127,7 @@ impl Model {
             failsafe_hold: false,
             degrade_allowed: true,
             upstream: n.upstream.map(|u| self.nodes[u].name.clone()),
+            diverged: false,
         }
     }
 
