@@ -38,7 +38,10 @@ pub fn spawn(cluster: Cluster, shared: Arc<Shared>) {
         let mut retry_at: Option<Instant> = None;
         tokio::time::sleep(FIRST_CHECK).await;
         loop {
-            if shared.leader() && retry_at.is_none_or(|t| Instant::now() >= t) {
+            // A standby cluster's leader has nothing of its own to back
+            // up: the primary cluster's backups cover the data.
+            let due_here = shared.leader() && !shared.following();
+            if due_here && retry_at.is_none_or(|t| Instant::now() >= t) {
                 let failed = check(&cluster, &engine, &shared).await
                     || verify_if_due(&cluster, &engine, &shared).await;
                 retry_at = failed.then(|| Instant::now() + RETRY_AFTER);

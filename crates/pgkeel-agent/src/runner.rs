@@ -445,6 +445,9 @@ async fn iteration(
     };
     let mut ha_view = to_ha_view(&view, peers, vacancy_confirmed);
     ha_view.standby_cluster = is_standby_cluster(cluster, &view);
+    shared
+        .following
+        .store(ha_view.standby_cluster, std::sync::atomic::Ordering::SeqCst);
     let config = ha_config(cluster);
     let actions = if obs.busy {
         vec![Action::Wait("PostgreSQL is starting or recovering".into())]

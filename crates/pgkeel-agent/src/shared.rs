@@ -42,6 +42,9 @@ pub struct Shared {
     pub renewed_at: Mutex<Option<Instant>>,
     /// This agent believes it holds the leader key.
     pub is_leader: AtomicBool,
+    /// The cluster follows another one (a standby cluster): nothing of its
+    /// own to back up.
+    pub following: AtomicBool,
     /// Lease TTL.
     pub ttl: Duration,
     /// Safety margin: a leader whose lease is older than `ttl - margin`
@@ -83,6 +86,7 @@ impl Shared {
             lease: Mutex::new(None),
             renewed_at: Mutex::new(None),
             is_leader: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             ttl,
             margin,
             snapshot: RwLock::new(Snapshot::default()),
@@ -142,6 +146,11 @@ impl Shared {
     /// Records leadership.
     pub fn set_leader(&self, value: bool) {
         self.is_leader.store(value, Ordering::SeqCst);
+    }
+
+    /// Whether the cluster follows another (a standby cluster).
+    pub fn following(&self) -> bool {
+        self.following.load(Ordering::SeqCst)
     }
 }
 

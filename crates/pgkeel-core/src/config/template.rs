@@ -235,6 +235,16 @@ process_max = 2
 # verify_tls = true
 # ca_file = "/etc/ssl/certs/my-ca.pem"
 
+# A standby cluster: this cluster follows another pgkeel cluster (another
+# region or data centre). Its leader streams from the other cluster's
+# primary and reads its archive; its members cascade from the leader; it
+# fails over among its own members. `pgkeel promote-cluster` makes it a
+# primary cluster. Share the other cluster's passwords (secrets/).
+# [standby_cluster]
+# host = "10.1.0.11"         # the primary cluster's primary (replication)
+# port = 5432
+# stanza = "main"            # its stanza in [backup]'s repository
+
 # Extra postgresql.conf parameters, written after pgkeel's own. Parameters
 # replication depends on (port, wal_level, primary_conninfo, ...) are refused.
 [parameters]
