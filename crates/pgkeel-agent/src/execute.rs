@@ -88,7 +88,7 @@ impl Context<'_> {
     /// standby cluster's leader follows.
     fn upstream(&self, name: &str) -> Result<NodeConfig, AgentError> {
         if name == STANDBY_SOURCE {
-            return crate::runner::following(self.cluster, self.view)
+            return crate::runner::following(&self.cluster.config, self.view)
                 .and_then(standby_source_node)
                 .ok_or_else(|| {
                     AgentError::Refused(

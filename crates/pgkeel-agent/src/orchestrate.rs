@@ -364,6 +364,8 @@ pub async fn enrich_status(cluster: &Cluster, status: &mut ClusterStatus) -> HaS
         ha.etcd_ok = true;
         ha.leader = view.leader.clone();
         ha.paused = view.config.paused;
+        status.following = crate::runner::following(&cluster.config, &view)
+            .map(|s| format!("{}:{}", s.host, s.port));
         ha.switchover = view
             .switchover
             .as_ref()

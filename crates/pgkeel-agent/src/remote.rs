@@ -118,6 +118,8 @@ impl RemoteCluster {
         status.etcd_ok = Some(view.is_some());
         if let Some((dcs, view)) = view {
             apply_view(&mut status, &view);
+            status.following = crate::runner::following(&self.config, &view)
+                .map(|s| format!("{}:{}", s.host, s.port));
             if let Some(lease) = view.leader_lease {
                 status.lease_ttl_left = dcs.lease_time_left(lease).await.ok().flatten();
             }
@@ -201,6 +203,7 @@ mod tests {
             leader: None,
             lease_ttl_left: None,
             paused: None,
+            following: None,
             etcd_ok: Some(true),
             proxy: None,
         };

@@ -624,20 +624,19 @@ fn to_ha_view(view: &ClusterView, peers: Vec<Peer>, vacancy_confirmed: bool) -> 
 
 /// Whether the cluster follows another now ([`following`]).
 pub fn is_standby_cluster(cluster: &Cluster, view: &ClusterView) -> bool {
-    following(cluster, view).is_some()
+    following(&cluster.config, view).is_some()
 }
 
 /// The cluster this one follows now: the one `demote-cluster` named, else
 /// `[standby_cluster]` unless `promote-cluster` was run since.
 pub fn following<'a>(
-    cluster: &'a Cluster,
+    config: &'a pgkeel_core::Config,
     view: &'a ClusterView,
 ) -> Option<&'a pgkeel_core::config::StandbyClusterSection> {
     if let Some(follow) = &view.config.follow {
         return Some(follow);
     }
-    cluster
-        .config
+    config
         .standby_cluster
         .as_ref()
         .filter(|_| !view.config.standby_promoted)

@@ -94,6 +94,7 @@ mod tests {
             leader: None,
             lease_ttl_left: None,
             paused: None,
+            following: None,
             etcd_ok: None,
             proxy: None,
         }

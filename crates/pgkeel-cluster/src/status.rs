@@ -98,6 +98,7 @@ pub fn assemble_status(
         leader: None,
         lease_ttl_left: None,
         paused: None,
+        following: None,
         etcd_ok: None,
         proxy,
     }

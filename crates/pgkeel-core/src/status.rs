@@ -37,6 +37,9 @@ pub struct ClusterStatus {
     /// Automatic failover paused.
     #[serde(default)]
     pub paused: Option<bool>,
+    /// A standby cluster: the primary cluster it follows (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub following: Option<String>,
     /// etcd answered.
     #[serde(default)]
     pub etcd_ok: Option<bool>,

@@ -40,6 +40,11 @@ pub fn print_status(status: &ClusterStatus, json: bool) -> Result<()> {
             ""
         };
         say!("leader {leader}{lease}  {etcd}{paused}");
+        if let Some(source) = &status.following {
+            say!(
+                "standby cluster: following the primary cluster at {source} (`pgkeel promote-cluster` makes it a primary cluster)"
+            );
+        }
     }
     if let Some(p) = &status.proxy {
         let state = match p.pid {

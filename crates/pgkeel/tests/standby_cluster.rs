@@ -88,6 +88,12 @@ async fn a_standby_cluster_follows_survives_its_leader_is_promoted_and_failed_ba
         holds(&dr, &["--node", node], 200).await?;
     }
     let first = leader(&dr)?;
+    let status = dr.status()?;
+    assert_eq!(
+        status["following"].as_str(),
+        Some(format!("127.0.0.1:{main_primary}").as_str()),
+        "{status}"
+    );
 
     // Its leader's host is lost: another member leads and follows the
     // primary cluster.
@@ -110,6 +116,7 @@ async fn a_standby_cluster_follows_survives_its_leader_is_promoted_and_failed_ba
     assert!(out.status.success(), "{}", text(&out));
     let out = dr.run("promote-cluster", &[]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(dr.status()?["following"].is_null());
     let url = dr.url(&["--node", &next, "--superuser"])?;
     until("the promoted cluster taking writes", 60, async || {
         let Ok(client) = connect_url(&url).await else {
