@@ -49,3 +49,15 @@ pg_bindir() {
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do echo "$d"; return; done
   dirname "$(command -v initdb)"
 }
+
+# Backup benches: run as root (the servers run as postgres), with
+# pgBackRest installed; sets PGKEEL_BIN (built unless given).
+backup_bench_setup() {
+  [ "$(id -u)" -eq 0 ] || { echo "run as root (the servers run as postgres)" >&2; exit 1; }
+  command -v pgbackrest >/dev/null || { echo "pgbackrest is missing: apt-get install pgbackrest" >&2; exit 1; }
+  if [ -z "${PGKEEL_BIN:-}" ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
+    cargo build --release -q -p pgkeel
+    PGKEEL_BIN="$CARGO_TARGET_DIR/release/pgkeel"
+  fi
+}

@@ -24,13 +24,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS="${1:-3}"
 SCALE="${2:-130}"
-[ "$(id -u)" -eq 0 ] || { echo "run as root (the servers run as postgres)" >&2; exit 1; }
-command -v pgbackrest >/dev/null || { echo "pgbackrest is missing: apt-get install pgbackrest" >&2; exit 1; }
-if [ -z "${PGKEEL_BIN:-}" ]; then
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pgkeel/target}"
-  cargo build --release -q -p pgkeel
-  PGKEEL_BIN="$CARGO_TARGET_DIR/release/pgkeel"
-fi
+backup_bench_setup
 BIN="$(pg_bindir)"
 WORK="$(mktemp -d /tmp/pgkeel-replica-bench-XXXXXX)"
 chmod 755 "$WORK"

@@ -69,6 +69,16 @@ struct RestoreOutput<'a> {
     status: &'a pgkeel_core::status::ClusterStatus,
 }
 
+/// Prints the restore and the cluster's status as one JSON document.
+fn print_json(report: &RestoreReport, status: &pgkeel_core::status::ClusterStatus) -> Result<()> {
+    let text = serde_json::to_string_pretty(&RestoreOutput {
+        restore: report,
+        status,
+    })?;
+    say!("{text}");
+    Ok(())
+}
+
 /// Restores the source cluster's backup into a new cluster and brings it up.
 pub async fn run(args: &RestoreArgs) -> Result<()> {
     let target = Target {
@@ -158,12 +168,7 @@ pub async fn run(args: &RestoreArgs) -> Result<()> {
     let ha = crate::ha_enabled(source);
     let brought = crate::bring_up(&restored, ha).await?;
     if args.json {
-        let text = serde_json::to_string_pretty(&RestoreOutput {
-            restore: &report,
-            status: &brought.status,
-        })?;
-        say!("{text}");
-        return Ok(());
+        return print_json(&report, &brought.status);
     }
     say!(
         "restored backup {} of `{}` to {} into cluster `{}` ({}) in {:.1}s; system identifier {} (was {})",
@@ -209,12 +214,7 @@ async fn in_place(
         )?;
     let brought = crate::bring_up(cluster, crate::ha_enabled(cluster)).await?;
     if args.json {
-        let text = serde_json::to_string_pretty(&RestoreOutput {
-            restore: &report,
-            status: &brought.status,
-        })?;
-        say!("{text}");
-        return Ok(());
+        return print_json(&report, &brought.status);
     }
     say!(
         "cluster `{}` taken back to {} from backup {} in {:.1}s: {} is the primary on a new timeline, the replicas were rebuilt",

@@ -56,6 +56,24 @@ async fn insert_each(
     Ok(())
 }
 
+/// After the backup's second is over, commits rows 6 and 7, then returns
+/// the server's time a moment later (as `--to` takes it) and waits another
+/// moment: what commits next is after the target.
+async fn commit_6_and_7_then_mark_a_time(primary: &tokio_postgres::Client) -> TestResult<String> {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    insert_each(primary, 6..=7).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let target: String = primary
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .await?
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    Ok(target)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restores_to_a_time_and_to_latest_after_a_failover() -> TestResult {
     let (cluster, _repo, primary) = started_with_repository().await?;
@@ -83,17 +101,7 @@ async fn restores_to_a_time_and_to_latest_after_a_failover() -> TestResult {
     );
 
     // Rows 6 and 7 commit before the target, 8 to 10 after it.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    insert_each(&primary, 6..=7).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let target: String = primary
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            &[],
-        )
-        .await?
-        .get(0);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let target = commit_6_and_7_then_mark_a_time(&primary).await?;
     insert_each(&primary, 8..=10).await?;
 
     let at_time = CliCluster::new(3)?;
@@ -350,17 +358,7 @@ async fn in_place_restore_takes_the_cluster_back_before_a_mistake() -> TestResul
         .await?;
     insert_each(&primary, 1..=5).await?;
     json(&cluster.run("backup", &["--full", "--json"]))?;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    insert_each(&primary, 6..=7).await?;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let target: String = primary
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            &[],
-        )
-        .await?
-        .get(0);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let target = commit_6_and_7_then_mark_a_time(&primary).await?;
     // The mistake.
     primary.batch_execute("DROP TABLE t").await?;
     let timeline: i32 = primary
