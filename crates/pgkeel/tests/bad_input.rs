@@ -42,8 +42,18 @@ fn missing_postgres_binaries_say_how_to_install() -> TestResult {
 
 #[test]
 fn busy_port_is_found_before_anything_is_created() -> TestResult {
-    let c = CliCluster::new(3)?;
-    let busy = TcpListener::bind(("127.0.0.1", c.base_port + 1))?;
+    // The block was free when picked, but an outgoing connection of a
+    // parallel test may take one of its ports (the ephemeral range
+    // overlaps): pick again until this test holds the port it makes busy.
+    let mut picked = None;
+    for _ in 0..20 {
+        let c = CliCluster::new(3)?;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", c.base_port + 1)) {
+            picked = Some((c, listener));
+            break;
+        }
+    }
+    let (c, busy) = picked.ok_or("no free port block to make busy in 20 tries")?;
     let out = c.run("up", &["--base-port", &c.base_port.to_string()]);
     assert_fails_with(
         &out,
